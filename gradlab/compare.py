@@ -1,0 +1,143 @@
+"""Gradients x Gradients -> one Comparison per (parameter, engine pair, device).
+
+The verdict for element i of a candidate c against a reference r:
+    |c_i - r_i| <= atol + rtol * |r_i| + 4 * err_i
+where err_i is the numeric engine's own error estimate for that element (0 when neither
+side is numeric). rtol/atol default per dtype (TOLERANCES) and the spec may override them.
+Elements whose difference stencil straddled a kink are counted and listed, never judged.
+max_rel_err is max_i |c_i - r_i| / max(|c_i|, |r_i|, 1e-8 * max_j |r_j|): elementwise,
+with a floor so that elements a hundred-millionth of the tensor's scale do not dominate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .gradients import Gradients
+
+# Numbers that steer a verdict live here, keyed by the candidate's dtype.
+TOLERANCES = {
+    "float64": {"rtol": 1e-6, "atol": 1e-10},
+    "float32": {"rtol": 2e-3, "atol": 1e-5},
+}
+ERR_FACTOR = 4.0  # how many numeric error estimates a discrepancy may use up
+REL_FLOOR = 1e-8
+MAX_LISTED_KINKS = 20
+
+
+@dataclass(frozen=True)
+class Comparison:
+    spec: str
+    parameter: str
+    reference: str
+    candidate: str
+    device: str
+    dtype: str
+    status: str  # pass | fail | skipped | zero-gradient | kink
+    shape: tuple = ()
+    max_abs_err: float = float("nan")
+    max_rel_err: float = float("nan")
+    cosine: float = float("nan")
+    worst_index: tuple | None = None
+    worst_reference: float = float("nan")
+    worst_candidate: float = float("nan")
+    mismatched: int = 0
+    size: int = 0
+    kinks: int = 0
+    kink_indices: list = field(default_factory=list)
+    numeric_err: float = float("nan")  # the numeric engine's largest error estimate on this tensor
+    rtol: float = float("nan")
+    atol: float = float("nan")
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        d["worst_index"] = list(self.worst_index) if self.worst_index is not None else None
+        d["kink_indices"] = [list(i) for i in self.kink_indices]
+        return d
+
+
+def tolerance(dtype: str, override=None) -> dict[str, float]:
+    tol = dict(TOLERANCES[dtype])
+    if override is not None:
+        for key in ("rtol", "atol"):
+            value = getattr(override, key, None)
+            if value is not None:
+                tol[key] = value
+    return tol
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def compare_tensor(
+    spec: str,
+    name: str,
+    ref: Gradients,
+    cand: Gradients,
+    *,
+    tol: dict[str, float],
+) -> Comparison:
+    """Judge one parameter tensor of `cand` against `ref`."""
+    device = cand.device if cand.engine == "autograd" else ref.device
+    dtype = cand.dtype if cand.engine != "numeric" else ref.dtype
+    base = dict(spec=spec, parameter=name, reference=ref.label, candidate=cand.label, device=device, dtype=dtype, rtol=tol["rtol"], atol=tol["atol"])
+    skipped = ref.skipped or cand.skipped
+    if skipped:
+        return Comparison(status="skipped", note=skipped, **base)
+    r, c = ref.values[name], cand.values[name]
+    shape = tuple(r.shape)
+    numeric = ref if ref.error is not None else cand if cand.error is not None else None
+    err = numeric.error[name].reshape(-1) if numeric is not None else np.zeros(r.size)
+    kink = numeric.kinks[name].reshape(-1) if numeric is not None and numeric.kinks is not None else np.zeros(r.size, bool)
+    rf, cf = r.reshape(-1), c.reshape(-1)
+    kink_idx = [tuple(int(j) for j in np.unravel_index(i, shape)) for i in np.flatnonzero(kink)[:MAX_LISTED_KINKS]]
+    base.update(shape=shape, size=r.size, kinks=int(kink.sum()), kink_indices=kink_idx)
+    ok = ~kink
+    if not ok.any():
+        return Comparison(status="kink", note="every element's stencil straddles a kink", **base)
+    rk, ck, ek = rf[ok], cf[ok], err[ok]
+    diff = np.abs(ck - rk)
+    if not np.all(np.isfinite(ck)) or not np.all(np.isfinite(rk)):
+        bad = np.flatnonzero(ok)[np.flatnonzero(~(np.isfinite(ck) & np.isfinite(rk)))[0]]
+        return Comparison(status="fail", note="non-finite gradient", worst_index=tuple(int(j) for j in np.unravel_index(bad, shape)),
+                          worst_reference=float(rf[bad]), worst_candidate=float(cf[bad]), mismatched=int((~np.isfinite(ck) | ~np.isfinite(rk)).sum()), **base)
+    bound = tol["atol"] + tol["rtol"] * np.abs(rk) + ERR_FACTOR * ek
+    scale = max(float(np.max(np.abs(rk))), float(np.max(np.abs(ck))))
+    rel = diff / np.maximum(np.maximum(np.abs(rk), np.abs(ck)), max(REL_FLOOR * scale, np.finfo(float).tiny))
+    excess = diff / np.where(bound > 0, bound, np.finfo(float).tiny)
+    w = int(np.argmax(excess))
+    worst_flat = int(np.flatnonzero(ok)[w])
+    mismatched = int(np.sum(diff > bound))
+    if mismatched:
+        status = "fail"
+    elif scale == 0.0:
+        status = "zero-gradient"
+    else:
+        status = "pass"
+    return Comparison(
+        status=status,
+        max_abs_err=float(diff.max()),
+        max_rel_err=float(rel.max()),
+        cosine=_cosine(ck, rk),
+        worst_index=tuple(int(j) for j in np.unravel_index(worst_flat, shape)),
+        worst_reference=float(rf[worst_flat]),
+        worst_candidate=float(cf[worst_flat]),
+        mismatched=mismatched,
+        numeric_err=float(err.max()) if numeric is not None else float("nan"),
+        note="gradient is identically zero (e.g. behind a step function)" if status == "zero-gradient" else "",
+        **base,
+    )
+
+
+def compare(spec: str, ref: Gradients, cand: Gradients, names: list[str], *, tol: dict[str, float]) -> list[Comparison]:
+    return [compare_tensor(spec, n, ref, cand, tol=tol) for n in names]

@@ -1,0 +1,121 @@
+"""The op records and the registries that hold them; imports nothing else of gradlab."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
+
+Hyper = Mapping[str, Any]
+
+
+def _resolve(value, hp: Hyper):
+    """Op properties may depend on hyperparameters (relu's eps): accept a value or a callable."""
+    return value(hp) if callable(value) else value
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation: forward, hand-written VJP and torch mirror side by side."""
+
+    name: str
+    doc: str
+    forward: Callable[[Any, Hyper], Any]
+    backward: Callable[[Any, Any, Any, Hyper], tuple[Any, dict]]
+    torch: Callable[[Any, Hyper], Any]
+    hyper: dict[str, float] = field(default_factory=dict)  # defaults of the fixed hyperparameters
+    trainable: tuple[str, ...] = ()  # hyperparameters a spec may mark trainable
+    kinks: Callable[[Hyper], tuple[float, ...]] | None = None  # points where f is not differentiable
+    continuous: bool | Callable[[Hyper], bool] = True
+    elementwise: bool = True
+    complex_safe: bool = True
+    zero_derivative: bool = False  # f' = 0 almost everywhere (step)
+    fprime_max: float | Callable[[Hyper], float] | None = None
+    saturates: bool = False  # sigmoid-like: f' -> 0 for large |u|
+    dead_threshold: Callable[[Hyper], float] | None = None  # relu family: f' = 0 at or below it
+    produces_probabilities: bool | Callable[[Hyper], bool] = False
+
+    def kink_points(self, hp: Hyper) -> tuple[float, ...]:
+        return tuple(self.kinks(hp)) if self.kinks else ()
+
+    def is_continuous(self, hp: Hyper) -> bool:
+        return bool(_resolve(self.continuous, hp))
+
+    def max_fprime(self, hp: Hyper) -> float | None:
+        return _resolve(self.fprime_max, hp)
+
+    def gives_probabilities(self, hp: Hyper) -> bool:
+        return bool(_resolve(self.produces_probabilities, hp))
+
+    def __repr__(self) -> str:
+        return f"Activation({self.name!r}: {self.doc})"
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One loss, summed over the batch and feature axes (the last two), leading axes kept.
+
+    `forward(pred, target)` and `backward(pred, target) -> dL/dpred` use the *sum* over the
+    batch; the network applies `reduction: mean` by dividing by the batch size.
+    """
+
+    name: str
+    doc: str
+    forward: Callable[[Any, Any], Any]
+    backward: Callable[[Any, Any], Any]
+    torch: Callable[[Any, Any], Any]
+    targets: tuple[str, ...]  # target kinds that make sense for this loss
+    default_reduction: str = "sum"
+    fixed_reduction: bool = False  # mse *is* the 1/(2N) average: a `reduction` key contradicting it is an error
+    needs_probabilities: bool = False  # input must lie in (0, 1)
+    complex_safe: bool = True
+
+    def __repr__(self) -> str:
+        return f"Loss({self.name!r}: {self.doc})"
+
+
+T = TypeVar("T")
+
+
+class UnknownOpError(LookupError):
+    def __init__(self, kind: str, name: str, known: list[str]):
+        self.kind, self.name, self.known = kind, name, known
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        super().__init__(f"unknown {kind} {name!r}; expected one of {', '.join(known)}{hint}")
+
+
+class Registry(Generic[T]):
+    """Name -> op record. A missing name fails loudly, listing the known ones."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._ops: dict[str, T] = {}
+
+    def register(self, op: T) -> T:
+        name = op.name  # type: ignore[attr-defined]
+        if name in self._ops:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._ops[name] = op
+        return op
+
+    def unregister(self, name: str) -> T:
+        return self._ops.pop(name)
+
+    def get(self, name: str) -> T:
+        try:
+            return self._ops[name]
+        except KeyError:
+            raise UnknownOpError(self.kind, name, self.names()) from None
+
+    def names(self) -> list[str]:
+        return list(self._ops)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ops
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._ops.values())
+
+    def __len__(self) -> int:
+        return len(self._ops)

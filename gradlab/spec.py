@@ -1,0 +1,418 @@
+"""YAML spec -> typed, validated `Spec`; every user mistake becomes one `SpecError`.
+
+A `SpecError` names the file, the key path (`network.layers[2].fn`), what was expected
+and, for typos, the nearest valid key or name. The CLI prints it and exits with 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .errors import SpecError
+from .ops import ACTIVATIONS, LOSSES, UnknownOpError
+from .ops import dense as dense_op
+from .ops.init import SCHEMES
+
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+DTYPES = ("float64", "float32")
+ENGINES = ("analytic", "numeric", "autograd")
+NUMERIC_METHODS = ("auto", "central", "richardson", "complex_step")
+DEFAULT_MEMORY_LIMIT = 2 * 2**30
+
+
+def _error(kind: str, message: str, **ctx) -> PydanticCustomError:
+    """A validation error whose message is already formatted (pydantic templates have no !r)."""
+    return PydanticCustomError(kind, "{message}", {"message": message, **ctx})
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class _Model(BaseModel):
+    """Frozen, and unknown keys are errors that suggest the nearest valid key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def _extra_keys(cls, data: dict) -> set[str]:
+        return set()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = set(cls.model_fields) | cls._extra_keys(data)
+            for key in data:
+                if key not in allowed:
+                    hint = _suggest(key, allowed)
+                    raise _error("unknown_key", f"unknown key {key!r}; expected one of {', '.join(sorted(allowed))}{hint}", key=str(key))
+        return data
+
+
+class InputSpec(_Model):
+    dim: PositiveInt
+    batch: PositiveInt = 1
+    distribution: Literal["normal", "uniform"] = "normal"
+    scale: float = Field(1.0, gt=0)  # std of normal, half-width of uniform
+    mean: float = 0.0
+
+
+class TargetSpec(_Model):
+    kind: Literal["regression", "onehot", "binary", "probabilities"] = "regression"
+    classes: PositiveInt | None = None  # onehot: number of classes (= output units)
+    dim: PositiveInt | None = None  # optional check of the output width
+    scale: float = Field(1.0, gt=0)  # regression targets ~ N(0, scale^2)
+
+
+class InitSpec(_Model):
+    scheme: Literal[SCHEMES] = "uniform_fan_in"  # type: ignore[valid-type]
+    std: float = Field(0.1, gt=0)  # for scheme `normal`
+    bias: Union[Literal["zeros", "normal", "uniform_fan_in"], float] = "zeros"
+
+
+class DenseSpec(_Model):
+    type: Literal["dense"]
+    units: PositiveInt
+    bias: Union[StrictBool, Literal["folded"]] = True
+    init: InitSpec | None = None  # overrides network.init for this layer
+
+
+class ActivationSpec(_Model):
+    """`fn` names a registered activation; its hyperparameters (slope, eps, c, beta) sit beside it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Literal["activation"]
+    fn: str
+    trainable: Union[StrictBool, list[str]] = False
+
+    @classmethod
+    def _extra_keys(cls, data: dict) -> set[str]:
+        fn = data.get("fn")
+        return set(ACTIVATIONS.get(fn).hyper) if isinstance(fn, str) and fn in ACTIVATIONS else set()
+
+    @field_validator("fn")
+    @classmethod
+    def _known_fn(cls, fn: str) -> str:
+        if fn not in ACTIVATIONS:
+            raise _error("unknown_op", str(UnknownOpError("activation", fn, ACTIVATIONS.names())).strip('"'))
+        return fn
+
+    @model_validator(mode="after")
+    def _check_hyper(self) -> "ActivationSpec":
+        op = ACTIVATIONS.get(self.fn)
+        for key, value in (self.model_extra or {}).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise _error("bad_hyper", f"{key} must be a finite number, got {value!r}")
+        names = self.trainable_names()
+        for name in names:
+            if name not in op.trainable:
+                can = ", ".join(op.trainable) or "none"
+                raise _error("bad_trainable", f"{self.fn} has no trainable hyperparameter {name!r} (trainable: {can})")
+        return self
+
+    def hyper(self) -> dict[str, float]:
+        op = ACTIVATIONS.get(self.fn)
+        return {k: float((self.model_extra or {}).get(k, v)) for k, v in op.hyper.items()}
+
+    def trainable_names(self) -> tuple[str, ...]:
+        if self.trainable is True:
+            return ACTIVATIONS.get(self.fn).trainable
+        if self.trainable is False:
+            return ()
+        return tuple(self.trainable)
+
+
+def _layer_tag(v: Any) -> str | None:
+    t = v.get("type") if isinstance(v, dict) else getattr(v, "type", None)
+    return t if t in ("dense", "activation") else None
+
+
+LayerSpec = Annotated[
+    Union[Annotated[DenseSpec, Tag("dense")], Annotated[ActivationSpec, Tag("activation")]],
+    Discriminator(
+        _layer_tag,
+        custom_error_type="bad_layer_type",
+        custom_error_message="layer `type` must be one of 'dense', 'activation'",
+    ),
+]
+
+
+class NetworkSpec(_Model):
+    convention: Literal[dense_op.LAYOUTS] = "out_in"  # type: ignore[valid-type]
+    init: InitSpec = InitSpec()
+    layers: list[LayerSpec] = Field(min_length=1)
+
+
+class LossSpec(_Model):
+    fn: str
+    reduction: Literal["sum", "mean"] | None = None  # default: the loss's own (mse: mean, others: sum)
+
+    @field_validator("fn")
+    @classmethod
+    def _known_fn(cls, fn: str) -> str:
+        if fn not in LOSSES:
+            raise _error("unknown_op", str(UnknownOpError("loss", fn, LOSSES.names())).strip('"'))
+        return fn
+
+    @property
+    def effective_reduction(self) -> str:
+        return self.reduction or LOSSES.get(self.fn).default_reduction
+
+
+class ToleranceSpec(_Model):
+    """Overrides of the error model; unset means: derived from dtype and the numeric error estimate."""
+
+    rtol: float | None = Field(None, ge=0)
+    atol: float | None = Field(None, ge=0)
+
+
+class NumericSpec(_Model):
+    method: Literal[NUMERIC_METHODS] = "auto"  # type: ignore[valid-type]
+    step: float | None = Field(None, gt=0)  # fixed relative step; unset: chosen per element
+
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(value: Any) -> int:
+    """'2 GiB', '512MiB', 1.5 (GiB) -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as '2 GiB'")
+    if isinstance(value, (int, float)):
+        return int(value * 2**30)
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"expected a size such as '2 GiB' or '512 MiB', got {value!r}")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "GiB").lower()])
+
+
+class CheckSpec(_Model):
+    engines: list[Literal[ENGINES]] = Field(default_factory=lambda: list(ENGINES), min_length=2)  # type: ignore[valid-type]
+    devices: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
+    tolerance: ToleranceSpec = ToleranceSpec()
+    numeric: NumericSpec = NumericSpec()
+    mode: Literal["auto", "full", "fast"] = "auto"
+    wrt_input: bool = False  # also check dL/dx of the input batch
+    memory_limit: Any = DEFAULT_MEMORY_LIMIT
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, devices: list[str]) -> list[str]:
+        for d in devices:
+            if not re.fullmatch(r"cpu|cuda(:\d+)?", str(d)):
+                raise _error("bad_device", f"unknown device {d!r}; expected 'cpu', 'cuda' or 'cuda:N'")
+        return devices
+
+    @field_validator("engines")
+    @classmethod
+    def _distinct(cls, engines: list[str]) -> list[str]:
+        if len(set(engines)) < 2:
+            raise _error("too_few_engines", f"need at least two different engines to compare, got {engines}")
+        return engines
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        try:
+            return parse_size(v)
+        except ValueError as e:
+            raise _error("bad_size", str(e)) from None
+
+
+class Spec(_Model):
+    name: str | None = None
+    description: str | None = None
+    seed: StrictInt = 0
+    dtype: Literal[DTYPES] = "float64"  # type: ignore[valid-type]
+    input: InputSpec
+    target: TargetSpec = TargetSpec()
+    network: NetworkSpec
+    loss: LossSpec
+    check: CheckSpec = CheckSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Spec":
+        layers = self.network.layers
+        dense = [i for i, l in enumerate(layers) if isinstance(l, DenseSpec)]
+        trainable = [i for i, l in enumerate(layers) if isinstance(l, ActivationSpec) and l.trainable_names()]
+        if not dense and not trainable:
+            _fail("network.layers", "the network has no parameters; add a `{type: dense, units: N}` layer")
+        out = self.output_dim
+        loss = LOSSES.get(self.loss.fn)
+        t = self.target
+        if t.kind not in loss.targets:
+            _fail("target.kind", f"loss {loss.name} needs a target of kind {' or '.join(loss.targets)}, got {t.kind!r}")
+        if t.kind == "onehot" and t.classes is not None and t.classes != out:
+            _fail("target.classes", f"dimension mismatch: {t.classes} classes but the network outputs {out} units; make the last dense layer `units: {t.classes}`")
+        if t.dim is not None and t.dim != out:
+            _fail("target.dim", f"dimension mismatch: target dim {t.dim} but the network outputs {out} units")
+        if loss.fixed_reduction and self.loss.reduction not in (None, loss.default_reduction):
+            _fail("loss.reduction", f"{loss.name} is defined with reduction {loss.default_reduction!r} (1/(2N) sum); for a summed loss use fn: sse")
+        if loss.needs_probabilities:
+            last = layers[-1]
+            ok = isinstance(last, ActivationSpec) and ACTIVATIONS.get(last.fn).gives_probabilities(last.hyper())
+            if not ok:
+                _fail("loss.fn", f"{loss.name} takes probabilities, but the last layer is not a softmax or sigmoid; end the network with one, or use softmax_cross_entropy on logits")
+        return self
+
+    @property
+    def output_dim(self) -> int:
+        dim = self.input.dim
+        for layer in self.network.layers:
+            if isinstance(layer, DenseSpec):
+                dim = layer.units
+        return dim
+
+
+def _fail(path: str, message: str):
+    raise _error("spec_mismatch", message, path=path)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+            )
+        seen[key] = True
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("dense", "activation", "function-after[_consistent()]"):
+            continue  # union tags and validator names are not keys the user wrote
+        elif str(part).startswith(("function-", "tagged-union")) or "[" in str(part) or part in ("bool", "float", "int", "str", "none"):
+            continue  # union members: pydantic names the branch, not a key
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _describe(err: dict) -> tuple[str, str]:
+    """One pydantic error -> (key path, message a user can act on)."""
+    loc = tuple(err["loc"])
+    typ = err["type"]
+    ctx = err.get("ctx") or {}
+    got = err.get("input")
+    if typ == "unknown_key":
+        return _format_loc(loc + (ctx["key"],)), err["msg"]
+    if typ == "spec_mismatch":
+        return ctx["path"], err["msg"]
+    if typ == "missing":
+        return _format_loc(loc), "required key is missing"
+    if typ == "literal_error":
+        expected = ctx.get("expected", "")
+        options = re.findall(r"'([^']*)'", expected)
+        return _format_loc(loc), f"expected one of {expected}, got {got!r}{_suggest(got, options)}"
+    if typ == "bad_layer_type":
+        hint = _suggest(got.get("type"), ("dense", "activation")) if isinstance(got, dict) else ""
+        shown = got.get("type") if isinstance(got, dict) else got
+        return _format_loc(loc) + ".type", f"expected 'dense' or 'activation', got {shown!r}{hint}"
+    if typ in _TYPE_WORDS:
+        return _format_loc(loc), f"expected {_TYPE_WORDS[typ]}, got {got!r}"
+    if typ in ("greater_than", "greater_than_equal"):
+        return _format_loc(loc), f"expected a number {'>' if typ == 'greater_than' else '>='} {ctx.get('gt', ctx.get('ge'))}, got {got!r}"
+    if typ == "too_short":
+        return _format_loc(loc), f"expected at least {ctx.get('min_length')} item(s), got {len(got) if hasattr(got, '__len__') else got!r}"
+    return _format_loc(loc), err["msg"]
+
+
+def _from_validation_error(exc: ValidationError, file: str) -> SpecError:
+    errors = exc.errors()
+    # A union (e.g. `bias: true|false|folded`) reports one error per branch; show the first.
+    path, message = _describe(errors[0])
+    if errors[0]["type"] in ("bool_type", "bool_parsing", "literal_error") and path.endswith(".bias"):
+        message = f"expected true, false or 'folded', got {errors[0].get('input')!r}"
+    more = len({_describe(e)[0] for e in errors}) - 1
+    return SpecError(file, path, message, more=more)
+
+
+def validate(data: Any, file: str = "<spec>") -> Spec:
+    if not isinstance(data, dict):
+        raise SpecError(file, "(top level)", f"expected a mapping of keys (name, input, network, loss, ...), got {type(data).__name__}")
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise _from_validation_error(exc, file) from None
+    from .memory import check_memory
+
+    check_memory(spec, file)
+    return spec
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate one YAML spec; raises `SpecError` naming file and key path."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(file, "(file)", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(file, "(file)", f"cannot read: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(file, where, f"not valid YAML: {problem}") from None
+    if data is None:
+        raise SpecError(file, "(top level)", "the file is empty; expected a spec with input, network and loss")
+    spec = validate(data, file)
+    if spec.name is None:
+        spec = spec.model_copy(update={"name": Path(path).stem})
+    return spec

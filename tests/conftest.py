@@ -1,0 +1,27 @@
+import contextlib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+
+
+@contextlib.contextmanager
+def registered(registry, op):
+    """Register a test-only op for the duration of a test."""
+    registry.register(op)
+    try:
+        yield op
+    finally:
+        registry.unregister(op.name)
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    def _write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return _write

@@ -1,0 +1,60 @@
+"""CLI: exit codes 0/1/2, JSON shape, help and version."""
+
+import json
+
+from click.testing import CliRunner
+
+from gradlab import __version__
+from gradlab.cli import main
+
+from .conftest import ROOT, SPECS
+
+COMPARISON_KEYS = {"parameter", "reference", "candidate", "device", "dtype", "max_abs_err", "max_rel_err", "cosine", "worst_index", "status"}
+
+
+def test_check_all_shipped_specs_exit_0():
+    result = CliRunner().invoke(main, ["check", *map(str, SPECS)])
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.output.splitlines()[-1]
+
+
+def test_check_directory_expands():
+    result = CliRunner().invoke(main, ["check", str(ROOT / "specs"), "-q"])
+    assert result.exit_code == 0 and result.output.startswith("PASS")
+
+
+def test_json_shape(tmp_path):
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["check", str(SPECS[0]), str(SPECS[1]), "--format", "json", "--output", str(out)])
+    assert result.exit_code == 0
+    doc = json.loads(out.read_text())
+    assert doc["passed"] is True and len(doc["specs"]) == 2
+    for s in doc["specs"]:
+        assert {"spec", "name", "passed", "comparisons"} <= set(s)
+        assert s["comparisons"] and all(COMPARISON_KEYS <= set(c) for c in s["comparisons"])
+    assert doc["environment"]["torch"]
+
+
+def test_json_to_stdout_is_parseable():
+    result = CliRunner().invoke(main, ["check", str(SPECS[0]), "--format", "json"])
+    assert json.loads(result.output)["specs"][0]["name"]
+
+
+def test_version_and_help():
+    assert __version__ in CliRunner().invoke(main, ["--version"]).output
+    help_text = CliRunner().invoke(main, ["check", "--help"]).output
+    assert "Examples:" in help_text and "--format" in help_text
+
+
+def test_usage_errors_exit_2():
+    assert CliRunner().invoke(main, ["check"]).exit_code == 2
+    assert CliRunner().invoke(main, ["check", str(SPECS[0]), "--format", "xml"]).exit_code == 2
+    r = CliRunner().invoke(main, ["check", str(SPECS[0]), "--device", "tpu"])
+    assert r.exit_code == 2 and "unknown device" in r.output
+    r = CliRunner().invoke(main, ["check", str(SPECS[0]), "--engines", "analytic"])
+    assert r.exit_code == 2 and "at least two" in r.output
+
+
+def test_table_fits_80_columns():
+    result = CliRunner().invoke(main, ["check", str(SPECS[0])], env={"COLUMNS": "80"}, terminal_width=80)
+    assert max(len(line) for line in result.output.splitlines()) <= 80
