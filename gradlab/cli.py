@@ -139,3 +139,17 @@ def check(specs, fmt, output, devices, method, engines, quiet, verbose):
             write_text(console.export_text(), output)
         render(results, quiet=quiet, verbose=verbose)
     sys.exit(EXIT_OK if all(r.passed for r in results) else EXIT_FAIL)
+
+
+def _add_module_commands() -> None:
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        main.add_command(module.command)
+
+
+_add_module_commands()
