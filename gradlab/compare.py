@@ -25,6 +25,7 @@ TOLERANCES = {
 ERR_FACTOR = 4.0  # how many numeric error estimates a discrepancy may use up
 REL_FLOOR = 1e-8
 MAX_LISTED_KINKS = 20
+N_WORST = 5  # elements listed per tensor, worst first
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,14 @@ class Comparison:
     rtol: float = float("nan")
     atol: float = float("nan")
     note: str = ""
+    # The N_WORST elements that use up most of their tolerance: {index, reference, candidate, abs_err, numeric_err, bound}.
+    worst: list = field(default_factory=list)
+    # Elementwise relative error (shape of the tensor, kinks as NaN); kept for failing rows only, not serialised.
+    rel_err_map: object = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.pop("rel_err_map")
         d["shape"] = list(self.shape)
         d["worst_index"] = list(self.worst_index) if self.worst_index is not None else None
         d["kink_indices"] = [list(i) for i in self.kink_indices]
@@ -116,8 +122,20 @@ def compare_tensor(
     rel = diff / np.maximum(np.maximum(np.abs(rk), np.abs(ck)), max(REL_FLOOR * scale, np.finfo(float).tiny))
     excess = diff / np.where(bound > 0, bound, np.finfo(float).tiny)
     w = int(np.argmax(excess))
-    worst_flat = int(np.flatnonzero(ok)[w])
+    ok_flat = np.flatnonzero(ok)
+    worst_flat = int(ok_flat[w])
     mismatched = int(np.sum(diff > bound))
+    order = np.argsort(-excess, kind="stable")[:N_WORST]
+    worst = [
+        {"index": [int(j) for j in np.unravel_index(int(ok_flat[k]), shape)], "reference": float(rk[k]), "candidate": float(ck[k]),
+         "abs_err": float(diff[k]), "numeric_err": float(ek[k]) if numeric is not None else None, "bound": float(bound[k])}
+        for k in order
+    ]
+    rel_map = None
+    if mismatched:
+        rel_map = np.full(r.size, np.nan)
+        rel_map[ok_flat] = rel
+        rel_map = rel_map.reshape(shape)
     if mismatched:
         status = "fail"
     elif scale == 0.0:
@@ -135,6 +153,8 @@ def compare_tensor(
         mismatched=mismatched,
         numeric_err=float(err.max()) if numeric is not None else float("nan"),
         note="gradient is identically zero (e.g. behind a step function)" if status == "zero-gradient" else "",
+        worst=worst,
+        rel_err_map=rel_map,
         **base,
     )
 
