@@ -1,9 +1,11 @@
 """Gradients x Gradients -> one Comparison per (parameter, engine pair, device).
 
 The verdict for element i of a candidate c against a reference r:
-    |c_i - r_i| <= atol + rtol * |r_i| + 4 * err_i
-where err_i is the numeric engine's own error estimate for that element (0 when neither
-side is numeric). rtol/atol default per dtype (TOLERANCES) and the spec may override them.
+    |c_i - r_i| <= atol + rtol * |r_i| + SAFETY * (E_i(c) + E_i(r) + err_i)
+where E_i is the rounding bound of a correct backward pass in that engine's dtype
+(gradlab.tolerance: the error model) and err_i the numeric engine's own error estimate
+for that element. rtol = atol = 0 unless the spec overrides them; where no error model is
+available (a user's layer) the per-dtype TOLERANCES stand in.
 Elements whose difference stencil straddled a kink are counted and listed, never judged.
 max_rel_err is max_i |c_i - r_i| / max(|c_i|, |r_i|, 1e-8 * max_j |r_j|): elementwise,
 with a floor so that elements a hundred-millionth of the tensor's scale do not dominate.
@@ -22,7 +24,7 @@ TOLERANCES = {
     "float64": {"rtol": 1e-6, "atol": 1e-10},
     "float32": {"rtol": 2e-3, "atol": 1e-5},
 }
-ERR_FACTOR = 4.0  # how many numeric error estimates a discrepancy may use up
+SAFETY = 4.0  # how many times the modelled error (rounding bound + numeric estimate) a discrepancy may reach
 REL_FLOOR = 1e-8
 MAX_LISTED_KINKS = 20
 N_WORST = 5  # elements listed per tensor, worst first
@@ -66,8 +68,9 @@ class Comparison:
         return d
 
 
-def tolerance(dtype: str, override=None) -> dict[str, float]:
-    tol = dict(TOLERANCES[dtype])
+def tolerance(dtype: str, override=None, *, model: bool = True) -> dict[str, float]:
+    """rtol/atol on top of the error model (0 by default), or the per-dtype fallback without one."""
+    tol = {"rtol": 0.0, "atol": 0.0} if model else dict(TOLERANCES[dtype])
     if override is not None:
         for key in ("rtol", "atol"):
             value = getattr(override, key, None)
@@ -92,8 +95,12 @@ def compare_tensor(
     cand: Gradients,
     *,
     tol: dict[str, float],
+    rounding: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Comparison:
-    """Judge one parameter tensor of `cand` against `ref`."""
+    """Judge one parameter tensor of `cand` against `ref`.
+
+    `rounding[dtype][name]` is the error model's bound for a correct engine computing in dtype.
+    """
     device = cand.device if cand.engine == "autograd" else ref.device
     dtype = cand.dtype if cand.engine != "numeric" else ref.dtype
     base = dict(spec=spec, parameter=name, reference=ref.label, candidate=cand.label, device=device, dtype=dtype, rtol=tol["rtol"], atol=tol["atol"])
@@ -111,13 +118,26 @@ def compare_tensor(
     ok = ~kink
     if not ok.any():
         return Comparison(status="kink", note="every element's stencil straddles a kink", **base)
-    rk, ck, ek = rf[ok], cf[ok], err[ok]
+    model = np.zeros(r.size)
+    have_model = rounding is not None
+    for g in (ref, cand):
+        if g.engine != "numeric":
+            bound_g = (rounding or {}).get(g.dtype, {}).get(name)
+            if bound_g is None:
+                have_model = False
+            else:
+                model = model + bound_g.reshape(-1)
+    if not have_model and tol["rtol"] == 0 and tol["atol"] == 0:
+        tol = {**tol, **TOLERANCES[dtype]}
+        base.update(rtol=tol["rtol"], atol=tol["atol"])
+    rk, ck, en = rf[ok], cf[ok], err[ok]
+    ek = en + model[ok]
     diff = np.abs(ck - rk)
     if not np.all(np.isfinite(ck)) or not np.all(np.isfinite(rk)):
         bad = np.flatnonzero(ok)[np.flatnonzero(~(np.isfinite(ck) & np.isfinite(rk)))[0]]
         return Comparison(status="fail", note="non-finite gradient", worst_index=tuple(int(j) for j in np.unravel_index(bad, shape)),
                           worst_reference=float(rf[bad]), worst_candidate=float(cf[bad]), mismatched=int((~np.isfinite(ck) | ~np.isfinite(rk)).sum()), **base)
-    bound = tol["atol"] + tol["rtol"] * np.abs(rk) + ERR_FACTOR * ek
+    bound = tol["atol"] + tol["rtol"] * np.abs(rk) + SAFETY * ek
     scale = max(float(np.max(np.abs(rk))), float(np.max(np.abs(ck))))
     rel = diff / np.maximum(np.maximum(np.abs(rk), np.abs(ck)), max(REL_FLOOR * scale, np.finfo(float).tiny))
     excess = diff / np.where(bound > 0, bound, np.finfo(float).tiny)
@@ -128,7 +148,7 @@ def compare_tensor(
     order = np.argsort(-excess, kind="stable")[:N_WORST]
     worst = [
         {"index": [int(j) for j in np.unravel_index(int(ok_flat[k]), shape)], "reference": float(rk[k]), "candidate": float(ck[k]),
-         "abs_err": float(diff[k]), "numeric_err": float(ek[k]) if numeric is not None else None, "bound": float(bound[k])}
+         "abs_err": float(diff[k]), "numeric_err": float(en[k]) if numeric is not None else None, "bound": float(bound[k])}
         for k in order
     ]
     rel_map = None
@@ -159,5 +179,5 @@ def compare_tensor(
     )
 
 
-def compare(spec: str, ref: Gradients, cand: Gradients, names: list[str], *, tol: dict[str, float]) -> list[Comparison]:
-    return [compare_tensor(spec, n, ref, cand, tol=tol) for n in names]
+def compare(spec: str, ref: Gradients, cand: Gradients, names: list[str], *, tol: dict[str, float], rounding=None) -> list[Comparison]:
+    return [compare_tensor(spec, n, ref, cand, tol=tol, rounding=rounding) for n in names]

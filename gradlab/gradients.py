@@ -20,6 +20,7 @@ class Gradients:
     kinks: dict[str, np.ndarray] | None = None  # numeric: stencil straddled a non-differentiable point
     method: str | None = None  # numeric: the difference method used
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()  # what the engine wants the user to know (fallbacks, ...)
 
     @property
     def label(self) -> str:

@@ -10,6 +10,7 @@ from typing import Callable
 import pandas as pd
 
 from . import compare as cmp
+from . import tolerance
 from .engines import analytic, autograd, numeric
 from .gradients import INPUT, Gradients
 from .network import Network, build
@@ -90,10 +91,11 @@ def run(
         for d in dict.fromkeys(devices):
             grads.append(autograd.gradients(net, d, wrt_input=wrt))
     names = list(net.params) + ([INPUT] if wrt else [])
+    rounding = {str(net.dtype): tolerance.rounding_bounds(net, wrt_input=wrt)}
     tol = cmp.tolerance(str(net.dtype), chk.tolerance)
     rows: list[cmp.Comparison] = []
     for ref, cand in _pairs(grads):
-        rows += cmp.compare(path, ref, cand, names, tol=tol)
+        rows += cmp.compare(path, ref, cand, names, tol=tol, rounding=rounding)
     num = next((g for g in grads if g.engine == "numeric"), None)
     return SpecResult(
         path=path,

@@ -1,0 +1,116 @@
+"""The error model: how far a correct backprop in a given dtype may drift from the exact gradient.
+
+For every parameter element this returns a first-order bound E_i on the rounding error of a
+correct backward pass carried out in the network's dtype (unit roundoff u = eps/2 ... we use
+eps): forward errors are propagated through each layer, backward errors through each VJP,
+and every dot product of length n contributes gamma_n = n * eps times the sum of the absolute
+values of its terms (Higham, Accuracy and Stability of Numerical Algorithms, ch. 3):
+
+  dense forward    E_u  = E_x |W| + gamma_n (|x| |W| + |b|)
+  activation fwd   E_a  = |f'(u)| E_u + eps |a|
+  loss gradient    E_g  = |g(y + E_y) - g(y)| + eps (|g| + |y| + |t|)
+  activation VJP   E_gu = |f'(u)| E_ga + |VJP(u +- E_u, a +- E_a, g_a) - VJP(u, a, g_a)| + 4 eps max|f'| |g_a| + eps |g_u|
+  dense VJP        E_gW = |x|^T E_gu + E_x^T |g_u| + gamma_B |x|^T |g_u|,  E_gx = E_gu |W|^T + gamma_m |g_u| |W|^T
+
+A comparison then fails element i when |c_i - r_i| > K (E_i(c) + E_i(r) + err_i) + atol + rtol |r_i|
+with err_i the numeric engine's own error estimate, K = SAFETY and rtol = atol = 0 unless
+the spec overrides them. The model is evaluated at the same float64 point the engines use;
+it reads only forward values and the ops' derivative magnitudes, never another engine's answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .gradients import INPUT
+from .network import ActivationLayer, DenseLayer, Network
+from .ops import dense as dense_op
+
+SAFETY = 4.0  # how many times the modelled error a discrepancy may reach
+
+
+def _abs_vjp(layer: ActivationLayer, z, a, e, hp):
+    """|J|^T e for an activation: exact for elementwise ops, softmax-shaped bound otherwise."""
+    if layer.op.elementwise:
+        g, _ = layer.op.backward(z, a, e, hp)
+        return np.abs(g)
+    g, _ = layer.op.backward(z, a, e, hp)
+    return np.abs(g) + 2 * np.abs(a) * np.max(e, axis=-1, keepdims=True)
+
+
+def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dict[str, np.ndarray]:
+    """Per-element bound on the rounding error of a correct backward pass in `dtype` (default: the network's)."""
+    eps = float(np.finfo(np.dtype(dtype or net.dtype)).eps)
+    params, x, t = net.cast(np.float64)
+    hs, errs = [x], [np.zeros_like(x)]
+    for layer in net.layers:
+        h, e = hs[-1], errs[-1]
+        if isinstance(layer, DenseLayer):
+            w = np.abs(dense_op.as_in_out(params[layer.weight], layer.layout))
+            xa, ea = dense_op.augment(np.abs(h), layer.bias), dense_op.augment(e, layer.bias)
+            ea[..., -1:] = 0 if layer.bias == "folded" else ea[..., -1:]
+            b = np.abs(params[layer.bias_name]) if layer.bias_name else 0.0
+            out = layer.forward(params, h)
+            err = ea @ w + eps * xa.shape[-1] * (xa @ w + b)
+        elif isinstance(layer, ActivationLayer):
+            hp = layer.hyper(params)
+            out = layer.forward(params, h)
+            err = _abs_vjp(layer, h, out, e, hp) + eps * np.abs(out)
+        else:  # a user's layer: no structure to exploit; bound its output error by eps times its size
+            out = layer.forward(params, h)
+            err = 8 * eps * (np.abs(out) + np.max(np.abs(out)))
+        hs.append(out)
+        errs.append(err)
+    y, ey = hs[-1], errs[-1]
+    scale = net.loss_scale
+    g = net.loss_op.backward(y, t) * scale
+    eg = np.maximum(np.abs(net.loss_op.backward(y + ey, t) * scale - g), np.abs(net.loss_op.backward(y - ey, t) * scale - g))
+    eg = np.nan_to_num(eg, nan=0.0, posinf=0.0) + eps * (np.abs(g) + (np.abs(y) + np.abs(t)) * scale)
+    bounds: dict[str, np.ndarray] = {}
+    for i in range(len(net.layers) - 1, -1, -1):
+        layer, h, e_h = net.layers[i], hs[i], errs[i]
+        if isinstance(layer, DenseLayer):
+            w_signed = dense_op.as_in_out(params[layer.weight], layer.layout)
+            w = np.abs(w_signed)
+            xa, ea = dense_op.augment(np.abs(h), layer.bias), dense_op.augment(e_h, layer.bias)
+            n = xa.shape[0]
+            e_w = xa.T @ eg + ea.T @ np.abs(g) + eps * n * (xa.T @ np.abs(g))
+            bounds[layer.weight] = e_w.T if layer.layout == "out_in" else e_w
+            if layer.bias_name:
+                bounds[layer.bias_name] = eg.sum(0) + eps * n * np.abs(g).sum(0)
+            g_next = g @ w_signed.T
+            eg = eg @ w.T + eps * w.shape[1] * (np.abs(g) @ w.T)
+            if layer.bias == "folded":
+                g_next, eg = g_next[..., :-1], eg[..., :-1]
+            g = g_next
+        elif isinstance(layer, ActivationLayer):
+            hp = layer.hyper(params)
+            a = hs[i + 1]
+            g_z, hyper_g = layer.op.backward(h, a, g, hp)
+            # The VJP reads u and f(u) (sigmoid's s(1 - s) reads only f(u)): both carry forward error.
+            e_a = errs[i + 1]
+            sensitivity = np.zeros_like(g_z, dtype=float)
+            for su, sa in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                gs, _ = layer.op.backward(h + su * e_h, a + sa * e_a, g, hp)
+                sensitivity = np.maximum(sensitivity, np.nan_to_num(np.abs(gs - g_z), nan=0.0, posinf=0.0))
+            # f' itself is computed in dtype: where f(u) rounds to its asymptote (s -> 1.0 in float32),
+            # s(1 - s) loses everything. Its absolute error stays below ~4 eps max|f'|.
+            fmax = layer.op.max_fprime(hp)
+            if fmax is None or not layer.op.elementwise:
+                own = 4 * eps * np.abs(a) * (np.abs(g) + np.max(np.abs(g), axis=-1, keepdims=True))
+            else:
+                own = 4 * eps * abs(float(np.real(fmax))) * np.abs(g)
+            e_z = _abs_vjp(layer, h, a, eg, hp) + sensitivity + own + eps * np.abs(g_z)
+            for name in layer.trainable:
+                _, mag = layer.op.backward(np.abs(h), layer.op.forward(np.abs(h), hp), np.abs(g) + eg, hp)
+                bounds[layer.param_name(name)] = np.asarray(eps * h.size * np.abs(mag[name]) + np.abs(hyper_g[name]) * 8 * eps)
+            g, eg = g_z, e_z
+        else:
+            bounds.update({n: 8 * eps * np.abs(params[n]).size * np.ones(params[n].shape) for n in layer.param_names})
+            g, eg = None, None
+            break
+    if wrt_input and g is not None:
+        bounds[INPUT] = eg
+    # Gradients below the dtype's smallest normal number underflow (float32: 1e-86 becomes 0).
+    floor = 64 * float(np.finfo(np.dtype(dtype or net.dtype)).tiny)
+    return {k: np.nan_to_num(np.asarray(v, float), nan=0.0, posinf=0.0) + floor for k, v in bounds.items()}
