@@ -9,7 +9,10 @@ from typing import Callable
 
 import pandas as pd
 
+import numpy as np
+
 from . import compare as cmp
+from . import fastcheck
 from . import tolerance
 from .engines import analytic, autograd, numeric
 from .gradients import INPUT, Gradients
@@ -25,10 +28,12 @@ class SpecResult:
     comparisons: list[cmp.Comparison]
     n_params: int = 0
     method: str | None = None
+    mode: str = "full"
     seconds: float = 0.0
     engines: dict[str, float] = field(default_factory=dict)  # label -> seconds
     seed: int = 0
     network: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -47,6 +52,8 @@ class SpecResult:
             "seed": self.seed,
             "n_params": self.n_params,
             "numeric_method": self.method,
+            "mode": self.mode,
+            "notes": self.notes,
             "seconds": round(self.seconds, 4),
             "comparisons": [c.to_dict() for c in self.comparisons],
         }
@@ -65,6 +72,16 @@ def _pairs(grads: list[Gradients]) -> list[tuple[Gradients, Gradients]]:
     return pairs
 
 
+# Full mode (every element) up to this many parameters; random projections above it (check.mode: auto).
+FULL_MODE_MAX_PARAMS = 250_000
+
+
+def resolve_mode(mode: str, net: Network) -> str:
+    if mode == "auto":
+        return "full" if net.n_params <= FULL_MODE_MAX_PARAMS else "fast"
+    return mode
+
+
 def run(
     spec: Spec,
     *,
@@ -72,6 +89,7 @@ def run(
     devices: list[str] | None = None,
     engines: list[str] | None = None,
     method: str | None = None,
+    mode: str | None = None,
     net: Network | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SpecResult:
@@ -81,12 +99,14 @@ def run(
     chk = spec.check
     devices = devices or chk.devices
     engines = engines or chk.engines
-    wrt = chk.wrt_input
+    mode = resolve_mode(mode or chk.mode, net)
+    method = numeric.resolve_method(net, method or chk.numeric.method)
+    wrt = chk.wrt_input and mode == "full"
     grads: list[Gradients] = []
     if "analytic" in engines:
         grads.append(analytic.gradients(net, wrt_input=wrt))
-    if "numeric" in engines:
-        grads.append(numeric.differentiate(net, method=method or chk.numeric.method, step=chk.numeric.step, wrt_input=wrt, progress=progress))
+    if "numeric" in engines and mode == "full":
+        grads.append(numeric.differentiate(net, method=method, step=chk.numeric.step, wrt_input=wrt, progress=progress))
     if "autograd" in engines:
         for d in dict.fromkeys(devices):
             grads.append(autograd.gradients(net, d, wrt_input=wrt))
@@ -94,6 +114,8 @@ def run(
     rounding = {str(net.dtype): tolerance.rounding_bounds(net, wrt_input=wrt)}
     tol = cmp.tolerance(str(net.dtype), chk.tolerance)
     rows: list[cmp.Comparison] = []
+    if mode == "fast" and "numeric" in engines:
+        rows += _fast_rows(path, net, grads, names, rounding, method, chk.tolerance, progress)
     for ref, cand in _pairs(grads):
         rows += cmp.compare(path, ref, cand, names, tol=tol, rounding=rounding)
     num = next((g for g in grads if g.engine == "numeric"), None)
@@ -103,12 +125,32 @@ def run(
         dtype=str(net.dtype),
         comparisons=rows,
         n_params=net.n_params,
-        method=num.method if num else None,
+        method=method if "numeric" in engines else None,
+        mode=mode,
         seconds=time.perf_counter() - t0,
         engines={g.label: g.seconds for g in grads if not g.skipped},
         seed=net.seed,
         network=repr(net),
+        notes=list(num.notes) if num else [],
     )
+
+
+def _fast_rows(path, net, grads, names, rounding, method, override, progress) -> list[cmp.Comparison]:
+    """Fast mode: each candidate against numeric directional derivatives (gradlab.fastcheck)."""
+    rows = []
+    for cand in [g for g in grads if g.engine != "numeric"]:
+        for name in names:
+            if cand.skipped:
+                rows.append(cmp.Comparison(spec=path, parameter=name, reference="numeric", candidate=cand.label, device=cand.device,
+                                           dtype=cand.dtype, status="skipped", note=cand.skipped))
+                continue
+            model = rounding.get(cand.dtype, {}).get(name)
+            tol = cmp.tolerance(cand.dtype, override, model=model is not None)
+            model = model if model is not None else np.zeros(net.params[name].shape)
+            rows.append(fastcheck.check_tensor(path, net, cand, name, model=model, method=method, tol=tol, seed=net.seed))
+            if progress:
+                progress(net.params[name].size)
+    return rows
 
 
 def check_file(path: str | Path, **kwargs) -> SpecResult:
