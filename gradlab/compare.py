@@ -65,7 +65,8 @@ class Comparison:
         d["shape"] = list(self.shape)
         d["worst_index"] = list(self.worst_index) if self.worst_index is not None else None
         d["kink_indices"] = [list(i) for i in self.kink_indices]
-        return d
+        # NaN (not computed, e.g. a skipped row) becomes null: strict JSON has no NaN.
+        return {k: None if isinstance(v, float) and v != v else v for k, v in d.items()}
 
 
 def tolerance(dtype: str, override=None, *, model: bool = True) -> dict[str, float]:

@@ -1,0 +1,245 @@
+"""The numeric engine as referee: methods, kinks, the error model, full and fast mode."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from gradlab import compare as cmp
+from gradlab import fastcheck, runner, tolerance
+from gradlab.engines import analytic, autograd, numeric
+from gradlab.network import build
+from gradlab.ops import ACTIVATIONS, Activation
+from gradlab.spec import validate
+
+from .conftest import registered
+
+
+def mlp(sizes, act="tanh", batch=8, dtype="float64", loss="softmax_cross_entropy", seed=0, **extra):
+    layers = []
+    for n in sizes[1:-1]:
+        layers += [{"type": "dense", "units": n}, {"type": "activation", "fn": act}]
+    layers.append({"type": "dense", "units": sizes[-1]})
+    target = {"kind": "onehot"} if "entropy" in loss else {"kind": "regression"}
+    doc = {"seed": seed, "dtype": dtype, "input": {"dim": sizes[0], "batch": batch}, "target": target,
+           "network": {"layers": layers, "init": {"scheme": "xavier_uniform", "bias": "normal"}}, "loss": {"fn": loss}}
+    doc.update(extra)
+    return validate(doc)
+
+
+def _rel(a, b):
+    return np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-8 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("method,median_target", [("complex_step", 1e-12), ("richardson", 1e-9), ("central", 1e-7)])
+def test_method_accuracy_against_autograd(method, median_target):
+    net = build(mlp((6, 12, 12, 4)))
+    num = numeric.differentiate(net, method=method)
+    ref = autograd.gradients(net)
+    rel = np.concatenate([_rel(num.values[k], ref.values[k]).ravel() for k in ref.values])
+    assert np.median(rel) <= median_target
+    # the engine's own error estimate covers the actual error
+    for k in ref.values:
+        assert np.all(np.abs(num.values[k] - ref.values[k]) <= 4 * num.error[k] + 1e-15)
+
+
+def test_auto_is_complex_step_for_builtin_ops_and_complex_step_agrees_with_richardson():
+    net = build(mlp((5, 9, 3), act="silu"))
+    cs, ri = numeric.differentiate(net), numeric.differentiate(net, method="richardson")
+    assert cs.method == "complex_step" and ri.method == "richardson"
+    for k in cs.values:
+        assert np.all(np.abs(cs.values[k] - ri.values[k]) <= 4 * (cs.error[k] + ri.error[k]))
+
+
+def test_structured_path_equals_direct_per_element_differences():
+    for conv in ("out_in", "in_out"):
+        doc = {"input": {"dim": 4, "batch": 5}, "target": {"kind": "regression"},
+               "network": {"convention": conv, "layers": [{"type": "dense", "units": 7, "bias": "folded"}, {"type": "activation", "fn": "tanh"},
+                                                          {"type": "dense", "units": 5}, {"type": "activation", "fn": "softmax"},
+                                                          {"type": "dense", "units": 3, "bias": False}]},
+               "loss": {"fn": "sse"}, "check": {"wrt_input": True}}
+        net = build(validate(doc))
+        fast = numeric.differentiate(net, wrt_input=True)
+        slow = numeric.differentiate(net, wrt_input=True, structured=False)
+        for k in slow.values:
+            np.testing.assert_allclose(fast.values[k], slow.values[k], rtol=1e-12, atol=1e-15, err_msg=f"{conv} {k}")
+
+
+def test_non_complex_safe_op_falls_back_to_richardson(write_spec):
+    tanh = ACTIVATIONS.get("tanh")
+    opaque = dataclasses.replace(tanh, name="opaque_tanh", complex_safe=False)
+    with registered(ACTIVATIONS, opaque):
+        net = build(mlp((3, 4, 2), act="opaque_tanh"))
+        assert numeric.resolve_method(net, "auto") == "richardson"
+        with pytest.raises(Exception, match="complex_step needs complex-safe"):
+            numeric.resolve_method(net, "complex_step")
+
+
+def test_gradient_of_a_plain_function_and_its_kinks():
+    x = np.array([[0.3, -1.2], [2.0, 0.0]])
+    d = numeric.gradient_of(lambda v: float(np.sum(np.abs(v) + np.sin(v))), x)
+    expect = np.sign(x) + np.cos(x)
+    assert d.kinks.tolist() == [[False, False], [False, True]]
+    ok = ~d.kinks
+    np.testing.assert_allclose(d.value[ok], expect[ok], rtol=1e-9)
+    batched = numeric.gradient_of(lambda s: np.sum(np.sin(s), axis=(1, 2)), x, batched=True, method="complex_step")
+    np.testing.assert_allclose(batched.value, np.cos(x), rtol=1e-14)
+
+
+# --- kinks -------------------------------------------------------------------------------------------
+
+
+def _relu_at_kink(act="relu", method="auto"):
+    spec = mlp((4, 6, 3), act=act, batch=5, loss="sse")
+    net = build(spec)
+    net.x[0] = 0.0  # sample 0: the hidden pre-activation is the bias alone
+    net.params["layers.0.bias"][:3] = [0.0, 1e-9, -1e-9]
+    return runner.run(spec, net=net, method=method)
+
+
+@pytest.mark.parametrize("method", ["auto", "richardson", "central"])
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+def test_relu_exactly_at_and_near_zero_passes_with_kinks(act, method):
+    result = _relu_at_kink(act, method)
+    assert result.passed, [c for c in result.comparisons if c.status == "fail"]
+    bias = [c for c in result.comparisons if c.parameter == "layers.0.bias" and c.reference == "numeric"]
+    assert all(c.kinks >= 1 and (0,) in [tuple(i) for i in c.kink_indices] for c in bias)
+
+
+def test_wrong_backward_away_from_kinks_still_fails():
+    relu = ACTIVATIONS.get("relu")
+    wrong = dataclasses.replace(relu, name="relu_wrong_side", backward=lambda z, a, g, hp: (np.where(np.real(z) >= -0.5, g, 0 * g), {}))
+    with registered(ACTIVATIONS, wrong):
+        spec = mlp((4, 16, 3), act="relu_wrong_side", batch=16, loss="sse")
+        result = runner.run(spec)
+    assert not result.passed
+    assert {c.parameter for c in result.failures} >= {"layers.0.weight", "layers.0.bias"}
+
+
+def test_step_jump_is_a_kink_not_a_failure():
+    spec = validate({"input": {"dim": 2, "batch": 3}, "target": {"kind": "binary"},
+                     "network": {"layers": [{"type": "dense", "units": 1}, {"type": "activation", "fn": "step"}]}, "loss": {"fn": "sse"}})
+    net = build(spec)
+    net.x[0] = 0.0
+    net.params["layers.0.bias"][:] = 0.0  # sample 0 sits exactly on the jump
+    for method in ("richardson", "complex_step"):
+        result = runner.run(spec, net=net, method=method)
+        assert result.passed
+        bias = next(c for c in result.comparisons if c.parameter == "layers.0.bias" and c.candidate == "analytic")
+        assert bias.kinks == 1 and bias.status == "kink"
+
+
+# --- the error model and float32 -----------------------------------------------------------------
+
+
+def test_error_model_scales_with_dtype():
+    net64 = build(mlp((5, 8, 3)))
+    net32 = build(mlp((5, 8, 3), dtype="float32"))
+    b64, b32 = tolerance.rounding_bounds(net64), tolerance.rounding_bounds(net32)
+    for k in b64:
+        assert np.all(b64[k] > 0) and np.all(b32[k] > 1e6 * b64[k])
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "silu", "softmax"])
+def test_correct_float32_network_passes(act):
+    spec = mlp((16, 32, 32, 5), act=act, batch=32, dtype="float32", seed=3)
+    assert runner.run(spec).passed
+
+
+def test_float32_wrong_backward_fails():
+    sig = ACTIVATIONS.get("sigmoid")
+    wrong = Activation(name="sig_1pct", doc="1% off", forward=sig.forward, backward=lambda z, a, g, hp: (g * a * (1 - a) * 1.01, {}), torch=sig.torch)
+    with registered(ACTIVATIONS, wrong):
+        result = runner.run(mlp((8, 16, 4), act="sig_1pct", batch=16, dtype="float32", loss="sse"))
+    assert not result.passed and all(c.candidate == "analytic" for c in result.failures)
+
+
+def test_saturated_float32_sigmoid_passes():
+    """s rounds to 1.0 in float32, so s(1 - s) = 0 where the truth is 1e-9: the model must allow it."""
+    spec = mlp((6, 10, 3), act="sigmoid", batch=16, dtype="float32", loss="mse")
+    net = build(spec)
+    for k in net.params:
+        net.params[k] = (net.params[k] * 30).astype(np.float32)
+    assert runner.run(spec, net=net).passed
+
+
+# --- planted bugs, full and fast mode ---------------------------------------------------------------
+
+
+def _doctored(net, name, fn):
+    g = analytic.gradients(net)
+    vals = dict(g.values)
+    vals[name] = fn(vals[name].copy())
+    return dataclasses.replace(g, values=vals)
+
+
+def _element(w):
+    w[3, 5] += 0.05 * np.abs(w).max()
+    return w
+
+
+def _row(w):
+    w[2] *= 1.1
+    return w
+
+
+@pytest.mark.parametrize("plant,expect_mismatch", [(_element, 1), (_row, None)], ids=["one-element", "one-row"])
+def test_planted_bug_full_mode(plant, expect_mismatch):
+    net = build(mlp((8, 16, 12, 4)))
+    name = "layers.2.weight"
+    bad = _doctored(net, name, plant)
+    num = numeric.differentiate(net)
+    row = cmp.compare_tensor("t", name, num, bad, tol=cmp.tolerance("float64"), rounding={"float64": tolerance.rounding_bounds(net)})
+    assert row.status == "fail"
+    if expect_mismatch == 1:
+        assert row.mismatched == 1 and row.worst_index == (3, 5)
+    else:
+        assert row.worst_index[0] == 2 and row.mismatched >= 10
+
+
+@pytest.mark.parametrize("plant", [_element, _row], ids=["one-element", "one-row"])
+def test_planted_bug_fast_mode(plant):
+    net = build(mlp((8, 16, 12, 4)))
+    name = "layers.2.weight"
+    bad = _doctored(net, name, plant)
+    row = fastcheck.check_tensor("t", net, bad, name, model=tolerance.rounding_bounds(net)[name], method="complex_step", tol={"rtol": 0, "atol": 0})
+    assert row.status == "fail"
+    named = [tuple(w["index"]) for w in row.worst]
+    if plant is _element:
+        assert row.worst_index == (3, 5) and row.mismatched == 1
+    else:
+        assert all(i[0] == 2 for i in named)
+
+
+def test_fast_mode_names_one_wrong_element_among_100k():
+    net = build(mlp((128, 256, 256, 10), batch=4))
+    name = "layers.2.weight"
+    assert net.params[name].size == 65536 and net.n_params > 100_000
+    bad = _doctored(net, name, lambda w: (w.__setitem__((17, 101), w[17, 101] * 1.5 + 1e-3), w)[1])
+    row = fastcheck.check_tensor("t", net, bad, name, model=tolerance.rounding_bounds(net)[name], method="complex_step", tol={"rtol": 0, "atol": 0})
+    assert row.status == "fail" and row.worst_index == (17, 101) and row.mismatched == 1
+    projections = int(row.note.split("fast mode: ")[1].split(" ")[0])
+    assert projections <= fastcheck.projections_bound(65536) <= 2 * 16 + 10
+
+
+def test_sign_flip_in_one_layer_caught_in_full_and_fast_mode():
+    tanh = ACTIVATIONS.get("tanh")
+    flipped = dataclasses.replace(tanh, name="tanh_flipped", backward=lambda z, a, g, hp: (-g * (1 - a * a), {}))
+    with registered(ACTIVATIONS, flipped):
+        doc = {"input": {"dim": 6, "batch": 8}, "target": {"kind": "regression"},
+               "network": {"layers": [{"type": "dense", "units": 10}, {"type": "activation", "fn": "tanh"},
+                                      {"type": "dense", "units": 10}, {"type": "activation", "fn": "tanh_flipped"},
+                                      {"type": "dense", "units": 3}]}, "loss": {"fn": "sse"}}
+        for mode in ("full", "fast"):
+            result = runner.run(validate(doc), mode=mode)
+            failed = {c.parameter for c in result.failures if c.candidate == "analytic" and c.reference == "numeric"}
+            assert failed == {"layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"}, mode
+            assert all(c.cosine < -0.99 for c in result.failures if mode == "full" and c.reference == "numeric")
+
+
+def test_fast_mode_passes_correct_network_and_auto_mode_threshold():
+    spec = mlp((8, 16, 4))
+    result = runner.run(spec, mode="fast")
+    assert result.passed and result.mode == "fast"
+    assert all("fast mode" in c.note for c in result.comparisons if c.reference == "numeric")
+    assert runner.resolve_mode("auto", build(spec)) == "full"
