@@ -229,7 +229,7 @@ def _site_kinks(base: _Base, l: int) -> np.ndarray:
     return own | downstream[:, None]
 
 
-def _site_derivative(base: _Base, l: int, method: str, rel: float):
+def _site_derivative(base: _Base, l: int, method: str, rel: float, tick: Callable[[float], None] | None = None):
     """dL/dh_l[b, j] for every sample b and unit j, by differences of the per-sample loss."""
     H = base.hs[l]
     B, w = H.shape
@@ -243,6 +243,8 @@ def _site_derivative(base: _Base, l: int, method: str, rel: float):
         idx = slice(start, min(n, start + chunk))
         b, j = b_all[idx], j_all[idx]
         value[idx], err[idx], kink[idx] = differences(lambda off: base.site_loss(l, b, j, off), h[idx], base.row_loss[b], method)
+        if tick:
+            tick(len(b) / n)
     value, err = value.reshape(B, w), err.reshape(B, w)
     # A floor for rounding in sums whose terms cancel (e.g. p - t of a confident softmax).
     err = err + 64 * EPS64 * (np.abs(value) + float(np.sqrt(np.mean(value**2))) if value.size else 0.0)
@@ -342,7 +344,9 @@ def differentiate(
         if INPUT in wanted:
             sites[0] = None
         for site, layer in sites.items():
-            delta, d_err, d_kink = _site_derivative(base, site, method, rel)
+            size = x.size if layer is None else sum(params[n].size for n in layer.param_names if n in wanted)
+            tick = (lambda frac, size=size: progress(int(round(frac * size)))) if progress else None
+            delta, d_err, d_kink = _site_derivative(base, site, method, rel, tick)
             if layer is None:
                 results[INPUT] = _Tensor(delta, d_err, d_kink)
             else:
@@ -356,8 +360,8 @@ def differentiate(
             theta = x if name == INPUT else params[name]
             v, e, k = _element_derivative(base, name, owner[name], np.arange(theta.size), method, rel)
             results[name] = _Tensor(v.reshape(theta.shape), e.reshape(theta.shape), k.reshape(theta.shape))
-        if progress:
-            progress(results[name].value.size)
+            if progress:
+                progress(theta.size)
     return Gradients(
         "numeric", "cpu", "float64",
         {n: np.asarray(results[n].value, float) for n in wanted},
