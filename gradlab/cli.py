@@ -103,7 +103,8 @@ Examples:
 @click.option("--engines", help="Comma-separated engines to run (analytic,numeric,autograd); overrides check.engines.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list the worst element of every comparison.")
-def check(specs, fmt, output, devices, method, engines, quiet, verbose):
+@click.option("--stats", "with_stats", is_flag=True, help="Append `gradlab stats`' per-layer vanishing/exploding table for each spec.")
+def check(specs, fmt, output, devices, method, engines, quiet, verbose, with_stats=False):
     """Check the gradients of one or more YAML specs.
 
     Every parameter tensor is differentiated by the analytic engine (hand-written
@@ -126,8 +127,12 @@ def check(specs, fmt, output, devices, method, engines, quiet, verbose):
             raise GradlabError(f"--device: unknown device {d!r}; expected cpu, cuda or cuda:N")
     loaded = load_all(specs)
     results = [runner.run(spec, path=path, devices=list(devices) or None, engines=engine_list, method=method) for path, spec in loaded]
+    from . import stats as stats_mod
+    from .report import stats_table
+
+    stats_results = [stats_mod.run(spec, path=path) for path, spec in loaded] if with_stats else []
     if fmt == "json":
-        write_text(results_json(results), output)
+        write_text(stats_table.merge_json(results_json(results), stats_results), output)
     else:
         from rich.console import Console
 
@@ -136,8 +141,10 @@ def check(specs, fmt, output, devices, method, engines, quiet, verbose):
         if output:
             console = Console(record=True, width=100, file=open("/dev/null", "w"))
             render(results, console=console, quiet=quiet, verbose=verbose)
+            stats_table.render(stats_results, console=console)
             write_text(console.export_text(), output)
         render(results, quiet=quiet, verbose=verbose)
+        stats_table.render(stats_results)
     sys.exit(EXIT_OK if all(r.passed for r in results) else EXIT_FAIL)
 
 

@@ -241,6 +241,32 @@ class CheckSpec(_Model):
             raise _error("bad_size", str(e)) from None
 
 
+class StatsSpec(_Model):
+    """`gradlab stats`: how many initialisations, the SGD step, and the thresholds behind each verdict."""
+
+    seeds: PositiveInt = 8  # initialisations drawn from seed, seed + 1, ...
+    batch: PositiveInt | None = None  # rows per measurement; unset: input.batch (use >= 128 for stable numbers)
+    lr: float = Field(0.01, gt=0)  # SGD step for update_ratio = |lr * dL/dW| / |W|
+    vanishing_ratio: float = Field(0.01, gt=0)  # delta_rms / output's below this: `vanishing`
+    exploding_ratio: float = Field(100.0, gt=0)  # delta_rms / output's above this: `exploding`
+    dead_frac: float = 0.5  # this share of units dead for the whole batch: `dead`
+    saturated_frac: float = 0.5  # this share of (sample, unit) pairs saturated: `saturated`
+    saturation_level: float = 0.01  # saturated: |f'(z)| below this fraction of max f'
+
+    @field_validator("dead_frac", "saturated_frac", "saturation_level")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise _error("bad_fraction", f"expected a fraction in (0, 1], got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "StatsSpec":
+        if self.vanishing_ratio >= self.exploding_ratio:
+            _fail("stats.vanishing_ratio", f"vanishing_ratio ({self.vanishing_ratio:g}) must be below exploding_ratio ({self.exploding_ratio:g})")
+        return self
+
+
 class Spec(_Model):
     name: str | None = None
     description: str | None = None
@@ -251,6 +277,7 @@ class Spec(_Model):
     network: NetworkSpec
     loss: LossSpec
     check: CheckSpec = CheckSpec()
+    stats: StatsSpec = StatsSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":

@@ -1,0 +1,119 @@
+"""`gradlab stats` output: a rich table that fits 80 columns, and JSON / CSV with every number.
+
+Each function is a pure function of `StatsResult`s; the table shows means over the
+initialisations (the standard deviations are in JSON and CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+VERDICT_STYLE = {"ok": "green", "vanishing": "bold yellow", "exploding": "bold red", "dead": "bold magenta", "saturated": "bold cyan"}
+_ACT_SHORT = {"scaled_sigmoid": "ssigmoid", "leaky_relu": "lrelu", "identity": "id"}
+
+# (header, statistic, formatter): the table's columns, left to right.
+COLUMNS = (
+    ("δ rms", "delta_rms", "sci"),
+    ("δ/δout", "ratio_to_output", "sci"),
+    ("factor", "factor", "fix"),
+    ("theory", "theory_factor", "fix"),
+    ("dW rms", "grad_norm", "sci"),
+    ("update", "update_ratio", "sci"),
+    ("|f'|", "mean_abs_fprime", "fix"),
+    ("sat", "saturated_frac", "pct"),
+    ("dead", "dead_frac", "pct"),
+)
+MIN_STABLE_BATCH = 64  # below this the table warns that the numbers are noisy
+
+
+def _fmt(x: float | None, kind: str) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    if kind == "pct":
+        return f"{100 * x:.0f}%"
+    if x == 0:
+        return "0"
+    if kind == "fix" and (x == 0 or 0.001 <= abs(x) < 10):
+        return f"{x:.3f}"
+    return f"{x:.1e}".replace("e-0", "e-").replace("e+0", "e+")  # 1.2e-3: six characters, not seven
+
+
+def _label(layer) -> str:
+    act = "+".join(_ACT_SHORT.get(a, a)[:8] for a in layer.activation.split("+"))
+    return f"L{layer.index} {act}"
+
+
+def table(result) -> Table:
+    title = f"{result.name}  ({result.path})\n{result.loss}, mean over {len(result.seeds)} initialisations, batch {result.batch}"
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+              header_style="bold", padding=0)  # the box's blank divider is the one space between columns
+    t.add_column("layer", no_wrap=True)
+    for header, _, _ in COLUMNS:
+        t.add_column(header, justify="right", no_wrap=True)
+    t.add_column("verdict", no_wrap=True)
+    for layer in result.layers:
+        cells = [_fmt(layer.mean[key], kind) for _, key, kind in COLUMNS]
+        t.add_row(_label(layer), *cells, Text(layer.verdict, style=VERDICT_STYLE.get(layer.verdict, "")))
+    return t
+
+
+def summary_lines(result) -> list[str]:
+    s, cfg = result.summary, result.config
+    lines = [
+        f"verdict: {s['verdict']}"
+        + "".join(f"; {v}: {', '.join(n.replace('layers.', 'L') for n in names)}" for v, names in s["flags"].items()),
+        f"factor geomean {_fmt(s['factor_geomean'], 'fix')} (theory {_fmt(s['theory_factor_geomean'], 'fix')}); "
+        f"δ first/output {_fmt(s['first_last_delta_ratio'], 'sci')}; lr {cfg['lr']:g}",
+        f"thresholds: vanishing δ/δout < {cfg['vanishing_ratio']:g}, exploding > {cfg['exploding_ratio']:g}; "
+        f"dead >= {cfg['dead_frac']:.0%}; sat >= {cfg['saturated_frac']:.0%}",
+    ]
+    if result.batch < MIN_STABLE_BATCH:
+        lines.append(f"note: batch {result.batch} gives noisy statistics; set stats.batch (e.g. 256) or pass --batch")
+    return lines
+
+
+def render(results, console: Console | None = None) -> None:
+    console = console or Console()
+    for r in results:
+        console.print(table(r))
+        for line in summary_lines(r):
+            style = VERDICT_STYLE.get(r.verdict, "") if line.startswith("verdict") else "dim" if line.startswith("thresholds") else ""
+            console.print(Text(line, style=style))
+        console.print()
+
+
+def render_text(results, width: int = 80) -> str:
+    """The table as plain text (for --output)."""
+    console = Console(record=True, width=width, file=io.StringIO())
+    render(results, console=console)
+    return console.export_text()
+
+
+def to_json(result) -> str:
+    return json.dumps(result.to_dict(), indent=2)
+
+
+def to_csv(result) -> str:
+    rows = result.rows()
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return buf.getvalue()
+
+
+def merge_json(check_json: str, results) -> str:
+    """`gradlab check --stats --format json`: the check document plus a top-level `stats` list."""
+    if not results:
+        return check_json
+    doc = json.loads(check_json)
+    doc["stats"] = [r.to_dict() for r in results]
+    return json.dumps(doc, indent=2)

@@ -1,0 +1,347 @@
+"""Vanishing / exploding gradient statistics per dense layer, over several initialisations.
+
+Everything is read from the analytic engine's backprop (no autodiff). For dense layer l
+with pre-activation z_l, activation f and delta_l = dL/dz_l, the seeds' recursion is
+
+    delta_l = (W_{l+1}^T delta_{l+1}) (.) f'(z_l)
+
+With independent weights of variance Var[W_{l+1}] and n_{l+1} = units of layer l+1, each
+component of W^T delta has variance Var[W] |delta_{l+1}|^2, so the per-unit RMS obeys
+
+    factor_l := rms(delta_l) / rms(delta_{l+1}) ~= sqrt(n_{l+1} Var[W_{l+1}] E[f'(z_l)^2])
+
+(Glorot & Bengio 2010; He et al. 2015). `factor` is how much delta shrinks (< 1) or grows
+(> 1) going back one dense layer; it sits on the row of the *lower* layer l, the output
+layer has none. E[f'(z)^2] is measured on the batch; Var[W] comes from the init scheme.
+
+Each statistic is computed per initialisation (spec.seed + k, k < seeds) and reported as
+mean and standard deviation over the initialisations.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engines.analytic import backprop
+from .errors import GradlabError
+from .network import ActivationLayer, DenseLayer, Network, build
+from .ops import init as init_op
+
+# Reported for every dense layer, in this order (JSON/CSV add `_mean` and `_std`).
+STAT_KEYS = (
+    "delta_rms",  # RMS of dL/dz over batch and units
+    "ratio_to_output",  # delta_rms / the output layer's delta_rms
+    "factor",  # delta_rms / next dense layer's delta_rms (NaN on the output layer)
+    "theory_factor",  # sqrt(n_next Var[W_next] E[f'(z)^2])
+    "grad_norm",  # RMS of dL/dW
+    "update_ratio",  # |lr dL/dW| / |W|, Frobenius norms
+    "mean_abs_fprime",  # E|f'(z)| over batch and units
+    "mean_sq_fprime",  # E[f'(z)^2]: the theory's input
+    "saturated_frac",  # share of (sample, unit) pairs with |f'(z)| < level * max f' (saturating ops)
+    "dead_frac",  # share of units at or below the ReLU threshold for every sample (ReLU family)
+    "preact_rms",  # RMS of z: the forward signal that decides saturation
+)
+VERDICTS = ("dead", "saturated", "vanishing", "exploding", "ok")  # most to least specific
+
+
+@dataclass(frozen=True)
+class Site:
+    """One dense layer and the activations between it and the next dense layer (its f)."""
+
+    dense: DenseLayer
+    chain: tuple[ActivationLayer, ...]
+    weight_var: float  # Var[W] of the layer's init scheme
+    dead_threshold: float | None  # ReLU family: f' = 0 at or below it
+    fprime_max: float | None  # max |f'| of the chain, when every op declares one
+    saturates: bool
+
+    @property
+    def name(self) -> str:
+        return f"layers.{self.dense.index}"
+
+    @property
+    def units(self) -> int:
+        return self.dense.n_out
+
+    @property
+    def activation(self) -> str:
+        return "+".join(a.op.name for a in self.chain) or "linear"
+
+    @property
+    def elementwise(self) -> bool:
+        return all(a.op.elementwise for a in self.chain)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one forward + backward pass shows at one dense layer (float64 copies)."""
+
+    z: np.ndarray  # pre-activation, (batch, units)
+    delta: np.ndarray  # dL/dz, (batch, units)
+    weight: np.ndarray
+    weight_grad: np.ndarray
+    fprime: np.ndarray | None  # f'(z) of the chain, elementwise; None when not elementwise (softmax)
+
+
+def sites(net: Network) -> list[Site]:
+    """The dense layers of `net`, each with the activation chain that follows it."""
+    out: list[Site] = []
+    layers = net.layers
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, DenseLayer):
+            continue
+        chain = []
+        for nxt in layers[i + 1:]:
+            if isinstance(nxt, DenseLayer):
+                break
+            chain.append(nxt)
+        init = layer.init
+        fan_in = layer.n_in + (1 if layer.bias == "folded" else 0)
+        var = init_op.variance(init.scheme, fan_in, layer.n_out, init.std) if init is not None else math.nan
+        hps = [a.hyper(net.params) for a in chain]
+        maxima = [a.op.max_fprime(hp) for a, hp in zip(chain, hps)]
+        first_dead = chain[0].op.dead_threshold if chain else None
+        out.append(Site(
+            dense=layer,
+            chain=tuple(chain),
+            weight_var=var,
+            dead_threshold=float(first_dead(hps[0])) if first_dead else None,
+            fprime_max=float(np.prod(maxima)) if all(m is not None for m in maxima) else None,
+            saturates=any(a.op.saturates for a in chain),
+        ))
+    if not out:
+        raise GradlabError(f"{net.name}: gradlab stats needs at least one dense layer")
+    return out
+
+
+def chain_fprime(site: Site, params, z: np.ndarray, outputs: list | None = None) -> np.ndarray | None:
+    """f'(z) of the site's activation chain: its hand-written VJP applied to ones.
+
+    `outputs`, when given, are the chain's forward values (backprop already has them).
+    """
+    if not site.elementwise:
+        return None  # softmax: a full Jacobian, no per-unit derivative
+    inputs = [z] + list(outputs or [])
+    for act in site.chain[len(inputs) - 1:]:
+        inputs.append(act.forward(params, inputs[-1]))
+    grad = np.ones_like(z)
+    for k in range(len(site.chain) - 1, -1, -1):
+        act = site.chain[k]
+        grad, _ = act.op.backward(inputs[k], inputs[k + 1], grad, act.hyper(params))
+    return np.asarray(grad, dtype=np.float64)
+
+
+def observe(net: Network, layer_sites: list[Site]) -> list[Observation]:
+    """One analytic forward + backward pass, cut at each dense layer's pre-activation."""
+    with np.errstate(all="ignore"):  # overflow shows up as non-finite deltas, reported by `measure`
+        bp = backprop(net)
+    out = []
+    for s in layer_sites:
+        i = s.dense.index
+        z = bp.inputs[i + 1]  # the output of dense layer i is its pre-activation
+        out.append(Observation(
+            z=np.asarray(z, dtype=np.float64),
+            delta=np.asarray(bp.grad_outputs[i], dtype=np.float64),
+            weight=np.asarray(net.params[s.dense.weight], dtype=np.float64),
+            weight_grad=np.asarray(bp.grads[s.dense.weight], dtype=np.float64),
+            fprime=chain_fprime(s, net.params, z, bp.inputs[i + 2:i + 2 + len(s.chain)]),
+        ))
+    return out
+
+
+def _rms(a: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(a)))) if a.size else math.nan
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else math.nan  # 0/0: nothing flows back; not a number to average
+
+
+def measure(layer_sites: list[Site], obs: list[Observation], *, lr: float, saturation_level: float) -> dict[str, np.ndarray]:
+    """One initialisation's statistics: {key: array over the dense layers, input side first}."""
+    n = len(layer_sites)
+    for s, o in reversed(list(zip(layer_sites, obs))):  # output side first: where an overflow starts
+        if not (np.all(np.isfinite(o.delta)) and np.all(np.isfinite(o.weight_grad))):
+            raise GradlabError(
+                f"non-finite gradient at {s.name}: the loss's derivative overflowed "
+                "(a probability at exactly 0 or 1?); use smaller initial weights, biases or inputs"
+            )
+    out = {k: np.full(n, math.nan) for k in STAT_KEYS}
+    delta = np.array([_rms(o.delta) for o in obs])
+    out["delta_rms"] = delta
+    out["ratio_to_output"] = np.array([_ratio(d, delta[-1]) for d in delta])
+    for l, (s, o) in enumerate(zip(layer_sites, obs)):
+        out["grad_norm"][l] = _rms(o.weight_grad)
+        out["update_ratio"][l] = _ratio(lr * float(np.linalg.norm(o.weight_grad)), float(np.linalg.norm(o.weight)))
+        out["preact_rms"][l] = _rms(o.z)
+        if o.fprime is not None:
+            out["mean_abs_fprime"][l] = float(np.mean(np.abs(o.fprime)))
+            out["mean_sq_fprime"][l] = float(np.mean(np.square(o.fprime)))
+            if s.saturates and s.fprime_max:
+                out["saturated_frac"][l] = float(np.mean(np.abs(o.fprime) < saturation_level * s.fprime_max))
+        if s.dead_threshold is not None:
+            out["dead_frac"][l] = float(np.mean(np.all(o.z <= s.dead_threshold, axis=0)))
+        if l + 1 < n:
+            nxt = layer_sites[l + 1]
+            out["factor"][l] = _ratio(delta[l], delta[l + 1])
+            out["theory_factor"][l] = math.sqrt(nxt.units * nxt.weight_var * out["mean_sq_fprime"][l])
+    return out
+
+
+def geomean(values: np.ndarray) -> float:
+    """Geometric mean of the finite entries (a zero factor makes it zero)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan
+    if np.any(v <= 0):
+        return 0.0
+    return float(np.exp(np.mean(np.log(v))))
+
+
+def layer_verdict(mean: dict[str, float], cfg) -> str:
+    """The first that applies of dead, saturated, vanishing, exploding; else ok (NaN never triggers)."""
+    if mean["dead_frac"] >= cfg.dead_frac:
+        return "dead"
+    if mean["saturated_frac"] >= cfg.saturated_frac:
+        return "saturated"
+    if mean["ratio_to_output"] < cfg.vanishing_ratio:
+        return "vanishing"
+    if mean["ratio_to_output"] > cfg.exploding_ratio:
+        return "exploding"
+    return "ok"
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    name: str  # layers.<i> of the dense layer
+    index: int
+    n_in: int
+    units: int
+    activation: str
+    init: str
+    weight_var: float
+    mean: dict[str, float]
+    std: dict[str, float]
+    verdict: str
+
+    def to_dict(self) -> dict:
+        d = {"layer": self.name, "index": self.index, "n_in": self.n_in, "units": self.units,
+             "activation": self.activation, "init": self.init, "weight_var": _finite(self.weight_var)}
+        for k in STAT_KEYS:
+            d[f"{k}_mean"] = _finite(self.mean[k])
+            d[f"{k}_std"] = _finite(self.std[k])
+        d["verdict"] = self.verdict
+        return d
+
+
+@dataclass(frozen=True)
+class StatsResult:
+    path: str
+    name: str
+    loss: str
+    seeds: tuple[int, ...]
+    batch: int
+    config: dict  # the stats section in force (lr and thresholds), after overrides
+    layers: tuple[LayerStats, ...]
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return self.summary["verdict"]
+
+    def to_dict(self) -> dict:
+        return {
+            "spec": self.path,
+            "name": self.name,
+            "loss": self.loss,
+            "seeds": list(self.seeds),
+            "batch": self.batch,
+            "config": self.config,
+            "layers": [l.to_dict() for l in self.layers],
+            "summary": {k: (_finite(v) if isinstance(v, float) else v) for k, v in self.summary.items()},
+        }
+
+    def rows(self) -> list[dict]:
+        """One flat dict per layer (CSV, DataFrame)."""
+        return [{"spec": self.path, "name": self.name, **l.to_dict()} for l in self.layers]
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _mean_std(values) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(np.mean(v)), float(np.std(v, ddof=1)) if v.size > 1 else 0.0
+
+
+def _summary(layer_stats: list[LayerStats], per_seed: list[dict[str, np.ndarray]]) -> dict:
+    flags = {v: [l.name for l in layer_stats if l.verdict == v] for v in VERDICTS[:-1]}
+    verdict = next((v for v in VERDICTS[:-1] if flags[v]), "ok")
+    out: dict = {"verdict": verdict, "flags": {k: v for k, v in flags.items() if v}}
+    series = {
+        "factor_geomean": [geomean(m["factor"]) for m in per_seed],
+        "theory_factor_geomean": [geomean(m["theory_factor"]) for m in per_seed],
+        "first_last_delta_ratio": [m["ratio_to_output"][0] for m in per_seed],
+        "output_delta_rms": [m["delta_rms"][-1] for m in per_seed],
+    }
+    for k, values in series.items():
+        out[k], out[f"{k}_std"] = _mean_std(values)
+    return out
+
+
+def with_overrides(spec, *, seeds: int | None = None, lr: float | None = None, batch: int | None = None):
+    """The spec's `stats` section with command-line overrides applied (validated again)."""
+    from .spec import StatsSpec
+
+    from pydantic import ValidationError
+
+    update = {k: v for k, v in {"seeds": seeds, "lr": lr, "batch": batch}.items() if v is not None}
+    if not update:
+        return spec.stats
+    try:
+        return StatsSpec.model_validate({**spec.stats.model_dump(), **update})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise GradlabError(f"{err['loc'][0]}: {err['msg']}, got {err['input']!r}") from None
+
+
+def run(spec, *, path: str = "<spec>", seeds: int | None = None, lr: float | None = None, batch: int | None = None) -> StatsResult:
+    """Per-layer statistics of `spec` over `seeds` initialisations (CLI values override `stats:`)."""
+    cfg = with_overrides(spec, seeds=seeds, lr=lr, batch=batch)
+    if cfg.batch is not None and cfg.batch != spec.input.batch:
+        spec = spec.model_copy(update={"input": spec.input.model_copy(update={"batch": cfg.batch})})
+    seed_values = tuple(spec.seed + k for k in range(cfg.seeds))
+    per_seed = []
+    layer_sites: list[Site] = []
+    for seed in seed_values:
+        net = build(spec, seed=seed)
+        layer_sites = sites(net)
+        per_seed.append(measure(layer_sites, observe(net, layer_sites), lr=cfg.lr, saturation_level=cfg.saturation_level))
+    layer_stats = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for l, s in enumerate(layer_sites):
+            mean, std = {}, {}
+            for k in STAT_KEYS:
+                mean[k], std[k] = _mean_std([m[k][l] for m in per_seed])
+            layer_stats.append(LayerStats(
+                name=s.name, index=s.dense.index, n_in=s.dense.n_in, units=s.units, activation=s.activation,
+                init=s.dense.init.scheme if s.dense.init is not None else "?", weight_var=s.weight_var,
+                mean=mean, std=std, verdict=layer_verdict(mean, cfg),
+            ))
+        summary = _summary(layer_stats, per_seed)
+    config = cfg.model_dump()
+    config["batch"] = spec.input.batch
+    return StatsResult(
+        path=path, name=spec.name or "spec", loss=f"{spec.loss.fn}/{spec.loss.effective_reduction}",
+        seeds=seed_values, batch=spec.input.batch, config=config, layers=tuple(layer_stats), summary=summary,
+    )
