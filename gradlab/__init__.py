@@ -21,4 +21,22 @@ def check(spec_or_path, **kwargs):
     return _check.check_file(spec_or_path, **kwargs)
 
 
-__all__ = ["__version__", "GradlabError", "SpecError", "check", "load_spec"]
+def assert_gradients(spec_or_path, **kwargs):
+    """Check one spec and raise AssertionError, laid out like pytest's approx, if any gradient disagrees.
+
+    For Python tests: `gradlab.assert_gradients("specs/my_net.yaml")` or with a loaded Spec.
+    Keyword arguments go to the check (e.g. `devices=["cpu"]`, `method="central"`). The message
+    names each failing tensor (parameter, engine pair, device, dtype), the mismatch count, the
+    max absolute and relative difference, and an index / analytic / numeric / autograd table of
+    its worst elements. Returns the SpecResult when everything agrees.
+    """
+    __tracebackhide__ = True  # pytest: show the caller's line, not this one
+    result = check(spec_or_path, **kwargs)
+    if not result.passed:
+        from .report.failure import failure_text
+
+        raise AssertionError(failure_text(result))
+    return result
+
+
+__all__ = ["__version__", "GradlabError", "SpecError", "assert_gradients", "check", "load_spec"]

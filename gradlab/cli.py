@@ -84,6 +84,42 @@ def results_json(results) -> str:
     return json.dumps(doc, indent=2, default=float)
 
 
+def parse_engines(engines: str | None) -> list[str] | None:
+    """`--engines analytic,numeric` -> a list, or an error naming what is allowed."""
+    if not engines:
+        return None
+    engine_list = [e.strip() for e in engines.split(",") if e.strip()]
+    bad = [e for e in engine_list if e not in ("analytic", "numeric", "autograd")]
+    if bad or len(set(engine_list)) < 2:
+        raise GradlabError(f"--engines: expected at least two of analytic,numeric,autograd, got {engines!r}")
+    return engine_list
+
+
+def check_devices(devices) -> None:
+    import re
+
+    for d in devices:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", d):
+            raise GradlabError(f"--device: unknown device {d!r}; expected cpu, cuda or cuda:N")
+
+
+def numeric_elements(spec) -> int:
+    """How many elements the numeric engine differentiates: the progress bar's total for one spec."""
+    from .memory import layer_sizes
+
+    return sum(n for *_, n in layer_sizes(spec)) + (spec.input.batch * spec.input.dim if spec.check.wrt_input else 0)
+
+
+def run_loaded(loaded, *, progress: bool = True, **options) -> list:
+    """Check validated (path, spec) pairs in order; a progress bar on stderr when that is a terminal and the run is slow."""
+    from . import runner
+    from .report.progress import RunProgress
+
+    with RunProgress(len(loaded), enabled=progress) as bar:
+        return [runner.run(spec, path=path, progress=bar.spec(spec.name or Path(path).stem, numeric_elements(spec)), **options)
+                for path, spec in loaded]
+
+
 CHECK_EXAMPLES = """
 \b
 Examples:
@@ -91,6 +127,7 @@ Examples:
   gradlab check specs/                      # every *.yaml in the folder
   gradlab check specs/*.yaml --format json --output reports/check.json
   gradlab check my_net.yaml --device cpu --device cuda --method richardson
+  gradlab check specs/ --report report.md --report report.html --report junit.xml
 """
 
 
@@ -98,13 +135,16 @@ Examples:
 @click.argument("specs", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the output to this file instead of stdout.")
+@click.option("--report", "reports", multiple=True, type=click.Path(dir_okay=False),
+              help="Also write a report; the suffix picks the format: .md, .html, .json, .csv, .xml (JUnit). Repeatable.")
 @click.option("--device", "devices", multiple=True, help="Autograd device(s), e.g. cpu, cuda, cuda:1 (repeatable; overrides check.devices).")
 @click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex_step"]), help="Finite-difference method (overrides check.numeric.method).")
+@click.option("--mode", type=click.Choice(["auto", "full", "fast"]), help="full: every element; fast: random projections with bisection; auto: full up to 250,000 parameters (overrides check.mode).")
 @click.option("--engines", help="Comma-separated engines to run (analytic,numeric,autograd); overrides check.engines.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list the worst element of every comparison.")
 @click.option("--stats", "with_stats", is_flag=True, help="Append `gradlab stats`' per-layer vanishing/exploding table for each spec.")
-def check(specs, fmt, output, devices, method, engines, quiet, verbose, with_stats=False):
+def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, with_stats=False, reports=()):
     """Check the gradients of one or more YAML specs.
 
     Every parameter tensor is differentiated by the analytic engine (hand-written
@@ -112,21 +152,13 @@ def check(specs, fmt, output, devices, method, engines, quiet, verbose, with_sta
     on each device); each pair is compared element by element. Exit code 0 when
     everything agrees, 1 when a discrepancy is found, 2 for a bad spec or usage.
     """
-    from . import runner
+    from .commands.report import report_targets, write_reports
 
-    engine_list = None
-    if engines:
-        engine_list = [e.strip() for e in engines.split(",") if e.strip()]
-        bad = [e for e in engine_list if e not in ("analytic", "numeric", "autograd")]
-        if bad or len(set(engine_list)) < 2:
-            raise GradlabError(f"--engines: expected at least two of analytic,numeric,autograd, got {engines!r}")
-    for d in devices:
-        import re
-
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", d):
-            raise GradlabError(f"--device: unknown device {d!r}; expected cpu, cuda or cuda:N")
+    engine_list = parse_engines(engines)
+    check_devices(devices)
+    targets = report_targets(reports)
     loaded = load_all(specs)
-    results = [runner.run(spec, path=path, devices=list(devices) or None, engines=engine_list, method=method) for path, spec in loaded]
+    results = run_loaded(loaded, progress=not quiet, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
     from . import stats as stats_mod
     from .report import stats_table
 
@@ -145,6 +177,7 @@ def check(specs, fmt, output, devices, method, engines, quiet, verbose, with_sta
             write_text(console.export_text(), output)
         render(results, quiet=quiet, verbose=verbose)
         stats_table.render(stats_results)
+    write_reports(results, targets, specs=dict(loaded), quiet=quiet)
     sys.exit(EXIT_OK if all(r.passed for r in results) else EXIT_FAIL)
 
 

@@ -9,7 +9,7 @@ leading axes, which the numeric engine uses to evaluate many perturbations at on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -76,7 +76,76 @@ class ActivationLayer:
         return f"Activation[{self.index}]({self.op.name}{extra})"
 
 
-Layer = DenseLayer | ActivationLayer
+@dataclass(frozen=True, eq=False)
+class CustomLayer:
+    """A user's layer (`{type: custom, impl: ...}`), parameters named `layers.<i>.<name>`.
+
+    The user's object reads its parameters from its own `params` arrays, so each call first
+    writes the network's values into them. It only ever sees (batch, features) inputs:
+    stacked evaluations -- leading axes on x, or on a parameter laid out to broadcast against
+    (stack, batch, features) as the numeric engine does -- run one slice at a time.
+    """
+
+    index: int
+    impl: str
+    obj: Any = field(repr=False)
+    n_in: int = 0
+    n_out: int = 0
+    keys: tuple[str, ...] = ()  # the object's own parameter names
+    supports_stacking: ClassVar[bool] = False  # numeric engine: evaluate one perturbation per forward
+    complex_safe: ClassVar[bool] = False  # parameters live in the user's float arrays
+
+    def param_name(self, key: str) -> str:
+        return f"layers.{self.index}.{key}"
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(self.param_name(k) for k in self.keys)
+
+    def _stack_lead(self, key: str, value: np.ndarray) -> tuple[int, ...]:
+        nd = self.obj.params[key].ndim
+        return value.shape[: value.ndim - max(nd, 2)] if value.ndim > nd else ()
+
+    def _write(self, values: dict[str, np.ndarray]) -> None:
+        for k, v in values.items():
+            self.obj.params[k][...] = np.reshape(v, self.obj.params[k].shape)
+
+    def forward(self, params, x):
+        values = {k: np.asarray(params[self.param_name(k)]) for k in self.keys}
+        leads = {k: self._stack_lead(k, v) for k, v in values.items()}
+        lead = np.broadcast_shapes(x.shape[:-2], *leads.values())
+        if not lead:
+            self._write(values)
+            return np.asarray(self.obj.forward(x))
+        xs = np.broadcast_to(x, lead + x.shape[-2:])
+        stacks = {k: np.broadcast_to(v.reshape(leads[k] + (-1,)), lead + (v.size // max(1, int(np.prod(leads[k]))),)) for k, v in values.items()}
+        outs = []
+        for idx in np.ndindex(*lead):
+            self._write({k: s[idx] for k, s in stacks.items()})
+            outs.append(np.asarray(self.obj.forward(xs[idx])))
+        return np.stack(outs).reshape(lead + outs[0].shape)
+
+    def backward(self, params, x, grad_out) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(dL/dx, {parameter name: gradient}) from the user's backward, checked for shape."""
+        from .errors import GradlabError
+
+        self._write({k: params[self.param_name(k)] for k in self.keys})
+        result = self.obj.backward(x, grad_out)
+        where = f"layers.{self.index} ({self.impl})"
+        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
+            raise GradlabError(f"{where}: backward must return (grad_x, {{name: grad}}), got {type(result).__name__}; `gradlab audit` checks the contract")
+        grad_x, grads = np.asarray(result[0]), result[1]
+        missing = [k for k in self.keys if k not in grads]
+        if missing or grad_x.shape != x.shape:
+            what = f"no gradient for {', '.join(map(repr, missing))}" if missing else f"grad_x of shape {grad_x.shape} for x of shape {x.shape}"
+            raise GradlabError(f"{where}: backward returned {what}; `gradlab audit` checks the contract")
+        return grad_x, {self.param_name(k): np.asarray(grads[k]) for k in self.keys}
+
+    def __repr__(self) -> str:
+        return f"Custom[{self.index}]({self.impl.rpartition('/')[2]}: {self.n_in} -> {self.n_out})"
+
+
+Layer = DenseLayer | ActivationLayer | CustomLayer
 
 
 @dataclass
@@ -108,7 +177,19 @@ class Network:
         return {name: layer for layer in self.layers for name in layer.param_names}
 
     def complex_safe(self) -> bool:
-        return self.loss_op.complex_safe and all(l.op.complex_safe for l in self.layers if isinstance(l, ActivationLayer))
+        return self.loss_op.complex_safe and all(l.op.complex_safe if isinstance(l, ActivationLayer) else l.complex_safe
+                                                 for l in self.layers if not isinstance(l, DenseLayer))
+
+    def torch_missing(self) -> str | None:
+        """Why the autograd engine cannot build this network (a custom op without a torch mirror), or None."""
+        for layer in self.layers:
+            if isinstance(layer, ActivationLayer) and layer.op.torch is None:
+                return f"layers.{layer.index} (custom activation {layer.op.name}) has no torch_forward(z)"
+            if isinstance(layer, CustomLayer) and not callable(getattr(layer.obj, "torch_forward", None)):
+                return f"layers.{layer.index} (custom layer {layer.impl.rpartition(':')[2]}) has no torch_forward(x, params)"
+        if self.loss_op.torch is None:
+            return f"the custom loss {self.loss_op.name} has no torch_forward(pred, target)"
+        return None
 
     def forward(self, params, x=None, start: int = 0):
         """Output of the network from layer `start` on (x is then that layer's input)."""
@@ -162,7 +243,7 @@ def _draw_input(rng, spec) -> np.ndarray:
 
 def build(spec, *, seed: int | None = None) -> Network:
     """Spec -> Network with parameters and batch drawn from `seed` (default: the spec's)."""
-    from .spec import DenseSpec
+    from .spec import CustomLayerSpec, DenseSpec
 
     seed = spec.seed if seed is None else seed
     dtype = np.dtype(spec.dtype)
@@ -181,15 +262,18 @@ def build(spec, *, seed: int | None = None) -> Network:
             if layer.bias_name:
                 params[layer.bias_name] = _draw_bias(rng_params, init.bias, ls.units, dim, ls.units)
             dim = ls.units
+        elif isinstance(ls, CustomLayerSpec):
+            layer = _custom_layer(i, ls, rng_params, params)
+            dim = layer.n_out
         else:
-            op = ACTIVATIONS.get(ls.fn)
+            op = _activation_op(ls)
             hp = ls.hyper()
             trainable = ls.trainable_names()
             layer = ActivationLayer(i, op, {k: v for k, v in hp.items() if k not in trainable}, trainable, dim)
             for h in trainable:
                 params[layer.param_name(h)] = np.array(hp[h])
         layers.append(layer)
-    loss_op = LOSSES.get(spec.loss.fn)
+    loss_op = _loss_op(spec.loss)
     return Network(
         name=spec.name or "spec",
         dtype=dtype,
@@ -201,3 +285,38 @@ def build(spec, *, seed: int | None = None) -> Network:
         target=_draw_target(rng_data, spec, dim).astype(dtype),
         seed=seed,
     )
+
+
+# --- custom ops (gradlab.audit loads and wraps them) -------------------------------------------
+
+
+def _activation_op(ls) -> Activation:
+    if ls.fn == "custom":
+        from .audit.custom import activation_record
+
+        return activation_record(ls.impl)
+    return ACTIVATIONS.get(ls.fn)
+
+
+def _loss_op(ls) -> Loss:
+    if ls.fn == "custom":
+        from .audit.custom import loss_record
+
+        return loss_record(ls.impl)
+    return LOSSES.get(ls.fn)
+
+
+def _custom_layer(i: int, ls, rng, params: dict) -> CustomLayer:
+    """A fresh user object per network; parameters as the object made them, or drawn by `init`."""
+    from .audit.custom import layer_info
+
+    info = layer_info(ls.impl)
+    layer = CustomLayer(i, ls.impl, info.obj, info.n_in, info.n_out, tuple(info.params))
+    for key, value in info.params.items():
+        if ls.init is None:
+            params[layer.param_name(key)] = value
+        elif value.ndim >= 2:
+            params[layer.param_name(key)] = init_op.draw(rng, ls.init.scheme, value.shape, info.n_in, info.n_out, ls.init.std)
+        else:
+            params[layer.param_name(key)] = _draw_bias(rng, ls.init.bias, value.size, info.n_in, info.n_out).reshape(value.shape)
+    return layer

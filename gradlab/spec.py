@@ -22,6 +22,7 @@ from pydantic import (
     StrictInt,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -37,6 +38,7 @@ DTYPES = ("float64", "float32")
 ENGINES = ("analytic", "numeric", "autograd")
 NUMERIC_METHODS = ("auto", "central", "richardson", "complex_step")
 DEFAULT_MEMORY_LIMIT = 2 * 2**30
+CUSTOM = "custom"  # `fn: custom` / `type: custom`: a user's op named by `impl`
 
 
 def _error(kind: str, message: str, **ctx) -> PydanticCustomError:
@@ -98,13 +100,45 @@ class DenseSpec(_Model):
     init: InitSpec | None = None  # overrides network.init for this layer
 
 
+def _load_impl(kind: str, impl: str, info: ValidationInfo) -> str:
+    """Load a user's op (a path relative to the spec's folder) and check its contract; returns it resolved."""
+    from .audit.custom import check
+    from .audit.loading import TargetError
+
+    try:
+        return check(kind, impl, (info.context or {}).get("base_dir"))
+    except TargetError as exc:
+        raise _error("bad_impl", str(exc)) from None
+
+
+def _impl_for_custom_fn(kind: str, impl: str | None, info: ValidationInfo) -> str | None:
+    """`impl` goes with `fn: custom`, and only with it."""
+    fn = info.data.get("fn")
+    if fn is None:
+        return impl  # fn itself is invalid: that error is the one to show
+    if fn != CUSTOM:
+        if impl is not None:
+            raise _error("bad_impl", f"impl is only read with fn: custom (this {kind} is fn: {fn})")
+        return None
+    if impl is None:
+        raise _error("bad_impl", f"fn: custom needs impl: 'path/to/file.py:Name' (or 'package.module:Name') naming the {kind}")
+    return _load_impl(kind, impl, info)
+
+
 class ActivationSpec(_Model):
-    """`fn` names a registered activation; its hyperparameters (slope, eps, c, beta) sit beside it."""
+    """`fn` names a registered activation; its hyperparameters (slope, eps, c, beta) sit beside it.
+    `fn: custom` with `impl: file.py:Name` uses a user's activation (see gradlab audit)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     type: Literal["activation"]
     fn: str
     trainable: Union[StrictBool, list[str]] = False
+    impl: str | None = Field(None, validate_default=True)
+
+    @field_validator("impl")
+    @classmethod
+    def _impl(cls, impl: str | None, info: ValidationInfo) -> str | None:
+        return _impl_for_custom_fn("activation", impl, info)
 
     @classmethod
     def _extra_keys(cls, data: dict) -> set[str]:
@@ -114,12 +148,16 @@ class ActivationSpec(_Model):
     @field_validator("fn")
     @classmethod
     def _known_fn(cls, fn: str) -> str:
-        if fn not in ACTIVATIONS:
-            raise _error("unknown_op", str(UnknownOpError("activation", fn, ACTIVATIONS.names())).strip('"'))
+        if fn not in ACTIVATIONS and fn != CUSTOM:
+            raise _error("unknown_op", str(UnknownOpError("activation", fn, ACTIVATIONS.names() + [CUSTOM])).strip('"'))
         return fn
 
     @model_validator(mode="after")
     def _check_hyper(self) -> "ActivationSpec":
+        if self.fn == CUSTOM:
+            if self.trainable is not False:
+                raise _error("bad_trainable", "a custom activation has no trainable hyperparameters; give parameters to a `type: custom` layer")
+            return self
         op = ACTIVATIONS.get(self.fn)
         for key, value in (self.model_extra or {}).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -132,10 +170,14 @@ class ActivationSpec(_Model):
         return self
 
     def hyper(self) -> dict[str, float]:
+        if self.fn == CUSTOM:
+            return {}
         op = ACTIVATIONS.get(self.fn)
         return {k: float((self.model_extra or {}).get(k, v)) for k, v in op.hyper.items()}
 
     def trainable_names(self) -> tuple[str, ...]:
+        if self.fn == CUSTOM:
+            return ()
         if self.trainable is True:
             return ACTIVATIONS.get(self.fn).trainable
         if self.trainable is False:
@@ -143,17 +185,39 @@ class ActivationSpec(_Model):
         return tuple(self.trainable)
 
 
+class CustomLayerSpec(_Model):
+    """A user's layer: `impl` names it (path relative to the spec's folder); parameters `layers.<i>.<name>`."""
+
+    type: Literal["custom"]
+    impl: str
+    init: InitSpec | None = None  # draw the parameters from the spec's seed instead of keeping the object's values
+
+    @field_validator("impl")
+    @classmethod
+    def _impl(cls, impl: str, info: ValidationInfo) -> str:
+        return _load_impl("layer", impl, info)
+
+    def dims(self) -> tuple[int, int]:
+        from .audit.custom import layer_info
+
+        info = layer_info(self.impl)
+        return info.n_in, info.n_out
+
+
+LAYER_TYPES = ("dense", "activation", CUSTOM)
+
+
 def _layer_tag(v: Any) -> str | None:
     t = v.get("type") if isinstance(v, dict) else getattr(v, "type", None)
-    return t if t in ("dense", "activation") else None
+    return t if t in LAYER_TYPES else None
 
 
 LayerSpec = Annotated[
-    Union[Annotated[DenseSpec, Tag("dense")], Annotated[ActivationSpec, Tag("activation")]],
+    Union[Annotated[DenseSpec, Tag("dense")], Annotated[ActivationSpec, Tag("activation")], Annotated[CustomLayerSpec, Tag(CUSTOM)]],
     Discriminator(
         _layer_tag,
         custom_error_type="bad_layer_type",
-        custom_error_message="layer `type` must be one of 'dense', 'activation'",
+        custom_error_message="layer `type` must be one of 'dense', 'activation', 'custom'",
     ),
 ]
 
@@ -167,17 +231,31 @@ class NetworkSpec(_Model):
 class LossSpec(_Model):
     fn: str
     reduction: Literal["sum", "mean"] | None = None  # default: the loss's own (mse: mean, others: sum)
+    impl: str | None = Field(None, validate_default=True)  # with fn: custom, the user's loss
 
     @field_validator("fn")
     @classmethod
     def _known_fn(cls, fn: str) -> str:
-        if fn not in LOSSES:
-            raise _error("unknown_op", str(UnknownOpError("loss", fn, LOSSES.names())).strip('"'))
+        if fn not in LOSSES and fn != CUSTOM:
+            raise _error("unknown_op", str(UnknownOpError("loss", fn, LOSSES.names() + [CUSTOM])).strip('"'))
         return fn
+
+    @field_validator("impl")
+    @classmethod
+    def _impl(cls, impl: str | None, info: ValidationInfo) -> str | None:
+        return _impl_for_custom_fn("loss", impl, info)
+
+    def op(self):
+        """The loss record: a registered one, or the user's wrapped into one."""
+        if self.fn == CUSTOM:
+            from .audit.custom import loss_record
+
+            return loss_record(self.impl)
+        return LOSSES.get(self.fn)
 
     @property
     def effective_reduction(self) -> str:
-        return self.reduction or LOSSES.get(self.fn).default_reduction
+        return self.reduction or ("sum" if self.fn == CUSTOM else LOSSES.get(self.fn).default_reduction)
 
 
 class ToleranceSpec(_Model):
@@ -282,12 +360,13 @@ class Spec(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
         layers = self.network.layers
-        dense = [i for i, l in enumerate(layers) if isinstance(l, DenseSpec)]
+        dense = [i for i, l in enumerate(layers) if isinstance(l, (DenseSpec, CustomLayerSpec))]
         trainable = [i for i, l in enumerate(layers) if isinstance(l, ActivationSpec) and l.trainable_names()]
         if not dense and not trainable:
             _fail("network.layers", "the network has no parameters; add a `{type: dense, units: N}` layer")
+        self._check_custom_widths()
         out = self.output_dim
-        loss = LOSSES.get(self.loss.fn)
+        loss = self.loss.op()
         t = self.target
         if t.kind not in loss.targets:
             _fail("target.kind", f"loss {loss.name} needs a target of kind {' or '.join(loss.targets)}, got {t.kind!r}")
@@ -299,10 +378,34 @@ class Spec(_Model):
             _fail("loss.reduction", f"{loss.name} is defined with reduction {loss.default_reduction!r} (1/(2N) sum); for a summed loss use fn: sse")
         if loss.needs_probabilities:
             last = layers[-1]
-            ok = isinstance(last, ActivationSpec) and ACTIVATIONS.get(last.fn).gives_probabilities(last.hyper())
+            ok = isinstance(last, ActivationSpec) and _gives_probabilities(last)
             if not ok:
                 _fail("loss.fn", f"{loss.name} takes probabilities, but the last layer is not a softmax or sigmoid; end the network with one, or use softmax_cross_entropy on logits")
+            if loss.name == "binary_cross_entropy" and last.fn == "softmax" and out == 1:
+                # found by `gradlab fuzz`: every engine returned NaN on such specs
+                _fail("loss.fn", "a softmax over one unit is identically 1, so binary_cross_entropy's log(1 - p) is -inf; end with a sigmoid for one output")
+        if self.loss.fn == CUSTOM:
+            from .audit.custom import check_loss_sums_rows
+            from .audit.loading import TargetError
+
+            try:
+                check_loss_sums_rows(self.loss.impl, out)
+            except TargetError as exc:
+                _fail("loss.impl", str(exc))
         return self
+
+    def _check_custom_widths(self) -> None:
+        dim = self.input.dim
+        for i, layer in enumerate(self.network.layers):
+            if isinstance(layer, DenseSpec):
+                dim = layer.units
+            elif isinstance(layer, CustomLayerSpec):
+                n_in, n_out = layer.dims()
+                if n_in != dim:
+                    from .audit.custom import short
+
+                    _fail(f"network.layers[{i}].impl", f"dimension mismatch: {short(layer.impl)} takes {n_in} input features, but its input has {dim}")
+                dim = n_out
 
     @property
     def output_dim(self) -> int:
@@ -310,7 +413,17 @@ class Spec(_Model):
         for layer in self.network.layers:
             if isinstance(layer, DenseSpec):
                 dim = layer.units
+            elif isinstance(layer, CustomLayerSpec):
+                dim = layer.dims()[1]
         return dim
+
+
+def _gives_probabilities(layer: ActivationSpec) -> bool:
+    if layer.fn == CUSTOM:
+        from .audit.custom import gives_probabilities
+
+        return gives_probabilities(layer.impl)
+    return ACTIVATIONS.get(layer.fn).gives_probabilities(layer.hyper())
 
 
 def _fail(path: str, message: str):
@@ -344,7 +457,7 @@ def _format_loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("dense", "activation", "function-after[_consistent()]"):
+        elif part in (*LAYER_TYPES, "function-after[_consistent()]"):
             continue  # union tags and validator names are not keys the user wrote
         elif str(part).startswith(("function-", "tagged-union")) or "[" in str(part) or part in ("bool", "float", "int", "str", "none"):
             continue  # union members: pydantic names the branch, not a key
@@ -386,9 +499,9 @@ def _describe(err: dict) -> tuple[str, str]:
         options = re.findall(r"'([^']*)'", expected)
         return _format_loc(loc), f"expected one of {expected}, got {got!r}{_suggest(got, options)}"
     if typ == "bad_layer_type":
-        hint = _suggest(got.get("type"), ("dense", "activation")) if isinstance(got, dict) else ""
+        hint = _suggest(got.get("type"), LAYER_TYPES) if isinstance(got, dict) else ""
         shown = got.get("type") if isinstance(got, dict) else got
-        return _format_loc(loc) + ".type", f"expected 'dense' or 'activation', got {shown!r}{hint}"
+        return _format_loc(loc) + ".type", f"expected 'dense', 'activation' or 'custom', got {shown!r}{hint}"
     if typ in _TYPE_WORDS:
         return _format_loc(loc), f"expected {_TYPE_WORDS[typ]}, got {got!r}"
     if typ in ("greater_than", "greater_than_equal"):
@@ -408,11 +521,14 @@ def _from_validation_error(exc: ValidationError, file: str) -> SpecError:
     return SpecError(file, path, message, more=more)
 
 
-def validate(data: Any, file: str = "<spec>") -> Spec:
+def validate(data: Any, file: str = "<spec>", *, base_dir: str | Path | None = None) -> Spec:
+    """Validate a spec mapping; custom ops' `impl` paths count from `base_dir` (default: the file's folder, else cwd)."""
     if not isinstance(data, dict):
         raise SpecError(file, "(top level)", f"expected a mapping of keys (name, input, network, loss, ...), got {type(data).__name__}")
+    if base_dir is None and not file.startswith("<"):
+        base_dir = Path(file).parent
     try:
-        spec = Spec.model_validate(data)
+        spec = Spec.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise _from_validation_error(exc, file) from None
     from .memory import check_memory

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..gradients import INPUT, Gradients
-from ..network import ActivationLayer, DenseLayer, Network
+from ..network import ActivationLayer, CustomLayer, DenseLayer, Network
 from ..ops import dense as dense_op
 
 
@@ -48,6 +48,9 @@ def backprop(net: Network, params: dict | None = None, x: np.ndarray | None = No
             grad, grads[layer.weight], grad_b = dense_op.backward(x_in, params[layer.weight], grad, layer.layout, layer.bias)
             if layer.bias_name:
                 grads[layer.bias_name] = grad_b
+        elif isinstance(layer, CustomLayer):
+            grad, layer_grads = layer.backward(params, x_in, grad)  # the user's own backward
+            grads.update(layer_grads)
         else:
             assert isinstance(layer, ActivationLayer)
             grad, hyper_grads = layer.op.backward(x_in, inputs[i + 1], grad, layer.hyper(params))

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from ..gradients import INPUT, Gradients
-from ..network import DenseLayer, Network
+from ..network import CustomLayer, DenseLayer, Network
 from ..ops import dense as dense_op
 
 
@@ -36,7 +36,7 @@ def device_name(device: str) -> str:
 def gradients(net: Network, device: str = "cpu", *, wrt_input: bool = False) -> Gradients:
     import torch
 
-    reason = device_unavailable(device)
+    reason = device_unavailable(device) or net.torch_missing()
     if reason:
         return Gradients("autograd", device, str(net.dtype), skipped=reason)
     t0 = time.perf_counter()
@@ -51,6 +51,8 @@ def gradients(net: Network, device: str = "cpu", *, wrt_input: bool = False) -> 
         if isinstance(layer, DenseLayer):
             b = params[layer.bias_name] if layer.bias_name else None
             h = dense_op.torch_forward(h, params[layer.weight], b, layer.layout, layer.bias)
+        elif isinstance(layer, CustomLayer):
+            h = layer.obj.torch_forward(h, {k: params[layer.param_name(k)] for k in layer.keys})
         else:
             h = layer.op.torch(h, layer.hyper(params))
     loss = net.loss_op.torch(h, tensor(net.target)) * net.loss_scale

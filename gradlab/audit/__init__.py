@@ -1,0 +1,106 @@
+"""`gradlab audit`: search for inputs on which a user's hand-written backward is wrong.
+
+    from gradlab.audit import audit
+    result = audit("my_ops.py:Swish", examples=200, seed=0)
+    result.passed, result.findings
+
+The op follows one of four contracts (activation, loss, layer, torch.autograd.Function; see
+contracts.py). Hypothesis draws cases (strategies.py), the judge compares the op's backward
+with differences of its forward (judge.py), Hypothesis shrinks any failure, and report.py
+prints it with a one-line reproduction that calls `reproduce`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import contracts, loading, report, subjects
+from .contracts import KINDS
+from .judge import Counterexample, Finding, examine, tolerance
+from .loading import TargetError
+from .search import DEFAULT_EXAMPLES, AuditResult, run
+from .strategies import MAX_ABS, Case, param_key
+
+__all__ = ["KINDS", "AuditResult", "Finding", "TargetError", "audit", "prepare", "reproduce"]
+
+
+def _load(op: Any, base_dir) -> tuple[Any, str]:
+    if isinstance(op, str):
+        return loading.load(op, base_dir), op
+    label = op.__name__ if isinstance(op, type) else type(op).__name__
+    return loading.instantiate(op, label), label
+
+
+def prepare(op: Any, *, kind: str | None = None, base_dir: str | Path | None = None, max_abs: float = MAX_ABS) -> subjects.Subject:
+    """Load `op` (a TARGET string, a class or an object), recognise its kind and check its contract."""
+    obj, label = _load(op, base_dir)
+    kind = contracts.detect_kind(obj, label, kind)
+    return subjects.make(obj, kind, label, max_abs=max_abs)
+
+
+def audit(
+    op: Any,
+    *,
+    kind: str | None = None,
+    examples: int = DEFAULT_EXAMPLES,
+    seed: int = 0,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_abs: float = MAX_ABS,
+) -> AuditResult:
+    """Search up to `examples` cases for one on which the op's backward is wrong.
+
+    Args:
+        op: `path/to/file.py:Name`, `package.module:Name`, a class or an object.
+        kind: activation, loss, layer or function; default: what the op says or looks like.
+        examples: the Hypothesis budget (cases tried before declaring a pass).
+        seed: seeds the search; the same seed gives the same cases and the same verdict.
+        rtol, atol: override the float64 tolerances of gradlab.compare.
+        max_abs: the largest |input| drawn (within the op's `domain`).
+    Raises:
+        TargetError: the op cannot be loaded or breaks its contract (the CLI's exit code 2).
+    """
+    if examples < 1:
+        raise TargetError(f"examples must be at least 1, got {examples}")
+    subject = prepare(op, kind=kind, max_abs=max_abs)
+    return run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol))
+
+
+def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dict | None = None,
+              rtol: float | None = None, atol: float | None = None, quiet: bool = False, **arrays) -> Finding | None:
+    """Re-run one case (the arguments a counterexample printed) and print the verdict.
+
+    Returns the Finding, or None when the op's backward is right on this input.
+    """
+    subject = prepare(op, kind=kind)
+    inputs: dict[str, np.ndarray] = {}
+    const: dict[str, np.ndarray] = {}
+    names = {"activation": ("z",), "loss": ("pred",), "layer": ("x",), "function": getattr(subject, "arg_names", ())}[subject.kind]
+    for name in names:
+        if name not in arrays:
+            raise TargetError(f"reproduce: a {subject.kind} needs {name}=...")
+        inputs[name] = np.asarray(arrays.pop(name), dtype=np.float64)
+    if subject.kind == "loss":
+        const["target"] = np.asarray(arrays.pop("target"), dtype=np.float64)
+    if subject.kind == "layer":
+        for name, value in subject.original.items():
+            inputs[param_key(name)] = np.asarray((params or {}).get(name, value), dtype=np.float64)
+    if arrays:
+        raise TargetError(f"reproduce: unexpected argument(s) {', '.join(arrays)}")
+    case = Case(inputs, const)
+    upstream = None if grad_out is None else np.asarray(grad_out, dtype=np.float64)
+    result = AuditResult(subject.target, subject.kind, subject.name, 0, 1, tolerance(rtol, atol), None, [])  # type: ignore[arg-type]
+    try:
+        examine(subject, case, (lambda shape: upstream) if upstream is not None else None, result.tolerance)
+    except Counterexample as exc:
+        if not quiet:
+            print("\n".join(report.finding_lines(result, exc.finding, shrunk=False)))
+        return exc.finding
+    finally:
+        subject.restore()
+    if not quiet:
+        print(f"PASS: {subject.target}: backward agrees with differences of forward on this input")
+    return None

@@ -1,0 +1,216 @@
+"""User ops inside specs: `{type: activation, fn: custom, impl: ...}`, `loss: {fn: custom, impl: ...}`
+and `{type: custom, impl: ...}` layers.
+
+A user's activation or loss is wrapped into the registry's own record types, so every engine
+treats it like a built-in: the analytic engine calls the user's backward, the numeric engine
+its forward, the autograd engine its `torch_forward` (absent: that engine is skipped with a
+reason). gradlab's records have stricter shapes than the audit contracts, and the adapters
+bridge them without asking more of the user:
+  - an activation acts on each row alone (along the last axis), so stacked inputs
+    (P, batch, features) are flattened into rows and the user sees a plain 2-D array;
+  - a loss is a sum over the batch's rows (the engines split it per sample, and divide by
+    N themselves for `reduction: mean`); a stack of predictions is evaluated slice by slice.
+Both properties are checked once when the spec is loaded, with a message saying how to fix
+the op; a loss that averages over the batch is refused there, not silently mis-differenced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..ops import Activation, Loss
+from . import contracts, loading
+from .loading import TargetError
+
+
+@dataclass(frozen=True)
+class CustomActivation(Activation):
+    impl: str = ""  # the resolved TARGET
+
+
+@dataclass(frozen=True)
+class CustomLoss(Loss):
+    impl: str = ""
+
+
+def _in_features(obj: Any, impl: str) -> int:
+    shape = contracts.layer_shape(obj, impl).input_shape
+    if len(shape) != 2:
+        raise TargetError(f"{impl}: a layer in a spec takes (batch, features) input, but input_shape is {shape}; use in_features = n")
+    return shape[1]
+
+
+def check(kind: str, impl: str, base_dir: str | Path | None = None) -> str:
+    """Load `impl` for a spec position (activation, loss, layer) and check its contract; returns it resolved.
+
+    Raises TargetError with a message for the spec's key path.
+    """
+    obj = loading.instantiate(loading.load_raw(impl, base_dir), impl)
+    contracts.check(obj, kind, impl)
+    resolved = loading.resolve(impl, base_dir)
+    if kind == "layer":
+        n_in = _in_features(obj, impl)
+        out = _probe(obj, n_in, impl)
+        if out.ndim != 2 or out.shape[0] != 3:
+            raise TargetError(f"{impl}: forward of a (3, {n_in}) batch returned shape {out.shape}; a layer in a spec must return (batch, features)")
+    if kind == "activation":
+        _check_rowwise(obj, impl)
+    return resolved
+
+
+def _probe(obj: Any, n_in: int, impl: str) -> np.ndarray:
+    x = np.linspace(-1.0, 1.0, 3 * n_in).reshape(3, n_in)
+    try:
+        return np.asarray(obj.forward(x))
+    except Exception as exc:
+        raise TargetError(f"{impl}: forward of a (3, {n_in}) batch raised {type(exc).__name__}: {exc}") from None
+
+
+def _check_rowwise(obj: Any, impl: str) -> None:
+    """An activation in a network must act on each row alone (the engines perturb rows separately)."""
+    low, high = contracts.parse_domain(getattr(obj, "domain", None), impl)
+    z = np.clip(np.array([[0.3, -1.2, 2.0], [1.5, 0.1, -0.4]]), low + 1e-3 if np.isfinite(low) else -np.inf, high - 1e-3 if np.isfinite(high) else np.inf)
+    try:
+        whole = np.asarray(obj.forward(z), dtype=float)
+        rows = np.concatenate([np.asarray(obj.forward(z[i : i + 1]), dtype=float) for i in range(2)])
+    except Exception as exc:
+        raise TargetError(f"{impl}: forward of a (2, 3) batch raised {type(exc).__name__}: {exc}") from None
+    if whole.shape != z.shape:
+        raise TargetError(f"{impl}: an activation must keep its input's shape; forward of shape (2, 3) returned {whole.shape}")
+    if not np.allclose(whole, rows, rtol=1e-9, atol=1e-12, equal_nan=True):
+        raise TargetError(f"{impl}: forward mixes the rows of the batch (the batch gives other values than row by row); an activation acts on each row alone -- make it a `type: custom` layer")
+
+
+def check_loss_sums_rows(impl: str, width: int) -> None:
+    """A spec's loss is a sum over rows (gradlab divides by N for reduction: mean); refuse averages early."""
+    obj = loading.load(impl)
+    low, high = contracts.parse_domain(getattr(obj, "domain", None), impl)
+    rng = np.random.default_rng(0)
+    lo = low + 0.05 * (high - low) if np.isfinite(low) and np.isfinite(high) else (low + 0.1 if np.isfinite(low) else -1.0)
+    hi = high - 0.05 * (high - low) if np.isfinite(low) and np.isfinite(high) else (high - 0.1 if np.isfinite(high) else 1.0)
+    pred = rng.uniform(lo, hi, size=(3, width))
+    target = _target(obj.target, (3, width), rng)
+    try:
+        whole = float(np.asarray(obj.forward(pred, target)))
+        rows = sum(float(np.asarray(obj.forward(pred[i : i + 1], target[i : i + 1]))) for i in range(3))
+    except Exception as exc:
+        raise TargetError(f"{short(impl)}: forward on a (3, {width}) batch raised {type(exc).__name__}: {exc}") from None
+    if not np.isclose(whole, rows, rtol=1e-9, atol=1e-12):
+        raise TargetError(
+            f"{short(impl)}: a loss in a spec must be the sum over the batch's rows (3 rows give {whole:.6g}, their rows summed {rows:.6g}); "
+            "drop the 1/N and set `reduction: mean` in the spec's loss"
+        )
+
+
+def _target(kind: str, shape, rng) -> np.ndarray:
+    if kind == "regression":
+        return rng.normal(size=shape)
+    if kind == "binary":
+        return rng.integers(0, 2, size=shape).astype(float)
+    if kind == "onehot":
+        return np.eye(shape[1])[rng.integers(0, shape[1], size=shape[0])]
+    return rng.dirichlet(np.ones(shape[1]), size=shape[0])
+
+
+def _name(impl: str) -> str:
+    return loading.split(impl)[1]
+
+
+def short(impl: str) -> str:
+    """`/abs/path/ops.py:Swish` -> `ops.py:Swish`, for messages."""
+    source, name = loading.split(impl)
+    return f"{Path(source).name if loading.is_file(source) else source}:{name}"
+
+
+def _rows(fn, z, *more):
+    """Call a row-wise user function on exactly 2-D arrays; leading stack axes become rows."""
+    z = np.asarray(z)
+    if z.ndim == 2:
+        out = np.asarray(fn(z, *more))
+    else:
+        flat = z.reshape(-1, z.shape[-1]) if z.ndim > 2 else z.reshape(1, -1)
+        more = tuple(np.broadcast_to(m, z.shape).reshape(flat.shape) for m in more)
+        out = np.asarray(fn(flat, *more)).reshape(z.shape)
+    return out.astype(z.dtype, copy=False) if np.isrealobj(z) and z.dtype.kind == "f" and np.isrealobj(out) else out
+
+
+def activation_record(impl: str) -> CustomActivation:
+    """A user's activation as a registry record (a fresh object per network)."""
+    obj = loading.load(impl)
+    kinks = contracts.parse_kinks(getattr(obj, "kinks", None), impl)
+    torch_forward = getattr(obj, "torch_forward", None)
+    return CustomActivation(
+        name=_name(impl),
+        doc=f"custom activation {impl}",
+        forward=lambda z, hp: _rows(obj.forward, z),
+        backward=lambda z, a, g, hp: (_rows(obj.backward, z, g), {}),
+        torch=(lambda z, hp: torch_forward(z)) if callable(torch_forward) else None,
+        kinks=(lambda hp: kinks) if kinks else None,
+        continuous=bool(getattr(obj, "continuous", True)),
+        elementwise=bool(getattr(obj, "elementwise", False)),
+        complex_safe=getattr(obj, "complex_safe", False) is True,
+        fprime_max=getattr(obj, "fprime_max", None),
+        saturates=bool(getattr(obj, "saturates", False)),
+        produces_probabilities=bool(getattr(obj, "produces_probabilities", False)),
+        impl=impl,
+    )
+
+
+def _per_slice(fn, y, t, reduce: bool):
+    """Evaluate a 2-D user loss (or its gradient) on each (batch, features) slice of a stack."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        out = np.asarray(fn(y, t))
+        return out.reshape(()) if reduce else out
+    t = np.broadcast_to(t, y.shape)
+    lead = y.shape[:-2]
+    flat_y, flat_t = y.reshape((-1,) + y.shape[-2:]), t.reshape((-1,) + y.shape[-2:])
+    outs = [np.asarray(fn(a, b)) for a, b in zip(flat_y, flat_t)]
+    if reduce:
+        return np.array([o.reshape(()) for o in outs]).reshape(lead)
+    return np.stack(outs).reshape(y.shape)
+
+
+def loss_record(impl: str) -> CustomLoss:
+    obj = loading.load(impl)
+    torch_forward = getattr(obj, "torch_forward", None)
+    low, high = contracts.parse_domain(getattr(obj, "domain", None), impl)
+    return CustomLoss(
+        name=_name(impl),
+        doc=f"custom loss {impl}",
+        forward=lambda y, t: _per_slice(obj.forward, y, t, True),
+        backward=lambda y, t: _per_slice(obj.backward, y, t, False),
+        torch=(lambda y, t: torch_forward(y, t)) if callable(torch_forward) else None,
+        targets=(obj.target,),
+        needs_probabilities=low >= 0.0 and high <= 1.0,
+        complex_safe=getattr(obj, "complex_safe", False) is True,
+        impl=impl,
+    )
+
+
+def loss_target(impl: str) -> str:
+    return loading.load(impl).target
+
+
+def gives_probabilities(impl: str) -> bool:
+    return bool(getattr(loading.load(impl), "produces_probabilities", False))
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    obj: Any
+    n_in: int
+    n_out: int
+    params: dict[str, np.ndarray]
+
+
+def layer_info(impl: str) -> LayerInfo:
+    """A fresh layer object, its widths and its initial parameters (copies)."""
+    obj = loading.load(impl)
+    n_in = _in_features(obj, impl)
+    n_out = int(_probe(obj, n_in, impl).shape[-1])
+    return LayerInfo(obj, n_in, n_out, {k: v.copy() for k, v in obj.params.items()})

@@ -1,0 +1,254 @@
+"""One case -> a verdict: the user's backward against differences of the user's forward.
+
+The numeric engine differentiates F (see subjects.py) element by element in float64 and
+returns, per element, a value, its own error estimate and a kink flag (its stencil straddled
+a point where F is not differentiable). Element i is judged like `gradlab check` judges:
+
+    |backward_i - numeric_i| <= atol + rtol |numeric_i| + SAFETY (err_i + ROUNDING scale)
+
+with gradlab.compare's float64 rtol/atol (its fallback where no error model exists, as for
+any user op) and SAFETY, and ROUNDING times the tensor's largest element standing in for
+the rounding bound of the user's backward, which gradlab cannot model. Kink elements are counted, not judged;
+elements whose stencil leaves the op's domain are retried with smaller steps, and if the
+forward still gives no finite difference they are counted as undetermined.
+Any other way an op can be wrong -- an exception, NaN/inf on an input inside the domain,
+a wrong shape, arguments written in place -- is a finding of its own kind.
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import compare
+from ..engines.numeric import gradient_of
+from .strategies import Case
+from .subjects import LayerSubject, Subject, as_float_array
+
+METHOD = "richardson"
+RETRY_STEPS = (1e-6, 1e-8)  # relative steps tried for elements whose stencil left the domain
+ROUNDING = 16 * np.finfo(np.float64).eps  # a correct float64 backward's rounding, per unit of its largest element
+
+
+def tolerance(rtol: float | None = None, atol: float | None = None) -> dict[str, float]:
+    """The numbers behind the verdict: compare's float64 fallback, overridable, echoed in reports."""
+    tol = dict(compare.TOLERANCES["float64"])
+    if rtol is not None:
+        tol["rtol"] = float(rtol)
+    if atol is not None:
+        tol["atol"] = float(atol)
+    tol["err_factor"] = compare.SAFETY
+    tol["rounding"] = float(ROUNDING)
+    return tol
+
+
+@dataclass
+class TensorCheck:
+    """One gradient tensor of one case, element by element."""
+
+    name: str
+    backward: np.ndarray
+    numeric: np.ndarray
+    error: np.ndarray  # the numeric engine's error estimate
+    kinks: np.ndarray  # stencil straddled a kink: not judged
+    undetermined: np.ndarray  # no finite difference (stencil left the domain): not judged
+    bound: np.ndarray
+    mismatch: np.ndarray
+
+    @property
+    def abs_err(self) -> np.ndarray:
+        return np.abs(self.backward - self.numeric)
+
+    @property
+    def judged(self) -> int:
+        return int(np.sum(~self.kinks & ~self.undetermined))
+
+
+@dataclass
+class Finding:
+    """A counterexample: what went wrong, on which inputs, with the evidence."""
+
+    kind: str  # mismatch | non-finite | exception | contract | mutation | precision | nondeterministic
+    message: str
+    case: Case | None = None
+    upstream: np.ndarray | None = None
+    stage: str = ""  # forward | backward
+    checks: list[TensorCheck] = field(default_factory=list)
+    traceback: str = ""
+    output: np.ndarray | None = None  # the forward's value, for non-finite findings
+
+
+class Counterexample(Exception):
+    """Raised inside the Hypothesis test; one subclass per kind, so Hypothesis shrinks each apart."""
+
+    def __init__(self, finding: Finding):
+        super().__init__(finding.message)
+        self.finding = finding
+
+
+class Mismatch(Counterexample): ...
+class NonFinite(Counterexample): ...
+class Raised(Counterexample): ...
+class ContractBroken(Counterexample): ...
+class Mutated(Counterexample): ...
+class PrecisionLost(Counterexample): ...
+
+
+RAISES = {"mismatch": Mismatch, "non-finite": NonFinite, "exception": Raised, "contract": ContractBroken, "mutation": Mutated, "precision": PrecisionLost}
+
+
+def _fail(kind: str, message: str, **kw) -> None:
+    raise RAISES[kind](Finding(kind, message, **kw))
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback without gradlab's own frames: the user's code is what they need to see."""
+    pkg = str(Path(__file__).resolve().parents[1])
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(pkg)]
+    lines = ["Traceback (most recent call last):\n"] + traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip()
+
+
+def _call(stage: str, thunk: Callable[[], Any], case: Case, upstream=None):
+    """Run the user's forward or backward; an exception becomes a finding with its traceback."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            return thunk()
+        except Exception as exc:
+            _fail("exception", f"{stage} raised {type(exc).__name__}: {exc}", case=case, upstream=upstream, stage=stage, traceback=user_traceback(exc))
+
+
+def _first_bad(a: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(~np.isfinite(a))[0]), a.shape))
+
+
+def _check_forward(subject: Subject, case: Case, out: np.ndarray) -> np.ndarray:
+    if out.dtype.kind not in "fiub" or out.dtype.kind == "f" and out.dtype.itemsize < 8:
+        _fail("precision", f"forward returned {out.dtype} for float64 input; compute in the input's dtype (finite differences in float64 cannot judge a lower precision)", case=case, stage="forward")
+    out = out.astype(np.float64)
+    if subject.kind == "loss" and out.size != 1:
+        _fail("contract", f"a loss's forward must return one number, got an array of shape {out.shape}", case=case, stage="forward")
+    if not np.all(np.isfinite(out)):
+        idx = _first_bad(out)
+        _fail("non-finite", f"forward returned {out[idx] if out.ndim else out} at index {idx} for an input inside the domain {_domain(subject)}",
+              case=case, stage="forward", output=out)
+    return out
+
+
+def _domain(subject: Subject) -> str:
+    env = subject.envelope
+    if env.low == -np.inf and env.high == np.inf:
+        return "(the op declares no `domain`; if it is undefined here, declare domain = (low, high))"
+    return f"({env.low:g}, {env.high:g})"
+
+
+def _check_grads(subject: Subject, case: Case, upstream, raw: dict) -> dict[str, np.ndarray]:
+    if "__contract__" in raw:
+        _fail("contract", raw["__contract__"], case=case, upstream=upstream, stage="backward")
+    grads = {}
+    for name, x in case.inputs.items():
+        g = raw.get(name)
+        if g is None:
+            _fail("contract", f"backward returned no gradient for {name}", case=case, upstream=upstream, stage="backward")
+        try:
+            g = as_float_array(g)
+        except Exception:
+            _fail("contract", f"backward's gradient for {name} is a {type(g).__name__}, not an array", case=case, upstream=upstream, stage="backward")
+        if g.shape != x.shape:
+            _fail("contract", f"backward's gradient for {name} has shape {g.shape}, but {name} has shape {x.shape}", case=case, upstream=upstream, stage="backward")
+        if g.dtype.kind == "f" and g.dtype.itemsize < 8:
+            _fail("precision", f"backward returned {g.dtype} for {name} with float64 input; compute in the input's dtype", case=case, upstream=upstream, stage="backward")
+        g = g.astype(np.float64)
+        if not np.all(np.isfinite(g)):
+            idx = _first_bad(g)
+            _fail("non-finite", f"backward returned {g[idx]} for {name} at index {idx}, for an input inside the domain {_domain(subject)}",
+                  case=case, upstream=upstream, stage="backward", checks=[_partial(name, g)])
+        grads[name] = g
+    return grads
+
+
+def _partial(name: str, g: np.ndarray) -> TensorCheck:
+    nan = np.full(g.shape, np.nan)
+    false = np.zeros(g.shape, bool)
+    return TensorCheck(name, g, nan, nan, false, false, nan, ~np.isfinite(g))
+
+
+def _check_mutation(subject: Subject, case: Case, seen: Case, upstream, upstream_seen) -> None:
+    for name, x in list(case.inputs.items()) + list(case.const.items()):
+        if isinstance(subject, LayerSubject) and name in subject.keys:
+            continue
+        if not np.array_equal(x, seen.inputs.get(name, seen.const.get(name)), equal_nan=True):
+            _fail("mutation", f"the op wrote into its argument {name} in place", case=case, upstream=upstream)
+    if upstream is not None and not np.array_equal(upstream, upstream_seen):
+        _fail("mutation", "backward wrote into grad_out in place", case=case, upstream=upstream)
+    if isinstance(subject, LayerSubject):
+        changed = subject.params_changed(case)
+        if changed:
+            _fail("mutation", f"the layer changed params {', '.join(map(repr, changed))} during forward/backward (an update step inside backward?); backward must leave them alone", case=case, upstream=upstream)
+
+
+def differentiate(f: Callable[[np.ndarray], float], x: np.ndarray):
+    """Numeric df/dx with retries at smaller steps for elements whose stencil gave no finite value."""
+
+    def safe(v):
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                return f(v)
+        except Exception:
+            return np.nan  # a stencil point outside what forward accepts: that element is undetermined
+
+    d = gradient_of(safe, x, method=METHOD, batched=False)
+    value, error, kinks = d.value.copy(), d.error.copy(), d.kinks.copy()
+    bad = ~(np.isfinite(value) & np.isfinite(error))
+    for step in RETRY_STEPS:
+        if not bad.any():
+            break
+        r = gradient_of(safe, x, method=METHOD, step=step, batched=False)
+        use = bad & np.isfinite(r.value) & np.isfinite(r.error)
+        value[use], error[use], kinks[use] = r.value[use], r.error[use], r.kinks[use]
+        bad &= ~use
+    return value, error, kinks & ~bad, bad
+
+
+def judge(name: str, backward: np.ndarray, value, error, kinks, undetermined, tol) -> TensorCheck:
+    judged = ~kinks & ~undetermined
+    diff = np.abs(backward - np.where(judged, value, 0.0))
+    scale = float(np.max(np.abs(backward), initial=0.0))
+    if judged.any():
+        scale = max(scale, float(np.max(np.abs(value[judged]))))
+    bound = tol["atol"] + tol["rtol"] * np.abs(value) + tol["err_factor"] * (error + tol["rounding"] * scale)
+    mismatch = judged & ~(diff <= bound)
+    return TensorCheck(name, backward, value, error, kinks, undetermined, bound, mismatch)
+
+
+def examine(subject: Subject, case: Case, draw_upstream: Callable[[tuple], np.ndarray] | None, tol: dict) -> list[TensorCheck]:
+    """Check one case; raise a Counterexample subclass when the op is wrong on it."""
+    seen = case.copy()
+    out = _check_forward(subject, case, _call("forward", lambda: subject.forward(seen), case))
+    upstream = draw_upstream(out.shape) if subject.needs_upstream and draw_upstream else None
+    if subject.needs_upstream and upstream is None:
+        upstream = np.ones(out.shape)
+    upstream_seen = None if upstream is None else upstream.copy()
+    raw = _call("backward", lambda: subject.backward(seen, upstream_seen), case, upstream)
+    _check_mutation(subject, case, seen, upstream, upstream_seen)
+    grads = _check_grads(subject, case, upstream, raw)
+    checks = []
+    for name, x in case.inputs.items():
+        value, error, kinks, undetermined = differentiate(lambda v, name=name: subject.scalar(case, upstream, name, v), x)
+        checks.append(judge(name, grads[name], value, error, kinks, undetermined, tol))
+    if isinstance(subject, LayerSubject):
+        subject._write(case)  # the differences moved the parameters; leave them at the case's values
+    bad = [c for c in checks if c.mismatch.any()]
+    if bad:
+        n = sum(int(c.mismatch.sum()) for c in bad)
+        total = sum(c.judged for c in checks)
+        names = ", ".join(f"d/d{c.name}" for c in bad)
+        _fail("mismatch", f"backward disagrees with differences of forward on {n} of {total} judged elements ({names})", case=case, upstream=upstream, stage="backward", checks=checks)
+    return checks

@@ -1,0 +1,155 @@
+"""TARGET -> the user's op: `path/to/file.py:Name` or `package.module:Name`.
+
+A class is instantiated with no arguments (a `torch.autograd.Function` subclass is kept as
+the class: its `apply` is what gets called); an instance is deep-copied. Every caller -- an
+audit, each custom layer of a spec -- therefore gets its own object, and state one of them
+leaves behind (caches, parameters written in place) never leaks into another.
+Files are imported once per version (path and modification time), under a private module
+name, with their folder on `sys.path` while they import so sibling imports work.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..errors import GradlabError
+
+FORMAT = "path/to/file.py:Name or package.module:Name"
+
+
+class TargetError(GradlabError):
+    """The target cannot be loaded or does not follow its contract (exit code 2)."""
+
+
+_MODULES: dict[tuple[str, int], Any] = {}
+
+
+def split(target: str) -> tuple[str, str]:
+    """'dir/ops.py:Swish' -> ('dir/ops.py', 'Swish'); the last colon splits (Windows drives keep theirs)."""
+    source, sep, name = str(target).rpartition(":")
+    if not sep or not source or not name or not name.replace("_", "a").replace(".", "a").isalnum():
+        raise TargetError(f"expected {FORMAT}, got {target!r}")
+    return source, name
+
+
+def is_file(source: str) -> bool:
+    return source.endswith(".py") or "/" in source or "\\" in source
+
+
+def resolve(target: str, base_dir: str | Path | None = None) -> str:
+    """The target with a file path made absolute (relative paths count from `base_dir`, default: cwd)."""
+    source, name = split(target)
+    if not is_file(source):
+        return f"{source}:{name}"
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir or Path.cwd()) / path
+    return f"{path.resolve()}:{name}"
+
+
+def _import_error(where: str, exc: BaseException) -> TargetError:
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if "importlib" not in f.filename]
+    at = f" (line {user[-1].lineno})" if user else ""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        at = f" (line {exc.lineno})"
+    hint = ""
+    if isinstance(exc, ImportError) and "relative import" in str(exc):
+        hint = "; a file loaded by path has no package: import siblings absolutely, or name the target as package.module:Name"
+    return TargetError(f"{where}: cannot import: {type(exc).__name__}: {exc}{at}{hint}")
+
+
+def _load_file(path: Path, shown: str):
+    if not path.is_file():
+        raise TargetError(f"{shown}: no such file" + (f" (looked for {path})" if str(path) != shown else ""))
+    key = (str(path), path.stat().st_mtime_ns)
+    if key in _MODULES:
+        return _MODULES[key]
+    mod_name = f"gradlab_user_{path.stem}_{abs(hash(str(path))):x}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module  # dataclasses and pickling look the module up by name
+    folder = str(path.parent)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(mod_name, None)
+        raise _import_error(shown, exc) from None
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    _MODULES[key] = module
+    return module
+
+
+def _load_module(dotted: str):
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:  # console scripts do not put the working directory on sys.path
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(dotted)
+    except ModuleNotFoundError as exc:
+        if exc.name and dotted.startswith(exc.name):
+            raise TargetError(f"{dotted}: no module named {exc.name!r} (for a file, write path/to/file.py:Name)") from None
+        raise _import_error(dotted, exc) from None
+    except Exception as exc:
+        raise _import_error(dotted, exc) from None
+
+
+def load_raw(target: str, base_dir: str | Path | None = None) -> Any:
+    """The module attribute TARGET names, as defined (a class stays a class)."""
+    source, name = split(target)
+    shown = source
+    if is_file(source):
+        path = Path(resolve(target, base_dir).rpartition(":")[0])
+        module = _load_file(path, shown)
+    else:
+        module = _load_module(source)
+    obj: Any = module
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            defined = sorted(k for k, v in vars(module).items() if not k.startswith("_") and getattr(v, "__module__", None) == module.__name__)
+            close = difflib.get_close_matches(part, defined, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            listing = f" (it defines: {', '.join(defined)})" if defined else ""
+            raise TargetError(f"{shown}: no class or object named {part!r}{hint}{listing}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def is_torch_function(obj: Any) -> bool:
+    """A torch.autograd.Function subclass; torch is only consulted if the user's code imported it."""
+    torch = sys.modules.get("torch")
+    return bool(torch) and isinstance(obj, type) and issubclass(obj, torch.autograd.Function)
+
+
+def instantiate(raw: Any, target: str) -> Any:
+    """A fresh object: a class called with no arguments, an instance deep-copied."""
+    if is_torch_function(raw):
+        return raw
+    if isinstance(raw, type):
+        try:
+            return raw()
+        except TypeError as exc:
+            raise TargetError(f"{target}: cannot create {raw.__name__}() with no arguments ({exc}); give the constructor defaults, or point at an instance") from None
+        except Exception as exc:
+            raise TargetError(f"{target}: {raw.__name__}() raised {type(exc).__name__}: {exc}") from None
+    if callable(raw) and not any(hasattr(raw, m) for m in ("forward", "backward")):
+        raise TargetError(f"{target}: is a function, not an op; point at a class or an object with forward and backward methods")
+    try:
+        return copy.deepcopy(raw)
+    except Exception:
+        return raw  # not copyable (holds a lock, a file): share it, as the user asked for this object
+
+
+def load(target: str, base_dir: str | Path | None = None) -> Any:
+    """Load TARGET and return a fresh op object (see the module docstring)."""
+    return instantiate(load_raw(target, base_dir), target)

@@ -1,0 +1,168 @@
+"""The search: Hypothesis draws cases, the judge examines each, Hypothesis shrinks a failure.
+
+Deterministic by default: the run is seeded (`seed`), no example database is read or
+written (nothing appears in the user's tree), and the explain phase, which may write patch
+files, is off. Each kind of finding is its own exception type, so Hypothesis shrinks each
+kind of failure separately and all of them are reported.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from hypothesis.errors import Flaky
+
+from . import strategies as S
+from .judge import Counterexample, Finding, TensorCheck, examine
+from .subjects import Subject
+
+DEFAULT_EXAMPLES = 200
+KIND_ORDER = ("exception", "contract", "non-finite", "precision", "mutation", "mismatch", "nondeterministic")
+
+
+@dataclass
+class Coverage:
+    """What the search actually reached, so a pass can be read for what it is worth."""
+
+    examples: int = 0
+    shapes: set = field(default_factory=set)
+    max_abs: float = 0.0
+    zeros: int = 0
+    near_zero: int = 0
+    saturated: int = 0
+    near_kinks: int = 0
+    negative: int = 0
+    positive: int = 0
+    judged: int = 0
+    kink_stencils: int = 0
+    undetermined: int = 0
+    max_batch: int = 0
+
+    def add(self, subject: Subject, inputs: dict[str, np.ndarray], checks: list[TensorCheck]) -> None:
+        self.examples += 1
+        main = next(iter(inputs.values()))
+        self.shapes.add(main.shape)
+        batch_axis = 0 if subject.kind in ("layer", "loss") else -2  # activations: (..., batch, features)
+        self.max_batch = max(self.max_batch, main.shape[batch_axis] if main.ndim >= 2 else 1)
+        for name, v in inputs.items():
+            if name.startswith("params["):
+                continue
+            a = np.abs(v)
+            self.max_abs = max(self.max_abs, float(a.max(initial=0.0)))
+            self.zeros += int(np.sum(v == 0))
+            self.near_zero += int(np.sum((a > 0) & (a <= S.NEAR_ZERO[1])))
+            self.saturated += int(np.sum(a >= S.SATURATED))
+            self.negative += int(np.sum(v < 0))
+            self.positive += int(np.sum(v > 0))
+            for k in subject.envelope.kinks:
+                self.near_kinks += int(np.sum(np.abs(v - k) <= 1e-3 * max(1.0, abs(k))))
+        for c in checks:
+            self.judged += c.judged
+            self.kink_stencils += int(c.kinks.sum())
+            self.undetermined += int(c.undetermined.sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        dims = sorted({len(s) for s in self.shapes})
+        return {
+            "examples": self.examples, "distinct_shapes": len(self.shapes), "ndims": dims,
+            "largest_shape": list(max(self.shapes, key=lambda s: (int(np.prod(s)), s))) if self.shapes else [],
+            "max_batch": self.max_batch, "max_abs_input": self.max_abs, "exact_zeros": self.zeros, "near_zero": self.near_zero,
+            "saturated": self.saturated, "near_declared_kinks": self.near_kinks, "negative": self.negative, "positive": self.positive,
+            "elements_judged": self.judged, "kink_stencils": self.kink_stencils, "undetermined": self.undetermined,
+        }
+
+
+@dataclass
+class AuditResult:
+    target: str
+    kind: str
+    name: str
+    seed: int
+    budget: int
+    tolerance: dict
+    coverage: Coverage
+    findings: list[Finding]
+    seconds: float = 0.0
+    call: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.findings
+
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        phases=(Phase.explicit, Phase.generate, Phase.shrink),
+        report_multiple_bugs=True,
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+        print_blob=False,
+    )
+
+
+def _leaves(group: BaseException) -> list[BaseException]:
+    if isinstance(group, BaseExceptionGroup):
+        return [leaf for e in group.exceptions for leaf in _leaves(e)]
+    return [group]
+
+
+def _nondeterministic(exc: BaseException) -> Finding:
+    """Hypothesis saw a case fail, then pass on replay: keep the case and what it first did."""
+    first = next((e for e in _leaves(exc) if isinstance(e, Counterexample)), None)
+    message = "the op gave different results on the same input (does forward or backward keep state between calls, or draw random numbers?)"
+    if first is None:
+        return Finding("nondeterministic", f"{message}: {exc}")
+    f = first.finding
+    return Finding("nondeterministic", f"{message}; the first time: {f.kind}: {f.message}", case=f.case, upstream=f.upstream, stage=f.stage, checks=f.checks, traceback=f.traceback)
+
+
+def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, tol: dict) -> tuple[list[Finding], Coverage]:
+    """Run the Hypothesis search; returns the shrunk findings (one per kind) and the coverage."""
+    coverage = Coverage()
+    state = {"failed": False}
+
+    @given(case=subject.strategy(), data=st.data())
+    def probe(case, data):
+        draw = lambda shape: data.draw(S.upstream(shape), label="grad_out")  # noqa: E731
+        try:
+            checks = examine(subject, case, draw, tol)
+        except Counterexample:
+            state["failed"] = True
+            raise
+        if not state["failed"]:  # shrinking replays cases; count only the search
+            coverage.add(subject, case.inputs, checks)
+
+    test = hypothesis_seed(seed)(_settings(examples)(probe))
+    findings: list[Finding] = []
+    try:
+        test()
+    except Flaky as exc:
+        findings.append(_nondeterministic(exc))
+    except Counterexample as exc:
+        findings.append(exc.finding)
+    except BaseExceptionGroup as group:
+        for leaf in _leaves(group):
+            if not isinstance(leaf, Counterexample):
+                raise leaf
+            findings.append(leaf.finding)
+    finally:
+        subject.restore()
+    findings.sort(key=lambda f: KIND_ORDER.index(f.kind))
+    return findings, coverage
+
+
+def run(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, tol: dict) -> AuditResult:
+    t0 = time.perf_counter()
+    findings, coverage = search(subject, examples=examples, seed=seed, tol=tol)
+    return AuditResult(subject.target, subject.kind, subject.name, seed, examples, tol, coverage, findings,
+                       seconds=time.perf_counter() - t0, call=subject.call_signature())

@@ -1,0 +1,202 @@
+"""One adapter per contract, so that the search and the judge see every op the same way.
+
+A subject knows how to draw a case, call the user's forward and backward on it, and turn
+the forward into the scalar function whose differences referee the backward:
+  activation, layer, function   F(inputs) = sum(grad_out * forward(inputs))  (a VJP check)
+  loss                          F(pred)   = forward(pred, target)
+The judge hands them copies and compares afterwards, so an op that writes into its
+arguments is caught, not believed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import contracts
+from . import strategies as S
+from .strategies import Case, Envelope
+
+
+class Subject:
+    kind = ""
+    needs_upstream = True
+
+    def __init__(self, obj: Any, target: str, *, max_abs: float = S.MAX_ABS):
+        self.obj, self.target = obj, target
+        low, high = contracts.parse_domain(getattr(obj, "domain", None), target)
+        self.envelope = Envelope(low, high, contracts.parse_kinks(getattr(obj, "kinks", None), target), max_abs)
+
+    @property
+    def name(self) -> str:
+        return self.obj.__name__ if isinstance(self.obj, type) else type(self.obj).__name__
+
+    def strategy(self):
+        raise NotImplementedError
+
+    def forward(self, case: Case) -> np.ndarray:
+        """The op's output on (copies of) the case."""
+        raise NotImplementedError
+
+    def backward(self, case: Case, upstream) -> dict[str, Any]:
+        """The op's gradients, keyed like `case.inputs` (raw: validated by the judge)."""
+        raise NotImplementedError
+
+    def scalar(self, case: Case, upstream, name: str, value: np.ndarray) -> float:
+        """F with input `name` replaced by `value`: what the numeric engine differentiates."""
+        inputs = {k: (value if k == name else v).copy() for k, v in case.inputs.items()}
+        out = self.forward(Case(inputs, case.const))
+        return float(np.sum(upstream * out)) if self.needs_upstream else float(out)
+
+    def restore(self) -> None:
+        """Undo what the audit changed on the object (layer parameters)."""
+
+    def call_signature(self) -> str:
+        return ""
+
+
+def as_float_array(value: Any) -> np.ndarray:
+    """The user's return value as an ndarray (torch tensors detached), without changing its dtype."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class ActivationSubject(Subject):
+    kind = "activation"
+
+    def strategy(self):
+        return S.activation_cases(self.envelope)
+
+    def forward(self, case):
+        return as_float_array(self.obj.forward(case.inputs["z"]))
+
+    def backward(self, case, upstream):
+        return {"z": self.obj.backward(case.inputs["z"], upstream)}
+
+    def call_signature(self):
+        return "forward(z), backward(z, grad_out)"
+
+
+class LossSubject(Subject):
+    kind = "loss"
+    needs_upstream = False
+
+    def __init__(self, obj, target, **kw):
+        super().__init__(obj, target, **kw)
+        self.target_kind = obj.target
+
+    def strategy(self):
+        return S.loss_cases(self.envelope, self.target_kind)
+
+    def forward(self, case):
+        return as_float_array(self.obj.forward(case.inputs["pred"], case.const["target"]))
+
+    def backward(self, case, upstream):
+        return {"pred": self.obj.backward(case.inputs["pred"], case.const["target"])}
+
+    def call_signature(self):
+        return "forward(pred, target), backward(pred, target)"
+
+
+class LayerSubject(Subject):
+    """The auditor writes each case's parameter values into the layer's own arrays (in place)."""
+
+    kind = "layer"
+
+    def __init__(self, obj, target, **kw):
+        super().__init__(obj, target, **kw)
+        shape = contracts.layer_shape(obj, target)
+        self.input_shape = shape.input_shape
+        self.original = {k: v.copy() for k, v in obj.params.items()}
+        domains = getattr(obj, "param_domains", None) or {}
+        self.param_envs = {}
+        for k in self.original:
+            low, high = contracts.parse_domain(domains.get(k), f"{target}: param_domains[{k!r}]")
+            self.param_envs[k] = Envelope(low, high, (), max_abs=3.0)
+        self.keys = {S.param_key(k): k for k in self.original}
+
+    def strategy(self):
+        return S.layer_cases(self.envelope, self.input_shape, self.original, self.param_envs)
+
+    def _write(self, case: Case) -> None:
+        for key, name in self.keys.items():
+            self.obj.params[name][...] = case.inputs[key]
+
+    def forward(self, case):
+        self._write(case)
+        return as_float_array(self.obj.forward(case.inputs["x"]))
+
+    def backward(self, case, upstream):
+        self._write(case)
+        result = self.obj.backward(case.inputs["x"], upstream)
+        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
+            return {"__contract__": f"backward must return (grad_x, {{name: grad}}), got {type(result).__name__}"}
+        grads = {"x": result[0]}
+        for key, name in self.keys.items():
+            grads[key] = result[1].get(name)
+        extra = sorted(set(result[1]) - set(self.original))
+        if extra:
+            grads["__contract__"] = f"backward returned gradients for unknown parameter(s) {', '.join(map(repr, extra))}; params has {', '.join(map(repr, self.original))}"
+        return grads
+
+    def params_changed(self, case: Case) -> list[str]:
+        """Parameters the op changed in place during the calls (e.g. an SGD step inside backward)."""
+        return [name for key, name in self.keys.items() if not np.array_equal(self.obj.params[name], case.inputs[key])]
+
+    def restore(self):
+        for name, value in self.original.items():
+            self.obj.params[name][...] = value
+
+    def call_signature(self):
+        return "forward(x), backward(x, grad_out)"
+
+
+class FunctionSubject(Subject):
+    """A torch.autograd.Function: apply on float64 tensors; its backward runs through torch.autograd.grad."""
+
+    kind = "function"
+
+    def __init__(self, obj, target, **kw):
+        super().__init__(obj, target, **kw)
+        self.arg_names = contracts.function_inputs(obj, target)
+
+    def strategy(self):
+        return S.activation_cases(self.envelope, self.arg_names)
+
+    def _apply(self, case, grad: bool):
+        import torch
+
+        xs = [torch.tensor(case.inputs[n], dtype=torch.float64, requires_grad=grad) for n in self.arg_names]
+        with torch.set_grad_enabled(grad):
+            out = self.obj.apply(*xs)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{self.name}.apply returned {type(out).__name__}; the audit handles functions returning one tensor")
+        return xs, out
+
+    def forward(self, case):
+        return as_float_array(self._apply(case, False)[1])
+
+    def backward(self, case, upstream):
+        import torch
+
+        xs, out = self._apply(case, True)
+        if out.grad_fn is None:
+            return {n: np.zeros_like(case.inputs[n]) for n in self.arg_names}
+        grads = torch.autograd.grad(out, xs, grad_outputs=torch.tensor(upstream, dtype=out.dtype), allow_unused=True)
+        return {n: (np.zeros_like(case.inputs[n]) if g is None else g) for n, g in zip(self.arg_names, grads)}
+
+    def call_signature(self):
+        return f"apply({', '.join(self.arg_names)})"
+
+
+SUBJECTS = {"activation": ActivationSubject, "loss": LossSubject, "layer": LayerSubject, "function": FunctionSubject}
+
+
+def make(obj: Any, kind: str, target: str, *, max_abs: float = S.MAX_ABS) -> Subject:
+    contracts.check(obj, kind, target)
+    if not (max_abs > 0 and math.isfinite(max_abs)):
+        raise contracts.TargetError(f"--max-abs must be a positive number, got {max_abs!r}")
+    return SUBJECTS[kind](obj, target, max_abs=max_abs)

@@ -1,0 +1,153 @@
+"""`gradlab report`: check specs and write one document (md, html, json, csv, junit) for all of them.
+
+Also home of what a report needs besides the results, gathered once for `gradlab report`
+and `gradlab check --report`: the run's environment and, for HTML, each spec's gradient
+profile by depth (from `gradlab stats` when that module is present, else one analytic
+backprop). The formats themselves (gradlab.report) stay pure functions of these inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timezone
+
+import click
+import numpy as np
+
+from ..errors import GradlabError
+from ..report import FORMATS, format_for, render
+from ..report.depth import DepthProfile, LayerPoint
+
+STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
+
+EXAMPLES = """
+\b
+Examples:
+  gradlab report specs/ --format html --output reports/gradients.html
+  gradlab report specs/ --output report.md          # format from the suffix
+  gradlab report specs/*.yaml --format junit --output junit.xml
+  gradlab report my_net.yaml --format csv | python -c "import pandas, sys; print(pandas.read_csv(sys.stdin))"
+"""
+
+
+def report_environment(results) -> dict:
+    """The run's environment (versions, devices, seeds, spec hashes) and when the report was made."""
+    from ..environment import environment
+
+    return {**environment(results), "generated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _rms(a) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.sqrt(np.mean(a * a))) if a.size else float("nan")
+
+
+def _from_backprop(spec) -> DepthProfile:
+    """Gradient RMS and delta ratio of each dense layer at the spec's own parameters (one draw)."""
+    from ..engines.analytic import backprop
+    from ..network import DenseLayer, build
+
+    net = build(spec)
+    bp = backprop(net)
+    dense = [layer for layer in net.layers if isinstance(layer, DenseLayer)]
+    # grad_outputs[i] is dL/d(output of layer i): for a dense layer, delta at its pre-activation
+    delta = [_rms(bp.grad_outputs[layer.index]) for layer in dense]
+    out = delta[-1] if dense else float("nan")
+    points = tuple(
+        LayerPoint(layer=f"layers.{layer.index}", depth=k + 1, grad_norm=_rms(bp.grads[layer.weight]),
+                   delta_ratio=d / out if out > 0 else float("nan"))
+        for k, (layer, d) in enumerate(zip(dense, delta))
+    )
+    return DepthProfile(source=f"one analytic backprop at seed {net.seed}", layers=points)
+
+
+def _from_stats(stats_module, spec, path: str) -> DepthProfile:
+    result = stats_module.run(spec, path=path)
+    points = tuple(
+        LayerPoint(layer=layer.name, depth=k + 1, grad_norm=layer.mean["grad_norm"], delta_ratio=layer.mean["ratio_to_output"],
+                   grad_norm_std=layer.std["grad_norm"], delta_ratio_std=layer.std["ratio_to_output"], verdict=layer.verdict)
+        for k, layer in enumerate(result.layers)
+    )
+    return DepthProfile(source=f"gradlab stats, mean ± std over {len(result.seeds)} initialisations", layers=points, verdict=result.verdict)
+
+
+def depth_profile(spec, path: str) -> DepthProfile | None:
+    """The per-layer profile the HTML report plots, or None where the network has no dense layer to show."""
+    try:
+        from .. import stats as stats_module
+    except ImportError:  # `gradlab stats` not installed in this build: measure one backprop ourselves
+        stats_module = None
+    try:
+        profile = _from_stats(stats_module, spec, path) if stats_module is not None else _from_backprop(spec)
+    except GradlabError:
+        return None
+    return profile if profile.layers else None
+
+
+def append_step_summary(markdown: str) -> None:
+    """GitHub Actions shows what a step appends to $GITHUB_STEP_SUMMARY on the run's page."""
+    target = os.environ.get(STEP_SUMMARY)
+    if not target:
+        return
+    try:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(markdown.rstrip("\n") + "\n\n")
+    except OSError as exc:
+        click.echo(f"warning: cannot append the report to ${STEP_SUMMARY} ({target}): {exc}", err=True)
+
+
+def write_reports(results, targets: list[tuple[str | None, str]], *, specs: dict | None = None, quiet: bool = False) -> None:
+    """Render each (path, format) target once; a None path means stdout. Markdown also goes to the job summary."""
+    from ..cli import write_text
+
+    environment = report_environment(results)
+    depth = None
+    if any(fmt == "html" for _, fmt in targets):
+        specs = specs or {}
+        depth = {r.path: p for r in results if r.path in specs and (p := depth_profile(specs[r.path], r.path)) is not None}
+    markdown = None
+    for path, fmt in targets:
+        text = render(fmt, results, environment, depth=depth)
+        if fmt == "md":
+            markdown = text
+        write_text(text, path)
+        if path is not None and not quiet:
+            click.echo(f"report: {path} ({fmt})", err=True)
+    if markdown is not None:
+        append_step_summary(markdown)
+
+
+@click.command("report", epilog=EXAMPLES)
+@click.argument("specs", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)),
+              help="md (PR comment / CI summary), html (self-contained, with plots), json, csv (pandas), junit (CI test view). "
+                   "Default: from --output's suffix, else md.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report to this file (default: stdout).")
+@click.option("--device", "devices", multiple=True, help="Autograd device(s), e.g. cpu, cuda, cuda:1 (repeatable; overrides check.devices).")
+@click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex_step"]), help="Finite-difference method (overrides check.numeric.method).")
+@click.option("--engines", help="Comma-separated engines to run (analytic,numeric,autograd); overrides check.engines.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no 'report: PATH' line on stderr.")
+def command(specs, fmt, output, devices, method, engines, quiet):
+    """Check the gradients of one or more specs and write one report for all of them.
+
+    The same checks as `gradlab check`, written as Markdown, HTML, JSON, CSV or JUnit XML.
+    With $GITHUB_STEP_SUMMARY set, a Markdown report is also appended to the job summary.
+    Exit code 0 when everything agrees, 1 when a discrepancy is found, 2 for a bad spec or usage.
+    """
+    from ..cli import EXIT_FAIL, EXIT_OK, check_devices, load_all, parse_engines, run_loaded
+
+    fmt = fmt or (format_for(output) if output else "md")
+    engine_list = parse_engines(engines)
+    check_devices(devices)
+    loaded = load_all(specs)
+    results = run_loaded(loaded, progress=not quiet, devices=list(devices) or None, engines=engine_list, method=method)
+    write_reports(results, [(output, fmt)], specs=dict(loaded), quiet=quiet)
+    sys.exit(EXIT_OK if all(r.passed for r in results) else EXIT_FAIL)
+
+
+def report_targets(paths) -> list[tuple[str, str]]:
+    """`--report PATH` values with the format each suffix asks for; a bad suffix fails before any check runs."""
+    return [(str(p), format_for(p)) for p in paths]
+
+

@@ -1,0 +1,28 @@
+"""How the gradient changes with depth, per dense layer: what the HTML report plots.
+
+The numbers come from `gradlab stats` (means over several initialisations) when that is
+available, otherwise from one analytic backprop at the spec's own parameters; `source`
+says which, so the report never passes one off as the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LayerPoint:
+    layer: str  # layers.<i> of the dense layer
+    depth: int  # 1 = the dense layer nearest the input
+    grad_norm: float  # RMS of dL/dW
+    delta_ratio: float  # RMS of delta = dL/dz at the pre-activation, over the output layer's
+    grad_norm_std: float | None = None  # spread over initialisations (stats only)
+    delta_ratio_std: float | None = None
+    verdict: str | None = None  # stats' per-layer verdict: ok, vanishing, exploding, dead, saturated
+
+
+@dataclass(frozen=True)
+class DepthProfile:
+    source: str  # e.g. "gradlab stats, 8 initialisations" or "analytic backprop, seed 0"
+    layers: tuple[LayerPoint, ...]
+    verdict: str | None = None  # stats' summary verdict, when the numbers come from stats

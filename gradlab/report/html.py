@@ -1,0 +1,85 @@
+"""HTML report: one self-contained file, the tables, the worst elements and the plots.
+
+Everything is inline: CSS in a <style> element, figures as data:image/png;base64, no
+script, and a Content-Security-Policy that forbids the page any network fetch, so the
+file can be mailed, attached to a CI run or opened from disk and looks the same.
+"""
+
+from __future__ import annotations
+
+from .depth import DepthProfile
+from .failure import MISSING, worst_rows
+from .labels import STATUSES, breadcrumb, fmt_cosine, fmt_err, fmt_index, status_text
+from .plots import depth_png, heatmap_png
+from .rows import ordered_results, status_counts, table_rows, verdict
+from .worst import tensor_worst
+
+
+def _env():
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    return Environment(loader=PackageLoader("gradlab.report", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def _rows(result) -> tuple[list[dict], list[dict]]:
+    judged, skipped = table_rows(result)
+    rows = [{
+        "parameter": c.parameter, "pair": f"{c.candidate} / {c.reference}", "device": c.device,
+        "max_abs": fmt_err(c.max_abs_err), "max_rel": fmt_err(c.max_rel_err), "cosine": fmt_cosine(c.cosine),
+        "worst": fmt_index(c.worst_index), "mismatched": f"{c.mismatched} / {c.size}" if c.size else "",
+        "status": c.status, "status_text": status_text(c), "note": c.note,
+    } for c in judged]
+    skips = [{"pair": f"{s.candidate} / {s.reference}", "device": s.device, "reason": s.reason, "tensors": s.tensors} for s in skipped]
+    return rows, skips
+
+
+def _failing(result) -> list[dict]:
+    out = []
+    for t in tensor_worst(result):
+        c = t.primary
+        header, cells = worst_rows(t)
+        heat = None
+        if c.rel_err_map is not None and getattr(c.rel_err_map, "ndim", 0) == 2:
+            heat = heatmap_png(c.rel_err_map, f"{c.parameter}\n{c.candidate} vs {c.reference}")
+        out.append({
+            "parameter": t.parameter, "breadcrumb": breadcrumb(c),
+            "also": [f"{o.candidate} vs {o.reference}" + (f" ({o.device})" if o.device != c.device else "") for o in t.failing if o is not c],
+            "mismatched": c.mismatched, "size": c.size, "max_abs": fmt_err(c.max_abs_err), "max_rel": fmt_err(c.max_rel_err),
+            "note": c.note, "header": header, "cells": cells, "complete": t.complete, "heatmap": heat,
+        })
+    return out
+
+
+def _depth(profile: DepthProfile | None, result) -> dict | None:
+    if profile is None or not profile.layers:
+        return None
+    # the profile is read from the analytic engine's backprop: say so where that engine failed the check
+    caveat = any(c.candidate == "analytic" for c in result.failures)
+    rows = [{"layer": p.layer, "depth": p.depth, "grad_norm": fmt_err(p.grad_norm), "delta_ratio": fmt_err(p.delta_ratio),
+             "verdict": p.verdict or ""} for p in profile.layers]
+    # one dense layer has no depth to plot against: the table says it all
+    png = depth_png(profile) if len(profile.layers) > 1 else None
+    return {"source": profile.source, "verdict": profile.verdict, "png": png, "rows": rows, "caveat": caveat,
+            "has_verdict": any(p.verdict for p in profile.layers)}
+
+
+def render(results, environment: dict, *, depth: dict[str, DepthProfile] | None = None) -> str:
+    """The report page; `depth` maps a spec's path to its per-layer profile (plotted when given)."""
+    depth = depth or {}
+    specs_env = environment.get("specs", {})
+    specs = []
+    for i, r in enumerate(ordered_results(results)):
+        rows, skipped = _rows(r)
+        specs.append({
+            "anchor": f"spec-{i}", "name": r.name, "path": r.path, "passed": r.passed, "dtype": r.dtype, "seed": r.seed,
+            "n_params": r.n_params, "method": r.method or "-", "seconds": f"{r.seconds:.2f}",
+            "sha256": specs_env.get(r.path, {}).get("sha256") or "-", "network": r.network,
+            "counts": status_counts(r.comparisons), "rows": rows, "skipped": skipped,
+            "failing": _failing(r), "depth": _depth(depth.get(r.path), r),
+        })
+    devices = sorted({c.device for r in results for c in r.comparisons})
+    return _env().get_template("report.html.j2").render(
+        passed=all(r.passed for r in results), verdict=verdict(results), specs=specs, statuses=STATUSES,
+        env=environment, devices=devices, missing=MISSING,
+    )
