@@ -201,6 +201,8 @@ def test_exception_counterexample_is_shrunk_to_the_smallest_failing_width():
 def test_declared_domain_is_respected():
     result = audit(target("broken", "Log"), examples=BUDGET)
     assert result.passed and result.coverage.negative == 0
+    far = audit(target("broken", "LogFarDomain"), examples=20)
+    assert far.passed and far.coverage.max_abs > 100
 
 
 def test_layer_parameters_are_restored_after_the_audit():

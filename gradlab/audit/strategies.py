@@ -45,6 +45,13 @@ class Envelope:
     def hi(self) -> float:
         return min(self.high, self.max_abs)
 
+    def reaching_domain(self) -> "Envelope":
+        """Widen max_abs when |v| <= max_abs misses the domain (e.g. domain (100, 200)): draw inside it."""
+        if self.lo < self.hi:
+            return self
+        finite = [abs(b) for b in (self.low, self.high) if math.isfinite(b)]
+        return Envelope(self.low, self.high, self.kinks, 2.0 * max(finite))
+
     def contains(self, v: float) -> bool:
         lo_ok = v > self.low if self.low >= -self.max_abs else v >= -self.max_abs
         hi_ok = v < self.high if self.high <= self.max_abs else v <= self.max_abs

@@ -27,7 +27,7 @@ class Subject:
     def __init__(self, obj: Any, target: str, *, max_abs: float = S.MAX_ABS):
         self.obj, self.target = obj, target
         low, high = contracts.parse_domain(getattr(obj, "domain", None), target)
-        self.envelope = Envelope(low, high, contracts.parse_kinks(getattr(obj, "kinks", None), target), max_abs)
+        self.envelope = Envelope(low, high, contracts.parse_kinks(getattr(obj, "kinks", None), target), max_abs).reaching_domain()
 
     @property
     def name(self) -> str:
@@ -115,7 +115,7 @@ class LayerSubject(Subject):
         self.param_envs = {}
         for k in self.original:
             low, high = contracts.parse_domain(domains.get(k), f"{target}: param_domains[{k!r}]")
-            self.param_envs[k] = Envelope(low, high, (), max_abs=3.0)
+            self.param_envs[k] = Envelope(low, high, (), max_abs=3.0).reaching_domain()
         self.keys = {S.param_key(k): k for k in self.original}
 
     def strategy(self):
