@@ -142,7 +142,7 @@ Examples:
 @click.option("--mode", type=click.Choice(["auto", "full", "fast"]), help="full: every element; fast: random projections with bisection; auto: full up to 250,000 parameters (overrides check.mode).")
 @click.option("--engines", help="Comma-separated engines to run (analytic,numeric,autograd); overrides check.engines.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
-@click.option("-v", "--verbose", is_flag=True, help="Also list the worst element of every comparison.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list every tensor's worst elements, each engine's value side by side.")
 @click.option("--stats", "with_stats", is_flag=True, help="Append `gradlab stats`' per-layer vanishing/exploding table for each spec.")
 def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, with_stats=False, reports=()):
     """Check the gradients of one or more YAML specs.
