@@ -141,6 +141,7 @@ def test_depth_profile_has_one_point_per_dense_layer():
     assert [p.depth for p in profile.layers] == list(range(1, n_dense + 1)) and n_dense > 5
     assert profile.layers[-1].delta_ratio == pytest.approx(1.0)
     assert profile.layers[0].delta_ratio < profile.layers[-1].delta_ratio  # sigmoids shrink delta going back
+    assert profile.layers[0].verdict == "vanishing" and profile.verdict == "vanishing" and "8 initialisations" in profile.source
 
 
 # --- JUnit -------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Also home of what a report needs besides the results, gathered once for `gradlab report`
 and `gradlab check --report`: the run's environment and, for HTML, each spec's gradient
-profile by depth (from `gradlab stats` when that module is present, else one analytic
-backprop). The formats themselves (gradlab.report) stay pure functions of these inputs.
+profile by depth from `gradlab stats`. The formats themselves (gradlab.report) stay pure
+functions of these inputs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import sys
 from datetime import datetime, timezone
 
 import click
-import numpy as np
 
 from ..errors import GradlabError
 from ..report import FORMATS, format_for, render
@@ -38,51 +37,25 @@ def report_environment(results) -> dict:
     return {**environment(results), "generated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def _rms(a) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    return float(np.sqrt(np.mean(a * a))) if a.size else float("nan")
+def depth_profile(spec, path: str) -> DepthProfile | None:
+    """What the HTML report plots by depth: `gradlab stats`' per-layer means and spreads, with its verdicts.
 
+    None where stats has nothing to say (it refuses the network, or there is no dense layer).
+    """
+    from .. import stats
 
-def _from_backprop(spec) -> DepthProfile:
-    """Gradient RMS and delta ratio of each dense layer at the spec's own parameters (one draw)."""
-    from ..engines.analytic import backprop
-    from ..network import DenseLayer, build
-
-    net = build(spec)
-    bp = backprop(net)
-    dense = [layer for layer in net.layers if isinstance(layer, DenseLayer)]
-    # grad_outputs[i] is dL/d(output of layer i): for a dense layer, delta at its pre-activation
-    delta = [_rms(bp.grad_outputs[layer.index]) for layer in dense]
-    out = delta[-1] if dense else float("nan")
-    points = tuple(
-        LayerPoint(layer=f"layers.{layer.index}", depth=k + 1, grad_norm=_rms(bp.grads[layer.weight]),
-                   delta_ratio=d / out if out > 0 else float("nan"))
-        for k, (layer, d) in enumerate(zip(dense, delta))
-    )
-    return DepthProfile(source=f"one analytic backprop at seed {net.seed}", layers=points)
-
-
-def _from_stats(stats_module, spec, path: str) -> DepthProfile:
-    result = stats_module.run(spec, path=path)
+    try:
+        result = stats.run(spec, path=path)
+    except GradlabError:
+        return None
     points = tuple(
         LayerPoint(layer=layer.name, depth=k + 1, grad_norm=layer.mean["grad_norm"], delta_ratio=layer.mean["ratio_to_output"],
                    grad_norm_std=layer.std["grad_norm"], delta_ratio_std=layer.std["ratio_to_output"], verdict=layer.verdict)
         for k, layer in enumerate(result.layers)
     )
-    return DepthProfile(source=f"gradlab stats, mean ± std over {len(result.seeds)} initialisations", layers=points, verdict=result.verdict)
-
-
-def depth_profile(spec, path: str) -> DepthProfile | None:
-    """The per-layer profile the HTML report plots, or None where the network has no dense layer to show."""
-    try:
-        from .. import stats as stats_module
-    except ImportError:  # `gradlab stats` not installed in this build: measure one backprop ourselves
-        stats_module = None
-    try:
-        profile = _from_stats(stats_module, spec, path) if stats_module is not None else _from_backprop(spec)
-    except GradlabError:
+    if not points:
         return None
-    return profile if profile.layers else None
+    return DepthProfile(source=f"gradlab stats, mean ± std over {len(result.seeds)} initialisations", layers=points, verdict=result.verdict)
 
 
 def append_step_summary(markdown: str) -> None:

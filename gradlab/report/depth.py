@@ -1,8 +1,7 @@
 """How the gradient changes with depth, per dense layer: what the HTML report plots.
 
-The numbers come from `gradlab stats` (means over several initialisations) when that is
-available, otherwise from one analytic backprop at the spec's own parameters; `source`
-says which, so the report never passes one off as the other.
+The numbers come from `gradlab stats` (means and spreads over several initialisations);
+`source` says how many, and the page prints it beside the plot.
 """
 
 from __future__ import annotations
@@ -16,13 +15,13 @@ class LayerPoint:
     depth: int  # 1 = the dense layer nearest the input
     grad_norm: float  # RMS of dL/dW
     delta_ratio: float  # RMS of delta = dL/dz at the pre-activation, over the output layer's
-    grad_norm_std: float | None = None  # spread over initialisations (stats only)
+    grad_norm_std: float | None = None  # spread over initialisations
     delta_ratio_std: float | None = None
     verdict: str | None = None  # stats' per-layer verdict: ok, vanishing, exploding, dead, saturated
 
 
 @dataclass(frozen=True)
 class DepthProfile:
-    source: str  # e.g. "gradlab stats, 8 initialisations" or "analytic backprop, seed 0"
+    source: str  # e.g. "gradlab stats, mean ± std over 8 initialisations"
     layers: tuple[LayerPoint, ...]
     verdict: str | None = None  # stats' summary verdict, when the numbers come from stats
