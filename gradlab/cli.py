@@ -171,7 +171,9 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
         from .report.terminal import render
 
         if output:
-            console = Console(record=True, width=100, file=open("/dev/null", "w"))
+            import io
+
+            console = Console(record=True, width=100, file=io.StringIO())
             render(results, console=console, quiet=quiet, verbose=verbose)
             stats_table.render(stats_results, console=console)
             write_text(console.export_text(), output)

@@ -324,6 +324,10 @@ def run(spec, *, path: str = "<spec>", seeds: int | None = None, lr: float | Non
     layer_sites: list[Site] = []
     for seed in seed_values:
         net = build(spec, seed=seed)
+        other = [l for l in net.layers if not isinstance(l, (DenseLayer, ActivationLayer))]
+        if other:
+            raise GradlabError(f"{path}: network.layers[{other[0].index}]: gradlab stats measures dense and activation layers; "
+                               f"this one is a custom layer (check it with `gradlab check`, or drop it from the stats spec)")
         layer_sites = sites(net)
         per_seed.append(measure(layer_sites, observe(net, layer_sites), lr=cfg.lr, saturation_level=cfg.saturation_level))
     layer_stats = []

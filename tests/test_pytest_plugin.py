@@ -37,8 +37,8 @@ def test_failure_shows_the_comparison_table_and_worst_elements(pytester):
         result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "planted  (*planted.yaml, float64, 31 params, numeric: *)",
-        "parameter*candidate/ref*max abs*max rel*cosine*worst*status*",
+        "planted  (*planted.yaml, float64, 31 params, numeric: *mode)",
+        "parameter*candidate/ref*max abs*num err*max rel*worst*status*",
         "L0.weight*ana/num*fail*",
         "gradients of planted (*) disagree: 8 of 12 comparisons fail",
         "layers.0.weight: analytic vs numeric, cpu, float64 (also fails: analytic vs autograd?cpu?)",

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .failure import MISSING, worst_rows
-from .labels import fmt_err, fmt_cosine, fmt_index, short_engine, short_pair, short_param, status_text
+from .labels import fmt_err, fmt_index, short_engine, short_pair, short_param, status_text
 from .rows import table_rows, verdict
 from .worst import tensor_worst
 
@@ -25,16 +25,18 @@ __all__ = ["STATUS_STYLE", "plain_table", "render", "spec_table", "verdict", "wo
 
 
 def spec_table(result, *, verbose: bool = False) -> Table:
-    title = f"{result.name}  ({result.path}, {result.dtype}, {result.n_params} params, numeric: {result.method})"
+    title = f"{result.name}  ({result.path}, {result.dtype}, {result.n_params} params, numeric: {result.method}, {getattr(result, 'mode', 'full')} mode)"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for col, just in [("parameter", "left"), ("candidate/ref", "left"), ("max abs", "right"), ("max rel", "right"),
-                      ("cosine", "right"), ("worst", "left"), ("status", "left")]:
+    # `num err` is the numeric engine's own error estimate (largest over the tensor), next to the
+    # discrepancy it referees; the cosine is in -v, JSON and the reports.
+    for col, just in [("parameter", "left"), ("candidate/ref", "left"), ("max abs", "right"), ("num err", "right"),
+                      ("max rel", "right"), ("worst", "left"), ("status", "left")]:
         table.add_column(col, justify=just, no_wrap=True)
     judged, skipped = table_rows(result)
     for c in judged:
         table.add_row(
             short_param(c.parameter), short_pair(c.candidate, c.reference),
-            fmt_err(c.max_abs_err), fmt_err(c.max_rel_err), fmt_cosine(c.cosine), fmt_index(c.worst_index),
+            fmt_err(c.max_abs_err), fmt_err(c.numeric_err), fmt_err(c.max_rel_err), fmt_index(c.worst_index),
             Text(status_text(c), style=STATUS_STYLE.get(c.status, "")),
         )
     # one line per skipped engine pair, not one per tensor
