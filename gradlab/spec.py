@@ -51,6 +51,13 @@ def _suggest(word: str, options) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _known_op(registry, fn: str) -> str:
+    """A registered op's name, or `custom`; anything else is an error naming the nearest."""
+    if fn not in registry and fn != CUSTOM:
+        raise _error("unknown_op", str(UnknownOpError(registry.kind, fn, registry.names() + [CUSTOM])).strip('"'))
+    return fn
+
+
 class _Model(BaseModel):
     """Frozen, and unknown keys are errors that suggest the nearest valid key."""
 
@@ -148,9 +155,7 @@ class ActivationSpec(_Model):
     @field_validator("fn")
     @classmethod
     def _known_fn(cls, fn: str) -> str:
-        if fn not in ACTIVATIONS and fn != CUSTOM:
-            raise _error("unknown_op", str(UnknownOpError("activation", fn, ACTIVATIONS.names() + [CUSTOM])).strip('"'))
-        return fn
+        return _known_op(ACTIVATIONS, fn)
 
     @model_validator(mode="after")
     def _check_hyper(self) -> "ActivationSpec":
@@ -236,9 +241,7 @@ class LossSpec(_Model):
     @field_validator("fn")
     @classmethod
     def _known_fn(cls, fn: str) -> str:
-        if fn not in LOSSES and fn != CUSTOM:
-            raise _error("unknown_op", str(UnknownOpError("loss", fn, LOSSES.names() + [CUSTOM])).strip('"'))
-        return fn
+        return _known_op(LOSSES, fn)
 
     @field_validator("impl")
     @classmethod
