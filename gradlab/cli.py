@@ -127,6 +127,7 @@ Examples:
   gradlab check specs/                      # every *.yaml in the folder
   gradlab check specs/*.yaml --format json --output reports/check.json
   gradlab check my_net.yaml --device cpu --device cuda --method richardson
+  gradlab check big_net.yaml --mode fast         # projections + bisection, any size
   gradlab check specs/ --report report.md --report report.html --report junit.xml
 """
 

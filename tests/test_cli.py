@@ -58,3 +58,11 @@ def test_usage_errors_exit_2():
 def test_table_fits_80_columns():
     result = CliRunner().invoke(main, ["check", str(SPECS[0])], env={"COLUMNS": "80"}, terminal_width=80)
     assert max(len(line) for line in result.output.splitlines()) <= 80
+
+
+def test_fast_mode_from_the_command_line():
+    result = CliRunner().invoke(main, ["check", str(SPECS[0]), "--mode", "fast", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["specs"][0]["mode"] == "fast"
+    assert any("fast mode" in c["note"] for c in doc["specs"][0]["comparisons"])
