@@ -118,6 +118,7 @@ def run(
         rows += _fast_rows(path, net, grads, names, rounding, method, chk.tolerance, progress)
     for ref, cand in _pairs(grads):
         rows += cmp.compare(path, ref, cand, names, tol=tol, rounding=rounding)
+    _every_engine_at_worst(rows, grads)
     num = next((g for g in grads if g.engine == "numeric"), None)
     return SpecResult(
         path=path,
@@ -133,6 +134,18 @@ def run(
         network=repr(net),
         notes=list(num.notes) if num else [],
     )
+
+
+def _every_engine_at_worst(rows: list[cmp.Comparison], grads: list[Gradients]) -> None:
+    """Give each listed worst element every engine's value there, so reports need not guess the third."""
+    have = [g for g in grads if not g.skipped]
+    for c in rows:
+        for w in c.worst:
+            w["values"] = {
+                g.label: float(g.values[c.parameter][tuple(w["index"])])
+                for g in have
+                if c.parameter in g.values and g.values[c.parameter].ndim == len(w["index"])
+            }
 
 
 def _fast_rows(path, net, grads, names, rounding, method, override, progress) -> list[cmp.Comparison]:

@@ -2,10 +2,10 @@
 
 Each Comparison keeps the elements that used up most of their tolerance, for its own pair
 of engines. A reader wants one table per tensor: index, analytic, numeric, autograd, the
-difference and the numeric error estimate. The values of the third engine come from the
-other comparisons of the same tensor, which usually rank the same elements worst (a wrong
-backward pass is wrong against both referees); where that engine's value at an index was
-not kept, the table says so instead of guessing.
+difference and the numeric error estimate. The runner stores every engine's value at each
+listed index (`values`); results built without it fall back to the other comparisons of the
+same tensor, and where an engine's value at an index is still unknown the table says so
+instead of guessing.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def _values_by_index(rows) -> dict[tuple, dict]:
     for c in rows:
         for w in c.worst:
             slot = values.setdefault(tuple(w["index"]), {})
+            slot.update(w.get("values", {}))  # every engine's value, when the runner kept them
             slot[c.reference], slot[c.candidate] = w["reference"], w["candidate"]
         if c.worst_index is not None and not math.isnan(c.worst_reference):
             slot = values.setdefault(tuple(c.worst_index), {})
