@@ -99,9 +99,10 @@ def write_reports(results, targets: list[tuple[str | None, str]], *, specs: dict
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report to this file (default: stdout).")
 @click.option("--device", "devices", multiple=True, help="Autograd device(s), e.g. cpu, cuda, cuda:1 (repeatable; overrides check.devices).")
 @click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex_step"]), help="Finite-difference method (overrides check.numeric.method).")
+@click.option("--mode", type=click.Choice(["auto", "full", "fast"]), help="full: every element; fast: random projections with bisection; auto: full up to 250,000 parameters (overrides check.mode).")
 @click.option("--engines", help="Comma-separated engines to run (analytic,numeric,autograd); overrides check.engines.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no 'report: PATH' line on stderr.")
-def command(specs, fmt, output, devices, method, engines, quiet):
+def command(specs, fmt, output, devices, method, mode, engines, quiet):
     """Check the gradients of one or more specs and write one report for all of them.
 
     The same checks as `gradlab check`, written as Markdown, HTML, JSON, CSV or JUnit XML.
@@ -114,7 +115,7 @@ def command(specs, fmt, output, devices, method, engines, quiet):
     engine_list = parse_engines(engines)
     check_devices(devices)
     loaded = load_all(specs)
-    results = run_loaded(loaded, progress=not quiet, devices=list(devices) or None, engines=engine_list, method=method)
+    results = run_loaded(loaded, progress=not quiet, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
     write_reports(results, [(output, fmt)], specs=dict(loaded), quiet=quiet)
     sys.exit(EXIT_OK if all(r.passed for r in results) else EXIT_FAIL)
 
