@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 
 import numpy as np
 
@@ -168,9 +167,3 @@ def _fast_rows(path, net, grads, names, rounding, method, override, progress) ->
 
 def check_file(path: str | Path, **kwargs) -> SpecResult:
     return run(load_spec(path), path=str(path), **kwargs)
-
-
-def results_frame(results: list[SpecResult]) -> pd.DataFrame:
-    """All comparison rows of all specs as one DataFrame (for reports and pandas users)."""
-    rows = [c.to_dict() for r in results for c in r.comparisons]
-    return pd.DataFrame(rows, columns=list(cmp.Comparison.__dataclass_fields__))

@@ -323,3 +323,16 @@ def test_ci_examples_run_the_check_and_keep_the_html_report():
     assert any(line.startswith("gradlab check specs/ --report report.md") for line in job["script"])
     assert job["artifacts"]["when"] == "always" and "report.html" in job["artifacts"]["paths"]
     assert job["artifacts"]["reports"]["junit"] == "junit.xml"
+
+
+def test_results_frame_has_one_row_per_comparison():
+    from gradlab import runner
+    from gradlab.report.rows import results_frame
+
+    from .conftest import SPECS
+
+    results = [runner.check_file(p) for p in SPECS[:2]]
+    frame = results_frame(results)
+    assert len(frame) == sum(len(r.comparisons) for r in results)
+    assert {"parameter", "candidate", "reference", "max_abs_err", "cosine", "status", "torch"} <= set(frame.columns)
+    assert "rel_err_map" not in frame.columns

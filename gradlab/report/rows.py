@@ -88,3 +88,14 @@ def flat_rows(results, environment: dict) -> list[dict]:
                 "python": environment.get("python"),
             })
     return rows
+
+
+def results_frame(results, environment: dict | None = None):
+    """The flat rows as a pandas DataFrame: the comparison table for pandas users."""
+    import pandas as pd
+
+    if environment is None:
+        from ..environment import environment as run_environment
+
+        environment = run_environment(results)
+    return pd.DataFrame(flat_rows(results, environment))
