@@ -17,13 +17,8 @@ class Cubic(torch.autograd.Function):
         return grad_out * (3 * x**2 - 4 * x + 1)
 
 
-class CubicWrong(torch.autograd.Function):
-    """Differentiates -2x^2 as -2x."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**3 - 2 * x**2 + x
+class CubicWrong(Cubic):
+    """Cubic's forward; its backward differentiates -2x^2 as -2x."""
 
     @staticmethod
     def backward(ctx, grad_out):
