@@ -14,11 +14,13 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     Tag,
     ValidationError,
@@ -34,9 +36,25 @@ from .ops import dense as dense_op
 from .ops.init import SCHEMES
 
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
+MAX_VALUE = 1e6  # |mean|, scales, init std and bias: beyond this every activation saturates and float32 overflows
+
+
+def _bounded(v: float) -> float:
+    if abs(v) > MAX_VALUE:
+        raise _error("too_large", f"expected a number with |x| <= {MAX_VALUE:g}, got {v!r}")
+    return v
+
+
+# A number: an int or float (never a bool or a quoted string), finite, and of a sane size.
+Number = Annotated[StrictFloat, Field(allow_inf_nan=False), AfterValidator(_bounded)]
+PositiveNumber = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False), AfterValidator(_bounded)]
+Tolerance = Annotated[StrictFloat, Field(ge=0, allow_inf_nan=False)]
 DTYPES = ("float64", "float32")
 ENGINES = ("analytic", "numeric", "autograd")
 NUMERIC_METHODS = ("auto", "central", "richardson", "complex_step")
+# Usable relative steps: real differences lose everything to rounding below ~1e-10 and to truncation above 0.1;
+# the complex step has no subtraction, but h * scale must stay a normal float64.
+STEP_RANGE = {"real": (1e-10, 0.1), "complex_step": (1e-200, 1e-3)}
 DEFAULT_MEMORY_LIMIT = 2 * 2**30
 CUSTOM = "custom"  # `fn: custom` / `type: custom`: a user's op named by `impl`
 
@@ -83,21 +101,21 @@ class InputSpec(_Model):
     dim: PositiveInt
     batch: PositiveInt = 1
     distribution: Literal["normal", "uniform"] = "normal"
-    scale: float = Field(1.0, gt=0)  # std of normal, half-width of uniform
-    mean: float = 0.0
+    scale: PositiveNumber = 1.0  # std of normal, half-width of uniform
+    mean: Number = 0.0
 
 
 class TargetSpec(_Model):
     kind: Literal["regression", "onehot", "binary", "probabilities"] = "regression"
     classes: PositiveInt | None = None  # onehot: number of classes (= output units)
     dim: PositiveInt | None = None  # optional check of the output width
-    scale: float = Field(1.0, gt=0)  # regression targets ~ N(0, scale^2)
+    scale: PositiveNumber = 1.0  # regression targets ~ N(0, scale^2)
 
 
 class InitSpec(_Model):
     scheme: Literal[SCHEMES] = "uniform_fan_in"  # type: ignore[valid-type]
-    std: float = Field(0.1, gt=0)  # for scheme `normal`
-    bias: Union[Literal["zeros", "normal", "uniform_fan_in"], float] = "zeros"
+    std: PositiveNumber = 0.1  # for scheme `normal`
+    bias: Union[Literal["zeros", "normal", "uniform_fan_in"], Number] = "zeros"
 
 
 class DenseSpec(_Model):
@@ -111,7 +129,11 @@ def _load_impl(kind: str, impl: str, info: ValidationInfo) -> str:
     """Load a user's op (a path relative to the spec's folder) and check its contract; returns it resolved."""
     from .audit.custom import check
     from .audit.loading import TargetError
+    from .usercode import code_allowed
 
+    if not code_allowed():
+        raise _error("no_code", f"user code is switched off (--no-code or GRADLAB_NO_CODE=1), and this spec names {_show(impl)}; "
+                                "run it where you trust the spec's code, or drop the impl")
     try:
         return check(kind, impl, (info.context or {}).get("base_dir"))
     except TargetError as exc:
@@ -165,9 +187,12 @@ class ActivationSpec(_Model):
             return self
         op = ACTIVATIONS.get(self.fn)
         for key, value in (self.model_extra or {}).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise _error("bad_hyper", f"{key} must be a finite number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > MAX_VALUE:
+                raise _error("bad_hyper", f"{key} must be a finite number with |{key}| <= {MAX_VALUE:g}, got {_show(value)}")
         names = self.trainable_names()
+        if len(set(names)) < len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise _error("bad_trainable", f"trainable names {', '.join(map(repr, twice))} more than once; list each hyperparameter once")
         for name in names:
             if name not in op.trainable:
                 can = ", ".join(op.trainable) or "none"
@@ -264,29 +289,47 @@ class LossSpec(_Model):
 class ToleranceSpec(_Model):
     """Overrides of the error model; unset means: derived from dtype and the numeric error estimate."""
 
-    rtol: float | None = Field(None, ge=0)
-    atol: float | None = Field(None, ge=0)
+    rtol: Tolerance | None = None
+    atol: Tolerance | None = None
 
 
 class NumericSpec(_Model):
     method: Literal[NUMERIC_METHODS] = "auto"  # type: ignore[valid-type]
-    step: float | None = Field(None, gt=0)  # fixed relative step; unset: chosen per element
+    step: Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)] | None = None  # fixed relative step; unset: chosen per element
+
+    @model_validator(mode="after")
+    def _usable_step(self) -> "NumericSpec":
+        """A step outside these ranges makes the referee's own error larger than any gradient: every bug would pass."""
+        if self.step is None:
+            return self
+        low, high = STEP_RANGE["complex_step" if self.method == "complex_step" else "real"]
+        if not low <= self.step <= high:
+            which = "complex_step" if self.method == "complex_step" else f"method {self.method}" + (" (which may use real differences)" if self.method == "auto" else "")
+            _fail("check.numeric.step", f"a relative step for {which} must lie in [{low:g}, {high:g}], got {self.step!r}; leave it unset to let gradlab choose")
+        return self
 
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
+MAX_SIZE = 2**50  # 1 PiB: beyond any machine, still an exact integer
+
+
 def parse_size(value: Any) -> int:
-    """'2 GiB', '512MiB', 1.5 (GiB) -> bytes."""
+    """'2 GiB', '512MiB', 1.5 (GiB) -> bytes; a positive, finite size."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as '2 GiB'")
+        raise ValueError(f"expected a size such as '2 GiB', got {value!r}")
     if isinstance(value, (int, float)):
-        return int(value * 2**30)
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ValueError(f"expected a size such as '2 GiB' or '512 MiB', got {value!r}")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "GiB").lower()])
+        number = float(value) * 2**30 if math.isfinite(value) and abs(value) < 2**60 else math.inf
+    else:
+        m = _SIZE.match(str(value))
+        if not m:
+            raise ValueError(f"expected a size such as '2 GiB' or '512 MiB', got {_show(value)}")
+        number = float(m.group(1)) * _UNITS[(m.group(2) or "GiB").lower()]
+    if not (math.isfinite(number) and 0 < number <= MAX_SIZE):
+        raise ValueError(f"expected a positive size up to 1 PiB such as '2 GiB', got {_show(value)}")
+    return int(number)
 
 
 class CheckSpec(_Model):
@@ -295,8 +338,9 @@ class CheckSpec(_Model):
     tolerance: ToleranceSpec = ToleranceSpec()
     numeric: NumericSpec = NumericSpec()
     mode: Literal["auto", "full", "fast"] = "auto"
-    wrt_input: bool = False  # also check dL/dx of the input batch
+    wrt_input: StrictBool = False  # also check dL/dx of the input batch
     memory_limit: Any = DEFAULT_MEMORY_LIMIT
+    timeout: Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)] | None = None  # seconds per spec; unset: no limit
 
     @field_validator("devices")
     @classmethod
@@ -327,12 +371,12 @@ class StatsSpec(_Model):
 
     seeds: PositiveInt = 8  # initialisations drawn from seed, seed + 1, ...
     batch: PositiveInt | None = None  # rows per measurement; unset: input.batch (use >= 128 for stable numbers)
-    lr: float = Field(0.01, gt=0)  # SGD step for update_ratio = |lr * dL/dW| / |W|
-    vanishing_ratio: float = Field(0.01, gt=0)  # delta_rms / output's below this: `vanishing`
-    exploding_ratio: float = Field(100.0, gt=0)  # delta_rms / output's above this: `exploding`
-    dead_frac: float = 0.5  # this share of units dead for the whole batch: `dead`
-    saturated_frac: float = 0.5  # this share of (sample, unit) pairs saturated: `saturated`
-    saturation_level: float = 0.01  # saturated: |f'(z)| below this fraction of max f'
+    lr: PositiveNumber = 0.01  # SGD step for update_ratio = |lr * dL/dW| / |W|
+    vanishing_ratio: PositiveNumber = 0.01  # delta_rms / output's below this: `vanishing`
+    exploding_ratio: PositiveNumber = 100.0  # delta_rms / output's above this: `exploding`
+    dead_frac: Number = 0.5  # this share of units dead for the whole batch: `dead`
+    saturated_frac: Number = 0.5  # this share of (sample, unit) pairs saturated: `saturated`
+    saturation_level: Number = 0.01  # saturated: |f'(z)| below this fraction of max f'
 
     @field_validator("dead_frac", "saturated_frac", "saturation_level")
     @classmethod
@@ -351,7 +395,7 @@ class StatsSpec(_Model):
 class Spec(_Model):
     name: str | None = None
     description: str | None = None
-    seed: StrictInt = 0
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] = 0
     dtype: Literal[DTYPES] = "float64"  # type: ignore[valid-type]
     input: InputSpec
     target: TargetSpec = TargetSpec()
@@ -436,23 +480,107 @@ def _fail(path: str, message: str):
 # --- loading ---------------------------------------------------------------------------------
 
 
+# YAML 1.1 reads `1e-2` (no dot) as a string; specs mean a number. Same float pattern, dot optional.
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X)
+
+MAX_SPEC_BYTES = 2**20  # a spec is a few KiB; GRADLAB_MAX_SPEC_SIZE raises the cap (e.g. '8 MiB')
+MAX_DEPTH = 64  # nesting of mappings and lists; real specs stay under 6
+MAX_NODES = 100_000  # values after alias expansion; a "billion laughs" file is refused, not expanded
+
+
+class _SpecLoaderError(yaml.YAMLError):
+    def __init__(self, where: str, message: str):
+        self.where, self.message = where, message
+        super().__init__(message)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+    """A safe loader with bounds: duplicate keys, unhashable keys, deep nesting and alias bombs are errors."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _SpecLoaderError(f"line {mark.line + 1}, column {mark.column + 1}", f"nested more than {MAX_DEPTH} levels deep; a spec needs a handful")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node)
+        return node
+
+
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _expanded_size(root) -> int:
+    """How many values the document holds once aliases are expanded (shared nodes counted each time)."""
+    sizes: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value if isinstance(node, yaml.SequenceNode) else []
+        if not done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
+        if sizes[id(node)] > MAX_NODES:
+            mark = node.start_mark
+            raise _SpecLoaderError(f"line {mark.line + 1}, column {mark.column + 1}", f"expands to more than {MAX_NODES:,} values through aliases (&anchor/*alias); write the spec out")
+    return sizes[id(root)]
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    explicit = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)  # YAML merge keys (<<: *defaults) go first; a key written beside them wins
+    merged = len(node.value) - explicit
     seen: dict = {}
-    for key_node, _ in node.value:
+    for k, (key_node, _) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            mark = key_node.start_mark
+            raise _SpecLoaderError(f"line {mark.line + 1}, column {mark.column + 1}", f"a key must be a plain name, got a {type(key).__name__}") from None
+        if k < merged:
+            continue
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                "while constructing a mapping", node.start_mark, f"found duplicate key {_show(key)}", key_node.start_mark
             )
         seen[key] = True
     return loader.construct_mapping(node, deep=deep)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to a few dozen characters: error messages never echo a whole document."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxlevel = limit, limit, 6, 6, 3
+    text = r.repr(value)
+    return text if len(text) <= 2 * limit else text[: 2 * limit] + "..."
 
 
 def _format_loc(loc: tuple) -> str:
@@ -500,26 +628,32 @@ def _describe(err: dict) -> tuple[str, str]:
     if typ == "literal_error":
         expected = ctx.get("expected", "")
         options = re.findall(r"'([^']*)'", expected)
-        return _format_loc(loc), f"expected one of {expected}, got {got!r}{_suggest(got, options)}"
+        return _format_loc(loc), f"expected one of {expected}, got {_show(got)}{_suggest(got, options)}"
     if typ == "bad_layer_type":
         hint = _suggest(got.get("type"), LAYER_TYPES) if isinstance(got, dict) else ""
         shown = got.get("type") if isinstance(got, dict) else got
-        return _format_loc(loc) + ".type", f"expected 'dense', 'activation' or 'custom', got {shown!r}{hint}"
+        return _format_loc(loc) + ".type", f"expected 'dense', 'activation' or 'custom', got {_show(shown)}{hint}"
     if typ in _TYPE_WORDS:
-        return _format_loc(loc), f"expected {_TYPE_WORDS[typ]}, got {got!r}"
+        return _format_loc(loc), f"expected {_TYPE_WORDS[typ]}, got {_show(got)}"
     if typ in ("greater_than", "greater_than_equal"):
-        return _format_loc(loc), f"expected a number {'>' if typ == 'greater_than' else '>='} {ctx.get('gt', ctx.get('ge'))}, got {got!r}"
+        return _format_loc(loc), f"expected a number {'>' if typ == 'greater_than' else '>='} {ctx.get('gt', ctx.get('ge'))}, got {_show(got)}"
+    if typ in ("less_than", "less_than_equal"):
+        return _format_loc(loc), f"expected a number {'<' if typ == 'less_than' else '<='} {ctx.get('lt', ctx.get('le'))}, got {_show(got)}"
+    if typ == "finite_number":
+        return _format_loc(loc), f"expected a finite number, got {_show(got)}"
     if typ == "too_short":
-        return _format_loc(loc), f"expected at least {ctx.get('min_length')} item(s), got {len(got) if hasattr(got, '__len__') else got!r}"
-    return _format_loc(loc), err["msg"]
+        return _format_loc(loc), f"expected at least {ctx.get('min_length')} item(s), got {len(got) if hasattr(got, '__len__') else _show(got)}"
+    return _format_loc(loc), _clip(err["msg"], 300)
 
 
 def _from_validation_error(exc: ValidationError, file: str) -> SpecError:
     errors = exc.errors()
     # A union (e.g. `bias: true|false|folded`) reports one error per branch; show the first.
     path, message = _describe(errors[0])
-    if errors[0]["type"] in ("bool_type", "bool_parsing", "literal_error") and path.endswith(".bias"):
+    if errors[0]["type"] in ("bool_type", "bool_parsing", "literal_error") and path.endswith(".bias") and "init" not in path:
         message = f"expected true, false or 'folded', got {errors[0].get('input')!r}"
+    elif path.endswith("init.bias") and errors[0]["type"] in ("literal_error", "float_type"):
+        message = f"expected 'zeros', 'normal', 'uniform_fan_in' or a number, got {_show(errors[0].get('input'))}"
     more = len({_describe(e)[0] for e in errors}) - 1
     return SpecError(file, path, message, more=more)
 
@@ -540,22 +674,78 @@ def validate(data: Any, file: str = "<spec>", *, base_dir: str | Path | None = N
     return spec
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate one YAML spec; raises `SpecError` naming file and key path."""
-    file = str(path)
+def max_spec_bytes() -> int:
+    """The size cap for one spec file: 1 MiB, or GRADLAB_MAX_SPEC_SIZE ('8 MiB', or a number of bytes)."""
+    import os
+
+    raw = os.environ.get("GRADLAB_MAX_SPEC_SIZE", "").strip()
+    if not raw:
+        return MAX_SPEC_BYTES
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return int(raw) if raw.isdigit() else parse_size(raw)
+    except ValueError:
+        raise SpecError("$GRADLAB_MAX_SPEC_SIZE", "(environment)", f"expected a size such as '8 MiB', got {_show(raw)}") from None
+
+
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xef\xbb\xbf", "utf-8-sig"),
+         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def read_spec_text(path: str | Path) -> str:
+    """The text of a spec file: a regular file under the size cap, UTF-8 (or UTF-16/32 with a BOM, as YAML allows).
+
+    FIFOs, devices and sockets are refused before they are opened (`/dev/zero` would never end).
+    """
+    import os
+    import stat
+
+    file, cap = str(path), max_spec_bytes()
+    try:
+        st = os.stat(file)
     except FileNotFoundError:
         raise SpecError(file, "(file)", "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise SpecError(file, "(file)", f"cannot read: {exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise SpecError(file, "(file)", "is a directory; name a spec file, or pass the directory to check every *.yaml in it")
+    if not stat.S_ISREG(st.st_mode):
+        raise SpecError(file, "(file)", "not a regular file (a FIFO, device or socket); gradlab reads spec files only")
+    if st.st_size > cap:
+        raise SpecError(file, "(file)", f"is {st.st_size / 2**20:.3g} MiB; a spec may be at most {cap / 2**20:.3g} MiB (raise it with GRADLAB_MAX_SPEC_SIZE)")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        with open(file, "rb") as f:
+            raw = f.read(cap + 1)
+    except OSError as exc:
+        raise SpecError(file, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > cap:
+        raise SpecError(file, "(file)", f"is larger than {cap / 2**20:.3g} MiB (raise the cap with GRADLAB_MAX_SPEC_SIZE)")
+    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise SpecError(file, "(file)", f"not {encoding.upper().replace('-SIG', '')} text (byte {raw[exc.start]:#04x} at offset {exc.start}); save the spec as UTF-8") from None
+    return text.lstrip("\ufeff")
+
+
+def parse_yaml(text: str, file: str) -> Any:
+    """YAML text -> Python data through the bounded loader; every problem is a SpecError with line and column."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except _SpecLoaderError as exc:
+        raise SpecError(file, exc.where, exc.message) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(file, where, f"not valid YAML: {problem}") from None
+        raise SpecError(file, where, f"not valid YAML: {_clip(problem)}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a timestamp 2001-02-30
+        raise SpecError(file, "(yaml)", f"not valid YAML: {_clip(str(exc))}") from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate one YAML spec; raises `SpecError` naming file and key path."""
+    file = str(path)
+    data = parse_yaml(read_spec_text(path), file)
     if data is None:
         raise SpecError(file, "(top level)", "the file is empty; expected a spec with input, network and loss")
     spec = validate(data, file)
