@@ -194,3 +194,71 @@ def test_softmax_cross_entropy_is_its_unfused_twin():
 def test_unknown_op_suggests_nearest():
     with pytest.raises(LookupError, match="did you mean 'sigmoid'"):
         ACTIVATIONS.get("sigmoud")
+
+
+# --- torch mirrors compute the forward's function, saturated points included -------------------
+# A mirror that clamps (torch's binary_cross_entropy: log at -100, the gradient's p(1 - p) at
+# 1e-12) checks a different function: the autograd engine then disagrees with a correct backward.
+
+SATURATED = np.array([-40.0, -35.0, -30.0, -20.0, -12.0, -1.0, -1e-9, 0.0, 1e-9, 0.7, 12.0, 20.0, 30.0, 35.0, 40.0])
+EDGE = 1e-12  # probabilities this close to 0 and to 1
+PROBABILITIES = np.array([EDGE, 1e-9, 1e-6, 0.2, 0.5, 0.8, 1 - 1e-6, 1 - 1e-9, 1 - EDGE])
+LOGITS = np.array([-500.0, -40.0, -1.0, 0.0, 2.0, 40.0, 500.0])
+
+
+def _assert_same(mirror, ours, what):
+    """Elementwise, relative to each element (so 1e-18 next to 1 is still checked), float64."""
+    mirror, ours = np.asarray(mirror, dtype=np.float64), np.asarray(ours, dtype=np.float64)
+    scale = np.maximum(np.abs(mirror), np.abs(ours))
+    floor = 1e-13 * float(np.max(scale, initial=0.0))  # cancellation: softmax CE's s - t where s ~ t = 1
+    bad = np.abs(mirror - ours) > 1e-10 * scale + floor
+    assert not bad.any(), f"{what}: mirror {mirror[bad][:3]} vs ours {ours[bad][:3]} at {np.argwhere(bad)[:3].tolist()}"
+
+
+def _saturated_activation_input(op):
+    if op.elementwise:
+        return SATURATED.reshape(3, 5)
+    rows = [[40.0, -40.0, 0.0, 1e-9], [40.0, 40.0, -40.0, 0.0], [-35.0, 30.0, 20.0, -1.0], [0.0, 0.0, 0.0, 0.0]]
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("name,hp", ACT_CASES, ids=[f"{n}-{i}" for n, h in ACT_CASES for i in [list(h.values())]])
+def test_activation_mirror_is_the_forward_at_saturation(name, hp):
+    op = ACTIVATIONS.get(name)
+    z = _saturated_activation_input(op)
+    g = np.random.default_rng(7).normal(size=z.shape)
+    zt = torch.tensor(z, requires_grad=True)
+    hpt = {k: torch.tensor(float(v), dtype=torch.float64, requires_grad=k in op.trainable) for k, v in hp.items()}
+    out = op.torch(zt, hpt)
+    a = op.forward(z, hp)
+    _assert_same(out.detach().numpy(), a, f"{name}: value")
+    wrt = [zt] + [hpt[k] for k in op.trainable]
+    grads = torch.autograd.grad((out * torch.tensor(g)).sum(), wrt, allow_unused=True)
+    grad_z, grad_hp = op.backward(z, a, g, hp)
+    _assert_same(grads[0].numpy(), grad_z, f"{name}: d/dz")
+    for key, gt in zip(op.trainable, grads[1:]):
+        _assert_same(0.0 if gt is None else gt.numpy(), grad_hp[key], f"{name}: d/d{key}")
+
+
+def _loss_inputs(op):
+    """(pred, target) pairs at the edges: probabilities within 1e-12 of 0 and 1, or large logits."""
+    rng = np.random.default_rng(8)
+    values = PROBABILITIES if op.needs_probabilities else LOGITS
+    pred = np.tile(values, (2, 1))
+    for kind in op.targets:
+        t = LOSS_TARGETS[kind](rng, pred.shape)
+        if kind == "binary":
+            t = np.stack([np.zeros(len(values)), np.ones(len(values))])  # both labels at every edge
+        yield kind, pred, t
+
+
+@pytest.mark.parametrize("name", [op.name for op in LOSSES], ids=[op.name for op in LOSSES])
+def test_loss_mirror_is_the_forward_at_the_edges(name):
+    op = LOSSES.get(name)
+    for kind, pred, t in _loss_inputs(op):
+        pt = torch.tensor(pred, requires_grad=True)
+        out = op.torch(pt, torch.tensor(t))
+        _assert_same(float(out.detach()), op.forward(pred, t), f"{name} ({kind} targets): value")
+        (grad,) = torch.autograd.grad(out, pt)
+        _assert_same(grad.numpy(), op.backward(pred, t), f"{name} ({kind} targets): dL/dpred")
+

@@ -2,6 +2,12 @@
 
 Each sums over the batch and feature axes (the last two) and keeps any leading axes,
 so the numeric engine can evaluate a stack of perturbed predictions in one call.
+
+A torch mirror computes the *same* function as its forward, written with the same plain
+logs / log-softmax: never a library loss that clamps (torch's binary_cross_entropy clamps
+log at -100 and its gradient's denominator at 1e-12, so at a saturated sigmoid it checks a
+different function and the autograd engine disagrees with a correct backward).
+tests/test_ops.py holds every mirror to its forward and backward at saturated points.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ register(Loss(
     doc="E = 1/(2N) sum (y - t)^2 (seed 002): sse averaged over the batch",
     forward=lambda y, t: 0.5 * _sum2((y - t) ** 2),
     backward=lambda y, t: y - t,
-    torch=lambda y, t: 0.5 * _torch().nn.functional.mse_loss(y, t, reduction="sum"),
+    torch=lambda y, t: 0.5 * ((y - t) ** 2).sum(),
     targets=("regression", "onehot", "binary", "probabilities"),
     default_reduction="mean",
     fixed_reduction=True,
@@ -64,7 +70,7 @@ register(Loss(
     doc="E = -sum t log softmax(z) on logits z, fused (seed 000); dE/dz = softmax(z) sum(t) - t",
     forward=lambda z, t: -_sum2(t * _log_softmax(z)),
     backward=lambda z, t: np.exp(_log_softmax(z)) * np.sum(t, axis=-1, keepdims=True) - t,
-    torch=lambda z, t: _torch().nn.functional.cross_entropy(z, t, reduction="sum"),
+    torch=lambda z, t: -(t * _torch().log_softmax(z, dim=-1)).sum(),
     targets=("onehot", "probabilities"),
 ))
 
@@ -73,7 +79,7 @@ register(Loss(
     doc="E = -sum [t log p + (1 - t) log(1 - p)]; dE/dp = (p - t) / (p (1 - p))",
     forward=lambda p, t: -_sum2(t * np.log(p) + (1 - t) * np.log(1 - p)),
     backward=lambda p, t: (p - t) / (p * (1 - p)),
-    torch=lambda p, t: _torch().nn.functional.binary_cross_entropy(p, t, reduction="sum"),
+    torch=lambda p, t: -(t * _torch().log(p) + (1 - t) * _torch().log(1 - p)).sum(),
     targets=("binary", "probabilities"),
     needs_probabilities=True,
 ))
