@@ -1,31 +1,71 @@
 """The `gradlab` command line: each command parses, calls one function, renders, returns an exit code.
 
-Exit codes: 0 every check passed, 1 a discrepancy was found, 2 bad spec or usage.
+Exit codes (decided in gradlab.batch from typed outcomes): 0 every check passed, 1 a discrepancy
+was found, 2 bad spec, bad usage or failing user code, 3 an internal error of gradlab, 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
+import signal
 
 import click
 
 from . import __version__
-from .errors import GradlabError, SpecError
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+from .batch import (  # noqa: F401  (re-exported: commands and tests use these names)
+    EXIT_FAIL,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    check_devices,
+    echo_errors,
+    exit_code,
+    expand_specs,
+    guarded,
+    in_order,
+    internal_message,
+    load_all,
+    numeric_elements,
+    parse_engines,
+    run_loaded,
+    safety_options,
+    timeout_option,
+)
+from .errors import GradlabError
+from .output import check_writable, write_atomic
+from .usercode import Timeout, install_sigint
 
 
 class _Group(click.Group):
-    """Turns user mistakes into `Error: ...` and exit code 2, never a traceback."""
+    """Turns every failure into its exit code: user mistakes `Error: ...` and 2, Ctrl-C 130, bugs 3, never a traceback."""
 
     def invoke(self, ctx):
+        install_sigint()
+        if hasattr(signal, "SIGXFSZ"):  # over `ulimit -f`: let write() fail (and the file stay whole) instead of dying
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         try:
             return super().invoke(ctx)
         except GradlabError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(EXIT_USAGE)
+        except Timeout as exc:
+            click.echo(f"Error: {exc.message()}", err=True)
+            ctx.exit(EXIT_USAGE)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("Interrupted (Ctrl-C); nothing was written.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except RecursionError as exc:
+            click.echo(f"Error: recursion too deep ({exc})", err=True)
+            ctx.exit(EXIT_USAGE)
+        except MemoryError:
+            click.echo("Error: out of memory; shrink the network or batch, or lower check.memory_limit so gradlab refuses it up front", err=True)
+            ctx.exit(EXIT_USAGE)
+        except Exception as exc:
+            click.echo(f"Error: {internal_message(exc)}", err=True)
+            ctx.exit(EXIT_INTERNAL)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,46 +75,12 @@ def main():
     finite differences, PyTorch autograd) and report where they disagree."""
 
 
-def expand_specs(paths) -> list[Path]:
-    """Files as given; directories contribute their *.yaml / *.yml files, sorted."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
-            if not found:
-                raise SpecError(str(p), "(directory)", "no *.yaml specs in this directory")
-            out += found
-        elif not p.exists():
-            raise SpecError(str(p), "(file)", "no such file")
-        else:
-            out.append(p)
-    return out
-
-
-def load_all(paths) -> list:
-    """Validate every spec before running any, so a typo in the tenth file costs nothing."""
-    from .spec import load_spec
-
-    specs, errors = [], []
-    for p in expand_specs(paths):
-        try:
-            specs.append((str(p), load_spec(p)))
-        except SpecError as exc:
-            errors.append(str(exc))
-    if errors:
-        raise GradlabError("\n".join(errors) if len(errors) == 1 else f"{len(errors)} spec(s) are invalid:\n  " + "\n  ".join(errors))
-    return specs
-
-
 def write_text(text: str, output: str | None) -> None:
+    """To stdout, or to a file written whole (gradlab.output)."""
     if output is None:
         click.echo(text)
-        return
-    try:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise GradlabError(f"cannot write {output}: {exc}") from None
+    else:
+        write_atomic(output, text)
 
 
 def results_json(results) -> str:
@@ -82,42 +88,6 @@ def results_json(results) -> str:
 
     doc = {"passed": all(r.passed for r in results), "environment": environment(results), "specs": [r.to_dict() for r in results]}
     return json.dumps(doc, indent=2, default=float)
-
-
-def parse_engines(engines: str | None) -> list[str] | None:
-    """`--engines analytic,numeric` -> a list, or an error naming what is allowed."""
-    if not engines:
-        return None
-    engine_list = [e.strip() for e in engines.split(",") if e.strip()]
-    bad = [e for e in engine_list if e not in ("analytic", "numeric", "autograd")]
-    if bad or len(set(engine_list)) < 2:
-        raise GradlabError(f"--engines: expected at least two of analytic,numeric,autograd, got {engines!r}")
-    return engine_list
-
-
-def check_devices(devices) -> None:
-    import re
-
-    for d in devices:
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", d):
-            raise GradlabError(f"--device: unknown device {d!r}; expected cpu, cuda or cuda:N")
-
-
-def numeric_elements(spec) -> int:
-    """How many elements the numeric engine differentiates: the progress bar's total for one spec."""
-    from .memory import layer_sizes
-
-    return sum(n for *_, n in layer_sizes(spec)) + (spec.input.batch * spec.input.dim if spec.check.wrt_input else 0)
-
-
-def run_loaded(loaded, *, progress: bool = True, **options) -> list:
-    """Check validated (path, spec) pairs in order; a progress bar on stderr when that is a terminal and the run is slow."""
-    from . import runner
-    from .report.progress import RunProgress
-
-    with RunProgress(len(loaded), enabled=progress) as bar:
-        return [runner.run(spec, path=path, progress=bar.spec(spec.name or Path(path).stem, numeric_elements(spec)), **options)
-                for path, spec in loaded]
 
 
 CHECK_EXAMPLES = """
@@ -145,27 +115,41 @@ Examples:
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list every tensor's worst elements, each engine's value side by side.")
 @click.option("--stats", "with_stats", is_flag=True, help="Append `gradlab stats`' per-layer vanishing/exploding table for each spec.")
-def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, with_stats=False, reports=()):
+@timeout_option
+@safety_options
+def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, with_stats=False, reports=(), timeout=None):
     """Check the gradients of one or more YAML specs.
 
     Every parameter tensor is differentiated by the analytic engine (hand-written
     backprop), the numeric engine (finite differences, float64) and autograd (PyTorch
     on each device); each pair is compared element by element. Exit code 0 when
-    everything agrees, 1 when a discrepancy is found, 2 for a bad spec or usage.
+    everything agrees, 1 when a discrepancy is found, 2 for a bad spec, bad usage or
+    failing user code (the other specs are still checked), 3 for an internal error.
     """
-    from .commands.report import report_targets, write_reports
+    from .commands.report import render_reports, report_targets, write_rendered
 
     engine_list = parse_engines(engines)
     check_devices(devices)
     targets = report_targets(reports)
-    loaded = load_all(specs)
-    results = run_loaded(loaded, progress=not quiet, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
+    for path in ([output] if output else []) + [p for p, _ in targets]:
+        check_writable(path, "--output" if path == output else "--report")
+    loaded, invalid = load_all(specs)
+    ran = run_loaded(loaded, progress=not quiet, timeout=timeout, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
+    results = in_order(specs, invalid, ran)
     from . import stats as stats_mod
     from .report import stats_table
 
-    stats_results = [stats_mod.run(spec, path=path) for path, spec in loaded] if with_stats else []
+    stats_all = [guarded(path, lambda path=path, spec=spec: stats_mod.run(spec, path=path)) for path, spec in loaded] if with_stats else []
+    stats_results = [s for s in stats_all if getattr(s, "error", None) is None]
+    stats_errors = [s for s in stats_all if getattr(s, "error", None) is not None]
+    # Render everything first, then write: an interrupted run leaves the previous files, not half of a new set.
+    rendered = render_reports(results, targets, specs=dict(loaded))
     if fmt == "json":
-        write_text(stats_table.merge_json(results_json(results), stats_results), output)
+        text = stats_table.merge_json(results_json(results), stats_results)
+        if output:
+            rendered.insert(0, (output, "output", text))
+        else:
+            click.echo(text)
     else:
         from rich.console import Console
 
@@ -177,11 +161,12 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
             console = Console(record=True, width=100, file=io.StringIO())
             render(results, console=console, quiet=quiet, verbose=verbose)
             stats_table.render(stats_results, console=console)
-            write_text(console.export_text(), output)
+            rendered.insert(0, (output, "output", console.export_text()))
         render(results, quiet=quiet, verbose=verbose)
         stats_table.render(stats_results)
-    write_reports(results, targets, specs=dict(loaded), quiet=quiet)
-    sys.exit(EXIT_OK if all(r.passed for r in results) else EXIT_FAIL)
+    write_rendered(rendered, quiet=quiet)
+    echo_errors(results + stats_errors)
+    click.get_current_context().exit(exit_code(results + stats_errors))
 
 
 def _add_module_commands() -> None:

@@ -110,36 +110,53 @@ class CustomLayer:
         for k, v in values.items():
             self.obj.params[k][...] = np.reshape(v, self.obj.params[k].shape)
 
+    @property
+    def where(self) -> str:
+        return f"layers.{self.index} ({self.impl.rpartition('/')[2]})"
+
+    def _forward_one(self, x):
+        from .audit.custom import call, returned_array
+
+        where = f"{self.where} forward"
+        return returned_array(where, call(where, self.obj.forward, x), shape=x.shape[:-1] + (self.n_out,), finite_from=x)
+
     def forward(self, params, x):
         values = {k: np.asarray(params[self.param_name(k)]) for k in self.keys}
         leads = {k: self._stack_lead(k, v) for k, v in values.items()}
         lead = np.broadcast_shapes(x.shape[:-2], *leads.values())
         if not lead:
             self._write(values)
-            return np.asarray(self.obj.forward(x))
+            return self._forward_one(x)
         xs = np.broadcast_to(x, lead + x.shape[-2:])
         stacks = {k: np.broadcast_to(v.reshape(leads[k] + (-1,)), lead + (v.size // max(1, int(np.prod(leads[k]))),)) for k, v in values.items()}
         outs = []
         for idx in np.ndindex(*lead):
             self._write({k: s[idx] for k, s in stacks.items()})
-            outs.append(np.asarray(self.obj.forward(xs[idx])))
+            outs.append(self._forward_one(xs[idx]))
         return np.stack(outs).reshape(lead + outs[0].shape)
 
     def backward(self, params, x, grad_out) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(dL/dx, {parameter name: gradient}) from the user's backward, checked for shape."""
-        from .errors import GradlabError
+        from .audit.custom import call, returned_array
+        from .usercode import UserCodeError
 
         self._write({k: params[self.param_name(k)] for k in self.keys})
-        result = self.obj.backward(x, grad_out)
-        where = f"layers.{self.index} ({self.impl})"
+        where = f"{self.where} backward"
+        result = call(where, self.obj.backward, x, grad_out)
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
-            raise GradlabError(f"{where}: backward must return (grad_x, {{name: grad}}), got {type(result).__name__}; `gradlab audit` checks the contract")
-        grad_x, grads = np.asarray(result[0]), result[1]
+            raise UserCodeError(f"{where} must return (grad_x, {{name: grad}}), got {type(result).__name__}; `gradlab audit` checks the contract")
+        grad_x, grads = returned_array(where, result[0], shape=x.shape), result[1]
         missing = [k for k in self.keys if k not in grads]
-        if missing or grad_x.shape != x.shape:
-            what = f"no gradient for {', '.join(map(repr, missing))}" if missing else f"grad_x of shape {grad_x.shape} for x of shape {x.shape}"
-            raise GradlabError(f"{where}: backward returned {what}; `gradlab audit` checks the contract")
-        return grad_x, {self.param_name(k): np.asarray(grads[k]) for k in self.keys}
+        if missing:
+            raise UserCodeError(f"{where} returned no gradient for {', '.join(map(repr, missing))}; `gradlab audit` checks the contract")
+        return grad_x, {self.param_name(k): returned_array(f"{where} ({k!r})", grads[k], shape=self.obj.params[k].shape) for k in self.keys}
+
+    def torch_forward(self, h, params: dict):
+        """The user's torch mirror, checked like every call into user code."""
+        from .audit.custom import call, torch_result
+
+        where = f"{self.where} torch_forward"
+        return torch_result(where, call(where, self.obj.torch_forward, h, {k: params[self.param_name(k)] for k in self.keys}))
 
     def __repr__(self) -> str:
         return f"Custom[{self.index}]({self.impl.rpartition('/')[2]}: {self.n_in} -> {self.n_out})"

@@ -33,10 +33,12 @@ class SpecResult:
     seed: int = 0
     network: str = ""
     notes: list[str] = field(default_factory=list)
+    error: str | None = None  # the spec could not be checked: the one-line reason (`Error: ...`)
+    error_kind: str = ""  # user (bad spec, user code failed, timeout) | internal (a bug of gradlab)
 
     @property
     def passed(self) -> bool:
-        return not any(c.status == "fail" for c in self.comparisons)
+        return self.error is None and not any(c.status == "fail" for c in self.comparisons)
 
     @property
     def failures(self) -> list[cmp.Comparison]:
@@ -53,6 +55,7 @@ class SpecResult:
             "numeric_method": self.method,
             "mode": self.mode,
             "notes": self.notes,
+            "error": self.error,
             "seconds": round(self.seconds, 4),
             "comparisons": [c.to_dict() for c in self.comparisons],
         }
@@ -95,6 +98,7 @@ def run(
     """Check one validated spec. CLI options, when given, override the spec's `check` section."""
     t0 = time.perf_counter()
     net = net or build(spec)
+    require_finite_loss(net, path)
     chk = spec.check
     devices = devices or chk.devices
     engines = engines or chk.engines
@@ -133,6 +137,30 @@ def run(
         network=repr(net),
         notes=list(num.notes) if num else [],
     )
+
+
+def require_finite_loss(net: Network, path: str) -> None:
+    """Nothing can be compared where the loss itself is inf/NaN: say where it first went non-finite, in which dtype."""
+    from .errors import SpecError
+
+    h = net.x
+    with np.errstate(all="ignore"):
+        for layer in net.layers:
+            h = layer.forward(net.params, h)
+            if not np.all(np.isfinite(h)):
+                raise SpecError(path, f"network.layers[{layer.index}]", f"{_layer_name(layer)} produces inf/NaN from finite input in {net.dtype}, "
+                                "so the loss and its gradient are undefined at this spec's point; nothing to compare (lower the init or input scale, or use float64)")
+        loss = net.loss_of_output(h)
+    if not np.all(np.isfinite(loss)):
+        lo, hi = float(np.min(h)), float(np.max(h))
+        raise SpecError(path, "loss", f"{net.loss_op.name} is {float(np.real(loss))} in {net.dtype} at this spec's point (the network's output spans [{lo:.9g}, {hi:.9g}]: "
+                        "probabilities saturated to exactly 0 or 1?), so there is no gradient to compare; lower the init or input scale, or use float64")
+
+
+def _layer_name(layer) -> str:
+    op, impl = getattr(layer, "op", None), getattr(layer, "impl", None)
+    what = op.name if op is not None else impl.rpartition("/")[2] if impl else type(layer).__name__.replace("Layer", "").lower()
+    return f"layers.{layer.index} ({what})"
 
 
 def _every_engine_at_worst(rows: list[cmp.Comparison], grads: list[Gradients]) -> None:

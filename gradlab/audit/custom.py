@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..ops import Activation, Loss
+from ..usercode import UserCodeError, user_code
 from . import contracts, loading
 from .loading import TargetError
 
@@ -44,6 +45,54 @@ def _in_features(obj: Any, impl: str) -> int:
     return shape[1]
 
 
+def _as_target_error(fn):
+    """At load time the user's code failing (raise, sys.exit, ...) is a TargetError, shown at the spec's key path."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserCodeError as exc:
+            raise TargetError(str(exc)) from None
+
+    return wrapper
+
+
+def call(where: str, fn, *args):
+    """Call the user's `fn`; whatever it raises or exits with becomes a UserCodeError naming `where`."""
+    with user_code(where):
+        return fn(*args)
+
+
+def returned_array(where: str, out: Any, *, shape=None, finite_from=None) -> np.ndarray:
+    """The user's return value as an array, checked: the shape asked for, and finite wherever its input was."""
+    if out is None or not hasattr(out, "__array__") and not isinstance(out, (list, tuple, float, int, complex)):
+        raise UserCodeError(f"{where} returned {type(out).__name__}, not an array")
+    try:
+        arr = np.asarray(out)
+    except Exception as exc:
+        raise UserCodeError(f"{where} returned something that is not an array ({type(exc).__name__}: {exc})") from None
+    if arr.dtype.kind not in "biufc":
+        raise UserCodeError(f"{where} returned an array of {arr.dtype}, not numbers")
+    if shape is not None and arr.shape != tuple(shape):
+        raise UserCodeError(f"{where} returned shape {arr.shape}, expected {tuple(shape)}")
+    if finite_from is not None and np.all(np.isfinite(finite_from)) and not np.all(np.isfinite(arr)):
+        bad = np.unravel_index(int(np.flatnonzero(~np.isfinite(arr))[0]), arr.shape) if arr.ndim else ()
+        raise UserCodeError(f"{where} returned {arr[bad]} at {tuple(int(i) for i in bad)} for finite input; it is this op's error")
+    return arr
+
+
+def torch_result(where: str, out: Any):
+    """A torch mirror must give a tensor (NumPy would cut the graph autograd needs)."""
+    import torch
+
+    if not isinstance(out, torch.Tensor):
+        raise UserCodeError(f"{where} returned {type(out).__name__}, not a torch.Tensor; build it from torch ops so autograd can differentiate it")
+    return out
+
+
+@_as_target_error
 def check(kind: str, impl: str, base_dir: str | Path | None = None) -> str:
     """Load `impl` for a spec position (activation, loss, layer) and check its contract; returns it resolved.
 
@@ -64,27 +113,24 @@ def check(kind: str, impl: str, base_dir: str | Path | None = None) -> str:
 
 def _probe(obj: Any, n_in: int, impl: str) -> np.ndarray:
     x = np.linspace(-1.0, 1.0, 3 * n_in).reshape(3, n_in)
-    try:
-        return np.asarray(obj.forward(x))
-    except Exception as exc:
-        raise TargetError(f"{impl}: forward of a (3, {n_in}) batch raised {type(exc).__name__}: {exc}") from None
+    where = f"{short(impl)}: forward of a (3, {n_in}) batch"
+    return returned_array(where, call(where, obj.forward, x), finite_from=x)
 
 
 def _check_rowwise(obj: Any, impl: str) -> None:
     """An activation in a network must act on each row alone (the engines perturb rows separately)."""
     low, high = contracts.parse_domain(getattr(obj, "domain", None), impl)
     z = np.clip(np.array([[0.3, -1.2, 2.0], [1.5, 0.1, -0.4]]), low + 1e-3 if np.isfinite(low) else -np.inf, high - 1e-3 if np.isfinite(high) else np.inf)
-    try:
-        whole = np.asarray(obj.forward(z), dtype=float)
-        rows = np.concatenate([np.asarray(obj.forward(z[i : i + 1]), dtype=float) for i in range(2)])
-    except Exception as exc:
-        raise TargetError(f"{impl}: forward of a (2, 3) batch raised {type(exc).__name__}: {exc}") from None
+    where = f"{short(impl)}: forward of a (2, 3) batch"
+    whole = returned_array(where, call(where, obj.forward, z)).astype(float)
     if whole.shape != z.shape:
         raise TargetError(f"{impl}: an activation must keep its input's shape; forward of shape (2, 3) returned {whole.shape}")
+    rows = np.concatenate([returned_array(where, call(where, obj.forward, z[i : i + 1]), shape=(1, 3)) for i in range(2)]).astype(float)
     if not np.allclose(whole, rows, rtol=1e-9, atol=1e-12, equal_nan=True):
         raise TargetError(f"{impl}: forward mixes the rows of the batch (the batch gives other values than row by row); an activation acts on each row alone -- make it a `type: custom` layer")
 
 
+@_as_target_error
 def check_loss_sums_rows(impl: str, width: int) -> None:
     """A spec's loss is a sum over rows (gradlab divides by N for reduction: mean); refuse averages early."""
     obj = loading.load(impl)
@@ -94,11 +140,16 @@ def check_loss_sums_rows(impl: str, width: int) -> None:
     hi = high - 0.05 * (high - low) if np.isfinite(low) and np.isfinite(high) else (high - 0.1 if np.isfinite(high) else 1.0)
     pred = rng.uniform(lo, hi, size=(3, width))
     target = _target(obj.target, (3, width), rng)
-    try:
-        whole = float(np.asarray(obj.forward(pred, target)))
-        rows = sum(float(np.asarray(obj.forward(pred[i : i + 1], target[i : i + 1]))) for i in range(3))
-    except Exception as exc:
-        raise TargetError(f"{short(impl)}: forward on a (3, {width}) batch raised {type(exc).__name__}: {exc}") from None
+    where = f"{short(impl)}: forward on a (3, {width}) batch"
+
+    def value(p, t):
+        out = returned_array(where, call(where, obj.forward, p, t))
+        if out.size != 1:
+            raise UserCodeError(f"{where} returned shape {out.shape}; a loss returns one number")
+        return float(np.real(out.reshape(())))
+
+    whole = value(pred, target)
+    rows = sum(value(pred[i : i + 1], target[i : i + 1]) for i in range(3))
     if not np.isclose(whole, rows, rtol=1e-9, atol=1e-12):
         raise TargetError(
             f"{short(impl)}: a loss in a spec must be the sum over the batch's rows (3 rows give {whole:.6g}, their rows summed {rows:.6g}); "
@@ -139,16 +190,27 @@ def _rows(fn, z, *more):
 
 
 def activation_record(impl: str) -> CustomActivation:
-    """A user's activation as a registry record (a fresh object per network)."""
+    """A user's activation as a registry record (a fresh object per network); every call into it is checked."""
     obj = loading.load(impl)
     kinks = contracts.parse_kinks(getattr(obj, "kinks", None), impl)
     torch_forward = getattr(obj, "torch_forward", None)
+    op = short(impl)
+
+    def forward(z, hp):
+        return returned_array(f"{op} forward", call(f"{op} forward", _rows, obj.forward, z), shape=np.shape(z), finite_from=z)
+
+    def backward(z, a, g, hp):
+        return returned_array(f"{op} backward", call(f"{op} backward", _rows, obj.backward, z, g), shape=np.shape(z)), {}
+
+    def mirror(z, hp):
+        return torch_result(f"{op} torch_forward", call(f"{op} torch_forward", torch_forward, z))
+
     return CustomActivation(
         name=_name(impl),
         doc=f"custom activation {impl}",
-        forward=lambda z, hp: _rows(obj.forward, z),
-        backward=lambda z, a, g, hp: (_rows(obj.backward, z, g), {}),
-        torch=(lambda z, hp: torch_forward(z)) if callable(torch_forward) else None,
+        forward=forward,
+        backward=backward,
+        torch=mirror if callable(torch_forward) else None,
         kinks=(lambda hp: kinks) if kinks else None,
         continuous=bool(getattr(obj, "continuous", True)),
         elementwise=bool(getattr(obj, "elementwise", False)),
@@ -176,15 +238,27 @@ def _per_slice(fn, y, t, reduce: bool):
 
 
 def loss_record(impl: str) -> CustomLoss:
+    """A user's loss as a registry record; every call into it is checked."""
     obj = loading.load(impl)
     torch_forward = getattr(obj, "torch_forward", None)
     low, high = contracts.parse_domain(getattr(obj, "domain", None), impl)
+    op = short(impl)
+
+    def forward(y, t):
+        return returned_array(f"{op} forward", call(f"{op} forward", _per_slice, obj.forward, y, t, True), shape=np.shape(y)[:-2])
+
+    def backward(y, t):
+        return returned_array(f"{op} backward", call(f"{op} backward", _per_slice, obj.backward, y, t, False), shape=np.shape(y))
+
+    def mirror(y, t):
+        return torch_result(f"{op} torch_forward", call(f"{op} torch_forward", torch_forward, y, t))
+
     return CustomLoss(
         name=_name(impl),
         doc=f"custom loss {impl}",
-        forward=lambda y, t: _per_slice(obj.forward, y, t, True),
-        backward=lambda y, t: _per_slice(obj.backward, y, t, False),
-        torch=(lambda y, t: torch_forward(y, t)) if callable(torch_forward) else None,
+        forward=forward,
+        backward=backward,
+        torch=mirror if callable(torch_forward) else None,
         targets=(obj.target,),
         needs_probabilities=low >= 0.0 and high <= 1.0,
         complex_safe=getattr(obj, "complex_safe", False) is True,
@@ -208,6 +282,7 @@ class LayerInfo:
     params: dict[str, np.ndarray]
 
 
+@_as_target_error
 def layer_info(impl: str) -> LayerInfo:
     """A fresh layer object, its widths and its initial parameters (copies)."""
     obj = loading.load(impl)

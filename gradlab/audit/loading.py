@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GradlabError
+from ..usercode import Timeout, UserCodeError, code_allowed, describe, interrupted, user_code
 
 FORMAT = "path/to/file.py:Name or package.module:Name"
 
@@ -63,12 +64,43 @@ def _import_error(where: str, exc: BaseException) -> TargetError:
     hint = ""
     if isinstance(exc, ImportError) and "relative import" in str(exc):
         hint = "; a file loaded by path has no package: import siblings absolutely, or name the target as package.module:Name"
-    return TargetError(f"{where}: cannot import: {type(exc).__name__}: {exc}{at}{hint}")
+    return TargetError(f"{where}: cannot import: {describe(exc)}{at}{hint}")
+
+
+def _refuse_if_no_code(target: str) -> None:
+    if not code_allowed():
+        raise TargetError(f"{target}: user code is switched off (--no-code or GRADLAB_NO_CODE=1); nothing was imported. "
+                          "Run it where you trust the code, or drop the impl")
+
+
+def _import_guard(where: str):
+    """Importing runs the user's module: an exception, sys.exit() or a KeyboardInterrupt it raises is a TargetError."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def guard():
+        try:
+            yield
+        except Timeout:
+            raise
+        except KeyboardInterrupt as exc:
+            if interrupted():
+                raise
+            raise _import_error(where, exc) from None
+        except GradlabError:
+            raise
+        except BaseException as exc:
+            raise _import_error(where, exc) from None
+
+    return guard()
 
 
 def _load_file(path: Path, shown: str):
     if not path.is_file():
-        raise TargetError(f"{shown}: no such file" + (f" (looked for {path})" if str(path) != shown else ""))
+        what = "is not a regular file" if path.exists() else "no such file"
+        raise TargetError(f"{shown}: {what}" + (f" (looked for {path})" if str(path) != shown else ""))
+    if path.suffix != ".py":
+        raise TargetError(f"{shown}: not a Python file (expected a .py file: {FORMAT})")
     key = (str(path), path.stat().st_mtime_ns)
     if key in _MODULES:
         return _MODULES[key]
@@ -79,10 +111,11 @@ def _load_file(path: Path, shown: str):
     folder = str(path.parent)
     sys.path.insert(0, folder)
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
+        with _import_guard(shown):
+            spec.loader.exec_module(module)
+    except BaseException:
         sys.modules.pop(mod_name, None)
-        raise _import_error(shown, exc) from None
+        raise
     finally:
         if folder in sys.path:
             sys.path.remove(folder)
@@ -91,21 +124,27 @@ def _load_file(path: Path, shown: str):
 
 
 def _load_module(dotted: str):
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:  # console scripts do not put the working directory on sys.path
-        sys.path.insert(0, cwd)
+    """A dotted name is imported from the installed packages only (sys.path without the working directory):
+    gradlab never picks up a stray `setup.py` or `test.py` from wherever it happens to run."""
+    here = {"", ".", str(Path.cwd())}
+    kept = list(sys.path)
+    sys.path[:] = [p for p in kept if p not in here]  # `python -m` and `-c` put the working directory first
     try:
-        return importlib.import_module(dotted)
-    except ModuleNotFoundError as exc:
-        if exc.name and dotted.startswith(exc.name):
-            raise TargetError(f"{dotted}: no module named {exc.name!r} (for a file, write path/to/file.py:Name)") from None
-        raise _import_error(dotted, exc) from None
-    except Exception as exc:
-        raise _import_error(dotted, exc) from None
+        with _import_guard(dotted):
+            return importlib.import_module(dotted)
+    except TargetError as exc:
+        cause = exc.__context__
+        if isinstance(cause, ModuleNotFoundError) and cause.name and dotted.startswith(cause.name):
+            raise TargetError(f"{dotted}: no module named {cause.name!r} among the installed packages (sys.path); "
+                              f"for a file, write path/to/file.py:Name (e.g. ./{dotted.replace('.', '/')}.py:Name)") from None
+        raise
+    finally:
+        sys.path[:] = kept + [p for p in sys.path if p not in kept]
 
 
 def load_raw(target: str, base_dir: str | Path | None = None) -> Any:
     """The module attribute TARGET names, as defined (a class stays a class)."""
+    _refuse_if_no_code(target)
     source, name = split(target)
     shown = source
     if is_file(source):
@@ -137,11 +176,12 @@ def instantiate(raw: Any, target: str) -> Any:
         return raw
     if isinstance(raw, type):
         try:
-            return raw()
-        except TypeError as exc:
-            raise TargetError(f"{target}: cannot create {raw.__name__}() with no arguments ({exc}); give the constructor defaults, or point at an instance") from None
-        except Exception as exc:
-            raise TargetError(f"{target}: {raw.__name__}() raised {type(exc).__name__}: {exc}") from None
+            with user_code(f"{target}: {raw.__name__}()"):
+                return raw()
+        except UserCodeError as exc:
+            if isinstance(exc.__context__, TypeError) and "argument" in str(exc):
+                raise TargetError(f"{target}: cannot create {raw.__name__}() with no arguments; give the constructor defaults, or point at an instance") from None
+            raise TargetError(str(exc)) from None
     if callable(raw) and not any(hasattr(raw, m) for m in ("forward", "backward")):
         raise TargetError(f"{target}: is a function, not an op; point at a class or an object with forward and backward methods")
     try:

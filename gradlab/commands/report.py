@@ -9,11 +9,11 @@ functions of these inputs.
 from __future__ import annotations
 
 import os
-import sys
 from datetime import datetime, timezone
 
 import click
 
+from ..batch import safety_options, timeout_option
 from ..errors import GradlabError
 from ..report import FORMATS, format_for, render
 from ..report.depth import DepthProfile, LayerPoint
@@ -70,23 +70,30 @@ def append_step_summary(markdown: str) -> None:
         click.echo(f"warning: cannot append the report to ${STEP_SUMMARY} ({target}): {exc}", err=True)
 
 
-def write_reports(results, targets: list[tuple[str | None, str]], *, specs: dict | None = None, quiet: bool = False) -> None:
-    """Render each (path, format) target once; a None path means stdout. Markdown also goes to the job summary."""
-    from ..cli import write_text
-
+def render_reports(results, targets: list[tuple[str | None, str]], *, specs: dict | None = None) -> list[tuple[str | None, str, str]]:
+    """(path, format, text) for each target; rendering is the slow part, so it all happens before any file is written."""
     environment = report_environment(results)
     depth = None
     if any(fmt == "html" for _, fmt in targets):
         specs = specs or {}
-        depth = {r.path: p for r in results if r.path in specs and (p := depth_profile(specs[r.path], r.path)) is not None}
-    markdown = None
-    for path, fmt in targets:
-        text = render(fmt, results, environment, depth=depth)
-        if fmt == "md":
-            markdown = text
-        write_text(text, path)
-        if path is not None and not quiet:
+        depth = {r.path: p for r in results if r.error is None and r.path in specs and (p := depth_profile(specs[r.path], r.path)) is not None}
+    return [(path, fmt, render(fmt, results, environment, depth=depth)) for path, fmt in targets]
+
+
+def write_rendered(rendered: list[tuple[str | None, str, str]], *, quiet: bool = False) -> None:
+    """Write each rendered document whole (stdout for a None path); Markdown also goes to the job summary.
+
+    Format "output" is the command's own --output (not announced on stderr like a report)."""
+    from ..output import write_atomic
+
+    for path, fmt, text in rendered:
+        if path is None:
+            click.echo(text)
+            continue
+        write_atomic(path, text)
+        if not quiet and fmt != "output":
             click.echo(f"report: {path} ({fmt})", err=True)
+    markdown = next((text for _, fmt, text in rendered if fmt == "md"), None)
     if markdown is not None:
         append_step_summary(markdown)
 
@@ -102,22 +109,30 @@ def write_reports(results, targets: list[tuple[str | None, str]], *, specs: dict
 @click.option("--mode", type=click.Choice(["auto", "full", "fast"]), help="full: every element; fast: random projections with bisection; auto: full up to 250,000 parameters (overrides check.mode).")
 @click.option("--engines", help="Comma-separated engines to run (analytic,numeric,autograd); overrides check.engines.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no 'report: PATH' line on stderr.")
-def command(specs, fmt, output, devices, method, mode, engines, quiet):
+@timeout_option
+@safety_options
+def command(specs, fmt, output, devices, method, mode, engines, quiet, timeout=None):
     """Check the gradients of one or more specs and write one report for all of them.
 
     The same checks as `gradlab check`, written as Markdown, HTML, JSON, CSV or JUnit XML.
     With $GITHUB_STEP_SUMMARY set, a Markdown report is also appended to the job summary.
-    Exit code 0 when everything agrees, 1 when a discrepancy is found, 2 for a bad spec or usage.
+    Exit code 0 when everything agrees, 1 when a discrepancy is found, 2 for a bad spec, bad
+    usage or failing user code (the other specs are still checked), 3 for an internal error.
     """
-    from ..cli import EXIT_FAIL, EXIT_OK, check_devices, load_all, parse_engines, run_loaded
+    from ..batch import check_devices, echo_errors, exit_code, in_order, load_all, parse_engines, run_loaded
+    from ..output import check_writable
 
     fmt = fmt or (format_for(output) if output else "md")
     engine_list = parse_engines(engines)
     check_devices(devices)
-    loaded = load_all(specs)
-    results = run_loaded(loaded, progress=not quiet, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
-    write_reports(results, [(output, fmt)], specs=dict(loaded), quiet=quiet)
-    sys.exit(EXIT_OK if all(r.passed for r in results) else EXIT_FAIL)
+    if output:
+        check_writable(output)
+    loaded, invalid = load_all(specs)
+    ran = run_loaded(loaded, progress=not quiet, timeout=timeout, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
+    results = in_order(specs, invalid, ran)
+    write_rendered(render_reports(results, [(output, fmt)], specs=dict(loaded)), quiet=quiet)
+    echo_errors(results)
+    click.get_current_context().exit(exit_code(results))
 
 
 def report_targets(paths) -> list[tuple[str, str]]:

@@ -52,7 +52,7 @@ def gradients(net: Network, device: str = "cpu", *, wrt_input: bool = False) -> 
             b = params[layer.bias_name] if layer.bias_name else None
             h = dense_op.torch_forward(h, params[layer.weight], b, layer.layout, layer.bias)
         elif isinstance(layer, CustomLayer):
-            h = layer.obj.torch_forward(h, {k: params[layer.param_name(k)] for k in layer.keys})
+            h = layer.torch_forward(h, params)
         else:
             h = layer.op.torch(h, layer.hyper(params))
     loss = net.loss_op.torch(h, tensor(net.target)) * net.loss_scale

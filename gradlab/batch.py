@@ -1,0 +1,197 @@
+"""What every command that checks specs does: expand the paths, validate each spec, run each under
+its deadline, and keep going when one of them fails -- then decide the exit code from typed outcomes.
+
+A spec that cannot be checked (invalid, its user code raised or exited, it timed out, the loss is not
+finite at its point) becomes a SpecResult with `error` set; the other specs still run. The exit code:
+  0  every spec was checked and every comparison agrees
+  1  a comparison failed, and every spec could be checked
+  2  a spec or the usage is wrong, or user code failed (one `Error: file: key.path: message` line each)
+  3  an internal error of gradlab (a bug: one line, the traceback with --debug)
+  130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .errors import GradlabError, SpecError
+from .usercode import Timeout, deadline, describe, forbid_code, interrupted
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_debug = {"on": False}
+
+
+def debug() -> bool:
+    import os
+
+    return _debug["on"] or os.environ.get("GRADLAB_DEBUG", "") not in ("", "0")
+
+
+def _set_debug(ctx, param, value):
+    if value:
+        _debug["on"] = True
+
+
+def _set_no_code(ctx, param, value):
+    if value:
+        forbid_code()
+
+
+def safety_options(f):
+    """--no-code and --debug, on every command that may run user code."""
+    f = click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+                     help="On an internal error, print the traceback (also GRADLAB_DEBUG=1).")(f)
+    f = click.option("--no-code", is_flag=True, expose_value=False, is_eager=True, callback=_set_no_code,
+                     help="Refuse specs that name user code (impl:) before importing anything (also GRADLAB_NO_CODE=1).")(f)
+    return f
+
+
+def _positive_seconds(ctx, param, value):
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"expected a finite number of seconds > 0, got {value}")
+    return value
+
+
+timeout_option = click.option("--timeout", type=float, callback=_positive_seconds, metavar="SECONDS",
+                              help="Give up on a spec after this many seconds (user code that hangs is reported as a timeout, exit 2); overrides check.timeout.")
+
+
+def expand_specs(paths) -> list[Path]:
+    """Files as given; directories contribute their *.yaml / *.yml files, sorted."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in [*p.glob("*.yaml"), *p.glob("*.yml")] if not f.is_dir())
+            if not found:
+                raise SpecError(str(p), "(directory)", "no *.yaml specs in this directory")
+            out += found
+        elif not p.exists() and not p.is_symlink():
+            raise SpecError(str(p), "(file)", "no such file")
+        else:
+            out.append(p)
+    return out
+
+
+def error_result(path: str, message: str, *, kind: str = "user", name: str | None = None):
+    from .runner import SpecResult
+
+    return SpecResult(path=path, name=name or Path(path).stem, dtype="", comparisons=[], error=message, error_kind=kind)
+
+
+def guarded(path: str, work, *, name: str | None = None):
+    """Run `work()` for one spec; whatever goes wrong becomes that spec's error result, never the end of the run."""
+    try:
+        return work()
+    except SpecError as exc:
+        return error_result(path, str(exc), name=name)
+    except Timeout as exc:
+        return error_result(path, exc.message(), name=name)
+    except GradlabError as exc:
+        return error_result(path, f"{path}: {exc}", name=name)
+    except KeyboardInterrupt as exc:
+        if interrupted():
+            raise
+        return error_result(path, f"{path}: user code {describe(exc)}", name=name)
+    except SystemExit as exc:  # gradlab itself never exits inside a spec: this came from user code
+        return error_result(path, f"{path}: user code {describe(exc)}", name=name)
+    except RecursionError as exc:
+        return error_result(path, f"{path}: recursion too deep ({exc}); a user op that recurses without end?", name=name)
+    except MemoryError:
+        return error_result(path, f"{path}: out of memory; shrink the network or batch, or lower check.memory_limit so gradlab refuses it up front", name=name)
+    except Exception as exc:
+        return error_result(path, internal_message(exc), kind="internal", name=name)
+
+
+def internal_message(exc: BaseException) -> str:
+    import traceback
+
+    text = " ".join(str(exc).split())[:200]
+    if debug():
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return f"internal error of gradlab ({type(exc).__name__}: {text}); this is a bug, not your spec: rerun with --debug for the traceback and report it"
+
+
+def load_all(paths) -> tuple[list[tuple[str, object]], list]:
+    """Validate every spec up front: (path, Spec) pairs to run, and an error result for each spec that is invalid."""
+    from .spec import load_spec
+
+    loaded, failed = [], []
+    for p in expand_specs(paths):
+        outcome = guarded(str(p), lambda p=p: load_spec(p))
+        if getattr(outcome, "error", None) is not None:
+            failed.append(outcome)
+        else:
+            loaded.append((str(p), outcome))
+    return loaded, failed
+
+
+def numeric_elements(spec) -> int:
+    """How many elements the numeric engine differentiates: the progress bar's total for one spec."""
+    from .memory import layer_sizes
+
+    return sum(n for *_, n in layer_sizes(spec)) + (spec.input.batch * spec.input.dim if spec.check.wrt_input else 0)
+
+
+def run_loaded(loaded, *, progress: bool = True, timeout: float | None = None, **options) -> list:
+    """Check validated (path, spec) pairs in order, each under its deadline; a progress bar on stderr when slow."""
+    from . import runner
+    from .report.progress import RunProgress
+
+    results = []
+    with RunProgress(len(loaded), enabled=progress) as bar:
+        for path, spec in loaded:
+            name = spec.name or Path(path).stem
+            limit = timeout or spec.check.timeout
+
+            def work(path=path, spec=spec, name=name, limit=limit):
+                with deadline(limit, path):
+                    return runner.run(spec, path=path, progress=bar.spec(name, numeric_elements(spec)), **options)
+
+            results.append(guarded(path, work, name=name))
+    return results
+
+
+def in_order(paths, invalid: list, ran: list) -> list:
+    """Results in the order the specs were named, the invalid ones (error results) in their place."""
+    by_path = {r.path: r for r in invalid}
+    ran_iter = iter(ran)
+    return [by_path.pop(str(p)) if str(p) in by_path else next(ran_iter) for p in expand_specs(paths)]
+
+
+def parse_engines(engines: str | None) -> list[str] | None:
+    """`--engines analytic,numeric` -> a list, or an error naming what is allowed."""
+    if not engines:
+        return None
+    engine_list = [e.strip() for e in engines.split(",") if e.strip()]
+    bad = [e for e in engine_list if e not in ("analytic", "numeric", "autograd")]
+    if bad or len(set(engine_list)) < 2:
+        raise GradlabError(f"--engines: expected at least two of analytic,numeric,autograd, got {engines[:100]!r}")
+    return engine_list
+
+
+def check_devices(devices) -> None:
+    import re
+
+    for d in devices:
+        if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", d):
+            raise GradlabError(f"--device: unknown device {d[:100]!r}; expected cpu, cuda or cuda:N")
+
+
+def exit_code(results) -> int:
+    if any(getattr(r, "error_kind", "") == "internal" for r in results):
+        return EXIT_INTERNAL
+    if any(r.error is not None for r in results):
+        return EXIT_USAGE
+    return EXIT_OK if all(r.passed for r in results) else EXIT_FAIL
+
+
+def echo_errors(results) -> None:
+    """One `Error:` line per spec that could not be checked, on stderr."""
+    for r in results:
+        if r.error is not None:
+            click.echo(f"Error: {r.error}", err=True)
