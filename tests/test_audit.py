@@ -94,7 +94,7 @@ def test_mse_missing_one_over_n_needs_two_rows():
 def test_dense_wrong_transpose_non_square_raises_with_traceback():
     result = audit(target("wrong", "DenseWrongTranspose"), examples=BUDGET)
     f = result.findings[0]
-    assert f.kind == "exception" and f.stage == "backward"
+    assert f.kind == "raised" and f.stage == "backward"
     assert "wrong.py" in f.traceback and "ValueError" in f.traceback
     assert "gradlab/audit" not in f.traceback  # only the user's frames
 
@@ -179,7 +179,7 @@ def test_usage_errors_exit_2_with_a_clear_message(args, fragments):
 
 
 @pytest.mark.parametrize("name, kind, fragment", [
-    ("RaisesOnWideInput", "exception", "IndexError"),
+    ("RaisesOnWideInput", "raised", "IndexError"),
     ("LogNoDomain", "non-finite", "declare domain"),
     ("InPlace", "mutation", "grad_out"),
     ("SGDInBackward", "mutation", "'W'"),
@@ -363,3 +363,156 @@ def test_custom_layer_evaluates_stacks_slice_by_slice(tmp_path):
     assert y.shape == (2, 4, 5)
     np.testing.assert_allclose(y[1] - y[0], np.ones((4, 5)))
     np.testing.assert_allclose(layer.forward(net.params, np.stack([x, 2 * x]))[1], layer.forward(net.params, 2 * x))
+
+
+# --- user code that tries to end gradlab ------------------------------------------------------
+
+
+@pytest.fixture
+def cli_sigint(monkeypatch):
+    """As under the CLI: the SIGINT handler is installed and no real Ctrl-C has arrived."""
+    from gradlab import usercode
+
+    monkeypatch.setitem(usercode._sigint, "installed", True)
+    monkeypatch.setitem(usercode._sigint, "received", False)
+    return usercode._sigint
+
+
+@pytest.mark.parametrize("name, stage, fragment", [
+    ("ExitInForward", "forward", "called sys.exit(0)"),
+    ("ExitInBackwardAboveOneAndAHalf", "backward", "called sys.exit(0)"),
+    ("RaisesKeyboardInterrupt", "backward", "raised KeyboardInterrupt"),
+    ("ExitInForwardNextToOneHalf", "forward", "called sys.exit(3) at a point of the finite-difference stencil"),
+])
+def test_exit_or_keyboard_interrupt_in_user_code_is_a_raised_counterexample(cli_sigint, name, stage, fragment):
+    result = audit(target("hostile", name), examples=BUDGET)
+    assert [f.kind for f in result.findings] == ["raised"]
+    f = result.findings[0]
+    assert f.stage == stage and fragment in f.message and "hostile.py" in f.traceback
+
+
+def test_exit_only_for_large_inputs_is_found_and_shrunk(cli_sigint):
+    f = audit(target("hostile", "ExitInBackwardAboveOneAndAHalf"), examples=BUDGET).findings[0]
+    np.testing.assert_array_equal(f.case.inputs["z"], [2.0])  # the simplest value with |z| > 1.5
+
+
+@pytest.mark.parametrize("name", ["ExitInForward", "ExitInBackwardAboveOneAndAHalf", "RaisesKeyboardInterrupt"])
+def test_cli_never_exits_0_when_user_code_exits(tmp_path, name):
+    """A real process: sys.exit(0) inside the op must give exit 1, a report and the `raised` kind."""
+    out = tmp_path / "audit.json"
+    proc = subprocess.run([sys.executable, "-m", "gradlab", "audit", target("hostile", name), "--examples", "30",
+                           "--format", "json", "--output", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["passed"] is False and [c["kind"] for c in doc["counterexamples"]] == ["raised"]
+    assert "hostile.py" in doc["counterexamples"][0]["traceback"]
+
+
+def test_text_report_names_the_raised_kind(cli_sigint):
+    result = CliRunner().invoke(main, ["audit", target("hostile", "ExitInForward"), "--examples", "10"])
+    assert result.exit_code == 1
+    assert "FAIL  raised: forward called sys.exit(0)" in result.output
+    assert result.output.splitlines()[-1] == "FAIL: 1 counterexample(s) (raised)"
+
+
+def test_real_ctrl_c_and_deadline_still_stop_the_audit(cli_sigint):
+    from gradlab.usercode import Timeout
+
+    cli_sigint["received"] = True  # the SIGINT handler saw a real Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        audit(target("hostile", "RaisesKeyboardInterrupt"), examples=5)
+    cli_sigint["received"] = False
+    with pytest.raises(Timeout):
+        audit(target("hostile", "DeadlineExpires"), examples=5)
+
+
+def test_sys_exit_while_importing_the_target_exits_2(tmp_path):
+    ops = tmp_path / "ops.py"
+    ops.write_text("import sys\nsys.exit(0)\n\nclass Op:\n    pass\n")
+    proc = subprocess.run([sys.executable, "-m", "gradlab", "audit", f"{ops}:Op"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("Error:") and "ops.py" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- domains a loss does not declare ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("module, name, domain", [
+    ("correct", "CrossEntropyNoDomain", "(0, 1]"),  # the issue's loss: it used to fail on pred = [[0.]]
+    ("correct", "SoftCrossEntropyNoDomain", "(0, 1]"),
+    ("correct", "BinaryCrossEntropyNoDomain", "(0, 1)"),  # log(1 - p): open at 1 too
+    ("hostile", "PoissonNoDomain", "(0, inf)"),  # regression targets, finite above 1: a rate, not a probability
+])
+def test_loss_on_probabilities_gets_its_domain_inferred(module, name, domain):
+    result = audit(target(module, name), examples=BUDGET)
+    assert result.passed, [f.message for f in result.findings]
+    assert result.domain == domain and "not at 0" in result.domain_note
+    assert result.coverage.negative == 0 and result.coverage.zeros == 0
+
+
+def test_inferred_domain_is_drawn_up_to_a_closed_bound():
+    c = audit(target("correct", "CrossEntropyNoDomain"), examples=200).coverage
+    assert c.max_abs == 1.0 and c.near_zero > 0  # p = 1 exactly (log 1 = 0 is defined) and p near 0
+
+
+def test_losses_defined_everywhere_get_no_domain():
+    for module, name in (("correct", "MSE"), ("wrong", "MSENoMean")):
+        subject = prepare(target(module, name))
+        assert subject.envelope.low == -np.inf and subject.envelope.high == np.inf and not subject.domain_note
+
+
+def test_wrong_loss_is_still_caught_inside_the_inferred_domain():
+    result = audit(target("hostile", "CrossEntropyNoMinus"), examples=BUDGET)
+    assert [f.kind for f in result.findings] == ["mismatch"] and result.domain == "(0, 1]"
+    assert np.all(result.findings[0].case.inputs["pred"] > 0)
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("CrossEntropyNaNBackwardNearZero", "inside the domain (0, 1] (inferred)"),  # strictly inside an inferred domain
+    ("CrossEntropyNaNInside", "inside the domain (0, 1)"),  # strictly inside a declared one
+])
+def test_nan_strictly_inside_the_domain_is_still_a_finding(name, fragment):
+    result = audit(target("hostile", name), examples=BUDGET)
+    assert [f.kind for f in result.findings] == ["non-finite"]
+    assert fragment in result.findings[0].message
+
+
+def test_non_finite_on_a_domain_bound_is_undetermined_not_a_failure(capsys):
+    ce = target("correct", "CrossEntropyNoDomain")
+    assert reproduce(ce, pred=np.array([[0.0]]), target=np.array([[1.0]])) is None  # the issue's first example
+    assert "UNDETERMINED" in capsys.readouterr().out
+    f = reproduce(ce, pred=np.array([[-0.5]]), target=np.array([[1.0]]), quiet=True)
+    assert f is not None and f.kind == "non-finite"  # outside the domain, not on it: still reported
+
+
+def test_search_discards_cases_on_a_bound_where_the_op_is_undefined():
+    from dataclasses import replace
+
+    from gradlab.audit.judge import tolerance
+    from gradlab.audit.search import run
+
+    subject = prepare(target("correct", "CrossEntropyNoDomain"))
+    subject.envelope = replace(subject.envelope, low_closed=True)  # draw p = 0 too: log 0 there
+    result = run(subject, examples=BUDGET, seed=0, tol=tolerance())
+    assert result.passed and result.coverage.discarded > 0
+
+
+def test_json_and_text_say_the_domain_was_inferred(tmp_path):
+    out = tmp_path / "audit.json"
+    result = CliRunner().invoke(main, ["audit", target("correct", "CrossEntropyNoDomain"), "--examples", "20", "--format", "json", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["domain"] == "(0, 1]" and "not at 0" in doc["domain_inferred"]
+    text = CliRunner().invoke(main, ["audit", target("correct", "CrossEntropyNoDomain"), "--examples", "20"]).output
+    assert "domain: (0, 1] (inferred: forward is finite on (0, 1) but not at 0" in text
+
+
+def test_audit_timeout_and_unwritable_output_exit_2(tmp_path):
+    hang = subprocess.run([sys.executable, "-m", "gradlab", "audit", target("hostile", "Sleeps"), "--timeout", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert hang.returncode == 2 and "timed out after 1 s" in hang.stderr and "Traceback" not in hang.stderr
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    bad = CliRunner().invoke(main, ["audit", target("correct", "Silu"), "--output", str(blocked / "audit.json")])
+    assert bad.exit_code == 2 and "cannot write here" in bad.output and "searched" not in bad.output

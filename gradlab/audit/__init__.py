@@ -19,7 +19,7 @@ import numpy as np
 
 from . import contracts, loading, report, subjects
 from .contracts import KINDS
-from .judge import Counterexample, Finding, examine, tolerance
+from .judge import Counterexample, Finding, Undetermined, examine, tolerance
 from .loading import TargetError
 from .search import DEFAULT_EXAMPLES, AuditResult, run
 from .strategies import MAX_ABS, Case, param_key
@@ -73,7 +73,8 @@ def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dic
               rtol: float | None = None, atol: float | None = None, quiet: bool = False, **arrays) -> Finding | None:
     """Re-run one case (the arguments a counterexample printed) and print the verdict.
 
-    Returns the Finding, or None when the op's backward is right on this input.
+    Returns the Finding, or None when the op's backward is right on this input (or the input lies
+    on a bound of the domain, where the op is not finite: undetermined).
     """
     subject = prepare(op, kind=kind)
     inputs: dict[str, np.ndarray] = {}
@@ -99,6 +100,10 @@ def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dic
         if not quiet:
             print("\n".join(report.finding_lines(result, exc.finding, shrunk=False)))
         return exc.finding
+    except Undetermined as exc:
+        if not quiet:
+            print(f"UNDETERMINED: {subject.target}: {exc}; such a case says nothing about the backward")
+        return None
     finally:
         subject.restore()
     if not quiet:

@@ -11,8 +11,12 @@ any user op) and SAFETY, and ROUNDING times the tensor's largest element standin
 the rounding bound of the user's backward, which gradlab cannot model. Kink elements are counted, not judged;
 elements whose stencil leaves the op's domain are retried with smaller steps, and if the
 forward still gives no finite difference they are counted as undetermined.
-Any other way an op can be wrong -- an exception, NaN/inf on an input inside the domain,
-a wrong shape, arguments written in place -- is a finding of its own kind.
+Any other way an op can be wrong -- raising, calling sys.exit() or raising KeyboardInterrupt
+itself (kind `raised`), NaN/inf on an input inside the domain, a wrong shape, arguments written
+in place -- is a finding of its own kind. Only a real Ctrl-C and gradlab's own deadline stop
+the audit. A forward or backward that is not finite on an input lying exactly on a bound of
+the domain (log 0 at an inferred (0, 1]) is undetermined: the case says nothing about the
+backward, and the search discards it.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import numpy as np
 
 from .. import compare
 from ..engines.numeric import gradient_of
+from ..usercode import describe
 from .strategies import Case
-from .subjects import LayerSubject, Subject, as_float_array
+from .subjects import LayerSubject, Subject, as_float_array, passes_through
 
 METHOD = "richardson"
 RETRY_STEPS = (1e-6, 1e-8)  # relative steps tried for elements whose stencil left the domain
@@ -73,7 +78,7 @@ class TensorCheck:
 class Finding:
     """A counterexample: what went wrong, on which inputs, with the evidence."""
 
-    kind: str  # mismatch | non-finite | exception | contract | mutation | precision | nondeterministic
+    kind: str  # mismatch | non-finite | raised | contract | mutation | precision | nondeterministic
     message: str
     case: Case | None = None
     upstream: np.ndarray | None = None
@@ -99,7 +104,19 @@ class Mutated(Counterexample): ...
 class PrecisionLost(Counterexample): ...
 
 
-RAISES = {"mismatch": Mismatch, "non-finite": NonFinite, "exception": Raised, "contract": ContractBroken, "mutation": Mutated, "precision": PrecisionLost}
+RAISES = {"mismatch": Mismatch, "non-finite": NonFinite, "raised": Raised, "contract": ContractBroken, "mutation": Mutated, "precision": PrecisionLost}
+
+
+class Undetermined(Exception):
+    """The case lies on a bound of the domain and the op is not finite there: no verdict (discarded)."""
+
+
+class _StencilRaised(Exception):
+    """User code exited or raised a BaseException at a point of a difference stencil."""
+
+    def __init__(self, exc: BaseException):
+        super().__init__(describe(exc))
+        self.exc = exc
 
 
 def _fail(kind: str, message: str, **kw) -> None:
@@ -115,13 +132,17 @@ def user_traceback(exc: BaseException) -> str:
 
 
 def _call(stage: str, thunk: Callable[[], Any], case: Case, upstream=None):
-    """Run the user's forward or backward; an exception becomes a finding with its traceback."""
+    """Run the user's forward or backward; whatever it raises or exits with becomes a `raised`
+    finding with its traceback -- a Counterexample, an Exception, so Hypothesis shrinks it like any
+    other failure instead of ending (SystemExit) or aborting (KeyboardInterrupt) the search."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         try:
             return thunk()
-        except Exception as exc:
-            _fail("exception", f"{stage} raised {type(exc).__name__}: {exc}", case=case, upstream=upstream, stage=stage, traceback=user_traceback(exc))
+        except BaseException as exc:  # noqa: BLE001 -- sys.exit() in user code must not end gradlab
+            if passes_through(exc):
+                raise
+            _fail("raised", f"{stage} {describe(exc)}", case=case, upstream=upstream, stage=stage, traceback=user_traceback(exc))
 
 
 def _first_bad(a: np.ndarray) -> tuple[int, ...]:
@@ -135,17 +156,25 @@ def _check_forward(subject: Subject, case: Case, out: np.ndarray) -> np.ndarray:
     if subject.kind == "loss" and out.size != 1:
         _fail("contract", f"a loss's forward must return one number, got an array of shape {out.shape}", case=case, stage="forward")
     if not np.all(np.isfinite(out)):
+        _undetermined_on_boundary(subject, case, "forward")
         idx = _first_bad(out)
         _fail("non-finite", f"forward returned {out[idx] if out.ndim else out} at index {idx} for an input inside the domain {_domain(subject)}",
               case=case, stage="forward", output=out)
     return out
 
 
+def _undetermined_on_boundary(subject: Subject, case: Case, stage: str) -> None:
+    """Not finite with an input exactly on a domain bound: the function itself may be undefined there."""
+    for name, x in case.inputs.items():
+        if subject.envelope.on_boundary(x).any():
+            raise Undetermined(f"{stage} is not finite with {name} on a bound of the domain {_domain(subject)}")
+
+
 def _domain(subject: Subject) -> str:
     env = subject.envelope
     if env.low == -np.inf and env.high == np.inf:
         return "(the op declares no `domain`; if it is undefined here, declare domain = (low, high))"
-    return f"({env.low:g}, {env.high:g})"
+    return env.text() + (" (inferred)" if subject.domain_note else "")
 
 
 def _check_grads(subject: Subject, case: Case, upstream, raw: dict) -> dict[str, np.ndarray]:
@@ -166,6 +195,7 @@ def _check_grads(subject: Subject, case: Case, upstream, raw: dict) -> dict[str,
             _fail("precision", f"backward returned {g.dtype} for {name} with float64 input; compute in the input's dtype", case=case, upstream=upstream, stage="backward")
         g = g.astype(np.float64)
         if not np.all(np.isfinite(g)):
+            _undetermined_on_boundary(subject, case, "backward")
             idx = _first_bad(g)
             _fail("non-finite", f"backward returned {g[idx]} for {name} at index {idx}, for an input inside the domain {_domain(subject)}",
                   case=case, upstream=upstream, stage="backward", checks=[_partial(name, g)])
@@ -203,6 +233,10 @@ def differentiate(f: Callable[[np.ndarray], float], x: np.ndarray):
                 return f(v)
         except Exception:
             return np.nan  # a stencil point outside what forward accepts: that element is undetermined
+        except BaseException as exc:  # noqa: BLE001 -- sys.exit() at a stencil point: a finding, not gradlab's end
+            if passes_through(exc):
+                raise
+            raise _StencilRaised(exc) from None
 
     d = gradient_of(safe, x, method=METHOD, batched=False)
     value, error, kinks = d.value.copy(), d.error.copy(), d.kinks.copy()
@@ -241,7 +275,11 @@ def examine(subject: Subject, case: Case, draw_upstream: Callable[[tuple], np.nd
     grads = _check_grads(subject, case, upstream, raw)
     checks = []
     for name, x in case.inputs.items():
-        value, error, kinks, undetermined = differentiate(lambda v, name=name: subject.scalar(case, upstream, name, v), x)
+        try:
+            value, error, kinks, undetermined = differentiate(lambda v, name=name: subject.scalar(case, upstream, name, v), x)
+        except _StencilRaised as exc:
+            _fail("raised", f"forward {exc} at a point of the finite-difference stencil next to this {name}",
+                  case=case, upstream=upstream, stage="forward", traceback=user_traceback(exc.exc))
         checks.append(judge(name, grads[name], value, error, kinks, undetermined, tol))
     if isinstance(subject, LayerSubject):
         subject._write(case)  # the differences moved the parameters; leave them at the case's values

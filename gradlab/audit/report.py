@@ -144,6 +144,8 @@ def coverage_line(result: AuditResult) -> str:
         parts.append(f"{c['kink_stencils']} stencils on a kink (not judged)")
     if c["undetermined"]:
         parts.append(f"{c['undetermined']} undetermined (stencil left the domain)")
+    if c["discarded"]:
+        parts.append(f"{c['discarded']} discarded (not finite on a bound of the domain)")
     verb = "searched" if result.passed else "failing case found after"
     return f"{verb} {c['examples']} passing example{'s' if c['examples'] != 1 else ''} ({result.seconds:.1f} s): " + "; ".join(parts)
 
@@ -154,6 +156,9 @@ def text(result: AuditResult) -> str:
         f"gradlab audit {result.target}  ({result.kind} {result.name}: {result.call}; seed {result.seed}, budget {result.budget})",
         f"  rule: |backward - numeric| <= {tol['atol']:g} + {tol['rtol']:g} |numeric| + {tol['err_factor']:g} (err + {tol['rounding']:.1e} max|grad|); err: the numeric estimate; kinks not judged",
     ]
+    if result.domain:
+        how = f"inferred: {result.domain_note}; declare `domain` to override" if result.domain_note else "declared"
+        lines.append(f"  domain: {result.domain} ({how})")
     for f in result.findings:
         lines += finding_lines(result, f)
     lines.append(coverage_line(result))
@@ -205,7 +210,8 @@ def finding_dict(result: AuditResult, f: Finding) -> dict:
 def as_dict(result: AuditResult) -> dict:
     return _clean({
         "target": result.target, "kind": result.kind, "name": result.name, "passed": result.passed, "seed": result.seed,
-        "budget": result.budget, "seconds": round(result.seconds, 3), "tolerance": result.tolerance, "coverage": result.coverage.to_dict(),
+        "budget": result.budget, "seconds": round(result.seconds, 3), "tolerance": result.tolerance,
+        "domain": result.domain or None, "domain_inferred": result.domain_note or None, "coverage": result.coverage.to_dict(),
         "counterexamples": [finding_dict(result, f) for f in result.findings],
     })
 

@@ -3,7 +3,8 @@
 Deterministic by default: the run is seeded (`seed`), no example database is read or
 written (nothing appears in the user's tree), and the explain phase, which may write patch
 files, is off. Each kind of finding is its own exception type, so Hypothesis shrinks each
-kind of failure separately and all of them are reported.
+kind of failure separately and all of them are reported. A case on which the op is undefined
+(not finite on a bound of its domain) is discarded with `reject()`, never a failure.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from hypothesis.errors import Flaky
+from hypothesis.errors import Flaky, Unsatisfiable
 
 from . import strategies as S
-from .judge import Counterexample, Finding, TensorCheck, examine
+from .judge import Counterexample, Finding, TensorCheck, Undetermined, examine
+from .loading import TargetError
 from .subjects import Subject
 
 DEFAULT_EXAMPLES = 200
-KIND_ORDER = ("exception", "contract", "non-finite", "precision", "mutation", "mismatch", "nondeterministic")
+KIND_ORDER = ("raised", "contract", "non-finite", "precision", "mutation", "mismatch", "nondeterministic")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Coverage:
     judged: int = 0
     kink_stencils: int = 0
     undetermined: int = 0
+    discarded: int = 0  # cases on a domain bound where the op is not finite: no verdict
     max_batch: int = 0
 
     def add(self, subject: Subject, inputs: dict[str, np.ndarray], checks: list[TensorCheck]) -> None:
@@ -75,6 +78,7 @@ class Coverage:
             "max_batch": self.max_batch, "max_abs_input": self.max_abs, "exact_zeros": self.zeros, "near_zero": self.near_zero,
             "saturated": self.saturated, "near_declared_kinks": self.near_kinks, "negative": self.negative, "positive": self.positive,
             "elements_judged": self.judged, "kink_stencils": self.kink_stencils, "undetermined": self.undetermined,
+            "discarded": self.discarded,
         }
 
 
@@ -90,6 +94,8 @@ class AuditResult:
     findings: list[Finding]
     seconds: float = 0.0
     call: str = ""
+    domain: str = ""  # '(0, 1]' when the op declares or gradlab inferred one; '' for the whole line
+    domain_note: str = ""  # why it was inferred ('' when declared)
 
     @property
     def passed(self) -> bool:
@@ -139,6 +145,10 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
         except Counterexample:
             state["failed"] = True
             raise
+        except Undetermined:
+            if not state["failed"]:
+                coverage.discarded += 1
+            reject()
         if not state["failed"]:  # shrinking replays cases; count only the search
             coverage.add(subject, case.inputs, checks)
 
@@ -148,6 +158,9 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
         test()
     except Flaky as exc:
         findings.append(_nondeterministic(exc))
+    except Unsatisfiable:
+        raise TargetError(f"{subject.target}: every input drawn was discarded: the op is not finite on its domain's bounds "
+                          f"{subject.envelope.text()} and nothing else was drawn; declare a narrower domain = (low, high)") from None
     except Counterexample as exc:
         findings.append(exc.finding)
     except BaseExceptionGroup as group:
@@ -164,5 +177,7 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
 def run(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, tol: dict) -> AuditResult:
     t0 = time.perf_counter()
     findings, coverage = search(subject, examples=examples, seed=seed, tol=tol)
+    env = subject.envelope
+    domain = env.text() if np.isfinite(env.low) or np.isfinite(env.high) else ""
     return AuditResult(subject.target, subject.kind, subject.name, seed, examples, tol, coverage, findings,
-                       seconds=time.perf_counter() - t0, call=subject.call_signature())
+                       seconds=time.perf_counter() - t0, call=subject.call_signature(), domain=domain, domain_note=subject.domain_note)

@@ -3,7 +3,8 @@
 Bugs in hand-written backward passes hide in particular places, so the values are a mixture
 that puts each of them in reach of a small budget: simple numbers (what shrinking falls back
 to), the whole range up to |v| = 30 (saturation), tiny magnitudes of both signs, exact zeros,
-points on and next to the declared kinks, and points just inside a declared domain. Every
+points on and next to the declared kinks, and points just inside a declared or inferred domain
+(on a bound that the domain includes, too). Every
 element draws its own branch, so arrays mix signs and regimes. Shapes are never only
 square: batch and width are drawn independently (1-D and 3-D inputs too, for ops that
 claim to take any shape). Everything shrinks towards small shapes and simple values, so a
@@ -13,7 +14,7 @@ failure is reported at the smallest input that still shows it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from hypothesis import strategies as st
@@ -30,12 +31,18 @@ MAX_BATCH, MAX_WIDTH = 6, 8
 
 @dataclass(frozen=True)
 class Envelope:
-    """Where values are drawn: inside the open domain (low, high), within |v| <= max_abs."""
+    """Where values are drawn: inside the domain (low, high), within |v| <= max_abs.
+
+    A domain bound is excluded unless its `*_closed` flag says the op is defined there (an
+    inferred (0, 1] for a loss on probabilities: p = 1 is a valid input).
+    """
 
     low: float = -math.inf
     high: float = math.inf
     kinks: tuple[float, ...] = ()
     max_abs: float = MAX_ABS
+    low_closed: bool = False
+    high_closed: bool = False
 
     @property
     def lo(self) -> float:
@@ -50,12 +57,31 @@ class Envelope:
         if self.lo < self.hi:
             return self
         finite = [abs(b) for b in (self.low, self.high) if math.isfinite(b)]
-        return Envelope(self.low, self.high, self.kinks, 2.0 * max(finite))
+        return replace(self, max_abs=2.0 * max(finite))
 
     def contains(self, v: float) -> bool:
-        lo_ok = v > self.low if self.low >= -self.max_abs else v >= -self.max_abs
-        hi_ok = v < self.high if self.high <= self.max_abs else v <= self.max_abs
+        if self.low >= -self.max_abs:
+            lo_ok = v >= self.low if self.low_closed else v > self.low
+        else:
+            lo_ok = v >= -self.max_abs
+        if self.high <= self.max_abs:
+            hi_ok = v <= self.high if self.high_closed else v < self.high
+        else:
+            hi_ok = v <= self.max_abs
         return lo_ok and hi_ok
+
+    def on_boundary(self, a: np.ndarray) -> np.ndarray:
+        """Elements exactly on a finite domain bound (where a forward may be infinite: log 0)."""
+        a = np.asarray(a)
+        out = np.zeros(a.shape, bool)
+        for bound in (self.low, self.high):
+            if math.isfinite(bound):
+                out |= a == bound
+        return out
+
+    def text(self) -> str:
+        """'(0, 1]', '(-inf, inf)': the domain as a reader writes it."""
+        return f"{'[' if self.low_closed else '('}{self.low:g}, {self.high:g}{']' if self.high_closed else ')'}"
 
 
 def _interval(env: Envelope, a: float, b: float):
@@ -63,8 +89,8 @@ def _interval(env: Envelope, a: float, b: float):
     lo, hi = max(a, env.lo), min(b, env.hi)
     if not lo <= hi:
         return None
-    open_lo = lo == env.low  # a domain bound is excluded; the |v| <= max_abs bound is not
-    open_hi = hi == env.high
+    open_lo = lo == env.low and not env.low_closed  # a domain bound is excluded unless closed; |v| <= max_abs is not
+    open_hi = hi == env.high and not env.high_closed
     if lo == hi and (open_lo or open_hi):
         return None
     return st.floats(lo, hi, exclude_min=open_lo, exclude_max=open_hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)
@@ -88,7 +114,7 @@ def values(env: Envelope) -> st.SearchStrategy[float]:
         specials += [v for v in (k, *(k + s * d * scale for d in KINK_OFFSETS for s in (1, -1))) if env.contains(v)]
     for bound, inward in ((env.low, 1.0), (env.high, -1.0)):
         if math.isfinite(bound) and abs(bound) <= env.max_abs:
-            specials += [v for v in (bound + inward * d * max(1.0, abs(bound)) for d in EDGE_OFFSETS) if env.contains(v)]
+            specials += [v for v in (bound, *(bound + inward * d * max(1.0, abs(bound)) for d in EDGE_OFFSETS)) if env.contains(v)]
     if specials:
         parts.append(st.sampled_from(sorted(set(specials), key=abs)))
     return st.one_of([p for p in parts if p is not None])

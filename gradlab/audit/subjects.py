@@ -6,18 +6,32 @@ the forward into the scalar function whose differences referee the backward:
   loss                          F(pred)   = forward(pred, target)
 The judge hands them copies and compares afterwards, so an op that writes into its
 arguments is caught, not believed.
+
+A loss that declares no `domain` is probed once (`infer_loss_domain`): a forward that is
+finite on probabilities but not at 0 or below (a log of pred) is a loss on probabilities,
+audited on (0, 1] -- (0, 1) when it is not finite at 1 either -- instead of failing on
+pred = 0, where the loss itself is undefined.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from ..usercode import Timeout, interrupted
 from . import contracts
 from . import strategies as S
 from .strategies import Case, Envelope
+
+
+def passes_through(exc: BaseException) -> bool:
+    """A real Ctrl-C or gradlab's own deadline: stop the audit. Anything else user code raised or
+    exited with (SystemExit, a KeyboardInterrupt it raised itself) is the op's fault: a finding."""
+    return isinstance(exc, Timeout) or (isinstance(exc, KeyboardInterrupt) and interrupted())
 
 
 class Subject:
@@ -28,6 +42,7 @@ class Subject:
         self.obj, self.target = obj, target
         low, high = contracts.parse_domain(getattr(obj, "domain", None), target)
         self.envelope = Envelope(low, high, contracts.parse_kinks(getattr(obj, "kinks", None), target), max_abs).reaching_domain()
+        self.domain_note = ""  # why the domain was inferred, when the op declares none
 
     @property
     def name(self) -> str:
@@ -87,6 +102,11 @@ class LossSubject(Subject):
     def __init__(self, obj, target, **kw):
         super().__init__(obj, target, **kw)
         self.target_kind = obj.target
+        if getattr(obj, "domain", None) is None:
+            inferred = infer_loss_domain(self.forward, self.target_kind)
+            if inferred is not None:
+                high, high_closed, self.domain_note = inferred
+                self.envelope = replace(self.envelope, low=0.0, high=high, high_closed=high_closed).reaching_domain()
 
     def strategy(self):
         return S.loss_cases(self.envelope, self.target_kind)
@@ -99,6 +119,62 @@ class LossSubject(Subject):
 
     def call_signature(self):
         return "forward(pred, target), backward(pred, target)"
+
+
+PROBE_SHAPE = (3, 4)
+
+
+def _probe_targets(kind: str) -> list[np.ndarray]:
+    """A few valid targets of each kind, chosen so that every term of a loss is exercised."""
+    b, c = PROBE_SHAPE
+    rng = np.random.default_rng(0)
+    if kind == "regression":
+        return [rng.normal(size=PROBE_SHAPE), np.abs(rng.normal(size=PROBE_SHAPE)) + 0.1]
+    if kind == "binary":
+        return [np.zeros(PROBE_SHAPE), np.ones(PROBE_SHAPE), (np.arange(b * c).reshape(PROBE_SHAPE) % 2).astype(float)]
+    if kind == "onehot":
+        return [np.eye(c)[np.arange(b) % c], np.eye(c)[(np.arange(b) + 1) % c]]
+    return [rng.dirichlet(np.ones(c), b), np.full(PROBE_SHAPE, 1.0 / c)]
+
+
+def infer_loss_domain(forward, target_kind: str) -> tuple[float, bool, str] | None:
+    """(high, high_closed, why) when the loss is defined on probabilities only; None otherwise.
+
+    A loss is on probabilities when its forward is finite at random points of (0, 1) but not
+    finite (or raises) at 0 or at negative inputs, for valid targets. Its domain is then (0, 1]:
+    open at 1 too when forward is not finite there (log(1 - p)), and (0, inf) for regression
+    targets when forward is finite above 1 (a Poisson-like log of a rate).
+    """
+    rng = np.random.default_rng(0)
+    targets = _probe_targets(target_kind)
+
+    def finite(pred: np.ndarray) -> bool:
+        ok = True
+        for t in targets:
+            try:
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore")
+                    out = np.asarray(forward(Case({"pred": pred.copy()}, {"target": t.copy()})), dtype=np.float64)
+            except BaseException as exc:  # noqa: BLE001 -- a probe; what user code raises is judged by the search
+                if passes_through(exc):
+                    raise
+                return False
+            ok &= bool(np.all(np.isfinite(out)))
+        return ok
+
+    inside = [rng.uniform(0.05, 0.95, PROBE_SHAPE) for _ in range(3)]
+    if not all(finite(p) for p in inside):
+        return None
+    zero, negative = np.zeros(PROBE_SHAPE), -rng.uniform(0.05, 0.95, PROBE_SHAPE)
+    bad = [name for name, p in (("0", zero), ("negative inputs", negative)) if not finite(p)]
+    if not bad:
+        return None
+    why = f"forward is finite on (0, 1) but not at {' or at '.join(bad)}"
+    if target_kind == "regression" and all(finite(p) for p in (1 + rng.uniform(0.05, 3.0, PROBE_SHAPE), np.full(PROBE_SHAPE, 20.0))):
+        return math.inf, False, why
+    if finite(np.ones(PROBE_SHAPE)):
+        return 1.0, True, why
+    return 1.0, False, why + ", nor at 1"
 
 
 class LayerSubject(Subject):

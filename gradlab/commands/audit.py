@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from ..batch import safety_options
+
 EXAMPLES = """
 \b
 Examples:
@@ -26,7 +28,10 @@ Examples:
 @click.option("--rtol", type=click.FloatRange(min=0), help="Relative tolerance (default: gradlab's float64 rtol, 1e-6).")
 @click.option("--atol", type=click.FloatRange(min=0), help="Absolute tolerance (default: gradlab's float64 atol, 1e-10).")
 @click.option("--max-abs", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Largest |input| drawn (within the op's `domain`).")
-def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs):
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=1e9), metavar="SECONDS",
+              help="Give up after this many seconds (an op that hangs is reported as a timeout, exit 2).")
+@safety_options
+def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, timeout):
     """Audit a user's activation, loss, layer or torch.autograd.Function.
 
     TARGET is path/to/file.py:Name or package.module:Name (a class, instantiated with
@@ -35,14 +40,21 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs):
     near kinks, mixed signs, random upstream gradients -- and the op's backward is
     compared with finite differences of its own forward, kink-aware. A failure is
     shrunk to a minimal counterexample and printed with a one-line reproduction.
-    Exit code 0: no counterexample within the budget; 1: one was found (a wrong
-    gradient, NaN/inf inside the domain, an exception in forward/backward); 2: the
-    target cannot be loaded or breaks its contract.
+    A loss that declares no domain and is undefined at 0 (a log of pred) is audited on
+    the inferred (0, 1]. Exit code 0: no counterexample within the budget; 1: one was
+    found (a wrong gradient, NaN/inf inside the domain, forward/backward raised, called
+    sys.exit() or raised KeyboardInterrupt itself: kind `raised`); 2: the target cannot
+    be loaded (its import raised or exited) or breaks its contract; 130: Ctrl-C.
     """
     from ..audit import audit, report
     from ..cli import EXIT_FAIL, EXIT_OK, write_text
+    from ..output import check_writable
+    from ..usercode import deadline
 
-    result = audit(target, kind=kind, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs)
+    if output:
+        check_writable(output)  # before the search, not after it
+    with deadline(timeout, f"gradlab audit {target}"):
+        result = audit(target, kind=kind, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs)
     if fmt == "json":
         write_text(report.to_json(result), output)
     else:

@@ -106,6 +106,37 @@ class CrossEntropy:
         return -target / pred
 
 
+class CrossEntropyNoDomain:
+    """The issue's loss: mean -sum t log p on probabilities, no `domain` declared. Undefined at
+    p = 0 (log 0): the auditor infers (0, 1] instead of failing on pred = [[0.]]."""
+
+    target = "onehot"
+
+    def forward(self, pred, target):
+        return -(target * np.log(pred)).sum() / pred.shape[0]
+
+    def backward(self, pred, target):
+        return -target / pred / pred.shape[0]
+
+
+class BinaryCrossEntropyNoDomain:
+    """-sum [t log p + (1 - t) log(1 - p)], no `domain`: undefined at 0 and at 1, inferred (0, 1)."""
+
+    target = "binary"
+
+    def forward(self, pred, target):
+        return -np.sum(target * np.log(pred) + (1 - target) * np.log(1 - pred))
+
+    def backward(self, pred, target):
+        return (pred - target) / (pred * (1 - pred))
+
+
+class SoftCrossEntropyNoDomain(CrossEntropyNoDomain):
+    """Probability targets: t log p with every t > 0, still finite at p = 1."""
+
+    target = "probabilities"
+
+
 class Dense:
     """y = x W + b with W (in, out): a non-square 3 -> 5 layer."""
 
@@ -122,4 +153,5 @@ class Dense:
         return grad_out @ self.params["W"].T, {"W": x.T @ grad_out, "b": grad_out.sum(axis=0)}
 
 
-CATALOGUE = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "Silu", "Softmax", "Step", "Hardtanh", "MSE", "CrossEntropy", "Dense"]
+CATALOGUE = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "Silu", "Softmax", "Step", "Hardtanh", "MSE", "CrossEntropy",
+             "CrossEntropyNoDomain", "BinaryCrossEntropyNoDomain", "SoftCrossEntropyNoDomain", "Dense"]
