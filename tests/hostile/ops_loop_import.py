@@ -1,0 +1,8 @@
+"""Loops forever at import."""
+
+while True:
+    pass
+
+
+class Act:  # never reached
+    pass

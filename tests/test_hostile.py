@@ -1,0 +1,378 @@
+"""The hostile-input corpus (tests/hostile/, issue 9): gradlab run as users run it, in a subprocess.
+
+Every spec in tests/hostile/*.yaml (and a few generated at test time: files over 1 MiB, a FIFO,
+device files, a symlink loop) must be refused the same way: exit code 2, exactly one line
+starting with `Error:` that names the file (and, where the spec's `# expect:` header says so,
+the key path or the op), no traceback, a short output, and within TIME_LIMIT seconds. A spec's
+`# run:` header lists the commands it goes through (default: `check`). The specs in
+tests/hostile/valid/ are valid but hostile (markup, HTML, control characters in names, odd
+encodings of a good file): they must pass (exit 0) and every report must stay well-formed.
+
+The commands run concurrently (one worker per CPU), each once per session; a hang is cut at
+HANG_LIMIT seconds so it fails the test instead of CI. Set GRADLAB_HOSTILE_TIME_LIMIT to
+loosen the per-command time limit on a slow machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HOSTILE = ROOT / "tests" / "hostile"
+VALID = HOSTILE / "valid"
+GOOD_SPEC = ROOT / "specs" / "seed003_two_layer.yaml"
+
+TIME_LIMIT = float(os.environ.get("GRADLAB_HOSTILE_TIME_LIMIT", "5"))  # seconds per command (issue 9)
+HANG_LIMIT = 30  # seconds: a command still running then is killed and fails its test
+OUTPUT_LIMIT = 4096  # bytes of stdout + stderr for one refused spec ("no 39 MB error line")
+DATA_LIMIT = 4 << 30  # RLIMIT_DATA of each command: a runaway allocation fails in the child, not the machine
+
+# `python -m gradlab`, under a data-size limit (runpy keeps sys.exit / signals exactly as `-m` does).
+LAUNCHER = (
+    "import resource, runpy, sys\n"
+    "try:\n"
+    "    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)\n"
+    f"    lim = {DATA_LIMIT} if hard == resource.RLIM_INFINITY else min({DATA_LIMIT}, hard)\n"
+    "    resource.setrlimit(resource.RLIMIT_DATA, (lim, hard))\n"
+    "except (ValueError, OSError, AttributeError):\n"
+    "    pass\n"
+    "sys.argv = ['gradlab', *sys.argv[1:]]\n"
+    "runpy.run_module('gradlab', run_name='__main__', alter_sys=True)\n"
+)
+
+# what each `# run:` word means; {spec} is the file as passed, {tmp} a fresh folder
+COMMANDS = {
+    "check": ["check", "{spec}"],
+    "report": ["report", "{spec}", "--format", "md"],
+    "stats": ["stats", "{spec}"],
+    "check-html": ["check", "{spec}", "--report", "{tmp}/r.html"],
+    "check-timeout": ["check", "--timeout", "1", "{spec}"],
+}
+# files that cannot carry a `# run:` header (raw bytes) or are plain parse failures: every command
+DEFAULT_ALL = ("enc_", "empty", "only_", "top_")
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update(NO_COLOR="1", PYTHONDONTWRITEBYTECODE="1", PYTHONIOENCODING="utf-8")
+    for key in ("FORCE_COLOR", "GRADLAB_NO_CODE", "GITHUB_STEP_SUMMARY", "PYTEST_ADDOPTS"):
+        env.pop(key, None)
+    return env
+
+
+@dataclasses.dataclass
+class Result:
+    argv: list
+    returncode: int | None  # None: killed after HANG_LIMIT
+    output: str
+    seconds: float
+    tmp: Path
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.output.splitlines() if line.startswith("Error:")]
+
+    def describe(self) -> str:
+        head = self.output[:600] + (" ..." if len(self.output) > 600 else "")
+        return f"gradlab {' '.join(map(str, self.argv))} -> exit {self.returncode} in {self.seconds:.1f} s:\n{head}"
+
+
+def run_gradlab(argv, cwd: Path, tmp: Path, env: dict | None = None, timeout: float = HANG_LIMIT) -> Result:
+    tmp.mkdir(parents=True, exist_ok=True)
+    argv = [str(a).replace("{tmp}", str(tmp)) for a in argv]
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, *argv], cwd=cwd, env=env or _env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        code = None
+    seconds = time.monotonic() - start
+    return Result(argv, code, out.decode("utf-8", "replace"), seconds, tmp)
+
+
+# ---------------------------------------------------------------- the cases
+
+
+@dataclasses.dataclass
+class Case:
+    id: str
+    argvs: list  # one argv per command
+    names: str  # what the Error line must contain to name its source (the file, or the option)
+    expect: list = dataclasses.field(default_factory=list)  # further words the Error line must contain
+    make: object = None  # make(tmp) -> path: a file generated at test time
+    cwd: Path = HOSTILE
+
+
+def _header(path: Path) -> dict:
+    head = {}
+    for line in path.read_bytes()[:2048].decode("utf-8", "replace").splitlines():
+        m = re.match(r"#\s*(expect|run):\s*(.*)", line)
+        if m:
+            head[m.group(1)] = m.group(2).split()
+    return head
+
+
+def _file_case(path: Path) -> Case:
+    head = _header(path)
+    runs = head.get("run") or (["check", "report", "stats"] if path.name.startswith(DEFAULT_ALL) else ["check"])
+    argvs = [[a.replace("{spec}", path.name) for a in COMMANDS[r]] for r in runs]
+    return Case(path.name, argvs, path.name, head.get("expect", []))
+
+
+GOOD_BODY = GOOD_SPEC.read_text()
+
+
+def _huge_comment(tmp: Path) -> Path:
+    path = tmp / "huge_comment_2mib.yaml"
+    path.write_text("# padding\n" * 220_000 + GOOD_BODY)  # a good spec behind 2 MiB of comments
+    return path
+
+
+def _huge_name(tmp: Path) -> Path:
+    path = tmp / "huge_name_2mib.yaml"
+    path.write_text(GOOD_BODY.replace("name: seed003-two-layer", "name: " + "n" * (2 << 20)))
+    return path
+
+
+def _huge_layers(tmp: Path) -> Path:
+    path = tmp / "huge_layers_2mib.yaml"
+    layers = ", ".join(["{type: activation, fn: identity}"] * 70_000)
+    path.write_text(f"name: wide\ninput: {{dim: 2}}\ntarget: {{kind: regression}}\nnetwork:\n  layers: [{layers}]\nloss: {{fn: sse}}\n")
+    return path
+
+
+def _huge_bad_value(tmp: Path) -> Path:
+    path = tmp / "huge_bad_value.yaml"  # under the cap: the message must still stay short
+    path.write_text(GOOD_BODY.replace("seed: 0", "seed: [" + ", ".join(["123456789"] * 80_000) + "]"))
+    return path
+
+
+def _fifo(tmp: Path) -> Path:
+    path = tmp / "fifo.yaml"
+    if not path.exists():
+        os.mkfifo(path)  # nothing ever writes to it: reading it would block forever
+    return path
+
+
+def _symlink_loop(tmp: Path) -> Path:
+    path = tmp / "loop.yaml"
+    if not path.is_symlink():
+        path.symlink_to(path.name)
+    return path
+
+
+def _good_copy(tmp: Path) -> Path:
+    path = tmp / "good.yaml"
+    path.write_text(GOOD_BODY)
+    return path
+
+
+def _generated() -> list[Case]:
+    every = [COMMANDS["check"], COMMANDS["report"], COMMANDS["stats"]]
+    cases = [
+        Case("generated:huge_comment_2mib.yaml", every, "huge_comment_2mib.yaml", make=_huge_comment),
+        Case("generated:huge_name_2mib.yaml", [COMMANDS["check"]], "huge_name_2mib.yaml", make=_huge_name),
+        Case("generated:huge_layers_2mib.yaml", [COMMANDS["check"]], "huge_layers_2mib.yaml", make=_huge_layers),
+        Case("generated:huge_bad_value.yaml", [COMMANDS["check"]], "huge_bad_value.yaml", ["seed"], make=_huge_bad_value),
+        Case("generated:fifo.yaml", [COMMANDS["check"], COMMANDS["stats"]], "fifo.yaml", make=_fifo),
+        Case("generated:symlink_loop.yaml", [COMMANDS["check"]], "loop.yaml", make=_symlink_loop),
+        Case("device:/dev/zero", [["check", "/dev/zero"], ["report", "/dev/zero", "--format", "md"], ["stats", "/dev/zero"]],
+             "/dev/zero"),
+        Case("device:/dev/null", [["check", "/dev/null"]], "/dev/null"),
+        Case("device:/dev/urandom", [["check", "/dev/urandom"]], "/dev/urandom"),
+        # hostile command-line values: the message names the option or the file
+        Case("cli:stats_lr_nan", [["stats", "{spec}", "--lr", "nan"]], "good.yaml", ["lr"], make=_good_copy),
+        Case("cli:stats_lr_inf", [["stats", "{spec}", "--lr", "inf"]], "good.yaml", ["lr"], make=_good_copy),
+        Case("cli:device_tpu", [["check", "{spec}", "--device", "tpu"]], "tpu", make=_good_copy),
+        Case("cli:device_cuda_neg1", [["check", "{spec}", "--device", "cuda:-1"]], "cuda:-1", make=_good_copy),
+        Case("cli:timeout_nan", [["check", "{spec}", "--timeout", "nan"]], "timeout", make=_good_copy),
+        Case("cli:timeout_negative", [["check", "{spec}", "--timeout", "-5"]], "timeout", make=_good_copy),
+    ]
+    return cases
+
+
+CORPUS = sorted(p for p in HOSTILE.glob("*.yaml"))
+CASES = {c.id: c for c in [_file_case(p) for p in CORPUS] + _generated()}
+VALID_SPECS = sorted(VALID.glob("*.yaml"))
+
+
+def test_corpus_is_big_enough():
+    assert len(CORPUS) >= 60, f"tests/hostile holds {len(CORPUS)} specs; issue 9 asks for at least 60"
+    assert len(VALID_SPECS) >= 5
+
+
+# ---------------------------------------------------------------- running them once, concurrently
+
+
+def _selected(session, param: str) -> list[str]:
+    ids = []
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        if callspec and param in callspec.params and item.module.__name__ == __name__:
+            ids.append(callspec.params[param])
+    return ids
+
+
+def _run_case(case: Case, tmp: Path) -> list[Result]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    spec = case.make(tmp) if case.make else None
+    cwd = spec.parent if spec is not None else case.cwd
+    results = []
+    for i, argv in enumerate(case.argvs):
+        argv = [spec.name if (a == "{spec}" and spec is not None) else a for a in argv]
+        results.append(run_gradlab(argv, cwd, tmp / f"out{i}"))
+    return results
+
+
+@pytest.fixture(scope="session")
+def hostile_results(request, tmp_path_factory):
+    """Every selected case's commands, run once on a thread pool; {case id: future of [Result]}."""
+    base = tmp_path_factory.mktemp("hostile")
+    ids = [i for i in dict.fromkeys(_selected(request.session, "case_id")) if i in CASES]
+    workers = max(1, min(8, os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    # slow cases (user code, torch) first so the pool drains evenly
+    order = sorted(ids, key=lambda i: not i.startswith(("impl_", "stats_", "generated:")))
+    futures = {i: pool.submit(_run_case, CASES[i], base / re.sub(r"[^\w.-]", "_", i)) for i in order}
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _assert_refused(case: Case, result: Result):
+    why = result.describe()
+    assert result.returncode is not None, f"still running after {HANG_LIMIT} s (killed)\n{why}"
+    assert "Traceback" not in result.output, why
+    assert result.returncode == 2, why
+    errors = result.error_lines
+    assert len(errors) == 1, f"{len(errors)} lines start with 'Error:'\n{why}"
+    line = errors[0]
+    assert case.names in line, f"the Error line does not name {case.names!r}\n{why}"
+    for word in case.expect:
+        assert word in line, f"the Error line does not contain {word!r}\n{why}"
+    assert len(result.output.encode()) <= OUTPUT_LIMIT, f"{len(result.output.encode())} bytes of output\n{why}"
+    assert "PWNED-BY-SPEC" not in result.output, why
+    assert result.seconds < TIME_LIMIT, f"took {result.seconds:.1f} s (limit {TIME_LIMIT:g} s)\n{why}"
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_hostile_input_is_refused(case_id, hostile_results):
+    case = CASES[case_id]
+    for result in hostile_results[case_id].result():
+        _assert_refused(case, result)
+
+
+# ---------------------------------------------------------------- valid but hostile: exit 0, well-formed reports
+
+
+@pytest.fixture(scope="session")
+def valid_results(request, tmp_path_factory):
+    base = tmp_path_factory.mktemp("hostile_valid")
+    names = list(dict.fromkeys(_selected(request.session, "valid_name")))
+    pool = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
+
+    def one(name):
+        tmp = base / re.sub(r"[^\w.-]", "_", name)
+        argv = ["check", name, "--report", "{tmp}/r.md", "--report", "{tmp}/junit.xml", "--report", "{tmp}/r.html",
+                "--report", "{tmp}/r.json"]
+        return run_gradlab(argv, VALID, tmp)
+
+    futures = {n: pool.submit(one, n) for n in names}
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _control_chars(text: str) -> list[str]:
+    return sorted({repr(c) for c in text if (ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127})
+
+
+@pytest.mark.parametrize("valid_name", [p.name for p in VALID_SPECS])
+def test_valid_hostile_spec_passes_with_wellformed_reports(valid_name, valid_results):
+    result = valid_results[valid_name].result()
+    why = result.describe()
+    assert result.returncode is not None, f"still running after {HANG_LIMIT} s\n{why}"
+    assert "Traceback" not in result.output, why
+    assert result.error_lines == [], why
+    assert result.returncode == 0, why
+    # no raw control characters reach the terminal (an ESC from a spec name could rewrite the screen)
+    assert _control_chars(result.output) == [], why
+    if "[" in valid_name:  # rich markup in the file name is printed as written
+        assert valid_name in result.output, why
+    md = (result.tmp / "r.md").read_text(encoding="utf-8")
+    assert "</details><h1>" not in md and "<h1>PASS</h1>" not in md, "a spec name lands raw in the Markdown"
+    assert _control_chars(md) == [], "control characters in the Markdown report"
+    html = (result.tmp / "r.html").read_text(encoding="utf-8")
+    assert "<h1>PASS</h1>" not in html, "a spec name lands raw in the HTML"
+    ET.parse(result.tmp / "junit.xml")  # expat refuses control characters and unescaped markup
+    json.loads((result.tmp / "r.json").read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- the other exit codes, as users see them
+
+
+def test_sigint_exits_130(tmp_path):
+    """Ctrl-C while a custom op sleeps: exit 130 like a shell, no traceback (was 'Aborted!', exit 1)."""
+    marker = tmp_path / "sleeping"
+    env = _env()
+    env["GRADLAB_HOSTILE_MARKER"] = str(marker)
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "check", "sleep_forever.yaml"], cwd=HOSTILE / "signals",
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + HANG_LIMIT
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), f"the op never started sleeping; exit {proc.poll()}"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = out.decode("utf-8", "replace")
+    assert "Traceback" not in text, text
+    assert proc.returncode == 130, f"exit {proc.returncode}:\n{text[:2000]}"
+
+
+@pytest.mark.parametrize("bad, op", [
+    ("impl_raise_in_backward.yaml", "RaiseInBackward"),
+    ("impl_exit_in_forward.yaml", "ExitInForward"),
+    ("impl_keyboard_interrupt_in_backward.yaml", "KeyboardInterruptInBackward"),
+])
+def test_failing_op_does_not_stop_the_next_spec(bad, op, tmp_path):
+    """`gradlab check bad.yaml good.yaml --report r.json`: exit 2 naming the op, and good.yaml is still checked."""
+    good = os.path.relpath(GOOD_SPEC, HOSTILE)
+    result = run_gradlab(["check", bad, good, "--report", "{tmp}/r.json"], HOSTILE, tmp_path / "out")
+    why = result.describe()
+    assert result.returncode == 2, why
+    assert "Traceback" not in result.output, why
+    errors = result.error_lines
+    assert len(errors) == 1 and op in errors[0] and "ops_" in errors[0], why
+    assert "seed003-two-layer" in result.output and "L0.weight" in result.output, f"the good spec's table is missing\n{why}"
+    report = tmp_path / "out" / "r.json"
+    assert report.exists(), f"no report written\n{why}"
+    assert "seed003-two-layer" in report.read_text()
+
+
+def test_audit_reports_sys_exit_as_a_counterexample(tmp_path):
+    """`gradlab audit` of an op whose backward calls sys.exit(0): a `raised` finding (exit 1), not a silent exit 0."""
+    result = run_gradlab(["audit", "ops_exit.py:ExitInBackward", "--examples", "20"], HOSTILE, tmp_path)
+    why = result.describe()
+    assert "Traceback" not in result.output, why
+    assert result.returncode == 1, why
+    assert "raised" in result.output and "ExitInBackward" in result.output, why
