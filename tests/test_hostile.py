@@ -373,6 +373,6 @@ def test_audit_reports_sys_exit_as_a_counterexample(tmp_path):
     """`gradlab audit` of an op whose backward calls sys.exit(0): a `raised` finding (exit 1), not a silent exit 0."""
     result = run_gradlab(["audit", "ops_exit.py:ExitInBackward", "--examples", "20"], HOSTILE, tmp_path)
     why = result.describe()
-    assert "Traceback" not in result.output, why
+    # (the counterexample may quote the user's own traceback: that is the finding, not a crash of gradlab)
     assert result.returncode == 1, why
-    assert "raised" in result.output and "ExitInBackward" in result.output, why
+    assert "raised" in result.output and "sys.exit" in result.output and "ExitInBackward" in result.output, why
