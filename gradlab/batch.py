@@ -116,13 +116,13 @@ def internal_message(exc: BaseException) -> str:
     return f"internal error of gradlab ({type(exc).__name__}: {text}); this is a bug, not your spec: rerun with --debug for the traceback and report it"
 
 
-def load_all(paths) -> tuple[list[tuple[str, object]], list]:
+def load_all(paths, *, timeout: float | None = None) -> tuple[list[tuple[str, object]], list]:
     """Validate every spec up front: (path, Spec) pairs to run, and an error result for each spec that is invalid."""
     from .spec import load_spec
 
     loaded, failed = [], []
     for p in expand_specs(paths):
-        outcome = guarded(str(p), lambda p=p: load_spec(p))
+        outcome = guarded(str(p), lambda p=p: load_spec(p, timeout=timeout))
         if getattr(outcome, "error", None) is not None:
             failed.append(outcome)
         else:

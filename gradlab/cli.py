@@ -133,7 +133,7 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
     targets = report_targets(reports)
     for path in ([output] if output else []) + [p for p, _ in targets]:
         check_writable(path, "--output" if path == output else "--report")
-    loaded, invalid = load_all(specs)
+    loaded, invalid = load_all(specs, timeout=timeout)
     ran = run_loaded(loaded, progress=not quiet, timeout=timeout, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
     results = in_order(specs, invalid, ran)
     from . import stats as stats_mod

@@ -6,11 +6,21 @@ import hashlib
 import platform
 from pathlib import Path
 
+from .errors import GradlabError
+
 
 def spec_hash(path: str) -> str | None:
+    """The first 16 hex digits of the file's SHA-256; None for what is not a regular file under the spec size cap."""
+    import stat
+
+    from .spec import max_spec_bytes
+
     try:
+        st = Path(path).stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_spec_bytes():
+            return None
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    except OSError:
+    except (OSError, ValueError, GradlabError):
         return None
 
 

@@ -742,13 +742,26 @@ def parse_yaml(text: str, file: str) -> Any:
         raise SpecError(file, "(yaml)", f"not valid YAML: {_clip(str(exc))}") from None
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate one YAML spec; raises `SpecError` naming file and key path."""
+def declared_timeout(data: Any) -> float | None:
+    """`check.timeout` as written, read before validation so that importing and probing user code is bounded too."""
+    value = data.get("check", {}).get("timeout") if isinstance(data, dict) and isinstance(data.get("check"), dict) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return float(value) if ok else None
+
+
+def load_spec(path: str | Path, *, timeout: float | None = None) -> Spec:
+    """Read and validate one YAML spec; raises `SpecError` naming file and key path.
+
+    Validation imports and probes user ops (`impl:`); it runs under `timeout` (default: the spec's check.timeout).
+    """
+    from .usercode import deadline
+
     file = str(path)
     data = parse_yaml(read_spec_text(path), file)
     if data is None:
         raise SpecError(file, "(top level)", "the file is empty; expected a spec with input, network and loss")
-    spec = validate(data, file)
+    with deadline(timeout or declared_timeout(data), file):
+        spec = validate(data, file)
     if spec.name is None:
         spec = spec.model_copy(update={"name": Path(path).stem})
     return spec

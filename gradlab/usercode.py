@@ -98,6 +98,7 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
     if not usable:
         yield
         return
+    import torch  # noqa: F401  -- never let a deadline cut an import of torch in half (it cannot be imported again)
 
     def _expired(signum, frame):
         raise Timeout(seconds, what)

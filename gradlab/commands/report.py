@@ -72,6 +72,8 @@ def append_step_summary(markdown: str) -> None:
 
 def render_reports(results, targets: list[tuple[str | None, str]], *, specs: dict | None = None) -> list[tuple[str | None, str, str]]:
     """(path, format, text) for each target; rendering is the slow part, so it all happens before any file is written."""
+    if not targets:
+        return []
     environment = report_environment(results)
     depth = None
     if any(fmt == "html" for _, fmt in targets):
@@ -127,7 +129,7 @@ def command(specs, fmt, output, devices, method, mode, engines, quiet, timeout=N
     check_devices(devices)
     if output:
         check_writable(output)
-    loaded, invalid = load_all(specs)
+    loaded, invalid = load_all(specs, timeout=timeout)
     ran = run_loaded(loaded, progress=not quiet, timeout=timeout, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
     results = in_order(specs, invalid, ran)
     write_rendered(render_reports(results, [(output, fmt)], specs=dict(loaded)), quiet=quiet)

@@ -42,9 +42,14 @@ def status_counts(comparisons) -> dict[str, int]:
 def verdict(results) -> str:
     """The one line that answers "do the gradients agree?", with the counts behind it."""
     n = len(results)
-    failed = [r for r in results if not r.passed]
+    errored = [r for r in results if getattr(r, "error", None) is not None]
+    failed = [r for r in results if not r.passed and getattr(r, "error", None) is None]
     counts = status_counts([c for r in results for c in r.comparisons])
     detail = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    if errored:
+        names = ", ".join(r.name for r in errored)
+        also = f"; {len(failed)} more have gradient discrepancies ({', '.join(r.name for r in failed)})" if failed else ""
+        return f"ERROR: {len(errored)} of {n} spec(s) could not be checked ({names}){also}; {detail or 'nothing compared'}"
     if failed:
         names = ", ".join(r.name for r in failed)
         return f"FAIL: {len(failed)} of {n} spec(s) have gradient discrepancies ({names}); {detail}"
