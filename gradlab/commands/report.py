@@ -72,8 +72,8 @@ def append_step_summary(markdown: str) -> None:
 
 def render_reports(results, targets: list[tuple[str | None, str]], *, specs: dict | None = None) -> list[tuple[str | None, str, str]]:
     """(path, format, text) for each target; rendering is the slow part, so it all happens before any file is written."""
-    if not targets:
-        return []
+    if not targets or all(r.error is not None for r in results):
+        return []  # nothing was checked: no document, the `Error:` lines say why (and a previous report stays as it was)
     environment = report_environment(results)
     depth = None
     if any(fmt == "html" for _, fmt in targets):
