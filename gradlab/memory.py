@@ -1,42 +1,252 @@
-"""Estimate a spec's memory before anything is allocated, and refuse what will not fit."""
+"""Estimate a spec's memory before anything is allocated, and refuse what will not fit; bound `gradlab stats`' work.
+
+The estimate is an upper bound of the process's peak memory growth for one spec (resident
+memory above an interpreter that has imported gradlab, numpy and torch), measured against
+`gradlab check` over a sweep of shapes in tests/test_memory.py and benchmarks/bench_memory.py.
+It is the largest of the phases a check goes through, each counted as what is still held
+from earlier phases plus what the phase itself allocates:
+
+  build       parameters drawn in float64, then cast to the spec's dtype
+  analytic    every layer's input and output gradient (Backprop keeps both), the gradients, float64 copies
+  numeric     float64 copies of parameters and activations, per-site value/error/kink arrays and their
+              step and index arrays, the structured results, the perturbation chunks (full mode)
+  autograd    torch copies of parameters and input, the saved activations, gradients, float64 copies
+  tolerance   the error model: float64 parameters, activations and their error bounds, per-layer temporaries
+  fast        fast mode: random directions, a float64 copy of every parameter per projection, the
+              complex perturbed tensor, and one full-size direction per bisection level
+  compare     ~16 temporaries of the largest compared tensor, and the relative-error map each failing
+              row keeps for the HTML heat map (counted as if every row failed)
+  stats       `gradlab stats` (check --stats and the HTML report run it too): two networks while the next
+              initialisation is drawn, the backprop at stats.batch, float64 observations per dense layer
+
+plus FIXED_BYTES (torch's first kernels, BLAS buffers, allocator slack) and CUDA_CONTEXT_BYTES
+when a cuda device is asked for. The spec is read duck-typed (layer.type == "dense"), so this
+module does not import gradlab.spec: spec imports memory, never the other way round.
+
+A custom layer (`type: custom`) is counted with the width it receives and no parameters: its
+own arrays are the user's.
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 from .errors import SpecError
 
 # The numeric engine evaluates perturbations in chunks of at most this many bytes.
 NUMERIC_CHUNK_BYTES = 64 * 2**20
+# What the engines allocate once whatever the spec: torch's first kernels and thread pools, the BLAS
+# buffers, the allocator's slack (a tiny spec grows the process by ~25 MiB; measured).
+FIXED_BYTES = 96 * 2**20
+# Host memory of a CUDA context (torch initialises it on the first cuda tensor).
+CUDA_CONTEXT_BYTES = 1 * 2**30
+# The model counts arrays; RSS also holds small objects and pages the allocator keeps. Measured
+# peaks stay below the model, this covers the rest.
+MARGIN = 1.25
+FULL_MODE_MAX_PARAMS = 250_000  # runner.FULL_MODE_MAX_PARAMS (check.mode: auto), read without importing the runner
+
+# `gradlab stats`: initialisations at most, and multiply-adds at most (seeds x batch x weights:
+# forward and backward are ~3 of these each), about a minute of one core.
+STATS_MAX_SEEDS = 10_000
+STATS_WORK_BUDGET = 10**11
+F64 = 8
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the estimate reads of a spec: sizes only."""
+
+    itemsize: int  # 4 (float32) or 8 (float64)
+    batch: int
+    widths: tuple[int, ...]  # input dim, then every layer's output width
+    tensors: tuple[int, ...]  # element counts of the parameter tensors
+    dense: int  # dense layers
+
+    @property
+    def params(self) -> int:
+        return sum(self.tensors)
+
+    @property
+    def largest(self) -> int:
+        return max(self.tensors, default=0)
+
+
+def _get(obj, key, default=None):
+    return obj.get(key, default) if isinstance(obj, dict) else getattr(obj, key, default)
 
 
 def layer_sizes(spec) -> list[tuple[int, int, int]]:
     """(n_in, n_out, n_params) of every dense layer."""
-    from .ops import dense as dense_op
-    from .spec import DenseSpec
-
-    dim, out = spec.input.dim, []
+    dim, out = int(spec.input.dim), []
     for layer in spec.network.layers:
-        if isinstance(layer, DenseSpec):
-            shape = dense_op.weight_shape(dim, layer.units, spec.network.convention, layer.bias)
-            n = shape[0] * shape[1] + (layer.units if layer.bias is True else 0)
-            out.append((dim, layer.units, n))
-            dim = layer.units
+        if _get(layer, "type") == "dense":
+            units, bias = int(_get(layer, "units")), _get(layer, "bias", True)
+            k = dim + 1 if bias == "folded" else dim
+            out.append((dim, units, k * units + (units if bias is True else 0)))
+            dim = units
     return out
 
 
-def estimate_bytes(spec) -> int:
-    """Parameters (held by ~6 engines/copies), activations (~4 copies), plus the difference chunks."""
-    sizes = layer_sizes(spec)
-    n_params = sum(n for _, _, n in sizes)
-    widths = spec.input.dim + sum(n_out for _, n_out, _ in sizes) * 2  # pre- and post-activation
-    activations = spec.input.batch * widths
-    return 8 * (6 * n_params + 4 * activations) + 2 * NUMERIC_CHUNK_BYTES
+def shape_of(spec, *, batch: int | None = None) -> Shape:
+    """The sizes of `spec` (at `batch` rows instead of input.batch when given)."""
+    dim = int(spec.input.dim)
+    widths, tensors, dense = [dim], [], 0
+    for layer in spec.network.layers:
+        kind = _get(layer, "type")
+        if kind == "dense":
+            units, bias = int(_get(layer, "units")), _get(layer, "bias", True)
+            tensors.append((dim + (1 if bias == "folded" else 0)) * units)
+            if bias is True:
+                tensors.append(units)
+            dim, dense = units, dense + 1
+        elif kind == "activation":
+            trainable = _get(layer, "trainable", False)
+            tensors += [1] * (len(trainable) if isinstance(trainable, (list, tuple)) else 2 if trainable is True else 0)
+        widths.append(dim)
+    itemsize = 4 if str(getattr(spec, "dtype", "float64")) == "float32" else 8
+    return Shape(itemsize, int(batch if batch is not None else spec.input.batch), tuple(widths), tuple(tensors), dense)
+
+
+def _devices(spec, devices=None) -> list[str]:
+    check = getattr(spec, "check", None)
+    return list(dict.fromkeys(devices or getattr(check, "devices", None) or ["cpu"]))
+
+
+def check_phases(spec, *, mode: str | None = None, devices=None, engines=None) -> dict[str, int]:
+    """Peak bytes of each phase of `gradlab check` on `spec` (what earlier phases still hold included).
+
+    `mode`, `devices` and `engines` are the command line's overrides of the spec's `check` section.
+    """
+    s = shape_of(spec)
+    check = getattr(spec, "check", None)
+    engines = set(engines or getattr(check, "engines", None) or ("analytic", "numeric", "autograd"))
+    mode = mode or getattr(check, "mode", "auto")
+    full = mode == "full" or (mode == "auto" and s.params <= FULL_MODE_MAX_PARAMS)
+    d, B, P = s.itemsize, s.batch, s.params
+    wrt = bool(getattr(check, "wrt_input", False)) and full
+    x_in = B * s.widths[0]
+    Q = P + (x_in if wrt else 0)  # elements compared
+    T = max(s.largest, x_in if wrt else 0)  # the largest compared tensor
+    S = B * sum(s.widths)  # every activation, input included
+    A = B * max(s.widths)  # the widest activation
+    io = B * (s.widths[0] + s.widths[-1])  # input batch and targets
+    cast64 = F64 if d != F64 else 0  # a float64 copy of something already float64 is not made
+
+    phases: dict[str, int] = {}
+    phases["build"] = F64 * (P + io) + d * (P + io)
+    held = d * (P + io)
+    phases["analytic"] = held + 2 * d * S + (d + cast64) * Q + 4 * d * A
+    if "analytic" in engines:
+        held += F64 * Q
+    if "numeric" in engines and full:
+        site = max(B * w for w in s.widths)  # the widest site: dL/dh for every sample and unit
+        phases["numeric"] = held + F64 * (P + 2 * S) + S + 17 * Q + F64 * (10 * site + 6 * s.largest) + 2 * NUMERIC_CHUNK_BYTES
+        held += 17 * Q  # value, error estimate and kink flags
+    devices = _devices(spec, devices) if "autograd" in engines else []
+    for _ in devices:
+        phases["autograd"] = max(phases.get("autograd", 0), held + d * (2 * P + x_in + 3 * S + 4 * A + s.largest) + cast64 * Q)
+        held += F64 * Q
+    phases["tolerance"] = held + F64 * (P + 3 * S + 2 * Q + 2 * T) + F64 * max(14 * A, 6 * s.largest)
+    held += F64 * Q
+    candidates = (("analytic" in engines) + len(devices))
+    if not full and "numeric" in engines and candidates:
+        depth = math.ceil(math.log2(max(s.largest, 2)))  # a failing projection is bisected down to one element
+        phases["fast"] = held + F64 * P + F64 * s.largest * (16 + depth) + 2 * 16 * A
+    numeric_rows = len(devices) + ("analytic" in engines) if ("numeric" in engines and full) else 0
+    pairs = numeric_rows + ("analytic" in engines) * len(devices)
+    phases["compare"] = held + F64 * pairs * Q + 18 * F64 * T
+    return phases
+
+
+def stats_bytes(spec, *, batch: int | None = None) -> int:
+    """Peak bytes of `gradlab stats` on `spec` at `batch` rows (default: stats.batch, else input.batch)."""
+    stats = getattr(spec, "stats", None)
+    batch = batch or getattr(stats, "batch", None) or spec.input.batch
+    s = shape_of(spec, batch=batch)
+    d, B, P = s.itemsize, s.batch, s.params
+    S, A = B * sum(s.widths), B * max(s.widths)
+    io = B * (s.widths[0] + s.widths[-1])
+    cast64 = F64 if d != F64 else 0
+    nets = F64 * (P + io) + 2 * d * (P + io)  # the next network is drawn while the last one is still referenced
+    backprop = 2 * d * S + d * P  # layer inputs, output gradients, gradients
+    observations = 3 * F64 * S + 2 * cast64 * P  # z, delta and f'(z) per dense layer; float64 weights and gradients
+    return nets + backprop + observations + 6 * F64 * A
+
+
+def estimate_phases(spec, **overrides) -> dict[str, int]:
+    """Every phase's peak bytes with the margin and the fixed part: what `estimate_bytes` takes the max of."""
+    phases = dict(check_phases(spec, **overrides))
+    phases["stats"] = stats_bytes(spec)
+    extra = FIXED_BYTES + (CUDA_CONTEXT_BYTES if any(str(d).startswith("cuda") for d in _devices(spec, overrides.get("devices"))) else 0)
+    return {k: int(MARGIN * v) + extra for k, v in phases.items()}
+
+
+def estimate_bytes(spec, **overrides) -> int:
+    """An upper bound of the peak memory growth of checking `spec` (gradlab check, --stats, --report).
+
+    `overrides`: mode, devices, engines as given on the command line (default: the spec's).
+    """
+    return max(estimate_phases(spec, **overrides).values())
+
+
+PHASE_NAMES = {
+    "build": "drawing the parameters", "analytic": "the analytic engine", "numeric": "the numeric engine",
+    "autograd": "the autograd engine", "tolerance": "the error model", "fast": "fast mode's projections",
+    "compare": "the comparisons", "stats": "gradlab stats",
+}
 
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:.3g} GiB" if n >= 2**28 else f"{n / 2**20:.3g} MiB"
 
 
-def check_memory(spec, file: str) -> None:
-    need, limit = estimate_bytes(spec), spec.check.memory_limit
+def check_memory(spec, file: str, **overrides) -> None:
+    """Refuse a spec whose check, or whose `stats:` settings, would not fit in check.memory_limit.
+
+    spec.validate calls it; the command line may call it again with its overrides (mode, devices, engines).
+    """
+    limit = spec.check.memory_limit
+    phases = estimate_phases(spec, **overrides)
+    stats_need = phases.pop("stats")
+    need = max(phases.values())
     if need > limit:
-        raise SpecError(file, "network", f"needs ~{_gib(need)}, limit {_gib(limit)}; shrink the network or batch, or raise check.memory_limit")
+        where = max(phases, key=phases.get)
+        raise SpecError(file, "network", f"needs ~{_gib(need)} (peak in {PHASE_NAMES[where]}), limit {_gib(limit)}; "
+                        "shrink the network or batch, or raise check.memory_limit")
+    stats = getattr(spec, "stats", None)
+    # The work budget binds what the spec asks of stats; with its defaults (8 seeds at input.batch) stats
+    # costs less than the check itself, so a big check spec is not refused for a stats run it never asked for.
+    asked = set(getattr(stats, "model_fields_set", ()) or ()) & {"seeds", "batch"}
+    check_stats(spec, file, seeds=getattr(stats, "seeds", 8), batch=getattr(stats, "batch", None), need=stats_need, work=bool(asked))
+
+
+def check_stats(spec, file: str, *, seeds: int, batch: int | None = None, seeds_key: str = "stats.seeds",
+                batch_key: str | None = None, need: int | None = None, work: bool = True) -> None:
+    """Refuse `gradlab stats` settings beyond check.memory_limit, STATS_MAX_SEEDS or (with `work`) the
+    work budget, naming the key to change. stats.run calls it with the command line's values.
+
+    `seeds_key` / `batch_key` name where the values came from (`--seeds`, `--batch` on the command line).
+    """
+    limit = spec.check.memory_limit
+    rows = batch or spec.input.batch
+    batch_key = batch_key or ("stats.batch" if batch else "input.batch")
+    if need is None:
+        need = int(MARGIN * stats_bytes(spec, batch=rows)) + FIXED_BYTES
+    if need > limit:
+        raise SpecError(file, batch_key, f"gradlab stats at batch {rows:,} needs ~{_gib(need)}, limit {_gib(limit)}; "
+                        f"lower {batch_key} or raise check.memory_limit")
+    if seeds > STATS_MAX_SEEDS:
+        raise SpecError(file, seeds_key, f"expected at most {STATS_MAX_SEEDS:,} initialisations, got {seeds:,}; "
+                        f"the mean over a few dozen is already stable (default 8)")
+    shape = shape_of(spec)
+    weights = max(1, shape.params + sum(shape.widths))
+    cost = seeds * rows * weights
+    if work and cost > STATS_WORK_BUDGET:
+        most = STATS_WORK_BUDGET // (rows * weights)
+        fix = f"use at most {most:,} seeds at this batch, or lower {batch_key}" if most >= 1 else f"lower {batch_key}"
+        if batch_key == "input.batch":
+            fix += " (or set a smaller stats.batch / --batch)"
+        raise SpecError(file, seeds_key if most >= 1 else batch_key,
+                        f"{seeds:,} initialisations x batch {rows:,} x {weights:,} weights and units is {cost:.2g} multiply-adds, "
+                        f"over gradlab stats' budget of {STATS_WORK_BUDGET:.0e} (about a minute); {fix}")

@@ -298,25 +298,71 @@ def _summary(layer_stats: list[LayerStats], per_seed: list[dict[str, np.ndarray]
     return out
 
 
-def with_overrides(spec, *, seeds: int | None = None, lr: float | None = None, batch: int | None = None):
+OPTION_KEYS = {"seeds": "--seeds", "lr": "--lr", "batch": "--batch"}
+
+
+def check_option(key: str, value, path: str = "<spec>"):
+    """A command-line override, validated: an integer >= 1 (seeds, batch) or a finite number > 0 (lr).
+
+    Errors name the spec file and the option (`spec.yaml: --lr: expected a finite number > 0, got nan`).
+    Text is parsed here, so the command line hands it over as typed.
+    """
+    if key == "lr":
+        number = _parse(value, float)
+        if number is None or not (math.isfinite(number) and number > 0):
+            raise GradlabError(f"{path}: --lr: expected a finite number > 0, got {_show(value, float)}")
+        return number
+    number = _parse(value, int)
+    if number is None or number < 1:
+        raise GradlabError(f"{path}: {OPTION_KEYS[key]}: expected an integer >= 1, got {_show(value, int)}")
+    return number
+
+
+def _parse(value, kind):
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)) and (kind is float or isinstance(value, int)):
+        return kind(value)
+    try:
+        return kind(str(value).strip())
+    except ValueError:
+        return None
+
+
+def _show(value, kind) -> str:
+    """The value as typed when it reads as a number of `kind`, else quoted (and clipped)."""
+    if isinstance(value, str) and _parse(value, kind) is not None:
+        return value.strip()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def with_overrides(spec, *, seeds: int | None = None, lr: float | None = None, batch: int | None = None, path: str = "<spec>"):
     """The spec's `stats` section with command-line overrides applied (validated again)."""
-    from .spec import StatsSpec
-
-    from pydantic import ValidationError
-
-    update = {k: v for k, v in {"seeds": seeds, "lr": lr, "batch": batch}.items() if v is not None}
+    update = {k: check_option(k, v, path) for k, v in {"seeds": seeds, "lr": lr, "batch": batch}.items() if v is not None}
     if not update:
         return spec.stats
+    from pydantic import ValidationError
+
     try:
-        return StatsSpec.model_validate({**spec.stats.model_dump(), **update})
+        return type(spec.stats).model_validate({**spec.stats.model_dump(), **update})
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise GradlabError(f"{err['loc'][0]}: {err['msg']}, got {err['input']!r}") from None
+        key = OPTION_KEYS.get(str(err["loc"][0]), str(err["loc"][0])) if err["loc"] else "stats"
+        raise GradlabError(f"{path}: {key}: {err['msg']}, got {err['input']!r}") from None
 
 
 def run(spec, *, path: str = "<spec>", seeds: int | None = None, lr: float | None = None, batch: int | None = None) -> StatsResult:
-    """Per-layer statistics of `spec` over `seeds` initialisations (CLI values override `stats:`)."""
-    cfg = with_overrides(spec, seeds=seeds, lr=lr, batch=batch)
+    """Per-layer statistics of `spec` over `seeds` initialisations (CLI values override `stats:`).
+
+    Memory and work are bounded before anything is drawn (gradlab.memory.check_stats): a refusal
+    names the option (`--seeds`, `--batch`) or the spec key it came from.
+    """
+    from .memory import check_stats
+
+    cfg = with_overrides(spec, seeds=seeds, lr=lr, batch=batch, path=path)
+    check_stats(spec, path, seeds=cfg.seeds, batch=cfg.batch, seeds_key="--seeds" if seeds is not None else "stats.seeds",
+                batch_key="--batch" if batch is not None else None)
     if cfg.batch is not None and cfg.batch != spec.input.batch:
         spec = spec.model_copy(update={"input": spec.input.model_copy(update={"batch": cfg.batch})})
     seed_values = tuple(spec.seed + k for k in range(cfg.seeds))

@@ -395,3 +395,45 @@ def test_check_appends_stats(tmp_path):
     assert doc["passed"] and doc["stats"][0]["summary"]["verdict"] and doc["stats"][0]["layers"]
     plain = CliRunner().invoke(main, ["check", spec, "--format", "json"])
     assert "stats" not in json.loads(plain.output)
+
+
+# --- command-line overrides: every error names the file and the option; memory and work are bounded ---
+
+SMALL_TEXT = """\
+input: {dim: 8, batch: 4}
+network:
+  layers:
+    - {type: dense, units: 16}
+    - {type: activation, fn: tanh}
+    - {type: dense, units: 2}
+loss: {fn: sse}
+"""
+
+
+@pytest.mark.parametrize("args,key", [
+    (["--batch", "2000000000"], "--batch"),
+    (["--seeds", "100000000"], "--seeds"),
+    (["--seeds", "10000", "--batch", "100000"], "--seeds"),
+])
+def test_stats_cli_overrides_are_bounded(args, key, write_spec):
+    path = write_spec(SMALL_TEXT)
+    r = CliRunner().invoke(main, ["stats", str(path), *args])
+    assert r.exit_code == 2, r.output
+    lines = [l for l in r.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: {key}: "), r.output
+
+
+@pytest.mark.parametrize("opt,value,expected", [
+    ("--lr", "nan", "expected a finite number > 0, got nan"),
+    ("--lr", "inf", "expected a finite number > 0, got inf"),
+    ("--lr", "0", "expected a finite number > 0, got 0"),
+    ("--lr", "abc", "expected a finite number > 0, got 'abc'"),
+    ("--seeds", "0", "expected an integer >= 1, got 0"),
+    ("--seeds", "1.5", "expected an integer >= 1, got '1.5'"),
+    ("--batch", "-3", "expected an integer >= 1, got -3"),
+])
+def test_stats_option_errors_name_the_file_and_option(opt, value, expected, write_spec):
+    path = write_spec(SMALL_TEXT)
+    r = CliRunner().invoke(main, ["stats", str(path), opt, value])
+    assert r.exit_code == 2
+    assert r.output.strip() == f"Error: {path}: {opt}: {expected}", r.output

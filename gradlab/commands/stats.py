@@ -15,9 +15,10 @@ Examples:
 
 @click.command("stats", epilog=EXAMPLES)
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--seeds", type=click.IntRange(min=1), help="Random initialisations (seed, seed+1, ...); overrides stats.seeds [default: 8].")
-@click.option("--batch", type=click.IntRange(min=1), help="Rows per measurement; overrides stats.batch [default: input.batch].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="SGD step for the update ratio; overrides stats.lr [default: 0.01].")
+# The values are parsed by gradlab.stats.check_option, so an error names the spec file and the option.
+@click.option("--seeds", metavar="INTEGER", help="Random initialisations (seed, seed+1, ...), at most 10,000; overrides stats.seeds [default: 8].")
+@click.option("--batch", metavar="INTEGER", help="Rows per measurement; overrides stats.batch [default: input.batch].")
+@click.option("--lr", metavar="FLOAT", help="SGD step for the update ratio, a finite number > 0; overrides stats.lr [default: 0.01].")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True, help="Output format (json and csv carry every statistic with its std).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the output to this file instead of stdout.")
 def command(spec, seeds, batch, lr, fmt, output):
@@ -29,13 +30,19 @@ def command(spec, seeds, batch, lr, fmt, output):
     and dead units, the SGD update ratio, and a verdict (vanishing, exploding, dead,
     saturated, ok) with thresholds from the spec's `stats:` section. Exit code 0, or
     2 for a bad spec or usage.
+
+    Memory and work are bounded before anything runs: a batch whose measurement would
+    not fit in check.memory_limit, more than 10,000 seeds, or seeds x batch x (weights
+    + units) above 1e11 multiply-adds is refused, naming the option or key to change.
     """
     from .. import stats
     from ..cli import write_text
     from ..report import stats_table
     from ..spec import load_spec
 
-    result = stats.run(load_spec(spec), path=spec, seeds=seeds, lr=lr, batch=batch)
+    loaded = load_spec(spec)
+    overrides = {k: stats.check_option(k, v, spec) for k, v in {"seeds": seeds, "batch": batch, "lr": lr}.items() if v is not None}
+    result = stats.run(loaded, path=spec, **overrides)
     if fmt == "json":
         write_text(stats_table.to_json(result), output)
     elif fmt == "csv":
