@@ -145,18 +145,19 @@ class CustomLayer:
         result = call(where, self.obj.backward, x, grad_out)
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
             raise UserCodeError(f"{where} must return (grad_x, {{name: grad}}), got {type(result).__name__}; `gradlab audit` checks the contract")
-        grad_x, grads = returned_array(where, result[0], shape=x.shape), result[1]
+        grad_x, grads = returned_array(where, result[0], shape=x.shape, real_from=x), result[1]
         missing = [k for k in self.keys if k not in grads]
         if missing:
             raise UserCodeError(f"{where} returned no gradient for {', '.join(map(repr, missing))}; `gradlab audit` checks the contract")
-        return grad_x, {self.param_name(k): returned_array(f"{where} ({k!r})", grads[k], shape=self.obj.params[k].shape) for k in self.keys}
+        return grad_x, {self.param_name(k): returned_array(f"{where} ({k!r})", grads[k], shape=self.obj.params[k].shape, real_from=x) for k in self.keys}
 
     def torch_forward(self, h, params: dict):
         """The user's torch mirror, checked like every call into user code."""
         from .audit.custom import call, torch_result
 
         where = f"{self.where} torch_forward"
-        return torch_result(where, call(where, self.obj.torch_forward, h, {k: params[self.param_name(k)] for k in self.keys}))
+        out = call(where, self.obj.torch_forward, h, {k: params[self.param_name(k)] for k in self.keys})
+        return torch_result(where, out, shape=tuple(h.shape[:-1]) + (self.n_out,))
 
     def __repr__(self) -> str:
         return f"Custom[{self.index}]({self.impl.rpartition('/')[2]}: {self.n_in} -> {self.n_out})"

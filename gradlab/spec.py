@@ -35,7 +35,7 @@ from .ops import ACTIVATIONS, LOSSES, UnknownOpError
 from .ops import dense as dense_op
 from .ops.init import SCHEMES
 
-PositiveInt = Annotated[StrictInt, Field(gt=0)]
+PositiveInt = Annotated[StrictInt, Field(gt=0, lt=2**40)]  # sizes; the memory estimate refuses what will not fit
 MAX_VALUE = 1e6  # |mean|, scales, init std and bias: beyond this every activation saturates and float32 overflows
 
 
@@ -346,7 +346,7 @@ class CheckSpec(_Model):
     @classmethod
     def _devices(cls, devices: list[str]) -> list[str]:
         for d in devices:
-            if not re.fullmatch(r"cpu|cuda(:\d+)?", str(d)):
+            if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", str(d)):
                 raise _error("bad_device", f"unknown device {d!r}; expected 'cpu', 'cuda' or 'cuda:N'")
         return devices
 

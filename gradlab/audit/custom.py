@@ -65,8 +65,8 @@ def call(where: str, fn, *args):
         return fn(*args)
 
 
-def returned_array(where: str, out: Any, *, shape=None, finite_from=None) -> np.ndarray:
-    """The user's return value as an array, checked: the shape asked for, and finite wherever its input was."""
+def returned_array(where: str, out: Any, *, shape=None, finite_from=None, real_from=None) -> np.ndarray:
+    """The user's return value as an array, checked: the shape asked for, real for real input, finite wherever its input was."""
     if out is None or not hasattr(out, "__array__") and not isinstance(out, (list, tuple, float, int, complex)):
         raise UserCodeError(f"{where} returned {type(out).__name__}, not an array")
     try:
@@ -77,18 +77,22 @@ def returned_array(where: str, out: Any, *, shape=None, finite_from=None) -> np.
         raise UserCodeError(f"{where} returned an array of {arr.dtype}, not numbers")
     if shape is not None and arr.shape != tuple(shape):
         raise UserCodeError(f"{where} returned shape {arr.shape}, expected {tuple(shape)}")
+    if real_from is not None and np.isrealobj(real_from) and np.iscomplexobj(arr):
+        raise UserCodeError(f"{where} returned complex values for real input")
     if finite_from is not None and np.all(np.isfinite(finite_from)) and not np.all(np.isfinite(arr)):
         bad = np.unravel_index(int(np.flatnonzero(~np.isfinite(arr))[0]), arr.shape) if arr.ndim else ()
         raise UserCodeError(f"{where} returned {arr[bad]} at {tuple(int(i) for i in bad)} for finite input; it is this op's error")
     return arr
 
 
-def torch_result(where: str, out: Any):
-    """A torch mirror must give a tensor (NumPy would cut the graph autograd needs)."""
+def torch_result(where: str, out: Any, shape=None):
+    """A torch mirror must give a tensor (NumPy would cut the graph autograd needs) of the forward's shape."""
     import torch
 
     if not isinstance(out, torch.Tensor):
         raise UserCodeError(f"{where} returned {type(out).__name__}, not a torch.Tensor; build it from torch ops so autograd can differentiate it")
+    if shape is not None and tuple(out.shape) != tuple(shape):
+        raise UserCodeError(f"{where} returned shape {tuple(out.shape)}, expected {tuple(shape)} (what forward returns)")
     return out
 
 
@@ -200,10 +204,10 @@ def activation_record(impl: str) -> CustomActivation:
         return returned_array(f"{op} forward", call(f"{op} forward", _rows, obj.forward, z), shape=np.shape(z), finite_from=z)
 
     def backward(z, a, g, hp):
-        return returned_array(f"{op} backward", call(f"{op} backward", _rows, obj.backward, z, g), shape=np.shape(z)), {}
+        return returned_array(f"{op} backward", call(f"{op} backward", _rows, obj.backward, z, g), shape=np.shape(z), real_from=z), {}
 
     def mirror(z, hp):
-        return torch_result(f"{op} torch_forward", call(f"{op} torch_forward", torch_forward, z))
+        return torch_result(f"{op} torch_forward", call(f"{op} torch_forward", torch_forward, z), shape=tuple(z.shape))
 
     return CustomActivation(
         name=_name(impl),
@@ -248,10 +252,13 @@ def loss_record(impl: str) -> CustomLoss:
         return returned_array(f"{op} forward", call(f"{op} forward", _per_slice, obj.forward, y, t, True), shape=np.shape(y)[:-2])
 
     def backward(y, t):
-        return returned_array(f"{op} backward", call(f"{op} backward", _per_slice, obj.backward, y, t, False), shape=np.shape(y))
+        return returned_array(f"{op} backward", call(f"{op} backward", _per_slice, obj.backward, y, t, False), shape=np.shape(y), real_from=y)
 
     def mirror(y, t):
-        return torch_result(f"{op} torch_forward", call(f"{op} torch_forward", torch_forward, y, t))
+        out = torch_result(f"{op} torch_forward", call(f"{op} torch_forward", torch_forward, y, t))
+        if out.numel() != 1:
+            raise UserCodeError(f"{op} torch_forward returned shape {tuple(out.shape)}; a loss returns one number")
+        return out.reshape(())
 
     return CustomLoss(
         name=_name(impl),

@@ -81,7 +81,8 @@ def _import_guard(where: str):
     def guard():
         try:
             yield
-        except Timeout:
+        except Timeout as exc:
+            exc.inside = exc.inside or f"the import of {where}"
             raise
         except KeyboardInterrupt as exc:
             if interrupted():
