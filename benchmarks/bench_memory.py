@@ -28,7 +28,7 @@ BIG = [
     ("full 400-600-10 b64 (240k params)", dict(dim=400, units=[600, 10], batch=64), ()),
     ("full f32 wrt 300-500-10 b1000", dict(dim=300, units=[500, 10], batch=1000, dtype="float32", wrt_input=True), ()),
     ("deep 20x400 b16 fast", dict(dim=400, units=[400] * 19 + [10], batch=16, mode="fast"), ()),
-    ("stats batch 200000 --stats", dict(dim=64, units=[500, 500, 10], batch=4, stats={"batch": 200_000, "seeds": 2}), ("--stats",)),
+    ("stats batch 200000 --stats", dict(dim=64, units=[500, 500, 10], batch=4, stats={"batch": 200_000, "seeds": 1}), ("--stats",)),
     ("relu softmax-CE 2000-2000-100 b32", dict(dim=2000, units=[2000, 100], batch=32, act="relu", loss="softmax_cross_entropy"), ()),
 ]
 

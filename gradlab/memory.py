@@ -244,7 +244,7 @@ def check_stats(spec, file: str, *, seeds: int, batch: int | None = None, seeds_
     cost = seeds * rows * weights
     if work and cost > STATS_WORK_BUDGET:
         most = STATS_WORK_BUDGET // (rows * weights)
-        fix = f"use at most {most:,} seeds at this batch, or lower {batch_key}" if most >= 1 else f"lower {batch_key}"
+        fix = f"use at most {most:,} seed(s) at this batch, or lower {batch_key}" if most >= 1 else f"lower {batch_key}"
         if batch_key == "input.batch":
             fix += " (or set a smaller stats.batch / --batch)"
         raise SpecError(file, seeds_key if most >= 1 else batch_key,

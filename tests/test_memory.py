@@ -149,7 +149,7 @@ def _with(text: str, extra: str) -> dict:
 @pytest.mark.parametrize("extra,key,words", [
     ("stats: {batch: 2000000000}\n", "stats.batch", ["needs ~", "limit 2 GiB", "lower stats.batch"]),
     ("stats: {seeds: 100000000}\n", "stats.seeds", ["at most 10,000"]),
-    ("stats: {seeds: 10000, batch: 100000}\n", "stats.seeds", ["budget", "seeds at this batch"]),
+    ("stats: {seeds: 10000, batch: 100000}\n", "stats.seeds", ["budget", "seed(s) at this batch"]),
 ])
 def test_stats_settings_beyond_the_bounds_are_refused_at_validation(extra, key, words):
     with pytest.raises(SpecError) as e:
