@@ -149,6 +149,10 @@ def run_loaded(loaded, *, progress: bool = True, timeout: float | None = None, *
             limit = timeout or spec.check.timeout
 
             def work(path=path, spec=spec, name=name, limit=limit):
+                if any(options.get(k) for k in ("mode", "devices", "engines")):  # the command line changed what runs
+                    from .memory import check_memory
+
+                    check_memory(spec, path, mode=options.get("mode"), devices=options.get("devices"), engines=options.get("engines"))
                 with deadline(limit, path):
                     return runner.run(spec, path=path, progress=bar.spec(name, numeric_elements(spec)), **options)
 
