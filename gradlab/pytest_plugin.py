@@ -6,22 +6,38 @@ autograd device, with `runtest` / `repr_failure` / `reportinfo`.
 
 Which files: those matching the ini option `gradlab_spec_glob` (default `*.yaml *.yml`;
 a pattern with a `/` matches the end of the path, e.g. `specs/*.yaml`). Because the plugin
-is active in every pytest run of an environment that has gradlab, a matching YAML file
-that a directory walk finds is only taken when it looks like a spec (a top-level
-`network` key, or two of input/target/network/loss/check); a file named on the command
-line is always taken. `-p no:gradlab` turns the plugin off.
+is active in every pytest run of an environment that has gradlab, it must never break
+someone else's suite: a matching YAML file that a directory walk finds is only taken when
+its first 16 KiB look like a spec -- a top-level `network` (or a near-miss such as
+`netwrok`) whose `layers` is a list of mappings with a `type` key -- and any error while
+sniffing means "not a spec". A file named on the command line is always taken. Whatever
+goes wrong while loading a spec becomes a failing item, never a collection error.
+
+`--gradlab-no-code` (or the ini option `gradlab_no_code = true`, or GRADLAB_NO_CODE=1)
+refuses every spec that names user code (`impl:`) before anything is imported, collection
+included. `-p no:gradlab` turns the plugin off.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
+import stat
 from pathlib import Path
 
 import pytest
 
-SPEC_KEYS = {"input", "target", "network", "loss", "check"}
 DEFAULT_GLOB = ["*.yaml", "*.yml"]
+SNIFF_BYTES = 16 * 1024  # only the head of a file is read to decide whether it is a spec
+NEAR_MISS = 0.75  # a top-level key this close to `network` (difflib ratio) is a typo of it
+
+# the text-only fallback: a top-level key line, then `layers:` with a list and a `type:` before the next top-level key
+_TOP_KEY = re.compile(r"^([A-Za-z_][\w-]*)[ \t]*:", re.MULTILINE)
+_NEXT_TOP_LINE = re.compile(r"^[^\s#-]", re.MULTILINE)
+_LAYERS_WITH_TYPE = re.compile(r"\blayers[ \t]*:\s*[\[-].*?\btype[ \t]*:", re.DOTALL)  # searched within the network section
+
+_TURNED_NO_CODE_ON = pytest.StashKey[bool]()  # this run switched user code off, and switches it back on at the end
 
 
 class GradlabWarning(UserWarning):
@@ -39,25 +55,88 @@ class GradientMismatch(Exception):
 def pytest_addoption(parser) -> None:
     parser.addini("gradlab_spec_glob", type="args", default=DEFAULT_GLOB,
                   help="glob(s) of gradlab spec files to collect as tests (default: *.yaml *.yml)")
+    parser.addini("gradlab_no_code", type="bool", default=False,
+                  help="refuse gradlab specs that name user code (impl:) before importing anything (default: false)")
+    parser.getgroup("gradlab").addoption(
+        "--gradlab-no-code", action="store_true", default=False, dest="gradlab_no_code",
+        help="refuse gradlab specs that name user code (impl:) before importing anything, e.g. on untrusted pull requests")
 
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "gradlab: a gradient check collected from a gradlab spec file")
+    if config.getoption("gradlab_no_code") or config.getini("gradlab_no_code"):
+        from . import usercode
+
+        # undone in pytest_unconfigure, so that a pytest run inside a process (pytester) leaves the switch as it was
+        config.stash[_TURNED_NO_CODE_ON] = not getattr(usercode, "_code", {}).get("forbidden", False)
+        usercode.forbid_code()
+
+
+def pytest_unconfigure(config) -> None:
+    if config.stash.get(_TURNED_NO_CODE_ON, False):
+        from . import usercode
+
+        usercode.forbid_code(False)
+
+
+def _is_network_key(key) -> bool:
+    return isinstance(key, str) and (key == "network" or difflib.SequenceMatcher(None, key, "network").ratio() >= NEAR_MISS)
+
+
+def _has_typed_layers(doc) -> bool:
+    """A parsed head: a top-level network (or a typo of it) whose `layers` lists mappings, one with a `type`."""
+    if not isinstance(doc, dict):
+        return False
+    for key, network in doc.items():
+        layers = network.get("layers") if _is_network_key(key) and isinstance(network, dict) else None
+        if isinstance(layers, list) and layers and all(isinstance(x, dict) for x in layers) and any("type" in x for x in layers):
+            return True
+    return False
+
+
+def _text_has_typed_layers(text: str) -> bool:
+    """The same rule on text that does not parse (a broken spec, or a head cut mid-document)."""
+    for top in _TOP_KEY.finditer(text):
+        if not _is_network_key(top.group(1)):
+            continue
+        following = _NEXT_TOP_LINE.search(text, top.end())  # the section ends at the next top-level line
+        if _LAYERS_WITH_TYPE.search(text[top.end():following.start() if following else len(text)]):
+            return True
+    return False
 
 
 def _looks_like_spec(path: Path) -> bool:
-    """Leave other YAML (CI configs, fixtures) alone; a broken spec is still recognised by its keys."""
+    """Leave other YAML (CI configs, Hydra configs, data fixtures) alone; a broken spec is still recognised.
+
+    Reads at most SNIFF_BYTES; any error at all (unreadable, not text, a parser's RecursionError or
+    MemoryError) means "not a spec": the plugin must never stop someone else's collection.
+    """
+    try:
+        return _sniff(path)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 -- whatever a hostile file does to the parser, it is not a spec
+        return False
+
+
+def _sniff(path: Path) -> bool:
     import yaml
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
         return False
+    with open(path, "rb") as f:
+        raw = f.read(SNIFF_BYTES + 1)
+    cut = len(raw) > SNIFF_BYTES
+    if cut:  # parse whole lines only; a multi-byte character cut at the end is dropped
+        raw = raw[:SNIFF_BYTES].rsplit(b"\n", 1)[0]
+    text = raw.decode("utf-8-sig", errors="ignore" if cut else "strict")
+    if "layers" not in text or "type" not in text:
+        return False  # the common case, decided without a parser
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
-        return re.search(r"^network\s*:", text, re.MULTILINE) is not None
-    return isinstance(doc, dict) and ("network" in doc or len(SPEC_KEYS & set(map(str, doc))) >= 2)
+        return _text_has_typed_layers(text)
+    return _has_typed_layers(doc) or (cut and _text_has_typed_layers(text))
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -69,21 +148,31 @@ def pytest_collect_file(file_path: Path, parent):
     return None
 
 
+def _one_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception as one line of at most `limit` characters (a hostile value must not flood the log)."""
+    from .report.escape import visible
+
+    text = visible(" ".join(str(exc).split()) or type(exc).__name__)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class SpecFile(pytest.File):
     """One spec file: checked once, judged by one item per autograd device."""
 
     _result = None
 
     def collect(self):
-        from .errors import SpecError
+        from .report.escape import visible
         from .spec import load_spec
 
         try:
             spec = load_spec(self.path)
-        except SpecError as exc:
+        except (KeyboardInterrupt, pytest.skip.Exception):
+            raise
+        except BaseException as exc:  # noqa: BLE001 -- a failing item, never a collection error that stops the suite
             yield SpecItem.from_parent(self, name=self.path.stem, spec=None, device=None, error=exc)
             return
-        name = spec.name or self.path.stem
+        name = visible(spec.name or self.path.stem)  # the node id is printed: no control characters in it
         devices = list(dict.fromkeys(spec.check.devices))
         for i, device in enumerate(devices):
             # the first item also judges the rows of no autograd device (analytic vs numeric)
@@ -127,10 +216,16 @@ class SpecItem(pytest.Item):
                 self.warn(GradlabWarning(f"{status} for {', '.join(names)}: {note}"))
 
     def repr_failure(self, excinfo, style=None):
-        from .errors import SpecError
+        from .errors import GradlabError, SpecError
+        from .report.escape import visible
 
         if isinstance(excinfo.value, SpecError):
-            return f"invalid gradlab spec: {excinfo.value}"
+            return f"invalid gradlab spec: {visible(str(excinfo.value))}"
+        if self.error is not None and excinfo.value is self.error:  # loading the spec went wrong otherwise
+            what = "error" if isinstance(self.error, GradlabError) else f"{type(self.error).__name__} while loading the spec"
+            return f"gradlab {what}: {self.path}: {_one_line(self.error)}"
+        if isinstance(excinfo.value, GradlabError):  # e.g. the user's op raised while the spec ran
+            return f"gradlab error: {self.path}: {_one_line(excinfo.value)}"
         if isinstance(excinfo.value, GradientMismatch):
             from .report.failure import failure_text
             from .report.terminal import plain_table

@@ -59,10 +59,154 @@ def test_bad_spec_shows_the_spec_error_not_a_traceback(pytester):
 
 def test_other_yaml_files_are_left_alone(pytester):
     pytester.makefile(".yaml", workflow="on: push\njobs: {test: {runs-on: ubuntu-latest}}\n")
-    pytester.makefile(".yaml", broken_spec="network: [unclosed\n")
+    pytester.makefile(".yaml", broken_spec=GOOD.replace("loss: {fn: sse}", "loss: {fn: sse"))  # not YAML any more
     result = pytester.runpytest("--collect-only", "-q")
     result.stdout.fnmatch_lines(["broken_spec.yaml::broken_spec"])
     assert "workflow" not in result.stdout.str()
+
+
+HYDRA = """\
+defaults: [_self_]
+network: {arch: resnet18, pretrained: false}
+loss: cross_entropy
+optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
+input: {size: 224}
+"""
+
+
+def test_a_hydra_style_config_is_not_a_spec(pytester):
+    pytester.mkdir("configs").joinpath("train.yaml").write_text(HYDRA)
+    pytester.makefile(".yaml", layers_no_type="network:\n  layers: [64, 64]\nloss: mse\ninput: {dim: 3}\n")
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest("-q")
+    result.assert_outcomes(passed=1)
+    assert "train.yaml" not in result.stdout.str() and "layers_no_type" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("broken", [
+    GOOD.replace("units: 5", "unist: 5"),                    # a typo in a layer field
+    GOOD.replace("network:", "netwrok:"),                    # a typo of `network` itself
+    GOOD.replace("    - {type: dense, units: 3}", "\t- {type: dense, units: 3}"),  # a tab: not YAML
+], ids=["layer-field-typo", "network-typo", "not-yaml"])
+def test_a_broken_real_spec_is_still_collected_and_shows_its_error(pytester, broken):
+    pytester.makefile(".yaml", broken=broken)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["invalid gradlab spec: *broken.yaml: *"])
+
+
+def _nested(depth: int) -> str:
+    return "data: " + "[" * depth + "]" * depth + "\n"
+
+
+def test_a_deeply_nested_fixture_does_not_stop_collection(pytester):
+    pytester.makefile(".yaml", deep=_nested(3000))
+    pytester.makefile(".yaml", deep_map="network: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n")
+    pytester.makefile(".yaml", net=GOOD)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest("-q")
+    result.assert_outcomes(passed=2)
+    assert "RecursionError" not in result.stdout.str() and "deep" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("content", [
+    _nested(3000), b"\xff\xfe\x00n\x00e\x00t", b"network:\n  layers:\n    - {type: \xff\xfe}\n", "? [a, b]\n: 1\n",
+    "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                                                     for p, c in zip("abcdefgh", "bcdefghi")),
+], ids=["deep", "utf16", "bad-utf8", "sequence-key", "billion-laughs"])
+def test_sniffing_a_hostile_file_means_not_a_spec(tmp_path, content):
+    from gradlab.pytest_plugin import _looks_like_spec
+
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert _looks_like_spec(path) is False
+    assert _looks_like_spec(tmp_path / "missing.yaml") is False and _looks_like_spec(tmp_path) is False
+
+
+def test_only_the_head_of_a_file_is_sniffed(tmp_path):
+    """A 4 MB data fixture costs a 16 KiB read: a spec key after the head is never seen, one at the top always is."""
+    from gradlab.pytest_plugin import SNIFF_BYTES, _looks_like_spec
+
+    rows = "".join(f"  - {{id: {i}, value: {i / 7:.6f}, tags: [a, b]}}\n" for i in range(100_000))
+    data = tmp_path / "data.yaml"
+    data.write_text("records:\n" + rows + GOOD.replace("name:", "spec_name:"))
+    assert data.stat().st_size > 4_000_000 and _looks_like_spec(data) is False
+    late = tmp_path / "late.yaml"
+    late.write_text("# padding\n" * (SNIFF_BYTES // 10 + 1) + GOOD)
+    assert _looks_like_spec(late) is False
+    big = tmp_path / "big.yaml"  # a spec whose head is cut inside its layer list: decided from the text
+    big.write_text(GOOD.split("    - {type")[0] + "    - {type: dense, units: 5}\n" * 2000 + "loss: {fn: sse}\n")
+    assert big.stat().st_size > SNIFF_BYTES and _looks_like_spec(big) is True
+
+
+@pytest.mark.parametrize("text", [
+    GOOD,
+    "network:\n  layers:\n  - type: dense\n    units: 3\n",
+    "network:\n  layers:\n    -   # the first layer\n      units: 3\n      type: dense\n",
+    "network: {layers: [{units: 3, type: dense}]}\n",
+    "input: {dim: 2}\nnetwork:\n  convention: out_in\n  layers:\n    - {type: dense, units: 3}\n",
+], ids=["seed003", "block", "comment", "flow", "network-second"])
+def test_the_text_fallback_recognises_every_way_of_writing_layers(text):
+    from gradlab.pytest_plugin import _text_has_typed_layers
+
+    assert _text_has_typed_layers(text) and _text_has_typed_layers(text.replace("type", "kind")) is False
+    assert _text_has_typed_layers(text.replace("network", "model")) is False
+
+
+IMPL_SPEC = """\
+name: hostile
+input: {dim: 3, batch: 2}
+network:
+  layers:
+    - {type: dense, units: 2}
+    - {type: activation, fn: custom, impl: "evil.py:Act"}
+loss: {fn: sse}
+"""
+EVIL = """\
+import pathlib, sys
+pathlib.Path(__file__).with_name("MARKER").write_text("imported")
+sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize("how", ["option", "ini"])
+@pytest.mark.parametrize("collect_only", [False, True], ids=["run", "collect-only"])
+def test_no_code_refuses_a_spec_with_impl_before_importing_it(pytester, how, collect_only):
+    from gradlab.usercode import code_allowed
+
+    pytester.makefile(".yaml", hostile=IMPL_SPEC)
+    pytester.makepyfile(evil=EVIL)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    args = ["--gradlab-no-code"] if how == "option" else []
+    if how == "ini":
+        pytester.makeini("[pytest]\ngradlab_no_code = true\npython_files = test_*.py\n")
+    result = pytester.runpytest(*args, *(["--collect-only", "-q"] if collect_only else []))
+    assert not (pytester.path / "MARKER").exists()
+    assert code_allowed(), "the switch is left as it was after the run"
+    if collect_only:
+        result.stdout.fnmatch_lines(["hostile.yaml::hostile", "*test_plain*"])
+        return
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["invalid gradlab spec: *hostile.yaml: *impl*no-code*evil.py:Act*"])
+
+
+def test_a_failing_spec_with_rich_markup_and_control_characters_in_its_name(pytester):
+    pytester.makefile(".yaml", planted=BUGGY_SPEC.replace("name: planted", 'name: "[/][bold red]x[/]\\e[2J"'))
+    with registered(ACTIVATIONS, BUGGY):
+        result = pytester.runpytest("-v")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*planted.yaml::?/??bold red?x?/??x1b?2J FAILED*", "gradients of [[]/[]][[]bold red[]]x[[]/[]]\\x1b[[]2J (*) disagree*"])
+    assert "MarkupError" not in result.stdout.str() and "\x1b[2J" not in result.stdout.str()
+
+
+def test_user_code_that_exits_while_loading_is_a_failing_item_not_the_end_of_pytest(pytester):
+    pytester.makefile(".yaml", hostile=IMPL_SPEC)
+    pytester.makepyfile(evil=EVIL)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*hostile.yaml*exit*"])
+    assert "Traceback" not in result.stdout.str()
 
 
 def test_a_yaml_named_on_the_command_line_is_always_a_spec(pytester):
@@ -96,3 +240,18 @@ def test_plugin_can_be_switched_off(pytester):
     pytester.makefile(".yaml", net=GOOD)
     result = pytester.runpytest("-p", "no:gradlab", "--collect-only", "-q")
     assert "net.yaml" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("error", [RecursionError("maximum recursion depth exceeded"), SystemExit(3), MemoryError()],
+                         ids=lambda e: type(e).__name__)
+def test_anything_raised_while_loading_a_spec_is_a_failing_item_not_a_collection_error(pytester, monkeypatch, error):
+    def load_spec(path):
+        raise error
+
+    monkeypatch.setattr("gradlab.spec.load_spec", load_spec)
+    pytester.makefile(".yaml", net=GOOD)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"gradlab {type(error).__name__} while loading the spec: *net.yaml: *"])
+    assert "Interrupted" not in result.stdout.str()

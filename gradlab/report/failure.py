@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from .escape import visible
 from .labels import breadcrumb, fmt_err, fmt_index, fmt_value
 from .worst import TensorWorst, tensor_worst
 
@@ -36,9 +37,9 @@ def worst_rows(t: TensorWorst) -> tuple[list[str], list[list[str]]]:
 def tensor_block(t: TensorWorst, indent: str = "  ") -> list[str]:
     c = t.primary
     others = [f"{o.candidate} vs {o.reference}" + (f" ({o.device})" if o.device != c.device else "") for o in t.failing if o is not c]
-    lines = [breadcrumb(c) + (f" (also fails: {', '.join(others)})" if others else "")]
+    lines = [visible(breadcrumb(c)) + (f" (also fails: {', '.join(others)})" if others else "")]
     if c.note:
-        lines.append(f"{indent}{c.note}")
+        lines.append(f"{indent}{visible(c.note)}")
     lines += [
         f"{indent}Mismatched elements: {c.mismatched} / {c.size}",
         f"{indent}Max absolute difference: {fmt_err(c.max_abs_err)}",
@@ -54,7 +55,7 @@ def tensor_block(t: TensorWorst, indent: str = "  ") -> list[str]:
 def failure_text(result) -> str:
     """Why a spec failed: one approx-style block per failing tensor, worst elements first."""
     failing = result.failures
-    lines = [f"gradients of {result.name} ({result.path}) disagree: {len(failing)} of {len(result.comparisons)} comparisons fail"]
+    lines = [f"gradients of {visible(result.name)} ({visible(result.path)}) disagree: {len(failing)} of {len(result.comparisons)} comparisons fail"]
     for t in tensor_worst(result):
         lines += tensor_block(t)
     return "\n".join(lines)

@@ -2,12 +2,15 @@
 
 Everything is inline: CSS in a <style> element, figures as data:image/png;base64, no
 script, and a Content-Security-Policy that forbids the page any network fetch, so the
-file can be mailed, attached to a CI run or opened from disk and looks the same.
+file can be mailed, attached to a CI run or opened from disk and looks the same. Every value
+the template prints is escaped by jinja2's autoescape (spec names and paths are the user's), after
+`escape.visible` has written control characters and lone surrogates as escapes.
 """
 
 from __future__ import annotations
 
 from .depth import DepthProfile
+from .escape import visible
 from .failure import MISSING, worst_rows
 from .labels import STATUSES, breadcrumb, fmt_cosine, fmt_err, fmt_index, status_text
 from .plots import depth_png, heatmap_png
@@ -15,11 +18,18 @@ from .rows import ordered_results, status_counts, table_rows, verdict
 from .worst import tensor_worst
 
 
+def _shown(value):
+    """What the template prints: strings with their control characters made visible (then autoescaped)."""
+    from markupsafe import Markup
+
+    return visible(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
 def _env():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
     return Environment(loader=PackageLoader("gradlab.report", "templates"), autoescape=select_autoescape(["html", "j2"]),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, finalize=_shown)
 
 
 def _rows(result) -> tuple[list[dict], list[dict]]:
@@ -41,7 +51,7 @@ def _failing(result) -> list[dict]:
         header, cells = worst_rows(t)
         heat = None
         if c.rel_err_map is not None and getattr(c.rel_err_map, "ndim", 0) == 2:
-            heat = heatmap_png(c.rel_err_map, f"{c.parameter}\n{c.candidate} vs {c.reference}")
+            heat = heatmap_png(c.rel_err_map, f"{visible(c.parameter)}\n{c.candidate} vs {c.reference}")
         out.append({
             "parameter": t.parameter, "breadcrumb": breadcrumb(c),
             "also": [f"{o.candidate} vs {o.reference}" + (f" ({o.device})" if o.device != c.device else "") for o in t.failing if o is not c],

@@ -4,12 +4,15 @@ Uses only what Jenkins, GitLab, Azure DevOps and the GitHub JUnit actions all re
 <testsuites> / <testsuite> (one per spec, with the run's environment as <properties>) /
 <testcase> with <failure message=...> carrying the numbers or <skipped message=...>.
 Rows that are neither pass nor fail (zero-gradient, kink) pass and say why in <system-out>.
+Spec names and paths are the user's: every attribute and text is cleaned of the characters XML 1.0
+forbids (NUL, most control characters, lone surrogates) before it is written, so the file parses.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from .escape import xml_safe
 from .failure import text_table, worst_rows
 from .labels import breadcrumb, fmt_err, fmt_index
 from .rows import ordered_results, table_rows
@@ -67,6 +70,14 @@ def _suite(result, environment: dict) -> ET.Element:
     return suite
 
 
+def _clean(root: ET.Element) -> None:
+    """Every attribute and text node in XML 1.0's character set (ElementTree would write NUL as is)."""
+    for el in root.iter():
+        el.text = None if el.text is None else xml_safe(el.text)
+        el.tail = None if el.tail is None else xml_safe(el.tail)
+        el.attrib = {xml_safe(k): xml_safe(v) for k, v in el.attrib.items()}
+
+
 def render(results, environment: dict) -> str:
     root = ET.Element("testsuites", name="gradlab")
     suites = [_suite(r, environment) for r in ordered_results(results)]
@@ -74,5 +85,6 @@ def render(results, environment: dict) -> str:
         root.set(key, str(sum(int(s.get(key)) for s in suites)))
     root.set("time", f"{sum(r.seconds for r in results):.3f}")
     root.extend(suites)
+    _clean(root)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

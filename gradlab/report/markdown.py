@@ -4,10 +4,16 @@ The verdict is the first line; specs with a discrepancy come first and open, wit
 elements of each failing tensor; passing specs fold into <details>. A PR comment holds at
 most 65,536 characters, so a report that would be longer drops the passing specs' tables
 first, then the passing rows of failing specs, and says so.
+
+Every string a user controls (spec name, file path, parameter name, note, skip reason) goes
+through `escape.md_text` / `md_code` (`md_html` inside <details>), so it cannot close a tag, start
+a heading, mention someone or split a table row; engine labels, devices, dtypes and methods are
+validated names and are written as they are.
 """
 
 from __future__ import annotations
 
+from .escape import md_code, md_html, md_text
 from .failure import worst_rows
 from .labels import STATUSES, breadcrumb, fmt_cosine, fmt_err, fmt_index, status_text
 from .rows import ordered_results, status_counts, table_rows, verdict
@@ -36,27 +42,27 @@ def _summary(results) -> list[str]:
     rows = []
     for r in ordered_results(results):
         counts = status_counts(r.comparisons)
-        rows.append([_icon(r), r.name, f"`{r.path}`", *(counts[s] or "" for s in STATUSES), r.dtype, r.n_params, f"{r.seconds:.2f}"])
+        rows.append([_icon(r), md_text(r.name), md_code(r.path), *(counts[s] or "" for s in STATUSES), r.dtype, r.n_params, f"{r.seconds:.2f}"])
     return _table(["", "spec", "file", *STATUSES, "dtype", "params", "seconds"], rows, right={3, 4, 5, 6, 7, 9, 10})
 
 
 def _meta(result, environment) -> str:
     sha = environment.get("specs", {}).get(result.path, {}).get("sha256")
-    parts = [f"`{result.path}`", result.dtype, f"{result.n_params} params", f"seed {result.seed}", f"numeric: {result.method}"]
+    parts = [md_code(result.path), result.dtype, f"{result.n_params} params", f"seed {result.seed}", f"numeric: {result.method}"]
     if sha:
-        parts.append(f"sha256 `{sha}`")
+        parts.append(f"sha256 {md_code(sha)}")
     return " · ".join(map(str, parts))
 
 
 def _comparison_table(result, *, failing_only: bool) -> list[str]:
     judged, skipped = table_rows(result)
     rows = [
-        [f"`{c.parameter}`", f"{c.candidate} / {c.reference}", c.device, fmt_err(c.max_abs_err), fmt_err(c.max_rel_err),
+        [md_code(c.parameter), f"{c.candidate} / {c.reference}", c.device, fmt_err(c.max_abs_err), fmt_err(c.max_rel_err),
          fmt_cosine(c.cosine), fmt_index(c.worst_index), f"{c.mismatched} / {c.size}" if c.size else "",
          f"**{status_text(c)}**" if c.status == "fail" else status_text(c)]
         for c in judged if not failing_only or c.status == "fail"
     ]
-    rows += [["(all)", f"{s.candidate} / {s.reference}", s.device, "", "", "", "", "", f"skipped: {s.reason} ({s.tensors} tensors)"]
+    rows += [["(all)", f"{s.candidate} / {s.reference}", s.device, "", "", "", "", "", f"skipped: {md_text(s.reason)} ({s.tensors} tensors)"]
              for s in skipped if not failing_only]
     header = ["parameter", "candidate / reference", "device", "max abs", "max rel", "cosine", "worst", "mismatched", "status"]
     return _table(header, rows, right={3, 4, 5, 7})
@@ -68,12 +74,12 @@ def _worst_blocks(result, limit: int | None) -> list[str]:
     for t in tensors[:limit]:
         c = t.primary
         others = [f"{o.candidate} vs {o.reference}" for o in t.failing if o is not c]
-        head = breadcrumb(c).replace(c.parameter, f"`{c.parameter}`", 1)
+        head = md_code(c.parameter) + breadcrumb(c)[len(c.parameter):]  # the rest: engines, device, dtype
         lines += ["", f"**{head}**" + (f" (also fails: {', '.join(others)})" if others else "") +
                   f": {c.mismatched} / {c.size} elements mismatched, max abs {fmt_err(c.max_abs_err)}, max rel {fmt_err(c.max_rel_err)}"
-                  + (f"; {c.note}" if c.note else ""), ""]
+                  + (f"; {md_text(c.note)}" if c.note else ""), ""]
         header, rows = worst_rows(t)
-        lines += _table(header, rows, right=set(range(1, len(header))))
+        lines += _table(header, rows, right=set(range(1, len(header))))  # engine labels and numbers only
         if not t.complete:
             lines += ["", "`?`: that engine's value at this index was not among the elements its comparisons kept."]
     if limit is not None and len(tensors) > limit:
@@ -86,9 +92,9 @@ def _spec_section(result, environment, level: int) -> list[str]:
         counts = ", ".join(f"{v} {k}" for k, v in status_counts(result.comparisons).items() if v)
         if level >= 1:
             return []
-        return ["<details>", f"<summary>✅ {_cell(result.name)}: {counts}</summary>", "", _meta(result, environment), "",
+        return ["<details>", f"<summary>✅ {md_html(result.name)}: {counts}</summary>", "", _meta(result, environment), "",
                 *_comparison_table(result, failing_only=False), "", "</details>", ""]
-    lines = [f"### ❌ {result.name}", "", _meta(result, environment), ""]
+    lines = [f"### ❌ {md_text(result.name)}", "", _meta(result, environment), ""]
     lines += _comparison_table(result, failing_only=level >= 2)
     if level >= 2:
         lines += ["", "_Passing rows omitted to fit a comment._"]
@@ -107,14 +113,15 @@ def _environment(results, environment) -> list[str]:
     if environment.get("generated"):
         rows.append(["generated", environment["generated"]])
     specs = environment.get("specs", {})
-    spec_rows = [[r.name, f"`{r.path}`", r.dtype, r.seed, r.method or "-", f"`{specs.get(r.path, {}).get('sha256') or '-'}`"] for r in results]
+    spec_rows = [[md_text(r.name), md_code(r.path), r.dtype, r.seed, r.method or "-", md_code(specs.get(r.path, {}).get("sha256") or "-")]
+                 for r in results]
     return ["<details>", "<summary>Environment</summary>", "", *_table(["", ""], rows), "",
             *_table(["spec", "file", "dtype", "seed", "numeric", "sha256"], spec_rows), "", "</details>", ""]
 
 
 def _document(results, environment, level: int) -> str:
     passed = all(r.passed for r in results)
-    lines = [f"## {'✅' if passed else '❌'} gradlab {verdict(results)}", ""]
+    lines = [f"## {'✅' if passed else '❌'} gradlab {md_text(verdict(results))}", ""]
     lines += _summary(results) + [""]
     for r in ordered_results(results):
         lines += _spec_section(r, environment, level)

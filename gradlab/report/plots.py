@@ -99,7 +99,7 @@ def heatmap_png(rel_err: np.ndarray, title: str) -> str:
     cmap = colormaps["magma_r"].with_extremes(bad="#bdbdbd")
     norm = LogNorm(vmin=vmin, vmax=vmax) if vmax > vmin else None
     im = ax.imshow(shown, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, parse_math=False, usetex=False)  # a parameter's `$` is a character, not TeX
     ax.set_xlabel(f"column (of {cols})", fontsize=8)
     ax.set_ylabel(f"row (of {rows})", fontsize=8)
     ax.tick_params(labelsize=7)

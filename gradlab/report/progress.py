@@ -29,7 +29,7 @@ class RunProgress:
         self.enabled = enabled and self.console.is_terminal and not self.console.is_dumb_terminal
         self.delay = delay
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.description}", markup=False), BarColumn(),  # a spec's name is not rich markup MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             console=self.console, transient=True, disable=not self.enabled,
         )
         self._specs = self._progress.add_task("specs", total=n_specs)

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .escape import rich_text, visible
+
 VERDICT_STYLE = {"ok": "green", "vanishing": "bold yellow", "exploding": "bold red", "dead": "bold magenta", "saturated": "bold cyan"}
 _ACT_SHORT = {"scaled_sigmoid": "ssigmoid", "leaky_relu": "lrelu", "identity": "id"}
 
@@ -52,8 +54,8 @@ def _label(layer) -> str:
 
 
 def table(result) -> Table:
-    title = f"{result.name}  ({result.path})\n{result.loss}, mean over {len(result.seeds)} initialisations, batch {result.batch}"
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+    title = f"{visible(result.name)}  ({visible(result.path)})\n{result.loss}, mean over {len(result.seeds)} initialisations, batch {result.batch}"
+    t = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
               header_style="bold", padding=0)  # the box's blank divider is the one space between columns
     t.add_column("layer", no_wrap=True)
     for header, _, _ in COLUMNS:
@@ -61,7 +63,7 @@ def table(result) -> Table:
     t.add_column("verdict", no_wrap=True)
     for layer in result.layers:
         cells = [_fmt(layer.mean[key], kind) for _, key, kind in COLUMNS]
-        t.add_row(_label(layer), *cells, Text(layer.verdict, style=VERDICT_STYLE.get(layer.verdict, "")))
+        t.add_row(rich_text(_label(layer)), *cells, Text(layer.verdict, style=VERDICT_STYLE.get(layer.verdict, "")))
     return t
 
 
@@ -86,7 +88,7 @@ def render(results, console: Console | None = None) -> None:
         console.print(table(r))
         for line in summary_lines(r):
             style = VERDICT_STYLE.get(r.verdict, "") if line.startswith("verdict") else "dim" if line.startswith("thresholds") else ""
-            console.print(Text(line, style=style))
+            console.print(rich_text(line, style))
         console.print()
 
 
