@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..batch import safety_options, timeout_option
+
 EXAMPLES = """
 \b
 Examples:
@@ -21,7 +23,9 @@ Examples:
 @click.option("--lr", metavar="FLOAT", help="SGD step for the update ratio, a finite number > 0; overrides stats.lr [default: 0.01].")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True, help="Output format (json and csv carry every statistic with its std).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the output to this file instead of stdout.")
-def command(spec, seeds, batch, lr, fmt, output):
+@timeout_option
+@safety_options
+def command(spec, seeds, batch, lr, fmt, output, timeout=None):
     """Per-layer gradient statistics over several random initialisations.
 
     For every dense layer: the RMS of the back-propagated error delta = dL/dz and of
@@ -29,7 +33,7 @@ def command(spec, seeds, batch, lr, fmt, output):
     layer beside the variance-propagation theory sqrt(n Var[W] E[f'(z)^2]), saturated
     and dead units, the SGD update ratio, and a verdict (vanishing, exploding, dead,
     saturated, ok) with thresholds from the spec's `stats:` section. Exit code 0, or
-    2 for a bad spec or usage.
+    2 for a bad spec, bad usage or failing user code, 3 for an internal error.
 
     Memory and work are bounded before anything runs: a batch whose measurement would
     not fit in check.memory_limit, more than 10,000 seeds, or seeds x batch x (weights
@@ -38,11 +42,16 @@ def command(spec, seeds, batch, lr, fmt, output):
     from .. import stats
     from ..cli import write_text
     from ..report import stats_table
+    from ..output import check_writable
     from ..spec import load_spec
+    from ..usercode import deadline
 
-    loaded = load_spec(spec)
+    if output:
+        check_writable(output)
+    loaded = load_spec(spec, timeout=timeout)
     overrides = {k: stats.check_option(k, v, spec) for k, v in {"seeds": seeds, "batch": batch, "lr": lr}.items() if v is not None}
-    result = stats.run(loaded, path=spec, **overrides)
+    with deadline(timeout or loaded.check.timeout, spec):
+        result = stats.run(loaded, path=spec, **overrides)
     if fmt == "json":
         write_text(stats_table.to_json(result), output)
     elif fmt == "csv":
