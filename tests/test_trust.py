@@ -279,3 +279,31 @@ def test_rich_markup_in_a_name_is_printed_literally(write_spec, name):
     result = CliRunner().invoke(main, ["check", str(write_spec(TINY.format(name=name, fn="tanh")))])
     assert result.exit_code == 0, result.output
     assert name.strip("'") in result.output
+
+
+def test_every_report_says_which_spec_could_not_be_checked(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    bad = custom_spec(tmp_path, "bad", "WrongShape")
+    paths = {fmt: tmp_path / f"r.{fmt}" for fmt in ("md", "html", "xml", "json")}
+    args = ["check", bad, GOOD, "-q"] + [a for p in paths.values() for a in ("--report", str(p))]
+    assert CliRunner().invoke(main, args).exit_code == 2
+    says = "returned shape (4, 1), expected (4, 3)"
+    md = paths["md"].read_text()
+    assert md.startswith("## ❌ gradlab ERROR: 1 of 2 spec(s) could not be checked") and "### ⛔ bad: could not be checked" in md and says in md
+    html = paths["html"].read_text()
+    assert "Could not be checked:</strong>" in html and says in html and 'class="badge error"' in html
+    suites = ET.parse(paths["xml"]).getroot()
+    errored = [s for s in suites if s.get("errors") == "1"]
+    assert len(errored) == 1 and says in errored[0].find("testcase/error").get("message")
+    doc = json.loads(paths["json"].read_text())
+    assert doc["passed"] is False and says in doc["specs"][0]["error"] and doc["specs"][1]["error"] is None
+
+
+def test_no_report_when_no_spec_could_be_checked(tmp_path):
+    report = tmp_path / "r.md"
+    report.write_text("previous")
+    result = CliRunner().invoke(main, ["check", custom_spec(tmp_path, "bad", "WrongShape"), "--report", str(report)])
+    assert result.exit_code == 2 and len(error_lines(result.output)) == 1
+    assert [line for line in result.output.splitlines() if line.strip()] == error_lines(result.output)
+    assert report.read_text() == "previous"

@@ -83,6 +83,7 @@ def render(results, environment: dict, *, depth: dict[str, DepthProfile] | None 
         rows, skipped = _rows(r)
         specs.append({
             "anchor": f"spec-{i}", "name": r.name, "path": r.path, "passed": r.passed, "dtype": r.dtype, "seed": r.seed,
+            "error": r.error, "badge": "error" if r.error is not None else "pass" if r.passed else "fail",
             "n_params": r.n_params, "method": r.method or "-", "seconds": f"{r.seconds:.2f}",
             "sha256": specs_env.get(r.path, {}).get("sha256") or "-", "network": r.network,
             "counts": status_counts(r.comparisons), "rows": rows, "skipped": skipped,

@@ -58,6 +58,11 @@ def _suite(result, environment: dict) -> ET.Element:
         "cuda_devices": ", ".join(environment.get("cuda_devices") or []) or "none",
     })
     classname = "gradlab." + result.name.replace(".", "_")
+    if result.error is not None:  # one errored case: the spec could not be checked
+        suite.set("tests", "1")
+        suite.set("errors", "1")
+        case = ET.SubElement(suite, "testcase", classname=classname, name="could not be checked", file=result.path)
+        ET.SubElement(case, "error", message=result.error, type="SpecError" if result.error_kind == "user" else "InternalError").text = result.error
     for c in rows:
         case = ET.SubElement(suite, "testcase", classname=classname, name=_name(c), file=result.path)
         if c.status == "fail":

@@ -35,7 +35,7 @@ def _table(header: list[str], rows: list[list], right: set[int] = frozenset()) -
 
 
 def _icon(result) -> str:
-    return "✅" if result.passed else "❌"
+    return "⛔" if result.error is not None else "✅" if result.passed else "❌"
 
 
 def _summary(results) -> list[str]:
@@ -88,6 +88,8 @@ def _worst_blocks(result, limit: int | None) -> list[str]:
 
 
 def _spec_section(result, environment, level: int) -> list[str]:
+    if result.error is not None:
+        return [f"### ⛔ {md_text(result.name)}: could not be checked", "", md_code(result.path), "", f"> {md_text(result.error)}", ""]
     if result.passed:
         counts = ", ".join(f"{v} {k}" for k, v in status_counts(result.comparisons).items() if v)
         if level >= 1:
