@@ -68,8 +68,7 @@ def pytest_configure(config) -> None:
         from . import usercode
 
         # undone in pytest_unconfigure, so that a pytest run inside a process (pytester) leaves the switch as it was
-        config.stash[_TURNED_NO_CODE_ON] = not getattr(usercode, "_code", {}).get("forbidden", False)
-        usercode.forbid_code()
+        config.stash[_TURNED_NO_CODE_ON] = not usercode.forbid_code()
 
 
 def pytest_unconfigure(config) -> None:

@@ -134,9 +134,10 @@ def _hard_stop(seconds: float, what: str) -> None:
 _code = {"forbidden": False}
 
 
-def forbid_code(forbid: bool = True) -> None:
-    """Refuse every spec that names user code (`impl:`) before anything is imported."""
-    _code["forbidden"] = forbid
+def forbid_code(forbid: bool = True) -> bool:
+    """Refuse every spec that names user code (`impl:`) before anything is imported; returns the previous setting."""
+    previous, _code["forbidden"] = _code["forbidden"], forbid
+    return previous
 
 
 def code_allowed() -> bool:
