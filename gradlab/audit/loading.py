@@ -69,8 +69,8 @@ def _import_error(where: str, exc: BaseException) -> TargetError:
 
 def _refuse_if_no_code(target: str) -> None:
     if not code_allowed():
-        raise TargetError(f"{target}: user code is switched off (--no-code, GRADLAB_NO_CODE=1, or pytest's --gradlab-no-code / gradlab_no_code); nothing was imported. "
-                          "Run it where you trust the code, or drop the impl")
+        raise TargetError(f"user code is switched off (--no-code, GRADLAB_NO_CODE=1, or pytest's --gradlab-no-code / gradlab_no_code), "
+                          f"so {target} was not imported; run it where you trust the code, or drop the impl")
 
 
 def _import_guard(where: str):
