@@ -76,6 +76,7 @@ def describe(exc: BaseException) -> str:
 @contextmanager
 def user_code(where: str) -> Iterator[None]:
     """Run user code; anything it raises or exits with becomes a UserCodeError naming `where`."""
+    _running.append(where)
     try:
         yield
     except Timeout as exc:
@@ -89,6 +90,11 @@ def user_code(where: str) -> Iterator[None]:
         raise UserCodeError(f"{where} {describe(exc)}{user_line(exc)}") from None
     except BaseException as exc:  # SystemExit, GeneratorExit, any Exception: the op's fault
         raise UserCodeError(f"{where} {describe(exc)}{user_line(exc)}") from None
+    finally:
+        _running.pop()
+
+
+_running: list[str] = []  # the user code being run now, innermost last (the watchdog names it)
 
 
 @contextmanager
@@ -123,7 +129,8 @@ def _hard_stop(seconds: float, what: str) -> None:
     import os
     import sys
 
-    sys.stderr.write(f"Error: {what}: timed out after {seconds:g} s, and the user code caught every interrupt; "
+    inside = f" while running {_running[-1]}" if _running else ""
+    sys.stderr.write(f"Error: {what}: timed out after {seconds:g} s{inside}, and the user code caught every interrupt; "
                      "gradlab stopped here (specs after this one were not checked, no report was written)\n")
     sys.stderr.flush()
     os._exit(2)
