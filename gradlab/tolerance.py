@@ -38,9 +38,37 @@ def _abs_vjp(layer: ActivationLayer, z, a, e, hp):
     return np.abs(g) + 2 * np.abs(a) * np.max(e, axis=-1, keepdims=True)
 
 
+def _fprime(op, z, hp):
+    """f'(u) elementwise from the forward alone (complex step, or a central difference)."""
+    z = np.asarray(np.real(z), float)
+    if op.complex_safe:
+        step = 1e-30 * np.maximum(np.abs(z), 1.0)
+        return np.real(np.imag(op.forward(z + 1j * step, hp)) / step)
+    step = 1e-6 * np.maximum(np.abs(z), 1.0)
+    return (np.real(op.forward(z + step, hp)) - np.real(op.forward(z - step, hp))) / (2 * step)
+
+
+def _hyper_rounding(layer: ActivationLayer, z, hp, name: str, eps: float) -> np.ndarray:
+    """Rounding of d f / d theta per element, from the rounding of the op's own value f(u).
+
+    A saturating op computes its derivatives from an internal value (scaled_sigmoid: s = sigma(beta u))
+    that is only known to eps |f|: as if u were off by eps |f| / |f'|. That moves d f / d theta by
+    |d^2 f / d theta du| eps |f| / |f'| = eps |f| |d log|f'| / d theta|. For beta, |u| eps |f| at
+    saturation, where c u s (1 - s) keeps only a few digits of 1 - s (float32: none from beta u ~ 17).
+    """
+    theta = float(np.real(hp[name]))
+    delta = 1e-5 * max(abs(theta), 1e-3)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        logs = [np.log(np.abs(_fprime(layer.op, z, {**hp, name: theta + s * delta}))) for s in (1.0, -1.0)]
+        dlog = np.nan_to_num(np.abs(logs[0] - logs[1]) / (2 * delta), nan=0.0, posinf=0.0)
+        f = np.abs(np.real(layer.op.forward(np.asarray(np.real(z), float), hp)))
+    return eps * f * dlog
+
+
 def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dict[str, np.ndarray]:
     """Per-element bound on the rounding error of a correct backward pass in `dtype` (default: the network's)."""
     eps = float(np.finfo(np.dtype(dtype or net.dtype)).eps)
+    tiny = float(np.finfo(np.dtype(dtype or net.dtype)).tiny)
     params, x, t = net.cast(np.float64)
     hs, errs = [x], [np.zeros_like(x)]
     for layer in net.layers:
@@ -55,7 +83,9 @@ def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dic
         elif isinstance(layer, ActivationLayer):
             hp = layer.hyper(params)
             out = layer.forward(params, h)
-            err = _abs_vjp(layer, h, out, e, hp) + eps * np.abs(out)
+            # Values below the smallest normal number are flushed: torch's float32 sigmoid is 0 below
+            # u = -88, so silu(-90) = u * sigmoid(u) comes out 0 instead of -7e-38.
+            err = _abs_vjp(layer, h, out, e, hp) + eps * np.abs(out) + 4 * tiny * (1 + np.abs(h))
         else:  # a user's layer: no structure to exploit; bound its output error by eps times its size
             out = layer.forward(params, h)
             err = 8 * eps * (np.abs(out) + np.max(np.abs(out)))
@@ -95,15 +125,23 @@ def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dic
                 sensitivity = np.maximum(sensitivity, np.nan_to_num(np.abs(gs - g_z), nan=0.0, posinf=0.0))
             # f' itself is computed in dtype: where f(u) rounds to its asymptote (s -> 1.0 in float32),
             # s(1 - s) loses everything. Its absolute error stays below ~4 eps max|f'|.
+            # That error multiplies the incoming gradient *and* its error: a computed f' of 0 does not
+            # stop the error carried in from the loss side (a chain of saturated layers).
             fmax = layer.op.max_fprime(hp)
+            g_all = np.abs(g) + eg
             if fmax is None or not layer.op.elementwise:
-                own = 4 * eps * np.abs(a) * (np.abs(g) + np.max(np.abs(g), axis=-1, keepdims=True))
+                own = 4 * eps * np.abs(a) * (g_all + np.max(g_all, axis=-1, keepdims=True))
             else:
-                own = 4 * eps * abs(float(np.real(fmax))) * np.abs(g)
+                own = 4 * eps * abs(float(np.real(fmax))) * g_all
             e_z = _abs_vjp(layer, h, a, eg, hp) + sensitivity + own + eps * np.abs(g_z)
             for name in layer.trainable:
-                _, mag = layer.op.backward(np.abs(h), layer.op.forward(np.abs(h), hp), np.abs(g) + eg, hp)
-                bounds[layer.param_name(name)] = np.asarray(eps * h.size * np.abs(mag[name]) + np.abs(hyper_g[name]) * 8 * eps)
+                # sum_i g_i df/dtheta(u_i): the error carried in by g (not only its rounding), the sum's own
+                # rounding, and the rounding of each df/dtheta. The magnitudes are evaluated at |u|.
+                a_abs = layer.op.forward(np.abs(h), hp)
+                carried = np.abs(layer.op.backward(np.abs(h), a_abs, eg, hp)[1][name])
+                summed = np.abs(layer.op.backward(np.abs(h), a_abs, np.abs(g), hp)[1][name])
+                internal = np.sum(g_all * _hyper_rounding(layer, h, hp, name, eps))
+                bounds[layer.param_name(name)] = np.asarray(carried + eps * h.size * summed + np.abs(hyper_g[name]) * 8 * eps + 4 * internal)
             g, eg = g_z, e_z
         else:
             bounds.update({n: 8 * eps * np.abs(params[n]).size * np.ones(params[n].shape) for n in layer.param_names})
@@ -112,5 +150,5 @@ def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dic
     if wrt_input and g is not None:
         bounds[INPUT] = eg
     # Gradients below the dtype's smallest normal number underflow (float32: 1e-86 becomes 0).
-    floor = 64 * float(np.finfo(np.dtype(dtype or net.dtype)).tiny)
+    floor = 64 * tiny
     return {k: np.nan_to_num(np.asarray(v, float), nan=0.0, posinf=0.0) + floor for k, v in bounds.items()}

@@ -26,12 +26,16 @@ activation hyperparameters and layers without this row structure always use the 
 Kinks: an element is flagged when its real stencil straddles a point where the forward pass is
 not differentiable -- detected without being told, from one-sided slopes (on a smooth function
 the gap between forward and backward slopes shrinks in proportion to h; across a kink or a
-jump it does not) -- or when a unit it influences sits on a declared kink of an op within the
+jump it does not; a candidate is differenced again with a 4x wider step, where a kink stays and a
+burst of rounding shrinks) -- or when a unit it influences sits on a declared kink of an op within the
 rounding of the network's dtype (branch tracking; the only test the complex step needs).
+Rounding noise: measured from the fourth differences of the other elements that share the same
+loss, floored by eps times the scale of the loss's inputs (y and t), never assumed to be eps |f|.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -49,6 +53,13 @@ METHODS = ("central", "richardson", "complex_step")
 DEFAULT_STEP = {"central": EPS64 ** (1 / 3), "richardson": 2e-4, "complex_step": 1e-20}
 REAL_STENCIL = (-1.0, -0.5, 0.5, 1.0)  # offsets in units of h for central and richardson
 SPOT_CHECKS = 6  # direct per-element differences per tensor that vouch for the structured path
+# The rounding noise of f is measured, not assumed as eps |f|: a loss summed from large terms (a confident
+# softmax: log-sum-exp of logits ~ 70 minus the target logit, f ~ 1e-9) carries the rounding of those terms.
+# Elements that share f's computation (the units of one sample at one site, the elements of one tensor) pool
+# the fourth differences of their stencils; a lone element differences a wider table (More & Wild,
+# "Estimating computational noise", 2011).
+NOISE_OFFSETS = np.arange(-4.0, 5.0)  # a lone element's table, in units of h / 2
+KINK_CONFIRM = 4.0  # a kink candidate is differenced again with this many times its step
 
 
 def resolve_method(net: Network, method: str) -> str:
@@ -81,12 +92,50 @@ class Derivative:
     method: str
 
 
-def _estimate_real(f0, f: np.ndarray, h: np.ndarray, method: str):
-    """Value, error estimate and kink flags from stencil values f[s] at offsets REAL_STENCIL[s] * h."""
+def noise_level(table: np.ndarray) -> np.ndarray:
+    """Standard deviation of the rounding noise of f, from f at equally spaced points (axis 0).
+
+    For independent noise of standard deviation s, the k-th differences have variance s^2 (2k)! / (k!)^2;
+    the largest of the estimates from orders 4 to 6 is kept (a smooth part only makes it larger).
+    """
+    d = np.real(np.asarray(table))
+    sigma = np.zeros(d.shape[1:])
+    for k in range(1, 7):
+        d = np.diff(d, axis=0)
+        if k >= 4:
+            gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
+            sigma = np.maximum(sigma, np.sqrt(gamma * np.mean(d**2, axis=0)))
+    return np.nan_to_num(sigma, nan=0.0, posinf=0.0)
+
+
+def _fourth(f0, f: np.ndarray) -> np.ndarray:
+    """The fourth difference of a stencil (spacing h/2): noise, a kink, or h^4 f''''/16."""
+    fm1, fmh, fph, fp1 = f
+    return fp1 + fm1 - 4 * (fph + fmh) + 6 * f0
+
+
+def pooled_noise(d4: np.ndarray) -> np.ndarray:
+    """Noise of f for each element from the *other* elements' fourth differences (the last axis shares f).
+
+    Leaving the element out keeps a kink from hiding itself; var(fourth difference) = 70 var(noise).
+    """
+    k = d4.shape[-1]
+    if k < 2:
+        return np.zeros(d4.shape)
+    sq = d4**2
+    others = (np.sum(sq, axis=-1, keepdims=True) - sq) / (k - 1)
+    return np.sqrt(np.maximum(others, 0.0) / 70.0)
+
+
+def _estimate_real(f0, f: np.ndarray, h: np.ndarray, method: str, noise=0.0):
+    """Value, error estimate and kink flags from stencil values f[s] at offsets REAL_STENCIL[s] * h.
+
+    `noise`: the measured standard deviation of f's rounding noise; eps |f| is the floor.
+    """
     fm1, fmh, fph, fp1 = f
     d_h = (fp1 - fm1) / (2 * h)
     d_h2 = (fph - fmh) / h
-    rounding = 16 * EPS64 * np.maximum(np.abs(f0), np.max(np.abs(f), axis=0)) / h
+    rounding = 16 * np.maximum(EPS64 * np.maximum(np.abs(f0), np.max(np.abs(f), axis=0)), noise) / h
     if method == "central":
         value, err = d_h, np.abs(d_h - d_h2) * 4 / 3 + rounding
     else:
@@ -101,13 +150,38 @@ def _estimate_real(f0, f: np.ndarray, h: np.ndarray, method: str):
     return value, err + 0.5 * residual, kink
 
 
-def differences(evaluate: Callable[[np.ndarray], np.ndarray], h: np.ndarray, f0, method: str):
+def differences(evaluate: Callable[[np.ndarray], np.ndarray], h: np.ndarray, f0, method: str, noise=0.0):
     """(value, error, kink) for each element, given `evaluate(offsets) -> f at x + offsets`."""
     if method == "complex_step":
         value = np.imag(evaluate(1j * h)) / h
         return value, 64 * EPS64 * np.abs(value), np.zeros(value.shape, bool)
     f = np.stack([np.real(evaluate(s * h)) for s in REAL_STENCIL])
-    return _estimate_real(f0, f, h, method)
+    return _estimate_real(f0, f, h, method, noise)
+
+
+def _stencil(evaluate: Callable[[np.ndarray], np.ndarray], h: np.ndarray) -> np.ndarray:
+    return np.stack([np.real(evaluate(s * h)) for s in REAL_STENCIL])
+
+
+def _confirm_kinks(evaluate_some, f0, h, method: str, noise, kink: np.ndarray) -> np.ndarray:
+    """Difference each kink candidate again with KINK_CONFIRM times its step; keep those that stay kinks.
+
+    Across a kink the one-sided slopes differ by the jump at any step that straddles it, so the residual
+    does not shrink; a burst of rounding (a loss that moved by one unit in the last place of a large
+    intermediate) is the same few ulps at every step, so its residual falls as 1/h.
+    `evaluate_some(sel, offsets)` evaluates the elements `sel` only.
+    """
+    sel = np.flatnonzero(kink)
+    if sel.size == 0:
+        return kink
+    f0s = f0[sel] if np.ndim(f0) else f0
+    ns = noise[sel] if np.ndim(noise) else noise
+    wide = KINK_CONFIRM * h[sel]
+    f = np.stack([np.real(evaluate_some(sel, s * wide)) for s in REAL_STENCIL])
+    _, _, again = _estimate_real(f0s, f, wide, method, ns)
+    out = np.zeros_like(kink)
+    out[sel] = again
+    return out
 
 
 def gradient_of(
@@ -165,6 +239,14 @@ class _Base:
     hs: list  # hs[l]: input of layer l; hs[-1]: the output
     row_loss: np.ndarray  # per-sample loss (B,)
     near_kink: dict = field(default_factory=dict)  # layer index -> (B, width) bool: on a declared kink within rounding
+    loss_floor: np.ndarray | None = None  # (B,) the rounding a loss adds by working on its inputs' scale
+
+    def __post_init__(self):
+        # A loss is computed from y and t: its last unit in the place is that of their scale, not of f
+        # (-log softmax of logits ~ 70 is m + log(sum) - y_t: f ~ 1e-9 rounded to ulp(70) ~ 1e-14).
+        y, t = np.abs(np.real(self.hs[-1])), np.abs(np.real(self.target))
+        scale = self.net.loss_scale
+        self.loss_floor = EPS64 * (np.abs(np.real(self.row_loss)) + scale * (y.sum(axis=-1) + t.sum(axis=-1)))
 
     @property
     def n_layers(self) -> int:
@@ -242,12 +324,26 @@ def _site_derivative(base: _Base, l: int, method: str, rel: float, tick: Callabl
     width = max(x.shape[-1] for x in base.hs) + 1
     chunk = max(1, NUMERIC_CHUNK_BYTES // (16 * 4 * width))
     value, err, kink = np.empty(n), np.empty(n), np.empty(n, bool)
-    for start in range(0, n, chunk):
-        idx = slice(start, min(n, start + chunk))
-        b, j = b_all[idx], j_all[idx]
-        value[idx], err[idx], kink[idx] = differences(lambda off: base.site_loss(l, b, j, off), h[idx], base.row_loss[b], method)
-        if tick:
-            tick(len(b) / n)
+    if method == "complex_step":
+        for start in range(0, n, chunk):
+            idx = slice(start, min(n, start + chunk))
+            b, j = b_all[idx], j_all[idx]
+            value[idx], err[idx], kink[idx] = differences(lambda off: base.site_loss(l, b, j, off), h[idx], base.row_loss[b], method)
+            if tick:
+                tick(len(b) / n)
+    else:
+        f = np.empty((len(REAL_STENCIL), n))
+        for start in range(0, n, chunk):
+            idx = slice(start, min(n, start + chunk))
+            b, j = b_all[idx], j_all[idx]
+            f[:, idx] = _stencil(lambda off: base.site_loss(l, b, j, off), h[idx])
+            if tick:
+                tick(len(b) / n)
+        f0 = base.row_loss[b_all]
+        noise = pooled_noise(_fourth(f0, f).reshape(B, w)).reshape(-1)  # the units of one sample share its loss
+        noise = np.maximum(noise, base.loss_floor[b_all])
+        value, err, kink = _estimate_real(f0, f, h, method, noise)
+        kink = _confirm_kinks(lambda sel, off: base.site_loss(l, b_all[sel], j_all[sel], off), f0, h, method, noise, kink)
     value, err = value.reshape(B, w), err.reshape(B, w)
     # A floor for rounding in sums whose terms cancel (e.g. p - t of a confident softmax).
     err = err + 64 * EPS64 * (np.abs(value) + float(np.sqrt(np.mean(value**2))) if value.size else 0.0)
@@ -276,17 +372,26 @@ def _element_derivative(base: _Base, name: str, owner: int, idx: np.ndarray, met
             y = net.forward({**params, name: stack}, x_in, start=start)
         return net.loss_of_output(y, base.target)
 
-    value, err, kink = np.empty(len(idx)), np.empty(len(idx)), np.empty(len(idx), bool)
-    for s in range(0, len(idx), chunk):
-        sl = slice(s, min(len(idx), s + chunk))
-        ii = idx[sl]
+    def evaluate_some(ii, off):
+        out = []
+        for s in range(0, len(ii), chunk):
+            part = ii[s:s + chunk]
+            stack = np.broadcast_to(flat, (len(part), flat.size)).astype(np.result_type(flat, off))
+            stack[np.arange(len(part)), part] += off[s:s + chunk]
+            out.append(np.atleast_1d(loss_with(stack)))
+        return np.concatenate(out)
 
-        def evaluate(off, ii=ii):
-            stack = np.broadcast_to(flat, (len(ii), flat.size)).astype(np.result_type(flat, off))
-            stack[np.arange(len(ii)), ii] += off
-            return loss_with(stack)
-
-        value[sl], err[sl], kink[sl] = differences(evaluate, h[sl], total0, method)
+    if method == "complex_step":
+        return differences(lambda off: evaluate_some(idx, off), h, total0, method)
+    f = _stencil(lambda off: evaluate_some(idx, off), h)
+    floor = float(np.sum(base.loss_floor))
+    if len(idx) > 1:  # every element's f is the same total loss: pool
+        noise = pooled_noise(_fourth(total0, f)[None, :])[0]
+    else:  # a lone element (a scalar hyperparameter): a wider table along it
+        noise = noise_level(np.stack([evaluate_some(idx, o * h / 2) for o in NOISE_OFFSETS]))
+    noise = np.maximum(noise, floor)
+    value, err, kink = _estimate_real(total0, f, h, method, noise)
+    kink = _confirm_kinks(lambda sel, off: evaluate_some(idx[sel], off), total0, h, method, noise, kink)
     return value, err, kink
 
 
@@ -419,7 +524,8 @@ def directional(net: Network, direction: dict[str, np.ndarray], *, method: str =
     for shrink in (1.0, 1e-2, 1e-4):  # a kink inside the stencil: retry closer in
         h = h0 * shrink
         f = np.array([[float(np.sum(per_sample(s * h)))] for s in REAL_STENCIL])
-        value, err, kink = _estimate_real(np.array([f0]), f, np.array([h]), method)
+        noise = noise_level(np.array([[float(np.sum(per_sample(o * h / 2)))] for o in NOISE_OFFSETS]))
+        value, err, kink = _estimate_real(np.array([f0]), f, np.array([h]), method, noise)
         if not kink[0]:
             break
     return Directional(float(value[0]), float(err[0]), bool(kink[0]))
