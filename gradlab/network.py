@@ -115,7 +115,7 @@ class CustomLayer:
         return f"layers.{self.index} ({self.impl.rpartition('/')[2]})"
 
     def _forward_one(self, x):
-        from .audit.custom import call, returned_array
+        from .userops.adapters import call, returned_array
 
         where = f"{self.where} forward"
         return returned_array(where, call(where, self.obj.forward, x), shape=x.shape[:-1] + (self.n_out,), finite_from=x)
@@ -137,7 +137,7 @@ class CustomLayer:
 
     def backward(self, params, x, grad_out) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(dL/dx, {parameter name: gradient}) from the user's backward, checked for shape."""
-        from .audit.custom import call, returned_array
+        from .userops.adapters import call, returned_array
         from .usercode import UserCodeError
 
         self._write({k: params[self.param_name(k)] for k in self.keys})
@@ -153,7 +153,7 @@ class CustomLayer:
 
     def torch_forward(self, h, params: dict):
         """The user's torch mirror, checked like every call into user code."""
-        from .audit.custom import call, torch_result
+        from .userops.adapters import call, torch_result
 
         where = f"{self.where} torch_forward"
         out = call(where, self.obj.torch_forward, h, {k: params[self.param_name(k)] for k in self.keys})
@@ -310,7 +310,7 @@ def build(spec, *, seed: int | None = None) -> Network:
 
 def _activation_op(ls) -> Activation:
     if ls.fn == "custom":
-        from .audit.custom import activation_record
+        from .userops.adapters import activation_record
 
         return activation_record(ls.impl)
     return ACTIVATIONS.get(ls.fn)
@@ -318,7 +318,7 @@ def _activation_op(ls) -> Activation:
 
 def _loss_op(ls) -> Loss:
     if ls.fn == "custom":
-        from .audit.custom import loss_record
+        from .userops.adapters import loss_record
 
         return loss_record(ls.impl)
     return LOSSES.get(ls.fn)
@@ -326,7 +326,7 @@ def _loss_op(ls) -> Loss:
 
 def _custom_layer(i: int, ls, rng, params: dict) -> CustomLayer:
     """A fresh user object per network; parameters as the object made them, or drawn by `init`."""
-    from .audit.custom import layer_info
+    from .userops.adapters import layer_info
 
     info = layer_info(ls.impl)
     layer = CustomLayer(i, ls.impl, info.obj, info.n_in, info.n_out, tuple(info.params))

@@ -127,8 +127,8 @@ class DenseSpec(_Model):
 
 def _load_impl(kind: str, impl: str, info: ValidationInfo) -> str:
     """Load a user's op (a path relative to the spec's folder) and check its contract; returns it resolved."""
-    from .audit.custom import check
-    from .audit.loading import TargetError
+    from .userops.adapters import check
+    from .userops.loading import TargetError
     try:
         return check(kind, impl, (info.context or {}).get("base_dir"))
     except TargetError as exc:
@@ -223,7 +223,7 @@ class CustomLayerSpec(_Model):
         return _load_impl("layer", impl, info)
 
     def dims(self) -> tuple[int, int]:
-        from .audit.custom import layer_info
+        from .userops.adapters import layer_info
 
         info = layer_info(self.impl)
         return info.n_in, info.n_out
@@ -271,7 +271,7 @@ class LossSpec(_Model):
     def op(self):
         """The loss record: a registered one, or the user's wrapped into one."""
         if self.fn == CUSTOM:
-            from .audit.custom import loss_record
+            from .userops.adapters import loss_record
 
             return loss_record(self.impl)
         return LOSSES.get(self.fn)
@@ -427,8 +427,8 @@ class Spec(_Model):
                 # found by `gradlab fuzz`: every engine returned NaN on such specs
                 _fail("loss.fn", "a softmax over one unit is identically 1, so binary_cross_entropy's log(1 - p) is -inf; end with a sigmoid for one output")
         if self.loss.fn == CUSTOM:
-            from .audit.custom import check_loss_sums_rows
-            from .audit.loading import TargetError
+            from .userops.adapters import check_loss_sums_rows
+            from .userops.loading import TargetError
 
             try:
                 check_loss_sums_rows(self.loss.impl, out)
@@ -444,7 +444,7 @@ class Spec(_Model):
             elif isinstance(layer, CustomLayerSpec):
                 n_in, n_out = layer.dims()
                 if n_in != dim:
-                    from .audit.custom import short
+                    from .userops.adapters import short
 
                     _fail(f"network.layers[{i}].impl", f"dimension mismatch: {short(layer.impl)} takes {n_in} input features, but its input has {dim}")
                 dim = n_out
@@ -462,7 +462,7 @@ class Spec(_Model):
 
 def _gives_probabilities(layer: ActivationSpec) -> bool:
     if layer.fn == CUSTOM:
-        from .audit.custom import gives_probabilities
+        from .userops.adapters import gives_probabilities
 
         return gives_probabilities(layer.impl)
     return ACTIVATIONS.get(layer.fn).gives_probabilities(layer.hyper())

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from . import contracts, loading, report, subjects
-from .contracts import KINDS
+from ..userops import contracts, loading
+from ..userops.contracts import KINDS
+from ..userops.loading import TargetError
+from . import report, subjects
 from .judge import Counterexample, Finding, Undetermined, examine, tolerance
-from .loading import TargetError
 from .search import DEFAULT_EXAMPLES, AuditResult, run
 from .strategies import MAX_ABS, Case, param_key
 

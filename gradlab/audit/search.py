@@ -21,7 +21,7 @@ from hypothesis.errors import Flaky, Unsatisfiable
 
 from . import strategies as S
 from .judge import Counterexample, Finding, TensorCheck, Undetermined, examine
-from .loading import TargetError
+from ..userops.loading import TargetError
 from .subjects import Subject
 
 DEFAULT_EXAMPLES = 200

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..usercode import Timeout, interrupted
-from . import contracts
+from ..userops import contracts
 from . import strategies as S
 from .strategies import Case, Envelope
 

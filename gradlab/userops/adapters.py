@@ -4,7 +4,7 @@ and `{type: custom, impl: ...}` layers.
 A user's activation or loss is wrapped into the registry's own record types, so every engine
 treats it like a built-in: the analytic engine calls the user's backward, the numeric engine
 its forward, the autograd engine its `torch_forward` (absent: that engine is skipped with a
-reason). gradlab's records have stricter shapes than the audit contracts, and the adapters
+reason). gradlab's records have stricter shapes than the user-op contracts, and the adapters
 bridge them without asking more of the user:
   - an activation acts on each row alone (along the last axis), so stacked inputs
     (P, batch, features) are flattened into rows and the user sees a plain 2-D array;
