@@ -181,8 +181,14 @@ class SpecFile(pytest.File):
     def result(self, spec):
         if self._result is None:
             from . import runner
+            from .errors import GradlabError
+            from .usercode import Timeout, deadline
 
-            self._result = runner.run(spec, path=str(self.path))
+            try:
+                with deadline(spec.check.timeout, str(self.path)):
+                    self._result = runner.run(spec, path=str(self.path))
+            except Timeout as exc:  # a BaseException: pytest must see an ordinary failure
+                raise GradlabError(exc.message()) from None
         return self._result
 
 

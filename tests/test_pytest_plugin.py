@@ -255,3 +255,22 @@ def test_anything_raised_while_loading_a_spec_is_a_failing_item_not_a_collection
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([f"gradlab {type(error).__name__} while loading the spec: *net.yaml: *"])
     assert "Interrupted" not in result.stdout.str()
+
+
+def test_a_hanging_op_is_a_failing_item_after_check_timeout(pytester):
+    pytester.makepyfile(slow_op="import time\nclass Slow:\n    calls = 0\n    def forward(self, z):\n"
+                                "        Slow.calls += 1\n        if Slow.calls > 3:\n            time.sleep(60)\n        return z\n"
+                                "    def backward(self, z, g):\n        return g\n")
+    pytester.makefile(".yaml", slow="""
+input: {dim: 2, batch: 2}
+network:
+  layers:
+    - {type: dense, units: 2}
+    - {type: activation, fn: custom, impl: slow_op.py:Slow}
+loss: {fn: sse}
+check: {timeout: 2}
+""")
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest_subprocess(timeout=60)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["gradlab error: *slow.yaml: *timed out after 2 s while running slow_op.py:Slow forward*"])
