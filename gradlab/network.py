@@ -115,10 +115,9 @@ class CustomLayer:
         return f"layers.{self.index} ({self.impl.rpartition('/')[2]})"
 
     def _forward_one(self, x):
-        from .userops.adapters import call, returned_array
+        from .userops.adapters import checked
 
-        where = f"{self.where} forward"
-        return returned_array(where, call(where, self.obj.forward, x), shape=x.shape[:-1] + (self.n_out,), finite_from=x)
+        return checked(f"{self.where} forward", self.obj.forward, x, shape=x.shape[:-1] + (self.n_out,), finite_from=x)
 
     def forward(self, params, x):
         values = {k: np.asarray(params[self.param_name(k)]) for k in self.keys}

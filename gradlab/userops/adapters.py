@@ -85,6 +85,11 @@ def returned_array(where: str, out: Any, *, shape=None, finite_from=None, real_f
     return arr
 
 
+def checked(where: str, fn, *args, **checks) -> np.ndarray:
+    """`call` the user's `fn`, then hold what it returned to `returned_array`'s checks."""
+    return returned_array(where, call(where, fn, *args), **checks)
+
+
 def torch_result(where: str, out: Any, shape=None):
     """A torch mirror must give a tensor (NumPy would cut the graph autograd needs) of the forward's shape."""
     import torch
@@ -117,8 +122,7 @@ def check(kind: str, impl: str, base_dir: str | Path | None = None) -> str:
 
 def _probe(obj: Any, n_in: int, impl: str) -> np.ndarray:
     x = np.linspace(-1.0, 1.0, 3 * n_in).reshape(3, n_in)
-    where = f"{short(impl)}: forward of a (3, {n_in}) batch"
-    return returned_array(where, call(where, obj.forward, x), finite_from=x)
+    return checked(f"{short(impl)}: forward of a (3, {n_in}) batch", obj.forward, x, finite_from=x)
 
 
 def _check_rowwise(obj: Any, impl: str) -> None:
@@ -126,10 +130,10 @@ def _check_rowwise(obj: Any, impl: str) -> None:
     low, high = contracts.parse_domain(getattr(obj, "domain", None), impl)
     z = np.clip(np.array([[0.3, -1.2, 2.0], [1.5, 0.1, -0.4]]), low + 1e-3 if np.isfinite(low) else -np.inf, high - 1e-3 if np.isfinite(high) else np.inf)
     where = f"{short(impl)}: forward of a (2, 3) batch"
-    whole = returned_array(where, call(where, obj.forward, z)).astype(float)
+    whole = checked(where, obj.forward, z).astype(float)
     if whole.shape != z.shape:
         raise TargetError(f"{impl}: an activation must keep its input's shape; forward of shape (2, 3) returned {whole.shape}")
-    rows = np.concatenate([returned_array(where, call(where, obj.forward, z[i : i + 1]), shape=(1, 3)) for i in range(2)]).astype(float)
+    rows = np.concatenate([checked(where, obj.forward, z[i : i + 1], shape=(1, 3)) for i in range(2)]).astype(float)
     if not np.allclose(whole, rows, rtol=1e-9, atol=1e-12, equal_nan=True):
         raise TargetError(f"{impl}: forward mixes the rows of the batch (the batch gives other values than row by row); an activation acts on each row alone -- make it a `type: custom` layer")
 
@@ -147,7 +151,7 @@ def check_loss_sums_rows(impl: str, width: int) -> None:
     where = f"{short(impl)}: forward on a (3, {width}) batch"
 
     def value(p, t):
-        out = returned_array(where, call(where, obj.forward, p, t))
+        out = checked(where, obj.forward, p, t)
         if out.size != 1:
             raise UserCodeError(f"{where} returned shape {out.shape}; a loss returns one number")
         return float(np.real(out.reshape(())))
@@ -201,10 +205,10 @@ def activation_record(impl: str) -> CustomActivation:
     op = short(impl)
 
     def forward(z, hp):
-        return returned_array(f"{op} forward", call(f"{op} forward", _rows, obj.forward, z), shape=np.shape(z), finite_from=z)
+        return checked(f"{op} forward", _rows, obj.forward, z, shape=np.shape(z), finite_from=z)
 
     def backward(z, a, g, hp):
-        return returned_array(f"{op} backward", call(f"{op} backward", _rows, obj.backward, z, g), shape=np.shape(z), real_from=z), {}
+        return checked(f"{op} backward", _rows, obj.backward, z, g, shape=np.shape(z), real_from=z), {}
 
     def mirror(z, hp):
         return torch_result(f"{op} torch_forward", call(f"{op} torch_forward", torch_forward, z), shape=tuple(z.shape))
@@ -249,10 +253,10 @@ def loss_record(impl: str) -> CustomLoss:
     op = short(impl)
 
     def forward(y, t):
-        return returned_array(f"{op} forward", call(f"{op} forward", _per_slice, obj.forward, y, t, True), shape=np.shape(y)[:-2])
+        return checked(f"{op} forward", _per_slice, obj.forward, y, t, True, shape=np.shape(y)[:-2])
 
     def backward(y, t):
-        return returned_array(f"{op} backward", call(f"{op} backward", _per_slice, obj.backward, y, t, False), shape=np.shape(y), real_from=y)
+        return checked(f"{op} backward", _per_slice, obj.backward, y, t, False, shape=np.shape(y), real_from=y)
 
     def mirror(y, t):
         out = torch_result(f"{op} torch_forward", call(f"{op} torch_forward", torch_forward, y, t))
