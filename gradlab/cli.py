@@ -12,7 +12,7 @@ import signal
 import click
 
 from . import __version__
-from .batch import (  # noqa: F401  (re-exported: commands and tests use these names)
+from .batch import (  # noqa: F401  (EXIT_OK, EXIT_FAIL, numeric_elements: re-exported for callers and tests)
     EXIT_FAIL,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -21,7 +21,6 @@ from .batch import (  # noqa: F401  (re-exported: commands and tests use these n
     check_devices,
     echo_errors,
     exit_code,
-    expand_specs,
     guarded,
     in_order,
     internal_message,
@@ -33,7 +32,7 @@ from .batch import (  # noqa: F401  (re-exported: commands and tests use these n
     timeout_option,
 )
 from .errors import GradlabError
-from .output import check_writable, write_atomic
+from .output import check_writable, write_text  # noqa: F401  (write_text: re-exported)
 from .usercode import Timeout, install_sigint
 
 
@@ -73,14 +72,6 @@ class _Group(click.Group):
 def main():
     """gradlab: check a network's gradients three ways (hand-written backprop,
     finite differences, PyTorch autograd) and report where they disagree."""
-
-
-def write_text(text: str, output: str | None) -> None:
-    """To stdout, or to a file written whole (gradlab.output)."""
-    if output is None:
-        click.echo(text)
-    else:
-        write_atomic(output, text)
 
 
 def results_json(results) -> str:

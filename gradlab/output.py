@@ -58,6 +58,16 @@ def write_atomic(path: str, text: str) -> None:
                 pass
 
 
+def write_text(text: str, path: str | None) -> None:
+    """To stdout when `path` is None, else to a file written whole."""
+    if path is None:
+        import click
+
+        click.echo(text)
+    else:
+        write_atomic(path, text)
+
+
 def _mode(target: Path) -> int:
     """Keep an existing file's permissions; a new file gets what open() would give it (0o666 less the umask)."""
     try:

@@ -47,7 +47,8 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, time
     be loaded (its import raised or exited) or breaks its contract; 130: Ctrl-C.
     """
     from ..audit import audit, report
-    from ..cli import EXIT_FAIL, EXIT_OK, write_text
+    from ..batch import EXIT_FAIL, EXIT_OK
+    from ..output import write_text
     from ..output import check_writable
     from ..usercode import deadline
 

@@ -108,7 +108,7 @@ def command(examples, seed, output_dir):
     written as YAML, ready for `gradlab check`. Exit code 0: the engines agreed on
     every spec; 1: a disagreement was found; 2: bad usage.
     """
-    from ..cli import EXIT_FAIL, EXIT_OK
+    from ..batch import EXIT_FAIL, EXIT_OK
 
     result = fuzz(examples, seed)
     if not result.found:
