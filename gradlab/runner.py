@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from . import compare as cmp
+from . import diagnosis as dg
 from . import fastcheck
 from . import tolerance
 from .engines import analytic, autograd, numeric
@@ -35,6 +36,9 @@ class SpecResult:
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # the spec could not be checked: the one-line reason (`Error: ...`)
     error_kind: str = ""  # user (bad spec, user code failed, timeout) | internal (a bug of gradlab)
+    layers: list[dg.LayerInfo] = field(default_factory=list)  # what each layer is, for the diagnosis
+    loss: dg.LayerInfo | None = None
+    diagnosis: list[dg.Diagnosis] = field(default_factory=list)  # which op is wrong, most likely first
 
     @property
     def passed(self) -> bool:
@@ -49,6 +53,7 @@ class SpecResult:
             "spec": self.path,
             "name": self.name,
             "passed": self.passed,
+            "diagnosis": [d.to_dict() for d in self.diagnosis],
             "dtype": self.dtype,
             "seed": self.seed,
             "n_params": self.n_params,
@@ -123,7 +128,8 @@ def run(
         rows += cmp.compare(path, ref, cand, names, tol=tol, rounding=rounding)
     _every_engine_at_worst(rows, grads)
     num = next((g for g in grads if g.engine == "numeric"), None)
-    return SpecResult(
+    layers, loss = dg.describe(net)
+    result = SpecResult(
         path=path,
         name=spec.name or Path(path).stem,
         dtype=str(net.dtype),
@@ -136,7 +142,11 @@ def run(
         seed=net.seed,
         network=repr(net),
         notes=list(num.notes) if num else [],
+        layers=layers,
+        loss=loss,
     )
+    result.diagnosis = dg.diagnose(result)
+    return result
 
 
 def require_finite_loss(net: Network, path: str) -> None:

@@ -56,6 +56,9 @@ def failure_text(result) -> str:
     """Why a spec failed: one approx-style block per failing tensor, worst elements first."""
     failing = result.failures
     lines = [f"gradients of {visible(result.name)} ({visible(result.path)}) disagree: {len(failing)} of {len(result.comparisons)} comparisons fail"]
+    found = getattr(result, "diagnosis", None) or []
+    if found:  # which op is wrong comes before the numbers that show it
+        lines.append(f"  suspect: {visible(found[0].headline())}. {visible(found[0].evidence)}")
     for t in tensor_worst(result):
         lines += tensor_block(t)
     return "\n".join(lines)

@@ -92,5 +92,7 @@ def render(results, environment: dict, *, depth: dict[str, DepthProfile] | None 
     devices = sorted({c.device for r in results for c in r.comparisons})
     return _env().get_template("report.html.j2").render(
         passed=all(r.passed for r in results), verdict=verdict(results), specs=specs, statuses=STATUSES,
+        diagnosis=[{"spec": r.name, "headline": d.headline(), "evidence": d.evidence, "first": k == 0}
+                   for r in ordered_results(results) for k, d in enumerate((getattr(r, "diagnosis", None) or [])[:3])],
         env=environment, devices=devices, missing=MISSING,
     )

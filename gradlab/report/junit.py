@@ -35,6 +35,12 @@ def _failure_body(c, worst) -> str:
                       "", *text_table(header, rows)])
 
 
+def _suspect(result) -> str:
+    """`suspect: backward of network.layers[5] (ops.py:SwishWrongBeta); `: the spec's diagnosis leads each failure."""
+    found = getattr(result, "diagnosis", None) or []
+    return f"suspect: {found[0].headline()}; " if found else ""
+
+
 def _properties(parent, items: dict) -> None:
     props = ET.SubElement(parent, "properties")
     for k, v in items.items():
@@ -66,8 +72,9 @@ def _suite(result, environment: dict) -> ET.Element:
     for c in rows:
         case = ET.SubElement(suite, "testcase", classname=classname, name=_name(c), file=result.path)
         if c.status == "fail":
-            failure = ET.SubElement(case, "failure", message=_failure_message(c), type="GradientMismatch")
-            failure.text = _failure_body(c, ranked_by(c, result))
+            suspect = _suspect(result)
+            failure = ET.SubElement(case, "failure", message=suspect + _failure_message(c), type="GradientMismatch")
+            failure.text = suspect + _failure_body(c, ranked_by(c, result))
         elif c.status == "skipped":
             ET.SubElement(case, "skipped", message=c.note or "skipped")
         elif c.status != "pass":

@@ -124,6 +124,7 @@ def _environment(results, environment) -> list[str]:
 def _document(results, environment, level: int) -> str:
     passed = all(r.passed for r in results)
     lines = [f"## {'✅' if passed else '❌'} gradlab {md_text(verdict(results))}", ""]
+    lines += diagnosis_lines(results)
     lines += _summary(results) + [""]
     for r in ordered_results(results):
         lines += _spec_section(r, environment, level)
@@ -140,3 +141,19 @@ def render(results, environment: dict) -> str:
         if len(text) <= PR_COMMENT_LIMIT:
             return text
     return text
+
+
+def diagnosis_lines(results) -> list[str]:
+    """A short "Diagnosis" list under the verdict: each failing spec's suspects, most likely first."""
+    lines = []
+    for r in results:
+        found = getattr(r, "diagnosis", None) or []
+        if not found or r.error is not None:
+            continue
+        whose = f" ({md_text(r.name)})" if len(results) > 1 else ""
+        d = found[0]
+        lines.append(f"- **Diagnosis{whose}: {md_text(d.headline())}** — {md_text(d.evidence)}")
+        also = [f"{md_code(x.path or x.op)} ({md_text(x.op)})" for x in found[1:3]]
+        if also:
+            lines.append(f"  - less likely: {', '.join(also)}")
+    return lines + [""] if lines else []

@@ -52,8 +52,18 @@ def verdict(results) -> str:
         return f"ERROR: {len(errored)} of {n} spec(s) could not be checked ({names}){also}; {detail or 'nothing compared'}"
     if failed:
         names = ", ".join(r.name for r in failed)
-        return f"FAIL: {len(failed)} of {n} spec(s) have gradient discrepancies ({names}); {detail}"
+        return f"FAIL: {len(failed)} of {n} spec(s) have gradient discrepancies ({names}){_suspect(failed)}; {detail}"
     return f"PASS: {n} spec(s), gradients agree; {detail}"
+
+
+def _suspect(failed) -> str:
+    """`; suspect: backward of network.layers[5] (ops.py:SwishWrongBeta)`: the first failing spec's diagnosis, kept short."""
+    for r in failed:
+        found = getattr(r, "diagnosis", None) or []
+        if found:
+            whose = f" ({r.name})" if len(failed) > 1 else ""
+            return f"; suspect{whose}: {found[0].headline()}"
+    return ""
 
 
 def device_name(device: str, environment: dict) -> str:
