@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .engines.analytic import backprop
-from .errors import GradlabError
+from .errors import GradlabError, SpecError
 from .network import ActivationLayer, DenseLayer, Network, build
 from .ops import init as init_op
 
@@ -45,7 +45,9 @@ STAT_KEYS = (
     "dead_frac",  # share of units at or below the ReLU threshold for every sample (ReLU family)
     "preact_rms",  # RMS of z: the forward signal that decides saturation
 )
-VERDICTS = ("dead", "saturated", "vanishing", "exploding", "ok")  # most to least specific
+# most to least specific. zero-gradient and dead (by all-zero) are findings, never `ok`: a layer whose
+# delta, dW and f'(z) are exactly zero over the batch for every initialisation cannot learn by gradient.
+VERDICTS = ("zero-gradient", "dead", "saturated", "vanishing", "exploding", "ok")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Site:
     dead_threshold: float | None  # ReLU family: f' = 0 at or below it
     fprime_max: float | None  # max |f'| of the chain, when every op declares one
     saturates: bool
+    zero_derivative: bool = False  # an op of the chain has f' = 0 almost everywhere (step)
 
     @property
     def name(self) -> str:
@@ -112,6 +115,7 @@ def sites(net: Network) -> list[Site]:
             dead_threshold=float(first_dead(hps[0])) if first_dead else None,
             fprime_max=float(np.prod(maxima)) if all(m is not None for m in maxima) else None,
             saturates=any(a.op.saturates for a in chain),
+            zero_derivative=any(a.op.zero_derivative for a in chain),
         ))
     if not out:
         raise GradlabError(f"{net.name}: gradlab stats needs at least one dense layer")
@@ -203,8 +207,19 @@ def geomean(values: np.ndarray) -> float:
     return float(np.exp(np.mean(np.log(v))))
 
 
-def layer_verdict(mean: dict[str, float], cfg) -> str:
-    """The first that applies of dead, saturated, vanishing, exploding; else ok (NaN never triggers)."""
+def all_zero(mean: dict[str, float]) -> bool:
+    """delta, dW and f'(z) exactly zero over the batch for every initialisation (their means are of non-negative values)."""
+    return all(mean.get(k) == 0.0 for k in ("delta_rms", "grad_norm", "mean_abs_fprime"))
+
+
+def layer_verdict(mean: dict[str, float], cfg, *, zero_derivative: bool = False) -> str:
+    """The first that applies of zero-gradient, dead, saturated, vanishing, exploding; else ok (NaN never triggers).
+
+    A layer whose delta, dW and f' are all exactly zero is `zero-gradient` when its activation's
+    derivative is zero almost everywhere (step: no weights make it learn), else `dead`.
+    """
+    if all_zero(mean):
+        return "zero-gradient" if zero_derivative else "dead"
     if mean["dead_frac"] >= cfg.dead_frac:
         return "dead"
     if mean["saturated_frac"] >= cfg.saturated_frac:
@@ -287,6 +302,8 @@ def _summary(layer_stats: list[LayerStats], per_seed: list[dict[str, np.ndarray]
     flags = {v: [l.name for l in layer_stats if l.verdict == v] for v in VERDICTS[:-1]}
     verdict = next((v for v in VERDICTS[:-1] if flags[v]), "ok")
     out: dict = {"verdict": verdict, "flags": {k: v for k, v in flags.items() if v}}
+    # delta and dW exactly zero for every initialisation: nothing flows back (whatever the verdict says why)
+    out["zero_layers"] = [l.name for l in layer_stats if l.mean["delta_rms"] == 0.0 and l.mean["grad_norm"] == 0.0]
     series = {
         "factor_geomean": [geomean(m["factor"]) for m in per_seed],
         "theory_factor_geomean": [geomean(m["theory_factor"]) for m in per_seed],
@@ -301,21 +318,26 @@ def _summary(layer_stats: list[LayerStats], per_seed: list[dict[str, np.ndarray]
 OPTION_KEYS = {"seeds": "--seeds", "lr": "--lr", "batch": "--batch"}
 
 
-def check_option(key: str, value, path: str = "<spec>"):
+def check_option(key: str, value, path: str | None = "<spec>"):
     """A command-line override, validated: an integer >= 1 (seeds, batch) or a finite number > 0 (lr).
 
-    Errors name the spec file and the option (`spec.yaml: --lr: expected a finite number > 0, got nan`).
+    Errors name the spec file and the option (`spec.yaml: --lr: expected a finite number > 0, got nan`);
+    with `path` None (several specs share the option) only the option.
     Text is parsed here, so the command line hands it over as typed.
     """
     if key == "lr":
         number = _parse(value, float)
         if number is None or not (math.isfinite(number) and number > 0):
-            raise GradlabError(f"{path}: --lr: expected a finite number > 0, got {_show(value, float)}")
+            raise _option_error(path, "--lr", f"expected a finite number > 0, got {_show(value, float)}")
         return number
     number = _parse(value, int)
     if number is None or number < 1:
-        raise GradlabError(f"{path}: {OPTION_KEYS[key]}: expected an integer >= 1, got {_show(value, int)}")
+        raise _option_error(path, OPTION_KEYS[key], f"expected an integer >= 1, got {_show(value, int)}")
     return number
+
+
+def _option_error(path: str | None, option: str, message: str) -> GradlabError:
+    return GradlabError(f"{option}: {message}") if path is None else SpecError(path, option, message)
 
 
 def _parse(value, kind):
@@ -349,7 +371,7 @@ def with_overrides(spec, *, seeds: int | None = None, lr: float | None = None, b
     except ValidationError as exc:
         err = exc.errors()[0]
         key = OPTION_KEYS.get(str(err["loc"][0]), str(err["loc"][0])) if err["loc"] else "stats"
-        raise GradlabError(f"{path}: {key}: {err['msg']}, got {err['input']!r}") from None
+        raise SpecError(path, key, f"{err['msg']}, got {err['input']!r}") from None
 
 
 def run(spec, *, path: str = "<spec>", seeds: int | None = None, lr: float | None = None, batch: int | None = None) -> StatsResult:
@@ -372,8 +394,8 @@ def run(spec, *, path: str = "<spec>", seeds: int | None = None, lr: float | Non
         net = build(spec, seed=seed)
         other = [l for l in net.layers if not isinstance(l, (DenseLayer, ActivationLayer))]
         if other:
-            raise GradlabError(f"{path}: network.layers[{other[0].index}]: gradlab stats measures dense and activation layers; "
-                               f"this one is a custom layer (check it with `gradlab check`, or drop it from the stats spec)")
+            raise SpecError(path, f"network.layers[{other[0].index}]", "gradlab stats measures dense and activation layers; "
+                            "this one is a custom layer (check it with `gradlab check`, or drop it from the stats spec)")
         layer_sites = sites(net)
         per_seed.append(measure(layer_sites, observe(net, layer_sites), lr=cfg.lr, saturation_level=cfg.saturation_level))
     layer_stats = []
@@ -386,7 +408,7 @@ def run(spec, *, path: str = "<spec>", seeds: int | None = None, lr: float | Non
             layer_stats.append(LayerStats(
                 name=s.name, index=s.dense.index, n_in=s.dense.n_in, units=s.units, activation=s.activation,
                 init=s.dense.init.scheme if s.dense.init is not None else "?", weight_var=s.weight_var,
-                mean=mean, std=std, verdict=layer_verdict(mean, cfg),
+                mean=mean, std=std, verdict=layer_verdict(mean, cfg, zero_derivative=s.zero_derivative),
             ))
         summary = _summary(layer_stats, per_seed)
     config = cfg.model_dump()

@@ -280,6 +280,48 @@ def test_verdict_order_and_nan():
     assert stats.layer_verdict({**base, "ratio_to_output": 1e-3, "saturated_frac": 0.9}, cfg) == "saturated"
     assert stats.layer_verdict({**base, "ratio_to_output": 1e-3, "saturated_frac": 0.9, "dead_frac": 0.6}, cfg) == "dead"
     assert stats.layer_verdict({**base, "ratio_to_output": math.nan}, cfg) == "ok"
+    zero = {**base, "ratio_to_output": math.nan, "delta_rms": 0.0, "grad_norm": 0.0, "mean_abs_fprime": 0.0}
+    assert stats.layer_verdict(zero, cfg) == "dead"  # δ = dW = f' = 0: never ok, even where δ/δout is 0/0
+    assert stats.layer_verdict(zero, cfg, zero_derivative=True) == "zero-gradient"
+    assert stats.layer_verdict({**zero, "mean_abs_fprime": 0.02}, cfg) == "ok"  # f' alive: not dead by this rule
+    assert stats.VERDICTS[:2] == ("zero-gradient", "dead")
+
+
+# --- zero is a finding (issue 10, item 9) ------------------------------------------------------
+
+
+def test_step_perceptron_is_zero_gradient_not_ok():
+    r = stats.run(load_spec(ROOT / "specs/seed001_step_perceptron.yaml"), path="specs/seed001_step_perceptron.yaml", seeds=2)
+    (layer,) = r.layers
+    assert (layer.mean["delta_rms"], layer.mean["grad_norm"], layer.mean["mean_abs_fprime"]) == (0.0, 0.0, 0.0)
+    assert layer.verdict == "zero-gradient" and r.verdict == "zero-gradient"
+    assert r.summary["flags"] == {"zero-gradient": ["layers.0"]} and r.summary["zero_layers"] == ["layers.0"]
+    lines = stats_table.summary_lines(r)
+    assert lines[0] == "verdict: zero-gradient; zero-gradient: L0"
+    assert lines[1] == "δ = dW = 0 exactly at L0 (step: f′ = 0 almost everywhere)"
+
+
+def test_step_perceptron_cli_says_zero_gradient():
+    result = CliRunner().invoke(main, ["stats", str(ROOT / "specs/seed001_step_perceptron.yaml"), "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "verdict: zero-gradient" in result.output and "verdict: ok" not in result.output
+
+
+def test_very_negative_bias_makes_every_layer_dead():
+    data = spec_file("relu_dead_bias.yaml")
+    data["network"]["init"]["bias"] = -50.0
+    data["stats"] = {"batch": 64, "seeds": 2}
+    r = run(data)
+    hidden = r.layers[:-1]
+    assert all(l.mean["delta_rms"] == l.mean["grad_norm"] == l.mean["mean_abs_fprime"] == 0.0 for l in hidden)
+    assert [l.verdict for l in hidden] == ["dead"] * 4 and r.verdict == "dead"
+    assert r.summary["flags"]["dead"] == ["layers.0", "layers.2", "layers.4", "layers.6"]
+
+
+def test_shipped_dead_bias_names_the_zero_layers(results):
+    r = results["relu_dead_bias"]
+    assert r.summary["zero_layers"] == ["layers.0", "layers.2", "layers.4", "layers.6"]
+    assert "δ = dW = 0 exactly at L0, L2, L4, L6 (nothing flows back)" in stats_table.summary_lines(r)
 
 
 def test_thresholds_come_from_the_spec(results):

@@ -17,7 +17,7 @@ class LayerPoint:
     delta_ratio: float  # RMS of delta = dL/dz at the pre-activation, over the output layer's
     grad_norm_std: float | None = None  # spread over initialisations
     delta_ratio_std: float | None = None
-    verdict: str | None = None  # stats' per-layer verdict: ok, vanishing, exploding, dead, saturated
+    verdict: str | None = None  # stats' per-layer verdict: ok, vanishing, exploding, saturated, dead, zero-gradient
 
 
 @dataclass(frozen=True)
@@ -25,3 +25,13 @@ class DepthProfile:
     source: str  # e.g. "gradlab stats, mean ± std over 8 initialisations"
     layers: tuple[LayerPoint, ...]
     verdict: str | None = None  # stats' summary verdict, when the numbers come from stats
+
+
+def from_stats(result) -> DepthProfile:
+    """The depth profile of one `gradlab stats` result (a StatsResult): its per-layer means, spreads and verdicts."""
+    points = tuple(
+        LayerPoint(layer=layer.name, depth=k + 1, grad_norm=layer.mean["grad_norm"], delta_ratio=layer.mean["ratio_to_output"],
+                   grad_norm_std=layer.std["grad_norm"], delta_ratio_std=layer.std["ratio_to_output"], verdict=layer.verdict)
+        for k, layer in enumerate(result.layers)
+    )
+    return DepthProfile(source=f"gradlab stats, mean ± std over {len(result.seeds)} initialisations", layers=points, verdict=result.verdict)

@@ -17,7 +17,7 @@ from .depth import DepthProfile
 _DPI = 110
 _OK, _FLAGGED = "#1f6fb2", "#c62828"
 # `gradlab stats` verdicts other than ok, ringed in the depth plot
-_VERDICT_COLOUR = {"vanishing": "#ef6c00", "exploding": "#c62828", "dead": "#6a1b9a", "saturated": "#00838f"}
+_VERDICT_COLOUR = {"vanishing": "#ef6c00", "exploding": "#c62828", "dead": "#6a1b9a", "zero-gradient": "#6a1b9a", "saturated": "#00838f"}
 
 
 def _png(fig) -> str:
@@ -29,40 +29,83 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _positive(values) -> np.ndarray:
+def _depth_values(values) -> tuple[np.ndarray, np.ndarray]:
+    """(values, None as NaN; mask of exact zeros): a zero is a finding, drawn at the log axis's floor, never dropped."""
     v = np.array([np.nan if x is None else x for x in values], dtype=float)
-    return np.where(np.isfinite(v) & (v > 0), v, np.nan)
+    return v, np.isfinite(v) & (v == 0)
+
+
+def _zero_floor(ax, lowest: float, highest: float) -> float:
+    """Put an axis floor under a log axis's data and label it "0": where exact zeros are drawn.
+
+    The floor is a decade below the lowest decade drawn, a dotted line half-way marks the break, and
+    the y ticks are the decades above it plus the floor itself, so no power of ten sits under a zero.
+    """
+    k_lo = math.floor(math.log10(lowest))
+    k_hi = max(math.ceil(math.log10(highest)), k_lo)
+    floor = 10.0 ** (k_lo - 1)
+    step = max(1, math.ceil((k_hi - k_lo + 1) / 8))  # at most about 8 decade labels
+    decades = list(range(k_lo, k_hi + 1, step))
+    ax.set_yticks([floor] + [10.0 ** k for k in decades], ["0"] + [f"$10^{{{k}}}$" for k in decades])
+    ax.yaxis.set_minor_locator(_null_locator())  # minor ticks would run through the break
+    ax.axhline(10.0 ** (k_lo - 0.5), color="#9e9e9e", ls=":", lw=1)
+    ax.set_ylim(floor / 2, 10.0 ** k_hi * 2)
+    return floor
+
+
+def _null_locator():
+    from matplotlib.ticker import NullLocator
+
+    return NullLocator()
 
 
 def _panel(ax, depth, values, stds, verdicts, title: str, ylabel: str, labels) -> None:
-    y = _positive(values)
+    v, zero = _depth_values(values)
+    positive = np.isfinite(v) & (v > 0)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("dense layer (input side → output)", fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.set_xticks(depth, labels, fontsize=8)
+    ax.set_xlim(depth.min() - 0.5, depth.max() + 0.5)
     ax.grid(True, which="both", alpha=0.25)
-    if not np.isfinite(y).any():
-        ax.text(0.5, 0.5, "all zero: nothing flows back", transform=ax.transAxes, ha="center", va="center", color=_FLAGGED)
+    if not positive.any() and not zero.any():
+        ax.text(0.5, 0.5, "no value (0/0: nothing reaches the output layer)", transform=ax.transAxes, ha="center", va="center",
+                color=_FLAGGED, fontsize=8)
         ax.set_yticks([])
         return
-    ax.set_yscale("log")
-    if any(s is not None for s in stds):
+    y = np.where(positive, v, np.nan)
+    floor = 0.0
+    if positive.any():
+        ax.set_yscale("log")
         err = np.array([0.0 if s is None or not math.isfinite(s) else s for s in stds])
         # the lower whisker stays above zero on a log axis
-        lower = np.minimum(err, 0.9 * np.nan_to_num(y, nan=0.0))
-        ax.errorbar(depth, y, yerr=[lower, err], color=_OK, marker="o", ms=4, lw=1.5, capsize=3)
-    else:
-        ax.plot(depth, y, color=_OK, marker="o", ms=4, lw=1.5)
+        lower = np.where(positive, np.minimum(err, 0.9 * np.nan_to_num(y, nan=0.0)), 0.0)
+        upper = np.where(positive, err, 0.0)
+        if any(s is not None for s in stds):
+            ax.errorbar(depth, y, yerr=[lower, upper], color=_OK, marker="o", ms=4, lw=1.5, capsize=3)
+        else:
+            ax.plot(depth, y, color=_OK, marker="o", ms=4, lw=1.5)
+        if zero.any():
+            floor = _zero_floor(ax, float(np.nanmin(y - lower)), float(np.nanmax(y + upper)))
+    else:  # every value is exactly zero: a linear axis with the zeros on it
+        ax.set_ylim(-1.0, 1.0)
+        ax.set_yticks([0.0], ["0"])
+        ax.text(0.5, 0.8, "all zero: nothing flows back", transform=ax.transAxes, ha="center", va="center", color=_FLAGGED)
+    shown = np.where(zero, floor, y)  # where each layer's marker sits
+    if zero.any():
+        ax.plot(depth[zero], shown[zero], "v", ms=7, color=_FLAGGED, ls="none", label="exactly 0 (at the floor)")
+        for d in depth[zero]:
+            ax.annotate("0", (d, floor), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8, color=_FLAGGED)
     for verdict, colour in _VERDICT_COLOUR.items():
-        idx = [i for i, v in enumerate(verdicts) if v == verdict and np.isfinite(y[i])]
+        idx = [i for i, v_ in enumerate(verdicts) if v_ == verdict and np.isfinite(shown[i])]
         if idx:
-            ax.plot(depth[idx], y[idx], "o", ms=9, mfc="none", mec=colour, mew=1.6, ls="none", label=verdict)
+            ax.plot(depth[idx], shown[idx], "o", ms=11, mfc="none", mec=colour, mew=1.6, ls="none", label=verdict)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best", title="stats verdict", title_fontsize=7)
 
 
-def depth_png(profile: DepthProfile) -> str:
-    """Per-layer gradient RMS and delta ratio against depth, each on a log axis."""
+def depth_figure(profile: DepthProfile):
+    """The depth plot's Figure (tests read its artists): gradient RMS and delta ratio per layer, on log axes, zeros at the floor."""
     from matplotlib.figure import Figure
 
     pts = profile.layers
@@ -75,7 +118,12 @@ def depth_png(profile: DepthProfile) -> str:
            "gradient RMS per layer, RMS(dL/dW)", "RMS(dL/dW)", labels)
     _panel(right, depth, [p.delta_ratio for p in pts], [p.delta_ratio_std for p in pts], verdicts,
            "δ ratio to the output layer", "RMS(δ) / RMS(δ output)", labels)
-    return _png(fig)
+    return fig
+
+
+def depth_png(profile: DepthProfile) -> str:
+    """Per-layer gradient RMS and delta ratio against depth, each on a log axis (an exact zero as a labelled marker at the floor)."""
+    return _png(depth_figure(profile))
 
 
 def heatmap_png(rel_err: np.ndarray, title: str) -> str:

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from .escape import rich_text, visible
 
-VERDICT_STYLE = {"ok": "green", "vanishing": "bold yellow", "exploding": "bold red", "dead": "bold magenta", "saturated": "bold cyan"}
+VERDICT_STYLE = {"ok": "green", "zero-gradient": "bold magenta", "vanishing": "bold yellow", "exploding": "bold red", "dead": "bold magenta", "saturated": "bold cyan"}
 _ACT_SHORT = {"scaled_sigmoid": "ssigmoid", "leaky_relu": "lrelu", "identity": "id"}
 
 # (header, statistic, formatter): the table's columns, left to right.
@@ -67,6 +67,10 @@ def table(result) -> Table:
     return t
 
 
+def _short(names) -> str:
+    return ", ".join(n.replace("layers.", "L") for n in names)
+
+
 def summary_lines(result) -> list[str]:
     s, cfg = result.summary, result.config
     lines = [
@@ -77,6 +81,11 @@ def summary_lines(result) -> list[str]:
         f"thresholds: vanishing δ/δout < {cfg['vanishing_ratio']:g}, exploding > {cfg['exploding_ratio']:g}; "
         f"dead >= {cfg['dead_frac']:.0%}; sat >= {cfg['saturated_frac']:.0%}",
     ]
+    zero = s.get("zero_layers") or []
+    if zero:  # the finding, right under the verdict: these layers cannot learn by gradient
+        steps = sorted({l.activation for l in result.layers if l.verdict == "zero-gradient"})
+        why = f" ({', '.join(steps)}: f′ = 0 almost everywhere)" if steps else " (nothing flows back)"
+        lines.insert(1, f"δ = dW = 0 exactly at {_short(zero)}{why}")
     if result.batch < MIN_STABLE_BATCH:
         lines.append(f"note: batch {result.batch} gives noisy statistics; set stats.batch (e.g. 256) or pass --batch")
     return lines
