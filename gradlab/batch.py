@@ -137,6 +137,30 @@ def numeric_elements(spec) -> int:
     return sum(n for *_, n in layer_sizes(spec)) + (spec.input.batch * spec.input.dim if spec.check.wrt_input else 0)
 
 
+def progress_work(spec, *, mode=None, devices=None, engines=None) -> tuple[int, str]:
+    """The progress bar's total for one spec, and what it counts.
+
+    Full mode: the numeric engine's elements. Fast mode: the runner reports each tensor once per
+    candidate engine that runs (analytic, autograd on each available device), so the total is the
+    elements times those candidates, not the elements once.
+    """
+    from .memory import FULL_MODE_MAX_PARAMS, layer_sizes, shape_of
+
+    elements = numeric_elements(spec)
+    check = spec.check
+    mode = mode or check.mode
+    engines = engines or check.engines
+    if mode == "full" or (mode == "auto" and shape_of(spec).params <= FULL_MODE_MAX_PARAMS) or "numeric" not in engines:
+        return elements, "numeric"
+    candidates = int("analytic" in engines)
+    if "autograd" in engines:
+        from .engines.autograd import device_unavailable
+
+        candidates += sum(device_unavailable(d) is None for d in dict.fromkeys(devices or check.devices))
+    params = sum(n for *_, n in layer_sizes(spec))  # fast mode never differentiates the input
+    return max(params * candidates, 1), "projections"
+
+
 def run_loaded(loaded, *, progress: bool = True, timeout: float | None = None, **options) -> list:
     """Check validated (path, spec) pairs in order, each under its deadline; a progress bar on stderr when slow."""
     from . import runner
@@ -154,7 +178,8 @@ def run_loaded(loaded, *, progress: bool = True, timeout: float | None = None, *
 
                     check_memory(spec, path, mode=options.get("mode"), devices=options.get("devices"), engines=options.get("engines"))
                 with deadline(limit, path):
-                    return runner.run(spec, path=path, progress=bar.spec(name, numeric_elements(spec)), **options)
+                    work, stage = progress_work(spec, mode=options.get("mode"), devices=options.get("devices"), engines=options.get("engines"))
+                    return runner.run(spec, path=path, progress=bar.spec(name, work, stage=stage), **options)
 
             results.append(guarded(path, work, name=name))
     return results

@@ -104,7 +104,9 @@ Examples:
 @click.option("--mode", type=click.Choice(["auto", "full", "fast"]), help="full: every element; fast: random projections with bisection; auto: full up to 250,000 parameters (overrides check.mode).")
 @click.option("--engines", help="Comma-separated engines to run (analytic,numeric,autograd); overrides check.engines.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
-@click.option("-v", "--verbose", is_flag=True, help="Also list every tensor's worst elements, each engine's value side by side.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Every spec's full table, with each comparison's cosine, and every tensor's worst elements with each engine's value "
+                   "side by side (without -v a passing spec is one summary line).")
 @click.option("--stats", "with_stats", is_flag=True, help="Append `gradlab stats`' per-layer vanishing/exploding table for each spec.")
 @timeout_option
 @safety_options
@@ -149,10 +151,10 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
         if output:
             import io
 
-            console = Console(record=True, width=100, file=io.StringIO())
+            console = Console(file=io.StringIO(), no_color=True)  # a file: plain lines, never wrapped or padded
             render(results, console=console, quiet=quiet, verbose=verbose)
             stats_table.render(stats_results, console=console)
-            rendered.insert(0, (output, "output", console.export_text()))
+            rendered.insert(0, (output, "output", console.file.getvalue()))
         render(results, quiet=quiet, verbose=verbose)
         stats_table.render(stats_results)
     write_rendered(rendered, quiet=quiet)

@@ -28,6 +28,12 @@ SAFETY = 4.0  # how many times the modelled error (rounding bound + numeric esti
 REL_FLOOR = 1e-8
 MAX_LISTED_KINKS = 20
 N_WORST = 5  # elements listed per tensor, worst first
+# "Worst", one definition for every engine pair, every table and every plot: elements that
+# exceed their tolerance come first, ranked by relative error (the quantity `max rel` reports
+# and the heat map draws); ties (to 3 significant digits) go to the larger |c - r|. Where no
+# element fails, the same ranking runs over all of them.
+WORST_DEFINITION = "failing elements first, by largest relative error |c − r| / max(|c|, |r|, floor); ties: larger |c − r|"
+WORST_HEADER = "worst (max rel)"  # the table column that names the first of them
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,8 @@ class Comparison:
     note: str = ""
     # The N_WORST elements that use up most of their tolerance: {index, reference, candidate, abs_err, numeric_err, bound}.
     worst: list = field(default_factory=list)
-    # Elementwise relative error (shape of the tensor, kinks as NaN); kept for failing rows only, not serialised.
+    # Elementwise relative error (shape of the tensor, kinks as NaN, elements within their tolerance masked);
+    # kept for failing rows only, not serialised.
     rel_err_map: object = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
@@ -87,6 +94,18 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     if na == 0 or nb == 0:
         return 0.0
     return float(np.dot(a, b) / (na * nb))
+
+
+def _sig3(x: np.ndarray) -> np.ndarray:
+    """x rounded to 3 significant digits: noise below that must not reorder the worst elements."""
+    x = np.asarray(x, dtype=float)
+    mag = np.where(x > 0, 10.0 ** np.floor(np.log10(np.where(x > 0, x, 1.0))), 1.0)
+    return np.round(x / mag, 2) * mag
+
+
+def worst_order(rel: np.ndarray, diff: np.ndarray, failing: np.ndarray) -> np.ndarray:
+    """Element positions, worst first, by WORST_DEFINITION (shared by every engine pair)."""
+    return np.lexsort((-diff, -_sig3(rel), ~np.asarray(failing, bool)))
 
 
 def compare_tensor(
@@ -141,12 +160,10 @@ def compare_tensor(
     bound = tol["atol"] + tol["rtol"] * np.abs(rk) + SAFETY * ek
     scale = max(float(np.max(np.abs(rk))), float(np.max(np.abs(ck))))
     rel = diff / np.maximum(np.maximum(np.abs(rk), np.abs(ck)), max(REL_FLOOR * scale, np.finfo(float).tiny))
-    excess = diff / np.where(bound > 0, bound, np.finfo(float).tiny)
-    w = int(np.argmax(excess))
     ok_flat = np.flatnonzero(ok)
-    worst_flat = int(ok_flat[w])
     mismatched = int(np.sum(diff > bound))
-    order = np.argsort(-excess, kind="stable")[:N_WORST]
+    order = worst_order(rel, diff, diff > bound)[:N_WORST]
+    worst_flat = int(ok_flat[order[0]])
     worst = [
         {"index": [int(j) for j in np.unravel_index(int(ok_flat[k]), shape)], "reference": float(rk[k]), "candidate": float(ck[k]),
          "abs_err": float(diff[k]), "numeric_err": float(en[k]) if numeric is not None else None, "bound": float(bound[k])}
@@ -156,7 +173,9 @@ def compare_tensor(
     if mismatched:
         rel_map = np.full(r.size, np.nan)
         rel_map[ok_flat] = rel
-        rel_map = rel_map.reshape(shape)
+        within = np.zeros(r.size, bool)
+        within[ok_flat] = diff <= bound
+        rel_map = np.ma.masked_array(rel_map.reshape(shape), mask=within.reshape(shape))
     if mismatched:
         status = "fail"
     elif scale == 0.0:

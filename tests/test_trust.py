@@ -79,7 +79,7 @@ def error_lines(text):
 def test_user_code_failure_is_exit_2_naming_the_op_and_the_next_spec_still_runs(tmp_path, cls, says):
     bad = custom_spec(tmp_path, "bad", cls)
     report = tmp_path / "r.json"
-    result = CliRunner().invoke(main, ["check", bad, GOOD, "--report", str(report)])
+    result = CliRunner().invoke(main, ["check", bad, GOOD, "--report", str(report), "-v"])  # -v: every spec's table
     assert result.exit_code == 2, result.output
     (line,) = error_lines(result.output)
     assert f"ops.py:{cls}" in line and says in line and line.startswith(f"Error: {bad}")

@@ -9,6 +9,7 @@ the template prints is escaped by jinja2's autoescape (spec names and paths are 
 
 from __future__ import annotations
 
+from ..compare import WORST_DEFINITION, WORST_HEADER
 from .depth import DepthProfile
 from .escape import visible
 from .failure import MISSING, worst_rows
@@ -44,6 +45,13 @@ def _rows(result) -> tuple[list[dict], list[dict]]:
     return rows, skips
 
 
+def _counts_text(result) -> str:
+    """`3 fail · 9 pass · 1 skipped`: one cell for the statuses, failures first, so the summary fits a narrow page."""
+    counts = status_counts(result.comparisons)
+    order = ["fail", *(k for k in counts if k != "fail")]
+    return " · ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+
+
 def _failing(result) -> list[dict]:
     out = []
     for t in tensor_worst(result):
@@ -51,7 +59,9 @@ def _failing(result) -> list[dict]:
         header, cells = worst_rows(t)
         heat = None
         if c.rel_err_map is not None and getattr(c.rel_err_map, "ndim", 0) == 2:
-            heat = heatmap_png(c.rel_err_map, f"{visible(c.parameter)}\n{c.candidate} vs {c.reference}")
+            # the listed worst elements are outlined and numbered: the table and the picture name the same cells
+            heat = heatmap_png(c.rel_err_map, f"{visible(c.parameter)}\n{c.candidate} vs {c.reference}",
+                               marked=[el.index for el in t.elements])
         out.append({
             "parameter": t.parameter, "breadcrumb": breadcrumb(c),
             "also": [f"{o.candidate} vs {o.reference}" + (f" ({o.device})" if o.device != c.device else "") for o in t.failing if o is not c],
@@ -68,9 +78,11 @@ def _depth(profile: DepthProfile | None, result) -> dict | None:
     caveat = any(c.candidate == "analytic" for c in result.failures)
     rows = [{"layer": p.layer, "depth": p.depth, "grad_norm": fmt_err(p.grad_norm), "delta_ratio": fmt_err(p.delta_ratio),
              "verdict": p.verdict or ""} for p in profile.layers]
-    # one dense layer has no depth to plot against: the table says it all
-    png = depth_png(profile) if len(profile.layers) > 1 else None
-    return {"source": profile.source, "verdict": profile.verdict, "png": png, "rows": rows, "caveat": caveat,
+    flagged = any(p.verdict not in (None, "ok") for p in profile.layers) or profile.verdict not in (None, "ok")
+    # one dense layer has no depth to plot against, and a passing spec whose layers stats does not
+    # flag needs no picture (a report of 60 specs stays small): the table says it all
+    png = depth_png(profile) if len(profile.layers) > 1 and (flagged or not result.passed) else None
+    return {"source": profile.source, "verdict": profile.verdict, "png": png, "rows": rows, "caveat": caveat, "flagged": flagged,
             "has_verdict": any(p.verdict for p in profile.layers)}
 
 
@@ -86,7 +98,7 @@ def render(results, environment: dict, *, depth: dict[str, DepthProfile] | None 
             "error": r.error, "badge": "error" if r.error is not None else "pass" if r.passed else "fail",
             "n_params": r.n_params, "method": r.method or "-", "seconds": f"{r.seconds:.2f}",
             "sha256": specs_env.get(r.path, {}).get("sha256") or "-", "network": r.network,
-            "counts": status_counts(r.comparisons), "rows": rows, "skipped": skipped,
+            "counts": status_counts(r.comparisons), "counts_text": _counts_text(r), "rows": rows, "skipped": skipped,
             "failing": _failing(r), "depth": _depth(depth.get(r.path), r),
         })
     devices = sorted({c.device for r in results for c in r.comparisons})
@@ -94,5 +106,5 @@ def render(results, environment: dict, *, depth: dict[str, DepthProfile] | None 
         passed=all(r.passed for r in results), verdict=verdict(results), specs=specs, statuses=STATUSES,
         diagnosis=[{"spec": r.name, "headline": d.headline(), "evidence": d.evidence, "first": k == 0}
                    for r in ordered_results(results) for k, d in enumerate((getattr(r, "diagnosis", None) or [])[:3])],
-        env=environment, devices=devices, missing=MISSING,
+        env=environment, devices=devices, missing=MISSING, worst_header=WORST_HEADER, worst_definition=WORST_DEFINITION,
     )

@@ -14,13 +14,13 @@ import xml.etree.ElementTree as ET
 
 from .escape import xml_safe
 from .failure import text_table, worst_rows
-from .labels import breadcrumb, fmt_err, fmt_index
+from .labels import breadcrumb, fmt_err, fmt_index, pair_label
 from .rows import ordered_results, table_rows
 from .worst import ranked_by
 
 
 def _name(c) -> str:
-    return f"{c.parameter}: {c.candidate} vs {c.reference} [{c.device}]"
+    return f"{c.parameter}: {pair_label(c)}"  # `analytic vs autograd[cpu]`, not `... [cpu] [cpu]`
 
 
 def _failure_message(c) -> str:
@@ -39,6 +39,16 @@ def _suspect(result) -> str:
     """`suspect: backward of network.layers[5] (ops.py:SwishWrongBeta); `: the spec's diagnosis leads each failure."""
     found = getattr(result, "diagnosis", None) or []
     return f"suspect: {found[0].headline()}; " if found else ""
+
+
+def _case_times(result, rows) -> list[float]:
+    """Each case's share of the spec's seconds, in proportion to the time of the two engines it compares
+    (the engines compute every tensor at once), so the cases add up to the suite's time."""
+    weights = [result.engines.get(c.candidate, 0.0) + result.engines.get(c.reference, 0.0) if c.status != "skipped" else 0.0 for c in rows]
+    total = sum(weights)
+    if total <= 0:
+        weights, total = [1.0] * len(rows), float(len(rows) or 1)
+    return [result.seconds * w / total for w in weights]
 
 
 def _properties(parent, items: dict) -> None:
@@ -67,10 +77,10 @@ def _suite(result, environment: dict) -> ET.Element:
     if result.error is not None:  # one errored case: the spec could not be checked
         suite.set("tests", "1")
         suite.set("errors", "1")
-        case = ET.SubElement(suite, "testcase", classname=classname, name="could not be checked", file=result.path)
+        case = ET.SubElement(suite, "testcase", classname=classname, name="could not be checked", file=result.path, time=f"{result.seconds:.3f}")
         ET.SubElement(case, "error", message=result.error, type="SpecError" if result.error_kind == "user" else "InternalError").text = result.error
-    for c in rows:
-        case = ET.SubElement(suite, "testcase", classname=classname, name=_name(c), file=result.path)
+    for c, seconds in zip(rows, _case_times(result, rows)):
+        case = ET.SubElement(suite, "testcase", classname=classname, name=_name(c), file=result.path, time=f"{seconds:.3f}")
         if c.status == "fail":
             suspect = _suspect(result)
             failure = ET.SubElement(case, "failure", message=suspect + _failure_message(c), type="GradientMismatch")

@@ -1,22 +1,34 @@
-"""How every format writes the same things: engine pairs, parameter names, numbers, indices."""
+"""How every format writes the same things: engine pairs, parameter names, numbers, indices.
+
+One vocabulary for every output. An engine is `analytic`, `numeric` or `autograd[DEVICE]`
+(`autograd[cpu]`, `autograd[cuda]`, `autograd[cuda:1]`): the label the runner gives it, which JSON,
+CSV, HTML, Markdown, JUnit and the terminal all print. The terminal abbreviates exactly two words,
+`analytic` -> `ana` and `numeric` -> `num`, to keep its table narrow; nothing is renamed
+(no `torch`, no `gpu`).
+"""
 
 from __future__ import annotations
 
 import math
 
 STATUSES = ("pass", "fail", "skipped", "zero-gradient", "kink")
-_SHORT = {"analytic": "ana", "numeric": "num"}
+ENGINE_SHORT = {"analytic": "ana", "numeric": "num"}  # the terminal's only abbreviations
 
 
 def short_engine(label: str) -> str:
-    """analytic -> ana, autograd[cuda:1] -> torch:gpu:1: keeps the terminal table inside 80 columns."""
-    if label.startswith("autograd["):
-        return "torch:" + label[len("autograd["):-1].replace("cuda", "gpu")
-    return _SHORT.get(label, label)
+    """analytic -> ana, numeric -> num; autograd[cuda:1] stays autograd[cuda:1], as every other output writes it."""
+    return ENGINE_SHORT.get(label, label)
 
 
 def short_pair(candidate: str, reference: str) -> str:
+    """`ana/num`, `ana/autograd[cpu]`: the terminal's candidate/ref column."""
     return f"{short_engine(candidate)}/{short_engine(reference)}"
+
+
+def pair_label(c) -> str:
+    """`analytic vs autograd[cuda]`, `analytic vs numeric [cpu]`: the device named once, in brackets."""
+    text = f"{c.candidate} vs {c.reference}"
+    return text if f"[{c.device}]" in text else f"{text} [{c.device}]"
 
 
 def short_param(name: str) -> str:

@@ -1,4 +1,4 @@
-"""The HTML report's figures as base64 PNG, drawn with matplotlib's Agg canvas.
+"""The HTML report's figures as base64 palette PNG, drawn with matplotlib's Agg canvas.
 
 Figures are built with `matplotlib.figure.Figure` and never through pyplot, so drawing
 a report touches no global backend state and opens no window.
@@ -16,16 +16,21 @@ from .depth import DepthProfile
 
 _DPI = 110
 _OK, _FLAGGED = "#1f6fb2", "#c62828"
+_WITHIN, _KINK, _MARK = "#eef1f5", "#9e9e9e", "#00b8d4"  # heat map: within tolerance, kink, listed worst
 # `gradlab stats` verdicts other than ok, ringed in the depth plot
 _VERDICT_COLOUR = {"vanishing": "#ef6c00", "exploding": "#c62828", "dead": "#6a1b9a", "zero-gradient": "#6a1b9a", "saturated": "#00838f"}
 
 
 def _png(fig) -> str:
+    """The figure as a palette PNG: plots use few colours, and 8 bits a pixel are a third of the size."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
 
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    image = Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
+    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buf, format="png", optimize=True)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -126,32 +131,98 @@ def depth_png(profile: DepthProfile) -> str:
     return _png(depth_figure(profile))
 
 
-def heatmap_png(rel_err: np.ndarray, title: str) -> str:
-    # `title` may hold a line break: a narrow matrix gives a narrow figure
-    """Elementwise relative error of one weight matrix on a log colour scale; kinks in grey."""
-    from matplotlib import colormaps
-    from matplotlib.colors import LogNorm
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+def _sig(x: float, digits: int) -> float:
+    return float(f"{x:.{digits - 1}e}")
 
-    a = np.asarray(rel_err, dtype=float)
-    finite = a[np.isfinite(a) & (a > 0)]
-    vmax = float(finite.max()) if finite.size else 1.0
-    vmin = max(float(finite.min()) if finite.size else vmax * 1e-3, vmax * 1e-16)
-    shown = np.where(np.isfinite(a), np.clip(a, vmin, None), np.nan)
-    rows, cols = a.shape
+
+def _colour_scale(lo: float, hi: float):
+    """The norm, ticks and tick labels of a colour bar over [lo, hi], the failing elements' range.
+
+    None for the norm when every failing element has the same relative error (to 3 significant
+    digits, as the tables print it): one colour, one label. A log scale labelled once per decade
+    when the range spans a decade or more; a linear scale labelled at its ends otherwise.
+    Labels are never repeated.
+    """
+    from matplotlib.colors import LogNorm, Normalize
+
+    if _sig(lo, 3) == _sig(hi, 3):
+        return None, [hi], [f"{hi:.3g}"]
+    if hi / lo >= 10:
+        decades = [10.0 ** k for k in range(math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9) + 1)]
+        ticks = decades if len(decades) >= 2 else [lo, *decades, hi]
+        labels = [f"1e{round(math.log10(t)):+03d}" if t in decades else f"{t:.1e}" for t in ticks]
+        return LogNorm(vmin=lo, vmax=hi), ticks, labels
+    for digits in range(2, 8):
+        labels = [f"{lo:.{digits}g}", f"{hi:.{digits}g}"]
+        if labels[0] != labels[1]:
+            break
+    return Normalize(vmin=lo, vmax=hi), [lo, hi], labels
+
+
+def heatmap_figure(rel_err, title: str, *, marked=()):
+    """The heat map of one weight matrix's relative error, as (figure, RGBA cells, colour bar).
+
+    `rel_err` is Comparison.rel_err_map: kinks are NaN (grey), elements within their tolerance
+    are masked (pale, uncoloured); only failing elements take the colour scale, so the darkest
+    cell is the worst element (compare.WORST_DEFINITION). `marked` are the listed worst
+    elements' indices, worst first: each is outlined and, where cells are large enough, numbered.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize, to_rgba
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator, NullLocator
+
+    a = np.ma.asarray(rel_err, dtype=float)
+    values = np.ma.getdata(a)
+    within = np.ma.getmaskarray(a)
+    kink = ~np.isfinite(values)
+    failing = ~within & ~kink
+    shown = values[failing & (values > 0)]
+    hi = float(shown.max()) if shown.size else 1.0
+    lo = float(shown.min()) if shown.size else hi
+    norm, ticks, labels = _colour_scale(lo, hi)
+    base = colormaps["magma_r"]
+    if norm is None:  # a uniform error (a sign flip: 2 everywhere) is drawn as what it is: one colour
+        colour = base(0.8)
+        cmap = ListedColormap([colour])
+        norm = Normalize(vmin=hi * (1 - 1e-3), vmax=hi * (1 + 1e-3))
+        cells = np.broadcast_to(np.array(colour, dtype=float), (*values.shape, 4)).copy()
+    else:
+        # the palest fifth of the map is left out, so a failing cell never looks "within tolerance"
+        cmap = ListedColormap(base(np.linspace(0.2, 1.0, 256)))
+        cells = np.asarray(cmap(norm(np.clip(values, lo, hi))), dtype=float).reshape(*values.shape, 4)
+    cells[within & ~kink] = to_rgba(_WITHIN)
+    cells[kink] = to_rgba(_KINK)
+
+    rows, cols = values.shape
     width = min(7.0, 3.8 + 0.25 * cols)
     height = min(5.0, 1.4 + 0.32 * rows)
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     ax = fig.subplots()
-    cmap = colormaps["magma_r"].with_extremes(bad="#bdbdbd")
-    norm = LogNorm(vmin=vmin, vmax=vmax) if vmax > vmin else None
-    im = ax.imshow(shown, cmap=cmap, norm=norm, interpolation="nearest", aspect="auto")
+    ax.imshow(cells, interpolation="nearest", aspect="auto")
     ax.set_title(title, fontsize=9, parse_math=False, usetex=False)  # a parameter's `$` is a character, not TeX
     ax.set_xlabel(f"column (of {cols})", fontsize=8)
     ax.set_ylabel(f"row (of {rows})", fontsize=8)
     ax.tick_params(labelsize=7)
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_locator(MaxNLocator(integer=True))
-    fig.colorbar(im, ax=ax, label="relative error").ax.tick_params(labelsize=7)
-    return _png(fig)
+    numbered = rows * cols <= 600
+    for rank, idx in enumerate(marked, 1):
+        if len(idx) != 2:
+            continue
+        r, c = idx
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec=_MARK, lw=1.4))
+        if numbered:
+            ax.text(c, r, str(rank), ha="center", va="center", fontsize=6, color=_MARK, fontweight="bold")
+    cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="relative error (failing elements)")
+    cbar.ax.yaxis.set_minor_locator(NullLocator())
+    cbar.set_ticks(ticks, labels=labels)
+    cbar.ax.tick_params(labelsize=7)
+    return fig, cells, cbar
+
+
+def heatmap_png(rel_err, title: str, *, marked=()) -> str:
+    """heatmap_figure as base64 PNG."""
+    return _png(heatmap_figure(rel_err, title, marked=marked)[0])

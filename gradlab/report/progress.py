@@ -29,7 +29,8 @@ class RunProgress:
         self.enabled = enabled and self.console.is_terminal and not self.console.is_dumb_terminal
         self.delay = delay
         self._progress = Progress(
-            TextColumn("{task.description}", markup=False), BarColumn(),  # a spec's name is not rich markup MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.description}", markup=False), BarColumn(),  # a spec's name is not rich markup
+            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             console=self.console, transient=True, disable=not self.enabled,
         )
         self._specs = self._progress.add_task("specs", total=n_specs)
@@ -56,14 +57,27 @@ class RunProgress:
             self._progress.advance(self._specs)
             self._current = None
 
-    def spec(self, name: str, elements: int) -> Callable[[int], None]:
-        """Start the next spec; returns the callback the numeric engine calls with element counts."""
+    def spec(self, name: str, elements: int, *, stage: str = "numeric") -> Callable[[int], None]:
+        """Start the next spec; returns the callback the numeric engine calls with element counts.
+
+        `elements` is the whole of the stage's work (fast mode: every tensor once per candidate
+        engine, `gradlab.batch.progress_work`). The bar never passes it: counts beyond it are
+        dropped. When the stage is done the spec is not: autograd and the comparison follow, so the
+        task then says so and pulses (no total, no made-up ETA) until the next spec starts.
+        """
         self._finish_current()
         self._show_if_slow()
-        self._current = task = self._progress.add_task(f"  {name}: numeric", total=max(elements, 1))
+        total = max(int(elements), 1)
+        self._current = task = self._progress.add_task(f"  {name}: {stage}", total=total)
+        done = [0]
 
         def advance(n: int) -> None:
-            self._progress.advance(task, n)
+            step = max(0, min(int(n), total - done[0]))  # never past the total
+            if step:
+                done[0] += step
+                self._progress.advance(task, step)
+                if done[0] >= total:
+                    self._progress.update(task, description=f"  {name}: autograd and comparison", total=None)
             self._show_if_slow()
 
         return advance

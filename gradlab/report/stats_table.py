@@ -33,6 +33,8 @@ COLUMNS = (
     ("sat", "saturated_frac", "pct"),
     ("dead", "dead_frac", "pct"),
 )
+# Columns a terminal too narrow for the table loses, first to last; `layer`, `δ/δout` and `verdict` always stay.
+DROP_ORDER = ("theory", "update", "sat", "|f'|", "δ rms", "factor", "dead", "dW rms")
 MIN_STABLE_BATCH = 64  # below this the table warns that the numbers are noisy
 
 
@@ -53,18 +55,26 @@ def _label(layer) -> str:
     return f"L{layer.index} {act}"
 
 
-def table(result) -> Table:
+def table(result, *, console: Console | None = None) -> Table:
+    """The per-layer table; on a screen narrower than it, whole columns go in `DROP_ORDER` (no number is cut)."""
+    from .terminal import _fitted, _width
+
     title = f"{visible(result.name)}  ({visible(result.path)})\n{result.loss}, mean over {len(result.seeds)} initialisations, batch {result.batch}"
-    t = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-              header_style="bold", padding=0)  # the box's blank divider is the one space between columns
-    t.add_column("layer", no_wrap=True)
-    for header, _, _ in COLUMNS:
-        t.add_column(header, justify="right", no_wrap=True)
-    t.add_column("verdict", no_wrap=True)
-    for layer in result.layers:
-        cells = [_fmt(layer.mean[key], kind) for _, key, kind in COLUMNS]
-        t.add_row(rich_text(_label(layer)), *cells, Text(layer.verdict, style=VERDICT_STYLE.get(layer.verdict, "")))
-    return t
+
+    def build(kept: list[str]) -> Table:
+        t = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  header_style="bold", padding=0)  # the box's blank divider is the one space between columns
+        t.add_column("layer", no_wrap=True)
+        columns = [c for c in COLUMNS if c[0] in kept]
+        for header, _, _ in columns:
+            t.add_column(header, justify="right", no_wrap=True)
+        t.add_column("verdict", no_wrap=True)
+        for layer in result.layers:
+            cells = [_fmt(layer.mean[key], kind) for _, key, kind in columns]
+            t.add_row(rich_text(_label(layer)), *cells, Text(layer.verdict, style=VERDICT_STYLE.get(layer.verdict, "")))
+        return t
+
+    return _fitted(build, [h for h, _, _ in COLUMNS], DROP_ORDER, _width(console))
 
 
 def _short(names) -> str:
@@ -92,20 +102,22 @@ def summary_lines(result) -> list[str]:
 
 
 def render(results, console: Console | None = None) -> None:
+    from .terminal import emit  # fitted to a screen; unwrapped, unpadded lines in pipes and files
+
     console = console or Console()
     for r in results:
-        console.print(table(r))
+        emit(console, table(r, console=console))
         for line in summary_lines(r):
             style = VERDICT_STYLE.get(r.verdict, "") if line.startswith("verdict") else "dim" if line.startswith("thresholds") else ""
-            console.print(rich_text(line, style))
-        console.print()
+            emit(console, rich_text(line, style))
+        emit(console, "")
 
 
 def render_text(results, width: int = 80) -> str:
-    """The table as plain text (for --output)."""
-    console = Console(record=True, width=width, file=io.StringIO())
+    """The table as plain text (for --output): every column, no line wrapped or padded."""
+    console = Console(width=width, file=io.StringIO(), no_color=True)
     render(results, console=console)
-    return console.export_text()
+    return console.file.getvalue()
 
 
 def to_json(result) -> str:
