@@ -194,11 +194,14 @@ def _candidates(layers: list[LayerInfo], loss: LayerInfo | None, failing: set[st
         end = [loss]
     own = by_index.get(m)
     partial = own is not None and any(p not in failing for p in own.params)
-    ordered = [own] if partial else []
+    # A wrong input gradient at or above m would corrupt every parameter below m too; when those pass,
+    # the error stays in m's own parameter gradients: m's backward is the first suspect.
+    confined = own is not None and any(p not in failing for l in layers if l.index < m for p in l.params)
+    ordered = [own] if partial or confined else []
     ordered += [l for l in between if l.custom] + [l for l in end if l.custom]
     ordered += [l for l in between if not l.custom and l.type != "dense"] + [l for l in end if not l.custom]
     ordered += [l for l in between if not l.custom and l.type == "dense"]
-    if own is not None and not partial:
+    if own is not None and not (partial or confined):
         ordered.append(own)
     seen, out = set(), []
     for l in ordered:

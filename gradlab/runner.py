@@ -101,6 +101,8 @@ def run(
     progress: Callable[[int], None] | None = None,
 ) -> SpecResult:
     """Check one validated spec. CLI options, when given, override the spec's `check` section."""
+    if "autograd" in (engines or spec.check.engines):
+        import torch  # noqa: F401  -- torch's start-up (~2 s, once per process) is not this spec's time
     t0 = time.perf_counter()
     net = net or build(spec)
     require_finite_loss(net, path)

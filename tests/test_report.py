@@ -184,9 +184,10 @@ def test_junit_failure_carries_the_numbers_and_skips_say_why(results, environmen
     first = suite.find("testcase")
     assert first.get("name") == "layers.1.c: analytic vs numeric [cpu]"
     failure = first.find("failure")
-    assert re.match(r"1 / 1 elements mismatched; max abs \d\.\de[+-]\d\d, max rel", failure.get("message"))
+    assert re.match(r"(suspect: [^;]+; )?1 / 1 elements mismatched; max abs \d\.\de[+-]\d\d, max rel", failure.get("message"))
     assert re.search(r"^index \| analytic +\| numeric +\| autograd\[cpu\] +\| difference", failure.text, re.MULTILINE)
-    assert failure.text.splitlines()[0] == "layers.1.c: analytic vs numeric, cpu, float64"
+    assert failure.text.splitlines()[:2] == ["suspect: backward of network.layers[1] (buggy_c_sigmoid): off by a factor of 2.0",
+                                             "layers.1.c: analytic vs numeric, cpu, float64"]
     skipped = [c for c in suite.findall("testcase") if c.find("skipped") is not None]
     reasons = {c.note for c in results[2].comparisons if c.status == "skipped"}
     assert len(skipped) == 6 and all("[cuda:63]" in c.get("name") for c in skipped)

@@ -16,7 +16,7 @@ import click
 from ..batch import safety_options, timeout_option
 from ..errors import GradlabError
 from ..report import FORMATS, format_for, render
-from ..report.depth import DepthProfile, LayerPoint
+from ..report.depth import DepthProfile
 
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"
 
@@ -43,19 +43,13 @@ def depth_profile(spec, path: str) -> DepthProfile | None:
     None where stats has nothing to say (it refuses the network, or there is no dense layer).
     """
     from .. import stats
+    from ..report.depth import from_stats
 
     try:
         result = stats.run(spec, path=path)
     except GradlabError:
         return None
-    points = tuple(
-        LayerPoint(layer=layer.name, depth=k + 1, grad_norm=layer.mean["grad_norm"], delta_ratio=layer.mean["ratio_to_output"],
-                   grad_norm_std=layer.std["grad_norm"], delta_ratio_std=layer.std["ratio_to_output"], verdict=layer.verdict)
-        for k, layer in enumerate(result.layers)
-    )
-    if not points:
-        return None
-    return DepthProfile(source=f"gradlab stats, mean ± std over {len(result.seeds)} initialisations", layers=points, verdict=result.verdict)
+    return from_stats(result) if result.layers else None
 
 
 def append_step_summary(markdown: str) -> None:

@@ -79,9 +79,9 @@ def _depth(profile: DepthProfile | None, result) -> dict | None:
     rows = [{"layer": p.layer, "depth": p.depth, "grad_norm": fmt_err(p.grad_norm), "delta_ratio": fmt_err(p.delta_ratio),
              "verdict": p.verdict or ""} for p in profile.layers]
     flagged = any(p.verdict not in (None, "ok") for p in profile.layers) or profile.verdict not in (None, "ok")
-    # one dense layer has no depth to plot against, and a passing spec whose layers stats does not
-    # flag needs no picture (a report of 60 specs stays small): the table says it all
-    png = depth_png(profile) if len(profile.layers) > 1 and (flagged or not result.passed) else None
+    # a passing spec whose layers stats does not flag needs no picture (a report of 60 specs stays small),
+    # nor does one unflagged dense layer (no depth to plot against); a flagged one does (a zero is a finding)
+    png = depth_png(profile) if (len(profile.layers) > 1 or flagged) and (flagged or not result.passed) else None
     return {"source": profile.source, "verdict": profile.verdict, "png": png, "rows": rows, "caveat": caveat, "flagged": flagged,
             "has_verdict": any(p.verdict for p in profile.layers)}
 

@@ -84,7 +84,7 @@ def _suite(result, environment: dict) -> ET.Element:
         if c.status == "fail":
             suspect = _suspect(result)
             failure = ET.SubElement(case, "failure", message=suspect + _failure_message(c), type="GradientMismatch")
-            failure.text = suspect + _failure_body(c, ranked_by(c, result))
+            failure.text = (suspect.removesuffix("; ") + "\n" if suspect else "") + _failure_body(c, ranked_by(c, result))
         elif c.status == "skipped":
             ET.SubElement(case, "skipped", message=c.note or "skipped")
         elif c.status != "pass":
