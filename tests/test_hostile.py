@@ -366,7 +366,7 @@ def test_sigint_exits_130(tmp_path):
 def test_failing_op_does_not_stop_the_next_spec(bad, op, tmp_path):
     """`gradlab check bad.yaml good.yaml --report r.json`: exit 2 naming the op, and good.yaml is still checked."""
     good = os.path.relpath(GOOD_SPEC, HOSTILE)
-    result = run_gradlab(["check", bad, good, "--report", "{tmp}/r.json"], HOSTILE, tmp_path / "out")
+    result = run_gradlab(["check", bad, good, "-v", "--report", "{tmp}/r.json"], HOSTILE, tmp_path / "out")
     why = result.describe()
     assert result.returncode == 2, why
     assert "Traceback" not in result.output, why
