@@ -361,3 +361,11 @@ def test_results_frame_has_one_row_per_comparison():
     assert len(frame) == sum(len(r.comparisons) for r in results)
     assert {"parameter", "candidate", "reference", "max_abs_err", "cosine", "status", "torch"} <= set(frame.columns)
     assert "rel_err_map" not in frame.columns
+
+
+def test_environment_names_devices_that_ran_apart_from_those_skipped(results, environment):
+    """A run asked for cuda:63, which is absent: "devices used" must not list it beside "cuda devices: none"."""
+    md = render("md", results, environment)
+    assert "| devices used | cpu |" in md and "| requested, not available (skipped) | cuda:63 |" in md
+    html = render("html", results, environment)
+    assert "<dt>devices used</dt><dd>cpu</dd>" in html and "<dd>cuda:63</dd>" in html

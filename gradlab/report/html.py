@@ -15,7 +15,7 @@ from .escape import visible
 from .failure import MISSING, worst_rows
 from .labels import STATUSES, breadcrumb, fmt_cosine, fmt_err, fmt_index, status_text
 from .plots import depth_png, heatmap_png
-from .rows import ordered_results, status_counts, table_rows, verdict
+from .rows import devices, ordered_results, status_counts, table_rows, verdict
 from .worst import tensor_worst
 
 
@@ -101,10 +101,10 @@ def render(results, environment: dict, *, depth: dict[str, DepthProfile] | None 
             "counts": status_counts(r.comparisons), "counts_text": _counts_text(r), "rows": rows, "skipped": skipped,
             "failing": _failing(r), "depth": _depth(depth.get(r.path), r),
         })
-    devices = sorted({c.device for r in results for c in r.comparisons})
+    used, absent = devices(results)
     return _env().get_template("report.html.j2").render(
         passed=all(r.passed for r in results), verdict=verdict(results), specs=specs, statuses=STATUSES,
         diagnosis=[{"spec": r.name, "headline": d.headline(), "evidence": d.evidence, "first": k == 0}
                    for r in ordered_results(results) for k, d in enumerate((getattr(r, "diagnosis", None) or [])[:3])],
-        env=environment, devices=devices, missing=MISSING, worst_header=WORST_HEADER, worst_definition=WORST_DEFINITION,
+        env=environment, devices=used, absent_devices=absent, missing=MISSING, worst_header=WORST_HEADER, worst_definition=WORST_DEFINITION,
     )

@@ -20,7 +20,7 @@ from ..compare import WORST_HEADER
 from .escape import md_code, md_html, md_text
 from .failure import worst_rows
 from .labels import breadcrumb, fmt_cosine, fmt_err, fmt_index, status_text
-from .rows import ordered_results, status_counts, table_rows, verdict
+from .rows import devices, ordered_results, status_counts, table_rows, verdict
 from .worst import tensor_worst
 
 PR_COMMENT_LIMIT = 65_536
@@ -150,9 +150,11 @@ def _spec_section(result, environment, level: int) -> list[str]:
 
 def _environment(results, environment, *, per_spec: bool = True) -> list[str]:
     gpus = environment.get("cuda_devices") or []
-    devices = sorted({c.device for r in results for c in r.comparisons})
+    used, absent = devices(results)
     rows = [[k, environment.get(k, "")] for k in ("gradlab", "numpy", "torch", "python", "platform")]
-    rows.append(["devices used", ", ".join(devices)])
+    rows.append(["devices used", ", ".join(used) or "none"])
+    if absent:
+        rows.append(["requested, not available (skipped)", ", ".join(absent)])
     rows.append(["cpu", environment.get("cpu", "")])
     rows.append(["cuda devices", ", ".join(gpus) if gpus else "none"])
     if environment.get("generated"):

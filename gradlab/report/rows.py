@@ -66,6 +66,13 @@ def _suspect(failed) -> str:
     return ""
 
 
+def devices(results) -> tuple[list[str], list[str]]:
+    """(devices that ran a comparison, devices asked for whose every comparison was skipped): one answer for every report."""
+    ran = {c.device for r in results for c in r.comparisons if c.status != "skipped"}
+    asked = {c.device for r in results for c in r.comparisons}
+    return sorted(ran), sorted(asked - ran)
+
+
 def device_name(device: str, environment: dict) -> str:
     """cpu -> the processor, cuda:1 -> the name of that GPU (from the run's environment)."""
     if device == "cpu":
