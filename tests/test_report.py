@@ -133,8 +133,8 @@ def test_html_lists_failing_spec_and_tensor_first(results, environment):
     html = render("html", results, environment)
     assert re.findall(r'<a href="#spec-\d+">([^<]+)</a>', html) == ["planted", "planted-c", "seed003-two-layer"]
     section = html[html.index("<h2>planted-c"):]
-    first = re.search(r"<tr[^>]*><td><code>([^<]+)</code></td><td>([^<]+)</td>", section)
-    assert first.groups() == ("layers.1.c", "analytic / numeric")
+    first = re.search(r"<tr[^>]*><td class=\"status (\w+)\"[^>]*>[^<]*</td><td><code>([^<]+)</code></td><td>([^<]+)</td>", section)
+    assert first.groups() == ("fail", "layers.1.c", "analytic vs numeric [cpu]")
     assert environment["numpy"] in html and environment["gradlab"] in html
 
 

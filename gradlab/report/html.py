@@ -13,7 +13,7 @@ from ..compare import WORST_DEFINITION, WORST_HEADER
 from .depth import DepthProfile
 from .escape import visible
 from .failure import MISSING, worst_rows
-from .labels import STATUSES, breadcrumb, fmt_cosine, fmt_err, fmt_index, status_text
+from .labels import STATUSES, breadcrumb, fmt_cosine, fmt_err, fmt_index, pair_label, status_text
 from .plots import depth_png, heatmap_png
 from .rows import devices, ordered_results, status_counts, table_rows, verdict
 from .worst import tensor_worst
@@ -36,12 +36,12 @@ def _env():
 def _rows(result) -> tuple[list[dict], list[dict]]:
     judged, skipped = table_rows(result)
     rows = [{
-        "parameter": c.parameter, "pair": f"{c.candidate} / {c.reference}", "device": c.device,
+        "parameter": c.parameter, "pair": pair_label(c),
         "max_abs": fmt_err(c.max_abs_err), "max_rel": fmt_err(c.max_rel_err), "cosine": fmt_cosine(c.cosine),
         "worst": fmt_index(c.worst_index), "mismatched": f"{c.mismatched} / {c.size}" if c.size else "",
         "status": c.status, "status_text": status_text(c), "note": c.note,
     } for c in judged]
-    skips = [{"pair": f"{s.candidate} / {s.reference}", "device": s.device, "reason": s.reason, "tensors": s.tensors} for s in skipped]
+    skips = [{"pair": pair_label(s), "reason": s.reason, "tensors": s.tensors} for s in skipped]
     return rows, skips
 
 
