@@ -80,7 +80,7 @@ def emit(console: Console, renderable, *, style: str = "") -> None:
     if isinstance(renderable, str):
         renderable = Text(renderable, style=style)
     if screen_layout(console):
-        console.print(renderable, soft_wrap=text_like)
+        console.print(renderable)  # a screen: long lines wrap at word boundaries, not mid-number
         return
     buf = Console(file=io.StringIO(), width=_UNBOUNDED, force_terminal=console.is_terminal, color_system=console.color_system,
                   no_color=console.no_color, highlight=False, emoji=False, markup=False, legacy_windows=False)
