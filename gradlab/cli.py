@@ -56,6 +56,13 @@ class _Group(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except BrokenPipeError:  # `gradlab check ... | head`: the reader went away
+            import os
+            import sys
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error while Python flushes at exit
+            click.echo("Error: the output was closed before gradlab finished writing (broken pipe)", err=True)
+            ctx.exit(EXIT_USAGE)
         except RecursionError as exc:
             click.echo(f"Error: recursion too deep ({exc})", err=True)
             ctx.exit(EXIT_USAGE)

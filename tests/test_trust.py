@@ -307,3 +307,13 @@ def test_no_report_when_no_spec_could_be_checked(tmp_path):
     assert result.exit_code == 2 and len(error_lines(result.output)) == 1
     assert [line for line in result.output.splitlines() if line.strip()] == error_lines(result.output)
     assert report.read_text() == "previous"
+
+
+def test_a_closed_pipe_is_no_internal_error():
+    """`gradlab check specs/ -v | head -1`: the reader going away is exit 2 with one line, never exit 3 or a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "gradlab", "check", str(ROOT / "specs"), "-v"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 2, err
+    assert "broken pipe" in err and "Traceback" not in err and "internal error" not in err
