@@ -12,6 +12,11 @@ prints it with a one-line reproduction that calls `reproduce`.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +25,12 @@ import numpy as np
 from ..userops import contracts, loading
 from ..userops.contracts import KINDS
 from ..userops.loading import TargetError
-from . import report, subjects
+from . import pairs, report, subjects
 from .judge import Counterexample, Finding, Undetermined, examine, tolerance
 from .search import DEFAULT_EXAMPLES, AuditResult, run
 from .strategies import MAX_ABS, Case, param_key
 
-__all__ = ["KINDS", "AuditResult", "Finding", "TargetError", "audit", "prepare", "reproduce"]
+__all__ = ["KINDS", "AuditResult", "FileAuditResult", "Finding", "TargetError", "audit", "audit_file", "prepare", "reproduce"]
 
 
 def _load(op: Any, base_dir) -> tuple[Any, str]:
@@ -35,8 +40,34 @@ def _load(op: Any, base_dir) -> tuple[Any, str]:
     return loading.instantiate(op, label), label
 
 
-def prepare(op: Any, *, kind: str | None = None, base_dir: str | Path | None = None, max_abs: float = MAX_ABS) -> subjects.Subject:
-    """Load `op` (a TARGET string, a class or an object), recognise its kind and check its contract."""
+def _pair_subject(fn: Any, label: str, backward: str | None, kind: str | None, max_abs: float) -> subjects.Subject:
+    if kind not in (None, "pair"):
+        raise TargetError(f"{label}: is a function: it is audited as a function pair (forward/backward twins), not as {kind!r}")
+    module = sys.modules.get(fn.__module__)
+    if module is None:
+        raise TargetError(f"{label}: cannot find the module that defines {fn.__name__}")
+    pair = pairs.make_pair(module, fn.__name__, label.rpartition(":")[0] or label, backward=backward)
+    if not (max_abs > 0 and max_abs < float("inf")):
+        raise TargetError(f"--max-abs must be a positive number, got {max_abs!r}")
+    shown = label if backward is None else f"{label} --backward {backward}"
+    return pairs.PairSubject(pair, shown, max_abs=max_abs)
+
+
+def prepare(op: Any, *, kind: str | None = None, base_dir: str | Path | None = None, max_abs: float = MAX_ABS,
+            backward: str | None = None) -> subjects.Subject:
+    """Load `op` (a TARGET string, a class or an object), recognise its kind and check its contract.
+
+    A plain function (`layers.py:conv_forward_naive`) is audited with its backward twin (or the
+    function `backward` names) in the course-assignment convention: see pairs.py."""
+    if isinstance(op, str):
+        with user_stdout_to_stderr():
+            raw = loading.load_raw(op, base_dir)
+        if inspect.isfunction(raw):
+            return _pair_subject(raw, op, backward, kind, max_abs)
+    elif inspect.isfunction(op):
+        return _pair_subject(op, f"{op.__module__}:{op.__name__}", backward, kind, max_abs)
+    if backward is not None:
+        raise TargetError(f"--backward is for function pairs; {op} is not a function")
     obj, label = _load(op, base_dir)
     kind = contracts.detect_kind(obj, label, kind)
     return subjects.make(obj, kind, label, max_abs=max_abs)
@@ -51,6 +82,7 @@ def audit(
     rtol: float | None = None,
     atol: float | None = None,
     max_abs: float = MAX_ABS,
+    backward: str | None = None,
 ) -> AuditResult:
     """Search up to `examples` cases for one on which the op's backward is wrong.
 
@@ -61,13 +93,65 @@ def audit(
         seed: seeds the search; the same seed gives the same cases and the same verdict.
         rtol, atol: override the float64 tolerances of gradlab.compare.
         max_abs: the largest |input| drawn (within the op's `domain`).
+        backward: for a function pair, the backward twin to audit (`batchnorm_backward_alt`).
     Raises:
         TargetError: the op cannot be loaded or breaks its contract (the CLI's exit code 2).
     """
     if examples < 1:
         raise TargetError(f"examples must be at least 1, got {examples}")
-    subject = prepare(op, kind=kind, max_abs=max_abs)
-    return run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol))
+    subject = prepare(op, kind=kind, max_abs=max_abs, backward=backward)
+    with user_stdout_to_stderr():
+        return run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol))
+
+
+@contextlib.contextmanager
+def user_stdout_to_stderr():
+    """What the user's code prints (an import that trains and logs) goes to stderr: gradlab's stdout stays its own."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+@dataclass
+class FileAuditResult:
+    """`gradlab audit layers.py`: every pair, loss and f / f_grad of one file, audited one by one."""
+
+    path: str
+    results: list[AuditResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # functions that look like ops but cannot be audited, and why
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+
+def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, rtol: float | None = None,
+               atol: float | None = None, max_abs: float = MAX_ABS, progress=None) -> FileAuditResult:
+    """Audit every function pair, (loss, dx) loss and f / f_grad twin a Python file defines.
+
+    `progress(result)` is called after each op (the CLI prints its one-line summary)."""
+    if examples < 1:
+        raise TargetError(f"examples must be at least 1, got {examples}")
+    t0 = time.perf_counter()
+    shown = str(path)
+    with user_stdout_to_stderr():
+        module = loading.load_module(shown)
+    found, notes = pairs.discover(module, shown)
+    if not found and not notes:
+        raise TargetError(f"{shown}: no function pairs found (name_forward / name_backward, name_loss(x, y), f / f_grad); "
+                          f"for a class or an object, expected {loading.FORMAT}")
+    out = FileAuditResult(shown, notes=notes)
+    for pair in found:
+        target = f"{shown}:{pair.name}" + ("" if pair.backward is None or pair.backward.__name__ == pair.name.replace("forward", "backward")
+                                           else f" --backward {pair.backward.__name__}")
+        subject = pairs.PairSubject(pair, target, max_abs=max_abs)
+        with user_stdout_to_stderr():
+            result = run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol))
+        out.results.append(result)
+        if progress is not None:
+            progress(result)
+    out.seconds = time.perf_counter() - t0
+    return out
 
 
 def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dict | None = None,

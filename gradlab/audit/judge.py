@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import compare
-from ..engines.numeric import gradient_of
+from ..engines.numeric import DEFAULT_STEP, gradient_of, steps
 from ..usercode import describe
 from .strategies import Case
 from .subjects import LayerSubject, Subject, as_float_array, passes_through
@@ -38,6 +38,8 @@ from .subjects import LayerSubject, Subject, as_float_array, passes_through
 METHOD = "richardson"
 RETRY_STEPS = (1e-6, 1e-8)  # relative steps tried for elements whose stencil left the domain
 ROUNDING = 16 * np.finfo(np.float64).eps  # a correct float64 backward's rounding, per unit of its largest element
+NOISE_ULPS = 4  # ... and moved by this many units in their last place
+NOISE_PROBES = 8  # elements whose stencil is replayed to measure F's rounding noise (plus the largest |x|)
 
 
 def tolerance(rtol: float | None = None, atol: float | None = None) -> dict[str, float]:
@@ -102,9 +104,12 @@ class Raised(Counterexample): ...
 class ContractBroken(Counterexample): ...
 class Mutated(Counterexample): ...
 class PrecisionLost(Counterexample): ...
+class NotImplementedYet(Counterexample): ...
+class RandomForward(Counterexample): ...
 
 
-RAISES = {"mismatch": Mismatch, "non-finite": NonFinite, "raised": Raised, "contract": ContractBroken, "mutation": Mutated, "precision": PrecisionLost}
+RAISES = {"mismatch": Mismatch, "non-finite": NonFinite, "raised": Raised, "contract": ContractBroken, "mutation": Mutated, "precision": PrecisionLost,
+          "not implemented": NotImplementedYet, "random forward": RandomForward}
 
 
 class Undetermined(Exception):
@@ -117,6 +122,11 @@ class _StencilRaised(Exception):
     def __init__(self, exc: BaseException):
         super().__init__(describe(exc))
         self.exc = exc
+
+
+def fail(kind: str, message: str, **kw) -> None:
+    """Raise the Counterexample of `kind` (for subjects that judge part of a case themselves)."""
+    raise RAISES[kind](Finding(kind, message, **kw))
 
 
 def _fail(kind: str, message: str, **kw) -> None:
@@ -139,6 +149,8 @@ def _call(stage: str, thunk: Callable[[], Any], case: Case, upstream=None):
         warnings.simplefilter("ignore")
         try:
             return thunk()
+        except Counterexample:  # a subject's own verdict (a function pair's stub, random forward, mutated cache)
+            raise
         except BaseException as exc:  # noqa: BLE001 -- sys.exit() in user code must not end gradlab
             if passes_through(exc):
                 raise
@@ -240,6 +252,7 @@ def differentiate(f: Callable[[np.ndarray], float], x: np.ndarray):
 
     d = gradient_of(safe, x, method=METHOD, batched=False)
     value, error, kinks = d.value.copy(), d.error.copy(), d.kinks.copy()
+    h = steps(x, DEFAULT_STEP[METHOD]).reshape(x.shape)
     bad = ~(np.isfinite(value) & np.isfinite(error))
     for step in RETRY_STEPS:
         if not bad.any():
@@ -247,8 +260,45 @@ def differentiate(f: Callable[[np.ndarray], float], x: np.ndarray):
         r = gradient_of(safe, x, method=METHOD, step=step, batched=False)
         use = bad & np.isfinite(r.value) & np.isfinite(r.error)
         value[use], error[use], kinks[use] = r.value[use], r.error[use], r.kinks[use]
+        h[use] = steps(x, step).reshape(x.shape)[use]
         bad &= ~use
+    # The numeric engine floors F's rounding at eps |F|; a normalisation divides x - mean(x) by
+    # sqrt(var + eps), so near a constant batch F carries rounding amplified by 1/sigma. Measure it.
+    error = error + 16 * measured_noise(safe, x, h, kinks | bad) / h
     return value, error, kinks & ~bad, bad
+
+
+def measured_noise(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarray, skip: np.ndarray) -> float:
+    """F's rounding noise where the stencils evaluated it: the fourth difference of the stencil
+    (offsets -h, -h/2, 0, h/2, h) of a few elements off the kinks, whose variance is 70 sigma^2 for
+    noise and h^4 F^(4)/16 (tiny) for a smooth F; the largest over the elements sampled."""
+    flat, hf = x.reshape(-1), h.reshape(-1)
+    candidates = np.flatnonzero(~skip.reshape(-1))
+    if candidates.size == 0:
+        return 0.0
+    rng = np.random.default_rng(0)
+    picked = set(rng.choice(candidates, size=min(NOISE_PROBES, candidates.size), replace=False).tolist())
+    picked.add(int(candidates[np.argmax(np.abs(flat[candidates]))]))  # rounding grows with |x|
+    f0 = f(x)
+    levels = []
+    for i in sorted(picked):
+        vals = []
+        for s in (-1.0, -0.5, 0.5, 1.0):
+            moved = flat.copy()
+            moved[i] += s * hf[i]
+            vals.append(f(moved.reshape(x.shape)))
+        d4 = vals[0] + vals[3] - 4 * (vals[1] + vals[2]) + 6 * f0
+        # x_i + h is itself rounded to x_i's last place, a bias the fourth difference cannot see:
+        # how far F moves when x_i moves by a few units in its last place
+        ulps = []
+        for s in (-NOISE_ULPS, NOISE_ULPS):
+            moved = flat.copy()
+            moved[i] += s * np.spacing(max(abs(moved[i]), abs(hf[i])))
+            ulps.append(abs(f(moved.reshape(x.shape)) - f0))
+        for level in (abs(d4) / np.sqrt(70.0), *ulps):
+            if np.isfinite(level):
+                levels.append(level)
+    return float(max(levels, default=0.0))
 
 
 def judge(name: str, backward: np.ndarray, value, error, kinks, undetermined, tol) -> TensorCheck:

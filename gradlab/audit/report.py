@@ -33,7 +33,7 @@ def literal(a: np.ndarray) -> str:
 
 def reproduce_line(result_target: str, kind: str, f: Finding) -> str:
     """One shell line that re-runs this exact case through `gradlab.audit.reproduce`."""
-    if f.case is None:
+    if f.case is None or kind == "pair":  # reproduce() does not take function pairs yet
         return ""
     args = [repr(result_target), f"kind={kind!r}"]
     params = {}
@@ -102,6 +102,8 @@ def finding_lines(result: AuditResult, f: Finding, *, shrunk: bool = True) -> li
     if f.case is not None:
         lines.append("  counterexample (shrunk):" if shrunk and f.kind != "nondeterministic" else "  case:")
     lines += [f"    {name:<{w}} = {_array(v, w)}" for name, v in named]
+    if f.case is not None:
+        lines += [f"    {name:<{w}} = {value!r}" for name, value in f.case.hyper.items()]
     if f.traceback:
         lines.append("  " + f.stage + " raised:")
         lines += ["    " + line for line in f.traceback.splitlines()]
@@ -193,6 +195,8 @@ def finding_dict(result: AuditResult, f: Finding) -> dict:
     d: dict[str, Any] = {"kind": f.kind, "message": f.message, "stage": f.stage}
     if f.case is not None:
         d["inputs"] = dict(f.case.inputs, **f.case.const)
+        if f.case.hyper:
+            d["hyperparameters"] = f.case.hyper
     d["grad_out"] = f.upstream
     if f.output is not None:
         d["forward"] = f.output

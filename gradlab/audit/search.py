@@ -25,7 +25,7 @@ from ..userops.loading import TargetError
 from .subjects import Subject
 
 DEFAULT_EXAMPLES = 200
-KIND_ORDER = ("raised", "contract", "non-finite", "precision", "mutation", "mismatch", "nondeterministic")
+KIND_ORDER = ("not implemented", "random forward", "raised", "contract", "non-finite", "precision", "mutation", "mismatch", "nondeterministic")
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Coverage:
         self.examples += 1
         main = next(iter(inputs.values()))
         self.shapes.add(main.shape)
-        batch_axis = 0 if subject.kind in ("layer", "loss") else -2  # activations: (..., batch, features)
+        batch_axis = 0 if subject.kind in ("layer", "loss", "pair") else -2  # activations: (..., batch, features)
         self.max_batch = max(self.max_batch, main.shape[batch_axis] if main.ndim >= 2 else 1)
         for name, v in inputs.items():
             if name.startswith("params["):
@@ -129,6 +129,8 @@ def _nondeterministic(exc: BaseException) -> Finding:
     if first is None:
         return Finding("nondeterministic", f"{message}: {exc}")
     f = first.finding
+    if f.kind == "random forward":  # the forward itself is random: that is the verdict, not a flaky search
+        return f
     return Finding("nondeterministic", f"{message}; the first time: {f.kind}: {f.message}", case=f.case, upstream=f.upstream, stage=f.stage, checks=f.checks, traceback=f.traceback)
 
 
@@ -170,6 +172,8 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
             findings.append(leaf.finding)
     finally:
         subject.restore()
+    if any(f.kind == "random forward" for f in findings):  # differences of a random function mean nothing
+        findings = [f for f in findings if f.kind not in ("mismatch", "nondeterministic")]
     findings.sort(key=lambda f: KIND_ORDER.index(f.kind))
     return findings, coverage
 

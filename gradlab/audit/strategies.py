@@ -13,6 +13,7 @@ failure is reported at the smallest input that still shows it.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field, replace
 
@@ -160,9 +161,10 @@ class Case:
 
     inputs: dict[str, np.ndarray]
     const: dict[str, np.ndarray] = field(default_factory=dict)
+    hyper: dict = field(default_factory=dict)  # a function pair's hyperparameters (conv_param, ...), by argument name
 
     def copy(self) -> "Case":
-        return Case({k: v.copy() for k, v in self.inputs.items()}, {k: v.copy() for k, v in self.const.items()})
+        return Case({k: v.copy() for k, v in self.inputs.items()}, {k: v.copy() for k, v in self.const.items()}, copy.deepcopy(self.hyper))
 
 
 @st.composite

@@ -15,6 +15,8 @@ Examples:
   gradlab audit my_ops.py:SoftmaxCE --kind loss --examples 1000 --seed 3
   gradlab audit mypackage.layers:Conv1x1 --format json --output audit.json
   gradlab audit my_fn.py:Cubic          # a torch.autograd.Function subclass
+  gradlab audit layers.py               # every forward/backward pair and (loss, dx) loss of a file
+  gradlab audit layers.py:batchnorm_forward --backward batchnorm_backward_alt
 """
 
 
@@ -30,8 +32,9 @@ Examples:
 @click.option("--max-abs", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Largest |input| drawn (within the op's `domain`).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=1e9), metavar="SECONDS",
               help="Give up after this many seconds (an op that hangs is reported as a timeout, exit 2).")
+@click.option("--backward", "backward", metavar="NAME", help="For a function pair: the backward twin to audit (e.g. batchnorm_backward_alt).")
 @safety_options
-def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, timeout):
+def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, timeout, backward):
     """Audit a user's activation, loss, layer or torch.autograd.Function.
 
     TARGET is path/to/file.py:Name or package.module:Name (a class, instantiated with
@@ -54,8 +57,10 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, time
 
     if output:
         check_writable(output)  # before the search, not after it
+    if ":" not in target and target.endswith(".py"):
+        _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout)
     with deadline(timeout, f"gradlab audit {target}"):
-        result = audit(target, kind=kind, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs)
+        result = audit(target, kind=kind, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, backward=backward)
     if fmt == "json":
         write_text(report.to_json(result), output)
     else:
@@ -63,6 +68,46 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, time
         if output:
             write_text(text, output)
             click.echo(text.splitlines()[-1])
+        else:
+            click.echo(text)
+    sys.exit(EXIT_OK if result.passed else EXIT_FAIL)
+
+
+def _summary(result) -> str:
+    kinds = ", ".join(f.kind for f in result.findings)
+    status = "PASS" if result.passed else "FAIL"
+    return f"{status}  {result.name}  ({result.coverage.examples} examples, {result.seconds:.1f} s{'; ' + kinds if kinds else ''})"
+
+
+def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout):
+    """`gradlab audit layers.py`: one line per op as it finishes, then the failing ones in full."""
+    import json
+
+    from ..audit import audit_file, report
+    from ..batch import EXIT_FAIL, EXIT_OK
+    from ..output import write_text
+    from ..usercode import deadline
+
+    live = fmt == "table" and not output
+    with deadline(timeout, f"gradlab audit {path}"):
+        result = audit_file(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs,
+                            progress=(lambda r: click.echo(_summary(r))) if live else None)
+    if fmt == "json":
+        doc = {"passed": result.passed, "path": path, "seconds": round(result.seconds, 3), "skipped": result.notes,
+               "ops": [report.as_dict(r) for r in result.results]}
+        write_text(json.dumps(doc, indent=2), output)
+    else:
+        lines = [] if live else [_summary(r) for r in result.results]
+        lines += [f"SKIP  {note}" for note in result.notes]
+        for r in result.results:
+            if not r.passed:
+                lines += ["", report.text(r)]
+        failed = sum(not r.passed for r in result.results)
+        lines.append(f"{'PASS' if result.passed else 'FAIL'}: {len(result.results) - failed} of {len(result.results)} op(s) passed ({result.seconds:.1f} s)")
+        text = "\n".join(lines)
+        if output:
+            write_text(text, output)
+            click.echo(lines[-1])
         else:
             click.echo(text)
     sys.exit(EXIT_OK if result.passed else EXIT_FAIL)

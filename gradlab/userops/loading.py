@@ -165,6 +165,15 @@ def load_raw(target: str, base_dir: str | Path | None = None) -> Any:
     return obj
 
 
+def load_module(source: str, base_dir: str | Path | None = None):
+    """A whole file (`gradlab audit layers.py`), imported like a target's file."""
+    _refuse_if_no_code(source)
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir or Path.cwd()) / path
+    return _load_file(path.resolve(), source)
+
+
 def is_torch_function(obj: Any) -> bool:
     """A torch.autograd.Function subclass; torch is only consulted if the user's code imported it."""
     torch = sys.modules.get("torch")

@@ -1,0 +1,86 @@
+"""The course-assignment conventions gradlab knows without being told: one table, read top to bottom.
+
+A forward `name_forward(x, *arrays, [hyperparameter dict])` returns (out, cache) and its twin
+`name_backward(dout, cache)` returns dx, or a tuple of gradients in the order of the forward's
+array arguments. A loss `name_loss(x, y)` returns (loss, dx) with integer labels y in [0, C).
+A plain function `f(x)` has a twin `f_grad(x)` (the elementwise derivative) or
+`f_backward(dout, x)` (the vector-Jacobian product).
+
+What gradlab draws follows from the names alone:
+  HYPERPARAMETERS  a known dict argument -> the op's family and the values searched for its keys
+  LAYOUTS          family -> the shape of each array argument, in named dimensions
+  DIMENSIONS       a dimension -> the sizes it is drawn from (shrinks towards the smallest)
+Hyperparameter values shrink towards the first value listed, so a failure is shown at the
+simplest setting that still breaks the backward (pad 0, stride 1, window 1 x 1, ...).
+"""
+
+from __future__ import annotations
+
+# --- twins: how a forward's backward, and a plain function's derivative, are named ---------------
+
+FORWARD_WORD, BACKWARD_WORD = "forward", "backward"
+PLAIN_TWINS = ("{name}_backward", "{name}_grad", "{name}_derivative", "{name}_prime")
+LOSS_SUFFIX = "_loss"  # softmax_loss(x, y) -> (loss, dx)
+LABEL_NAMES = ("y",)  # integer class labels of a loss, in [0, C)
+
+# --- the well-known hyperparameter dicts -------------------------------------------------------
+# name -> (family, {key: values searched}); every combination of the listed values is valid
+# except where VALID below says otherwise.
+
+HYPERPARAMETERS: dict[str, tuple[str, dict[str, tuple]]] = {
+    "conv_param": ("conv", {"pad": (0, 1, 2), "stride": (1, 2)}),
+    "pool_param": ("pool", {"pool_height": (1, 2, 3), "pool_width": (1, 2, 3), "stride": (1, 2, 3)}),
+    "bn_param": ("norm", {"mode": ("train",), "eps": (1e-5,)}),
+    "ln_param": ("norm", {"eps": (1e-5,)}),
+    "gn_param": ("groupnorm", {"eps": (1e-5,)}),
+    "dropout_param": ("dropout", {"p": (0.5, 0.3, 0.8), "mode": ("train", "test"), "seed": (123,)}),
+}
+
+# --- array shapes per family, in named dimensions ----------------------------------------------
+# `*` after x: affine layers reshape x to (N, D), so x is drawn (N, D) or (N, d1, d2) with d1 d2 = D.
+
+LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "conv": {"x": ("N", "C", "H", "W"), "w": ("F", "C", "HH", "WW"), "b": ("F",)},
+    "pool": {"x": ("N", "C", "H", "W")},
+    "norm": {"x": ("N", "D"), "gamma": ("D",), "beta": ("D",)},
+    "spatial_norm": {"x": ("N", "C", "H", "W"), "gamma": ("C",), "beta": ("C",)},
+    "groupnorm": {"x": ("N", "C", "H", "W"), "gamma": ("1", "C", "1", "1"), "beta": ("1", "C", "1", "1")},
+    "affine": {"x": ("N", "D*"), "w": ("D", "M"), "b": ("M",)},
+    "dropout": {"x": ("N", "D")},
+    "elementwise": {"x": ("N", "D")},
+    "loss": {"x": ("N", "C")},
+}
+
+# Sizes each dimension is drawn from (small: a naive conv is a Python loop). H and W of conv and
+# pool layers are not drawn: they follow from the output size, the window, the stride and the pad.
+DIMENSIONS: dict[str, tuple[int, int]] = {
+    "N": (1, 4), "C": (1, 3), "D": (1, 5), "M": (1, 4), "F": (1, 3), "HH": (1, 3), "WW": (1, 3),
+    "Ho": (1, 3), "Wo": (1, 3),  # output height and width of conv and pool layers
+    "G": (1, 3),  # groups of a group norm; C is drawn as a multiple of G
+}
+PARAM_MAX_ABS = 3.0  # weights, gamma and beta: moderate values (x gets the full range of regimes)
+
+
+def conv_input_size(out: int, window: int, stride: int, pad: int) -> int:
+    """H from the output height: (H + 2 pad - HH) / stride + 1 = out, so the division is exact."""
+    return (out - 1) * stride + window - 2 * pad
+
+
+def valid_conv(H: int, HH: int, stride: int, pad: int) -> bool:
+    """(H + 2 pad - HH) % stride == 0 and the window fits the padded input."""
+    return H >= 1 and H + 2 * pad >= HH and (H + 2 * pad - HH) % stride == 0
+
+
+def family(func_name: str, arg_names: tuple[str, ...]) -> str:
+    """The family of a forward, from its hyperparameter dict, then from its argument names."""
+    for arg in arg_names:
+        if arg in HYPERPARAMETERS:
+            fam = HYPERPARAMETERS[arg][0]
+            if fam == "norm" and "spatial" in func_name:
+                return "spatial_norm"
+            return fam
+    if any(a in LABEL_NAMES for a in arg_names):
+        return "loss"
+    if "w" in arg_names:
+        return "affine"
+    return "elementwise"

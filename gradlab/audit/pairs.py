@@ -1,0 +1,413 @@
+"""Function pairs in the course-assignment convention, audited with no adapter code.
+
+    out, cache = conv_forward_naive(x, w, b, conv_param)    dx, dw, db = conv_backward_naive(dout, cache)
+    loss, dx = softmax_loss(x, y)                           (y: integer labels in [0, C))
+    out = sigmoid(x)                                        sigmoid_grad(x) or sigmoid_backward(dout, x)
+
+`discover` finds every such op in a module; `PairSubject` adapts one to the search and the judge
+(shapes and hyperparameters come from conventions.py). Besides the gradient itself, a pair's
+subject judges what only a pair can get wrong: a stub that returns None (`not implemented`), a
+forward that draws random numbers on every call (`random forward`, never a mismatch), and a
+backward that writes into dout, the forward's inputs or its cache, or answers differently when
+called twice on one cache (`mutation`).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ..userops.loading import TargetError
+from . import conventions as C
+from . import strategies as S
+from .judge import fail
+from .strategies import Case, Envelope
+from .subjects import Subject, as_float_array
+
+MODES = ("pair", "loss", "plain")  # (out, cache) + backward(dout, cache); (loss, dx); out + f_grad / f_backward
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One op found in a module: its forward, its backward twin and how their arguments are drawn."""
+
+    forward: Callable
+    backward: Callable | None  # None for a loss: the forward returns (loss, dx)
+    mode: str
+    family: str
+    args: tuple[tuple[str, str], ...]  # (name, role) in call order; role: array | labels | hyper | groups
+    path: str
+
+    @property
+    def name(self) -> str:
+        return self.forward.__name__
+
+    @property
+    def label(self) -> str:
+        """'conv_forward_naive / conv_backward_naive': what the whole-file report lists."""
+        return self.name if self.backward is None else f"{self.name} / {self.backward.__name__}"
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        return tuple(n for n, role in self.args if role == "array")
+
+
+def _positional(fn: Callable) -> list[inspect.Parameter]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _roles(fn: Callable, fam: str, where: str) -> tuple[tuple[str, str], ...]:
+    layout = C.LAYOUTS[fam]
+    roles = []
+    for p in _positional(fn):
+        if p.name in C.HYPERPARAMETERS:
+            roles.append((p.name, "hyper"))
+        elif p.name in C.LABEL_NAMES:
+            roles.append((p.name, "labels"))
+        elif p.name == "G" and fam == "groupnorm":
+            roles.append((p.name, "groups"))
+        elif p.name in layout:
+            roles.append((p.name, "array"))
+        elif p.default is not p.empty:
+            continue  # an optional argument: left at its default
+        else:
+            known = ", ".join(sorted(set(layout) | set(C.HYPERPARAMETERS)))
+            raise TargetError(f"{where}: cannot tell what to pass as {p.name!r} (gradlab knows {known} for a {fam} op); "
+                              f"rename it after the convention, or wrap the op in a class (see the layer contract)")
+    if not any(role == "array" for _, role in roles):
+        raise TargetError(f"{where}: {fn.__name__} takes no array argument gradlab knows ({', '.join(layout)})")
+    return tuple(roles)
+
+
+def _functions(module) -> dict[str, Callable]:
+    """Public functions the module defines or imports (a forward imported from a sibling file pairs with a local backward)."""
+    return {k: v for k, v in vars(module).items() if inspect.isfunction(v) and not k.startswith("_")}
+
+
+def _own(module, fn: Callable | None) -> bool:
+    return fn is not None and fn.__module__ == module.__name__
+
+
+def backward_twins(name: str, funcs: dict[str, Callable]) -> list[str]:
+    """conv_forward_naive -> [conv_backward_naive, conv_backward_naive_alt]; f -> [f_grad] (what the module defines)."""
+    if C.FORWARD_WORD in name:
+        twin = name.replace(C.FORWARD_WORD, C.BACKWARD_WORD)
+        return sorted((k for k in funcs if k == twin or k.startswith(twin + "_")), key=lambda k: (k != twin, k))
+    return [t.format(name=name) for t in C.PLAIN_TWINS if t.format(name=name) in funcs]
+
+
+def make_pair(module, name: str, path: str, backward: str | None = None) -> Pair:
+    """The op `name` of `module`, with its backward twin (or the one `backward` names)."""
+    funcs = _functions(module)
+    fn = funcs.get(name) or getattr(module, name, None)
+    where = f"{path}:{name}"
+    if not callable(fn):
+        raise TargetError(f"{where}: not a function")
+    arg_names = tuple(p.name for p in _positional(fn))
+    fam = C.family(name, arg_names)
+    if backward is not None:
+        if backward not in funcs:
+            raise TargetError(f"{where}: --backward {backward!r}: the file defines no such function (it defines: {', '.join(sorted(funcs))})")
+        twins = [backward]
+    elif fam == "loss" and name.endswith(C.LOSS_SUFFIX) or fam == "loss" and not backward_twins(name, funcs):
+        return Pair(fn, None, "loss", fam, _roles(fn, fam, where), path)
+    else:
+        twins = backward_twins(name, funcs)
+    if not twins:
+        expected = name.replace(C.FORWARD_WORD, C.BACKWARD_WORD) if C.FORWARD_WORD in name else " or ".join(t.format(name=name) for t in C.PLAIN_TWINS)
+        raise TargetError(f"{where}: a function needs a backward twin ({expected}) in the same file, or --backward NAME")
+    mode = "pair" if C.FORWARD_WORD in name else "plain"
+    return Pair(fn, funcs[twins[0]], mode, fam, _roles(fn, fam, where), path)
+
+
+def discover(module, path: str) -> tuple[list[Pair], list[str]]:
+    """Every pair (each backward variant apart), every (loss, dx) loss and every f / f_grad in a module;
+    and a note for each function that looks like an op but cannot be audited (why)."""
+    funcs = _functions(module)
+    pairs, notes = [], []
+    twin_names = set()
+    for name in funcs:
+        twin_names.update(backward_twins(name, funcs))
+    for name in funcs:
+        if name in twin_names:
+            continue
+        args = tuple(p.name for p in _positional(funcs[name]))
+        is_loss = C.family(name, args) == "loss" and name.endswith(C.LOSS_SUFFIX)
+        twins = [t for t in backward_twins(name, funcs) if _own(module, funcs[name]) or _own(module, funcs[t])]
+        if not twins and not (is_loss and _own(module, funcs[name])):
+            continue
+        try:
+            if is_loss:
+                pairs.append(make_pair(module, name, path))
+            for twin in twins:
+                pairs.append(make_pair(module, name, path, backward=twin))
+        except TargetError as exc:
+            notes.append(str(exc))
+    return pairs, notes
+
+
+# --- drawing a case -----------------------------------------------------------------------------
+
+
+def _size(draw, dim: str) -> int:
+    lo, hi = C.DIMENSIONS[dim]
+    return draw(st.integers(lo, hi), label=dim)
+
+
+def _hyper(draw, arg: str) -> dict:
+    _, keys = C.HYPERPARAMETERS[arg]
+    return {k: draw(st.sampled_from(v), label=f"{arg}[{k!r}]") for k, v in keys.items()}
+
+
+def _tie_free(shape) -> st.SearchStrategy[np.ndarray]:
+    """Distinct values (a shuffled ramp, 0.25 apart): a max-pool input with no ties, whose argmax
+    no finite-difference step can change; shrinks to the plain ramp."""
+    n = int(np.prod(shape))
+    return st.permutations(range(n)).map(lambda p: (np.asarray(p, dtype=np.float64) - n / 2).reshape(shape) * 0.25)
+
+
+@st.composite
+def pair_cases(draw, pair: Pair, env: Envelope):
+    fam = pair.family
+    hyper = {name: _hyper(draw, name) for name, role in pair.args if role == "hyper"}
+    dims: dict[str, int] = {"1": 1, "N": _size(draw, "N")}
+    if fam == "conv":
+        cp = next(iter(hyper.values()))
+        for k, o in (("HH", "Ho"), ("WW", "Wo")):
+            dims[k], dims[o] = _size(draw, k), _size(draw, o)
+            # the largest pad that leaves an input of at least one pixel: H = (Ho - 1) stride + HH - 2 pad >= 1
+            cp["pad"] = min(cp["pad"], (C.conv_input_size(dims[o], dims[k], cp["stride"], 0) - 1) // 2)
+        for a, k, o in (("H", "HH", "Ho"), ("W", "WW", "Wo")):
+            dims[a] = C.conv_input_size(dims[o], dims[k], cp["stride"], cp["pad"])
+    elif fam == "pool":
+        pp = next(iter(hyper.values()))
+        dims["H"] = C.conv_input_size(_size(draw, "Ho"), pp["pool_height"], pp["stride"], 0)
+        dims["W"] = C.conv_input_size(_size(draw, "Wo"), pp["pool_width"], pp["stride"], 0)
+    elif fam in ("spatial_norm", "groupnorm"):
+        dims["H"], dims["W"] = draw(st.integers(1, 3), label="H"), draw(st.integers(1, 3), label="W")
+    groups = None
+    if fam == "groupnorm":
+        groups = _size(draw, "G")
+        dims["C"] = groups * draw(st.integers(1, 2), label="C per group")
+    inputs: dict[str, np.ndarray] = {}
+    const: dict[str, np.ndarray] = {}
+    param_env = Envelope(max_abs=C.PARAM_MAX_ABS)
+    for name, role in pair.args:
+        if role == "hyper":
+            continue
+        if role == "groups":
+            hyper[name] = groups
+            continue
+        if role == "labels":
+            n, c = inputs["x"].shape[0], inputs["x"].shape[1]
+            const[name] = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1)), label=name)
+            continue
+        layout = C.LAYOUTS[fam][name]
+        shape = []
+        for d in layout:
+            if d == "D*":  # affine: x is (N, D) or (N, d1, d2) with d1 d2 = D
+                if draw(st.booleans(), label="x is 3-D"):
+                    d1, d2 = draw(st.integers(1, 3), label="d1"), draw(st.integers(1, 3), label="d2")
+                    dims["D"] = d1 * d2
+                    shape += [d1, d2]
+                else:
+                    shape.append(dims.setdefault("D", _size(draw, "D")))
+                continue
+            if d not in dims:
+                dims[d] = _size(draw, d)
+            shape.append(dims[d])
+        shape = tuple(shape)
+        if name == "x" and fam == "pool":
+            inputs[name] = draw(_tie_free(shape), label=name)
+        else:
+            inputs[name] = draw(S.arrays(shape, env if name == "x" else param_env), label=name)
+    return Case(inputs, const, hyper)
+
+
+# --- the subject --------------------------------------------------------------------------------
+
+
+def _snapshot(obj: Any, depth: int = 0) -> Any:
+    """A deep copy of the arrays inside a cache (tuples, lists, dicts of them)."""
+    if depth > 6:
+        return obj
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_snapshot(v, depth + 1) for v in obj) if isinstance(obj, list) else tuple(_snapshot(v, depth + 1) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _snapshot(v, depth + 1) for k, v in obj.items()}
+    return obj
+
+
+def _changed(before: Any, after: Any, path: str = "cache") -> str | None:
+    """The first place (cache[3], cache['var']) where a cache differs from its snapshot."""
+    if isinstance(before, np.ndarray):
+        same = isinstance(after, np.ndarray) and before.shape == after.shape and np.array_equal(before, after, equal_nan=before.dtype.kind in "fc")
+        return None if same else path
+    if isinstance(before, (tuple, list)):
+        if not isinstance(after, (tuple, list)) or len(after) != len(before):
+            return path
+        for i, (b, a) in enumerate(zip(before, after)):
+            where = _changed(b, a, f"{path}[{i}]")
+            if where:
+                return where
+        return None
+    if isinstance(before, dict):
+        if not isinstance(after, dict) or set(after) != set(before):
+            return path
+        for k in before:
+            where = _changed(before[k], after[k], f"{path}[{k!r}]")
+            if where:
+                return where
+    return None
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+
+
+class PairSubject(Subject):
+    kind = "pair"
+
+    def __init__(self, pair: Pair, target: str, *, max_abs: float = S.MAX_ABS):
+        super().__init__(pair.forward, target, max_abs=max_abs)
+        self.pair = pair
+        self.needs_upstream = pair.mode != "loss"
+
+    @property
+    def name(self) -> str:
+        return self.pair.label
+
+    def strategy(self):
+        return pair_cases(self.pair, self.envelope)
+
+    def _call_forward(self, case: Case):
+        args = []
+        for name, role in self.pair.args:
+            if role == "array":
+                args.append(case.inputs[name])
+            elif role == "labels":
+                args.append(case.const[name])
+            else:
+                args.append(copy.deepcopy(case.hyper[name]))  # forward may store running statistics in it
+        return self.pair.forward(*args)
+
+    def _split(self, case: Case, raw: Any) -> tuple[Any, Any]:
+        """(out, cache) -- (loss, dx) for a loss, (out, None) for a plain function."""
+        fn = self.pair.name
+        if self.pair.mode == "plain":
+            if raw is None:
+                fail("not implemented", f"{fn} returned None: the forward is not implemented yet", case=case, stage="forward")
+            return raw, None
+        if raw is None or isinstance(raw, (tuple, list)) and len(raw) == 2 and raw[0] is None:
+            fail("not implemented", f"{fn} returned {'None' if raw is None else '(None, ...)'}: the forward is not implemented yet (a TODO stub?)", case=case, stage="forward")
+        if not (isinstance(raw, (tuple, list)) and len(raw) == 2):
+            what = "(loss, dx)" if self.pair.mode == "loss" else "(out, cache)"
+            fail("contract", f"{fn} must return {what}, got {type(raw).__name__}", case=case, stage="forward")
+        return raw[0], raw[1]
+
+    def forward(self, case):
+        return as_float_array(self._split(case, self._call_forward(case))[0])
+
+    def _random_check(self, case: Case, upstream, out: Any) -> None:
+        first = as_float_array(out)
+        for _ in range(2):
+            again = as_float_array(self._split(case, self._call_forward(case.copy()))[0])
+            if not _same(first, again):
+                n = int(np.sum(first != again)) if first.shape == again.shape else first.size
+                fail("random forward", f"{self.pair.name} gave different outputs for the same input ({n} of {first.size} elements differ): "
+                     "its output is random, so no gradient can be checked; seed it (np.random.seed(dropout_param['seed']) "
+                     "when the dict has a seed) or use a fixed mask", case=case, upstream=upstream, stage="forward")
+
+    def backward(self, case, upstream):
+        work = case.copy()
+        out, cache = self._split(case, self._call_forward(work))
+        self._random_check(case, upstream, out)
+        if self.pair.mode == "loss":
+            grads = cache
+        elif self.pair.mode == "plain":
+            grads = self._plain_backward(case, upstream)
+        else:
+            grads = self._pair_backward(case, work, cache, upstream)
+        return self._named(case, upstream, grads)
+
+    def _plain_backward(self, case, upstream):
+        x = case.inputs[self.pair.arrays[0]].copy()
+        twin = self.pair.backward
+        if len(_positional(twin)) >= 2:
+            return twin(upstream.copy(), x)
+        g = twin(x)
+        if g is None:
+            return None
+        g = as_float_array(g)
+        return upstream * g if g.shape == upstream.shape else g
+
+    def _pair_backward(self, case, work: Case, cache, upstream):
+        before_cache = _snapshot(cache)
+        dout = upstream.copy()
+        bwd = self.pair.backward.__name__
+        first = self.pair.backward(dout, cache)
+        if not _same(dout, upstream):
+            fail("mutation", f"{bwd} wrote into its argument dout in place", case=case, upstream=upstream, stage="backward")
+        where = _changed(before_cache, cache)
+        if where:
+            fail("mutation", f"{bwd} changed its {where} in place (a second backward on the same cache sees other values); "
+                 "compute into a new array instead (var + eps, not var += eps)", case=case, upstream=upstream, stage="backward")
+        for name, x in work.inputs.items():
+            if not _same(x, case.inputs[name]):
+                fail("mutation", f"{bwd} wrote into the forward's input {name} in place (through the cache)", case=case, upstream=upstream, stage="backward")
+        if self._is_stub(first):
+            return first
+        second = self.pair.backward(upstream.copy(), cache)
+        a, b = self._as_list(first), self._as_list(second)
+        if len(a) != len(b) or any(not _same(as_float_array(u), as_float_array(v)) for u, v in zip(a, b) if u is not None and v is not None):
+            fail("mutation", f"{bwd} gave a different answer when called twice on one cache (it keeps or changes state)", case=case, upstream=upstream, stage="backward")
+        return first
+
+    @staticmethod
+    def _as_list(g) -> list:
+        return list(g) if isinstance(g, (tuple, list)) else [g]
+
+    @staticmethod
+    def _is_stub(g) -> bool:
+        return g is None or isinstance(g, (tuple, list)) and all(v is None for v in g)
+
+    def _named(self, case, upstream, grads) -> dict[str, Any]:
+        names = self.pair.arrays
+        fn = self.pair.backward.__name__ if self.pair.backward is not None else self.pair.name
+        if self._is_stub(grads):
+            fail("not implemented", f"{fn} returned {grads!r}: the backward is not implemented yet", case=case, upstream=upstream, stage="backward")
+        if self.pair.mode == "loss" or not isinstance(grads, (tuple, list)):
+            if len(names) == 1:
+                return {names[0]: grads}
+            return {"__contract__": f"{fn} returned one array, but the forward takes {len(names)} arrays ({', '.join(names)}): return (d{', d'.join(names)}) in that order"}
+        if len(grads) != len(names):
+            return {"__contract__": f"{fn} returned {len(grads)} gradients, but the forward takes {len(names)} arrays ({', '.join(names)}): return (d{', d'.join(names)}) in that order"}
+        missing = [n for n, g in zip(names, grads) if g is None]
+        if missing:
+            fail("not implemented", f"{fn} returned None for d{', d'.join(missing)}: not implemented yet", case=case, upstream=upstream, stage="backward")
+        return dict(zip(names, grads))
+
+    def scalar(self, case, upstream, name, value):
+        inputs = {k: (value if k == name else v).copy() for k, v in case.inputs.items()}
+        out = self.forward(Case(inputs, case.const, case.hyper))
+        return float(np.sum(upstream * out)) if self.needs_upstream else float(np.sum(out))
+
+    def call_signature(self):
+        args = ", ".join(n for n, _ in self.pair.args)
+        if self.pair.mode == "loss":
+            return f"loss, d{self.pair.arrays[0]} = {self.pair.name}({args})"
+        if self.pair.mode == "plain":
+            return f"{self.pair.name}({args}), {self.pair.backward.__name__}"
+        return f"out, cache = {self.pair.name}({args}); {self.pair.backward.__name__}(dout, cache)"

@@ -1,0 +1,167 @@
+"""Correct layers in the course-assignment convention: out, cache = f_forward(...); grads = f_backward(dout, cache)."""
+import numpy as np
+
+
+def affine_forward(x, w, b):
+    out = x.reshape(x.shape[0], -1) @ w + b
+    return out, (x, w, b)
+
+
+def affine_backward(dout, cache):
+    x, w, b = cache
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x.reshape(x.shape[0], -1).T @ dout
+    db = dout.sum(axis=0)
+    return dx, dw, db
+
+
+def relu_forward(x):
+    return np.maximum(0, x), x
+
+
+def relu_backward(dout, cache):
+    return dout * (cache > 0)
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    eps = bn_param.get("eps", 1e-5)
+    mu = x.mean(axis=0)
+    xc = x - mu
+    var = (xc**2).mean(axis=0)
+    std = np.sqrt(var + eps)
+    xhat = xc / std
+    running_mean = bn_param.get("running_mean", np.zeros(x.shape[1]))
+    bn_param["running_mean"] = 0.9 * running_mean + 0.1 * mu
+    return gamma * xhat + beta, (xhat, gamma, std)
+
+
+def batchnorm_backward(dout, cache):
+    xhat, gamma, std = cache
+    n = dout.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dxhat = dout * gamma
+    dx = (n * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0)) / (n * std)
+    return dx, dgamma, dbeta
+
+
+def batchnorm_backward_alt(dout, cache):
+    xhat, gamma, std = cache
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dxhat = dout * gamma
+    dx = (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0)) / std
+    return dx, dgamma, dbeta
+
+
+def layernorm_forward(x, gamma, beta, ln_param):
+    eps = ln_param.get("eps", 1e-5)
+    mu = x.mean(axis=1, keepdims=True)
+    xc = x - mu
+    std = np.sqrt((xc**2).mean(axis=1, keepdims=True) + eps)
+    xhat = xc / std
+    return gamma * xhat + beta, (xhat, gamma, std)
+
+
+def layernorm_backward(dout, cache):
+    xhat, gamma, std = cache
+    dgamma = (dout * xhat).sum(axis=0)
+    dbeta = dout.sum(axis=0)
+    dxhat = dout * gamma
+    dx = (dxhat - dxhat.mean(axis=1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=1, keepdims=True)) / std
+    return dx, dgamma, dbeta
+
+
+def dropout_forward(x, dropout_param):
+    p, mode = dropout_param["p"], dropout_param["mode"]
+    if "seed" in dropout_param:
+        np.random.seed(dropout_param["seed"])
+    mask = None
+    if mode == "train":
+        mask = (np.random.rand(*x.shape) < p) / p
+        out = x * mask
+    else:
+        out = x
+    return out, (dropout_param, mask)
+
+
+def dropout_backward(dout, cache):
+    dropout_param, mask = cache
+    return dout * mask if dropout_param["mode"] == "train" else dout
+
+
+def conv_forward_naive(x, w, b, conv_param):
+    stride, pad = conv_param["stride"], conv_param["pad"]
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    Ho, Wo = 1 + (H + 2 * pad - HH) // stride, 1 + (W + 2 * pad - WW) // stride
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.zeros((N, F, Ho, Wo))
+    for i in range(Ho):
+        for j in range(Wo):
+            window = xp[:, :, i * stride:i * stride + HH, j * stride:j * stride + WW]
+            out[:, :, i, j] = np.tensordot(window, w, axes=([1, 2, 3], [1, 2, 3])) + b
+    return out, (x, w, b, conv_param)
+
+
+def conv_backward_naive(dout, cache):
+    x, w, b, conv_param = cache
+    stride, pad = conv_param["stride"], conv_param["pad"]
+    _, _, HH, WW = w.shape
+    _, _, Ho, Wo = dout.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    for i in range(Ho):
+        for j in range(Wo):
+            sl = (slice(None), slice(None), slice(i * stride, i * stride + HH), slice(j * stride, j * stride + WW))
+            dw += np.tensordot(dout[:, :, i, j], xp[sl], axes=([0], [0]))
+            dxp[sl] += np.tensordot(dout[:, :, i, j], w, axes=([1], [0]))
+    dx = dxp[:, :, pad:pad + x.shape[2], pad:pad + x.shape[3]]
+    return dx, dw, dout.sum(axis=(0, 2, 3))
+
+
+def max_pool_forward_naive(x, pool_param):
+    ph, pw, s = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    N, C, H, W = x.shape
+    Ho, Wo = 1 + (H - ph) // s, 1 + (W - pw) // s
+    out = np.zeros((N, C, Ho, Wo))
+    for i in range(Ho):
+        for j in range(Wo):
+            out[:, :, i, j] = x[:, :, i * s:i * s + ph, j * s:j * s + pw].max(axis=(2, 3))
+    return out, (x, pool_param)
+
+
+def max_pool_backward_naive(dout, cache):
+    x, pool_param = cache
+    ph, pw, s = pool_param["pool_height"], pool_param["pool_width"], pool_param["stride"]
+    N, C, Ho, Wo = dout.shape
+    dx = np.zeros_like(x)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    win = x[n, c, i * s:i * s + ph, j * s:j * s + pw]
+                    a, b2 = np.unravel_index(np.argmax(win), win.shape)
+                    dx[n, c, i * s + a, j * s + b2] += dout[n, c, i, j]
+    return dx
+
+
+def softmax_loss(x, y):
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    n = x.shape[0]
+    loss = -log_probs[np.arange(n), y].mean()
+    dx = np.exp(log_probs)
+    dx[np.arange(n), y] -= 1
+    return loss, dx / n
+
+
+def svm_loss(x, y):
+    n = x.shape[0]
+    correct = x[np.arange(n), y][:, None]
+    margins = np.maximum(0, x - correct + 1.0)
+    margins[np.arange(n), y] = 0
+    loss = margins.sum() / n
+    dx = (margins > 0).astype(float)
+    dx[np.arange(n), y] -= dx.sum(axis=1)
+    return loss, dx / n

@@ -1,0 +1,140 @@
+"""gradlab audit on function pairs in the course-assignment convention (tests/audit_targets/course):
+zero configuration, every verdict right, whole-file audits in table and JSON."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gradlab.audit import audit, audit_file
+from gradlab.audit.conventions import valid_conv
+from gradlab.audit.pairs import pair_cases
+from gradlab.cli import main
+
+from .conftest import ROOT
+
+COURSE = ROOT / "tests" / "audit_targets" / "course"
+BUDGET = 25
+CORRECT = ["affine_forward", "relu_forward", "batchnorm_forward", "layernorm_forward", "dropout_forward",
+           "conv_forward_naive", "max_pool_forward_naive", "softmax_loss", "svm_loss"]
+
+
+def op(file: str, name: str) -> str:
+    return f"{COURSE / file}.py:{name}"
+
+
+@pytest.fixture(scope="module")
+def correct_file():
+    return audit_file(COURSE / "layers.py", examples=BUDGET)
+
+
+@pytest.fixture(scope="module")
+def wrong_file():
+    return audit_file(COURSE / "wrong.py", examples=BUDGET)
+
+
+def test_every_correct_pair_passes(correct_file):
+    names = {r.name.split(" / ")[0] for r in correct_file.results}
+    assert names == set(CORRECT)
+    assert {r.name for r in correct_file.results} >= {"batchnorm_forward / batchnorm_backward_alt"}
+    for r in correct_file.results:
+        assert r.passed, (r.name, [f.message for f in r.findings])
+        assert r.coverage.judged > 0
+    assert correct_file.passed and not correct_file.notes
+
+
+def test_every_wrong_pair_fails(wrong_file):
+    kinds = {r.name.split(" / ")[0]: [f.kind for f in r.findings] for r in wrong_file.results}
+    assert set(kinds) == set(CORRECT)
+    assert kinds["conv_forward_naive"] == ["contract"]  # dx cropped with pad:-pad is empty at pad 0
+    for name in set(CORRECT) - {"conv_forward_naive"}:
+        assert kinds[name] == ["mismatch"], (name, kinds[name])
+
+
+def test_conv_pad_zero_bug_is_shown_at_pad_zero(wrong_file):
+    conv = next(r for r in wrong_file.results if r.name.startswith("conv"))
+    assert conv.findings[0].case.hyper["conv_param"]["pad"] == 0
+
+
+def test_overlapping_pool_bug_needs_overlap(wrong_file):
+    pool = next(r for r in wrong_file.results if r.name.startswith("max_pool"))
+    pp = pool.findings[0].case.hyper["pool_param"]
+    assert pp["stride"] < max(pp["pool_height"], pp["pool_width"])
+    x = pool.findings[0].case.inputs["x"]
+    assert len(np.unique(x)) == x.size  # drawn without ties: a real failure, not a subgradient
+
+
+def test_dropout_test_mode_bug_is_found_in_test_mode(wrong_file):
+    drop = next(r for r in wrong_file.results if r.name.startswith("dropout"))
+    assert drop.findings[0].case.hyper["dropout_param"]["mode"] == "test"
+
+
+def test_backward_option_picks_the_alt_variant():
+    result = audit(op("layers", "batchnorm_forward"), backward="batchnorm_backward_alt", examples=10)
+    assert result.passed and result.name == "batchnorm_forward / batchnorm_backward_alt"
+
+
+def test_stubs_are_not_implemented():
+    result = audit_file(COURSE / "stubs.py", examples=5)
+    kinds = {r.name: [f.kind for f in r.findings] for r in result.results}
+    assert kinds == {"affine_forward / affine_backward": ["not implemented"], "relu_forward / relu_backward": ["not implemented"]}
+    relu = next(r for r in result.results if r.name.startswith("relu"))
+    assert relu.findings[0].stage == "backward" and "returned None" in relu.findings[0].message
+
+
+def test_unseeded_dropout_is_a_random_forward_not_a_mismatch():
+    result = audit(op("unseeded", "dropout_forward"), examples=BUDGET)
+    assert [f.kind for f in result.findings] == ["random forward"]
+    assert "seed" in result.findings[0].message
+
+
+def test_cache_mutated_in_place_is_named():
+    result = audit(op("mutating", "batchnorm_forward"), examples=10)
+    assert [f.kind for f in result.findings] == ["mutation"]
+    assert "cache[2]" in result.findings[0].message  # var += eps
+
+
+def test_plain_function_with_grad_twin():
+    result = audit_file(COURSE / "plain.py", examples=BUDGET)
+    verdicts = {r.name: r.passed for r in result.results}
+    assert verdicts == {"sigmoid / sigmoid_grad": True, "tanh / tanh_grad": False}
+
+
+def test_conv_cases_respect_the_validity_constraint():
+    from hypothesis import given, settings
+
+    from gradlab.audit.pairs import make_pair
+    from gradlab.userops.loading import load_module
+
+    pair = make_pair(load_module(str(COURSE / "layers.py")), "conv_forward_naive", "layers.py")
+    seen = set()
+
+    @settings(max_examples=60, database=None, deadline=None)
+    @given(case=pair_cases(pair, __import__("gradlab.audit.strategies", fromlist=["Envelope"]).Envelope()))
+    def check(case):
+        cp = case.hyper["conv_param"]
+        _, _, H, W = case.inputs["x"].shape
+        _, _, HH, WW = case.inputs["w"].shape
+        assert valid_conv(H, HH, cp["stride"], cp["pad"]) and valid_conv(W, WW, cp["stride"], cp["pad"])
+        seen.add((cp["pad"], cp["stride"]))
+
+    check()
+    assert (0, 2) in seen or (0, 1) in seen
+
+
+def test_whole_file_cli_table_and_json(tmp_path):
+    runner = CliRunner()
+    table = runner.invoke(main, ["audit", str(COURSE / "plain.py"), "--examples", "10"])
+    assert table.exit_code == 1
+    assert "PASS  sigmoid / sigmoid_grad" in table.output and "FAIL  tanh / tanh_grad" in table.output
+    assert "FAIL: 1 of 2 op(s) passed" in table.output
+    noisy = tmp_path / "noisy.py"
+    noisy.write_text("import numpy as np\nprint('training 2000 steps')\n\n"
+                     "def relu_forward(x):\n    print('forward!')\n    return np.maximum(x, 0), x\n\n"
+                     "def relu_backward(dout, cache):\n    return dout * (cache > 0)\n")
+    out = runner.invoke(main, ["audit", str(noisy), "--examples", "5", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["passed"] is True and [o["name"] for o in doc["ops"]] == ["relu_forward / relu_backward"]
+    assert {"target", "name", "passed", "seconds", "counterexamples"} <= set(doc["ops"][0])
