@@ -1,0 +1,120 @@
+"""One case, three runs: the reference in --ref-dtype, the reference in the low dtype, the candidate in the
+low dtype -- the same inputs (rounded to the low dtype first), the same parameters, the same cotangent --
+then the rule on every output and every gradient (each floating input, each module parameter)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from . import inputs as I
+from .rule import RuleCheck, judge
+from .targets import Target, call, float_params, instance
+from ..userops.loading import TargetError
+from ..usercode import user_code
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class Config:
+    dtype: torch.dtype = torch.bfloat16
+    ref_dtype: torch.dtype = torch.float64
+    device: str = "cpu"
+    factor: float = 2.0
+
+
+@dataclass
+class Pair:
+    candidate: Target
+    reference: Target
+    specs: tuple  # declared InputSpecs
+    config: Config
+
+    @property
+    def param_shapes(self) -> dict[str, tuple]:
+        if self.candidate.kind != "module":
+            return {}
+        return {n: tuple(p.shape) for n, p in float_params(self.candidate.obj).items()}
+
+
+@contextmanager
+def no_tf32() -> Iterator[None]:
+    """The reference runs without TF32 (a float32 matmul on Ampere+ would otherwise round to 10 bits)."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@dataclass
+class Run:
+    outputs: list[torch.Tensor]
+    grads: dict[str, torch.Tensor]  # "x", "weight" -> gradient
+
+
+def forward_backward(pair: Pair, target: Target, dtype: torch.dtype, case_inputs: dict, params: dict, cotangents: list | None, seed: int) -> Run:
+    """Run `target` in `dtype`: forward, then autograd.grad against the shared cotangents (drawn here when None)."""
+    device = pair.config.device
+    xs = {k: (v.to(dtype).detach().requires_grad_(True) if v.is_floating_point() else v) for k, v in case_inputs.items()}
+    callee = instance(target, dtype, device, {k: v.to(dtype) for k, v in params.items()})
+    extra: dict[str, torch.Tensor] = {}
+    if target.kind == "module":
+        wrt_params = float_params(callee)
+    elif params:  # a reference function takes the candidate module's parameters by name
+        extra = {k: v.to(dtype).detach().requires_grad_(True) for k, v in params.items()}
+        wrt_params = extra
+    else:
+        wrt_params = {}
+    outs = call(target, callee, xs, extra)
+    floating = [o for o in outs if o.is_floating_point()]
+    if not floating:
+        raise TargetError(f"{target.role} {target.spec}: returned no floating tensor to differentiate")
+    if cotangents is None:  # drawn in float64, rounded to the low dtype: all three runs start from the same values
+        cotangents = [I.cotangent(o.shape, seed, i).to(pair.config.dtype).double() for i, o in enumerate(floating)]
+    if len(cotangents) != len(floating):
+        raise TargetError(f"{target.role} {target.spec}: returned {len(floating)} floating output(s), the reference {len(cotangents)}")
+    for i, (o, c) in enumerate(zip(floating, cotangents)):
+        if tuple(o.shape) != tuple(c.shape):
+            raise TargetError(f"{target.role} {target.spec}: output {i} has shape {tuple(o.shape)}, the reference's {tuple(c.shape)}")
+    wrt = {k: v for k, v in xs.items() if v.is_floating_point()}
+    wrt.update(wrt_params)
+    live = [(o, c) for o, c in zip(floating, cotangents) if o.requires_grad]
+    grads: dict[str, torch.Tensor] = {k: torch.zeros_like(v) for k, v in wrt.items()}
+    if live:
+        with user_code(f"{target.role} {target.spec}: backward"):
+            got = torch.autograd.grad([o for o, _ in live], list(wrt.values()), [c.to(dtype=o.dtype, device=o.device) for o, c in live], allow_unused=True)
+        for k, g in zip(wrt, got):
+            if g is not None:
+                grads[k] = g
+    if not live and wrt:
+        raise TargetError(f"{target.role} {target.spec}: no output requires grad (does it detach, or run under no_grad?)")
+    run = Run([o.detach() for o in floating], {k: g.detach() for k, g in grads.items()})
+    run.cotangents = cotangents  # type: ignore[attr-defined]
+    return run
+
+
+def run_case(pair: Pair, case: I.Case) -> list[RuleCheck]:
+    """The three runs on one case and the verdict on every output and gradient."""
+    cfg = pair.config
+    low = I.build(case, cfg.dtype, cfg.device)
+    params64 = I.parameter_values(pair.param_shapes, case.seed)
+    params = {k: v.to(cfg.dtype).to(cfg.device) for k, v in params64.items()}  # everyone starts from the rounded values
+    with no_tf32():
+        ref = forward_backward(pair, pair.reference, cfg.ref_dtype, low, params, None, case.seed)
+    cot = ref.cotangents  # type: ignore[attr-defined]
+    ref_low = forward_backward(pair, pair.reference, cfg.dtype, low, params, cot, case.seed)
+    cand = forward_backward(pair, pair.candidate, cfg.dtype, low, params, cot, case.seed)
+    checks = []
+    for i, (c, r, rl) in enumerate(zip(cand.outputs, ref.outputs, ref_low.outputs)):
+        name = "output" if len(ref.outputs) == 1 else f"output[{i}]"
+        checks.append(judge(name, c, r, rl, low_dtype=cfg.dtype, factor=cfg.factor))
+    for k in ref.grads:
+        checks.append(judge(f"grad {k}", cand.grads[k], ref.grads[k], ref_low.grads[k], low_dtype=cfg.dtype, factor=cfg.factor))
+    return checks

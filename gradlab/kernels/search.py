@@ -1,0 +1,112 @@
+"""Hypothesis varies the sizes and the values; a failing case is shrunk (smallest sizes, simplest value
+style, seed 0) and comes back with its checks. Seeded, no example database, nothing written."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from hypothesis.errors import Flaky
+
+from . import inputs as I
+from .execute import Pair, run_case
+from .rule import RuleCheck
+from ..errors import GradlabError
+
+MAX_SEED = 2**16
+
+
+class _Mismatch(Exception):
+    def __init__(self, case: I.Case, checks: list[RuleCheck]):
+        super().__init__(case.text())
+        self.case, self.checks = case, checks
+
+
+class _Raised(Exception):
+    def __init__(self, case: I.Case, error: GradlabError):
+        super().__init__(str(error))
+        self.case, self.error = case, error
+
+
+@dataclass
+class SearchResult:
+    examples: int = 0
+    shapes: set = field(default_factory=set)
+    styles: set = field(default_factory=set)
+    worst: dict = field(default_factory=dict)  # tensor name -> the RuleCheck with the highest ratio seen
+    failure: tuple | None = None  # (Case, [RuleCheck]) after shrinking
+    flaky: str = ""
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None and not self.flaky
+
+
+def size_strategy(d: int, fixed: bool):
+    """Size 1, or a size within a factor of the declared one (odd ones and non-multiples of 8 included)."""
+    if fixed:
+        return st.just(d)
+    return st.one_of(st.just(1), st.integers(min_value=max(1, d // 4), max_value=max(2, 2 * d)))
+
+
+def search(pair: Pair, *, examples: int, seed: int) -> SearchResult:
+    result = SearchResult()
+    fixed = {d for shape in pair.param_shapes.values() for d in shape}  # a module's sizes are baked into its parameters
+    declared = I.sizes(pair.specs)
+    state = {"failed": False}
+    strategies = {d: size_strategy(d, d in fixed) for d in declared}
+
+    @given(data=st.data())
+    def probe(data):
+        mapping = {d: data.draw(strategies[d], label=f"size {d}") for d in declared}
+        style = data.draw(st.sampled_from(I.VALUE_STYLES), label="values")
+        value_seed = data.draw(st.integers(0, MAX_SEED), label="seed")
+        case = I.Case(I.resize(pair.specs, mapping), style, value_seed)
+        try:
+            checks = run_case(pair, case)
+        except GradlabError as exc:
+            state["failed"] = True
+            raise _Raised(case, exc) from None
+        if not state["failed"]:
+            result.examples += 1
+            result.shapes.add(I.specs_text(case.specs))
+            result.styles.add(style)
+            for c in checks:
+                if c.name not in result.worst or c.ratio > result.worst[c.name].ratio:
+                    result.worst[c.name] = c
+        if not all(c.passed for c in checks):
+            state["failed"] = True
+            raise _Mismatch(case, checks)
+
+    conf = settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+                    phases=(Phase.explicit, Phase.generate, Phase.shrink), report_multiple_bugs=False,
+                    suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet, print_blob=False)
+    t0 = time.perf_counter()
+    try:
+        hypothesis_seed(seed)(conf(probe))()
+    except _Mismatch as exc:
+        result.failure = (exc.case, exc.checks)
+    except _Raised as exc:
+        raise type(exc.error)(f"{exc.error} (on the case --case '{exc.case.text()}')") from None
+    except Flaky as exc:
+        result.flaky = ("the candidate failed a case, then passed it on replay: its results differ from run to run "
+                        f"(try --determinism 20): {str(exc).splitlines()[0]}")
+    finally:
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+def replay(pair: Pair, case: I.Case) -> SearchResult:
+    """--case: exactly one case, no search."""
+    t0 = time.perf_counter()
+    checks = run_case(pair, case)
+    result = SearchResult(examples=1, shapes={I.specs_text(case.specs)}, styles={case.values})
+    result.worst = {c.name: c for c in checks}
+    if not all(c.passed for c in checks):
+        result.failure = (case, checks)
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,166 @@
+"""`gradlab compare`: the FlashAttention rule, the search, the examples in examples/kernels/."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from gradlab.cli import main
+from gradlab.kernels.rule import judge, noise
+
+ROOT = Path(__file__).resolve().parent.parent
+LN = str(ROOT / "examples/kernels/layernorm.py")
+SC = str(ROOT / "examples/kernels/scatter.py")
+
+
+@pytest.fixture(autouse=True)
+def _code_allowed():
+    from gradlab.usercode import forbid_code
+
+    yield
+    forbid_code(False)  # --no-code is process-wide; one test's switch must not reach the next
+
+
+def run(*args):
+    result = CliRunner().invoke(main, ["compare", *map(str, args)])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_correct_layernorm_passes(dtype):
+    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--dtype", dtype, "--examples", 25)
+    assert code == 0, out
+    assert "PASS: 25 example(s)" in out
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_buggy_layernorm_fails_on_grad_x_with_a_reproduce_line(dtype):
+    code, out = run(f"{LN}:BuggyLayerNorm", f"{LN}:reference", "--dtype", dtype, "--examples", 25)
+    assert code == 1, out
+    assert "FAIL: grad x beyond the bound" in out
+    line = out.split("reproduce:")[1].strip().splitlines()[0]
+    assert "--case" in line and f"--dtype {dtype}" in line
+    case = line.split("--case ")[1].strip("'")
+    again, out2 = run(f"{LN}:BuggyLayerNorm", f"{LN}:reference", "--dtype", dtype, "--case", case)
+    assert again == 1 and f"case: {case}" in out2
+
+
+def test_rule_arithmetic_on_hand_made_tensors():
+    ref = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    ref_low = torch.tensor([1.0, 2.0, 3.01], dtype=torch.float64)  # err_low 0.01
+    cand = torch.tensor([1.0, 2.05, 3.0], dtype=torch.float64)  # err_cand 0.05 at index 1
+    c = judge("grad x", cand, ref, ref_low, low_dtype=torch.bfloat16, factor=2.0)
+    assert c.err_cand == pytest.approx(0.05) and c.err_low == pytest.approx(0.01)
+    # bf16: 3 + 0.3 - 0.3 rounds (spacing 1/64 at [2, 4)); the noise is twice the worst rounding, >= one ulp at max|ref|
+    assert c.noise == noise(ref, torch.bfloat16) and c.noise >= 2.0 ** -6
+    assert c.bound == pytest.approx(2 * 0.01 + c.noise)
+    assert c.index == (1,) and c.cand == pytest.approx(2.05) and c.ref == 2.0
+    assert c.passed == (0.05 <= c.bound) and c.ratio == pytest.approx(0.05 / c.bound)
+    exact = judge("o", ref, ref, ref, low_dtype=torch.float32)
+    assert exact.passed and exact.ratio == 0.0
+    nan = judge("o", torch.tensor([float("nan"), 2.0]), ref[:2], ref[:2], low_dtype=torch.float16)
+    assert not nan.passed and math.isinf(nan.err_cand) and "not finite" in nan.note
+    assert not judge("o", ref[:2], ref, ref, low_dtype=torch.float16).passed  # shape mismatch
+
+
+MODULES = '''
+import torch
+import torch.nn.functional as F
+
+def example_inputs():
+    return {"x": (4, 16)}
+
+class Reference(torch.nn.Module):
+    def __init__(self, width=16):
+        super().__init__()
+        self.lin = torch.nn.Linear(width, width)
+    def forward(self, x):
+        return torch.tanh(self.lin(x))
+
+class Fused(Reference):
+    """tanh(xW^T + b), computed in float32 whatever the dtype."""
+    def forward(self, x):
+        return torch.tanh(F.linear(x.float(), self.lin.weight.float(), self.lin.bias.float())).to(x.dtype)
+
+class Broken(Reference):
+    def forward(self, x):
+        return torch.tanh(F.linear(x, self.lin.weight, self.lin.bias * 1.05))
+
+def reference_fn(x, lin_weight, lin_bias):
+    return torch.tanh(x @ lin_weight.T + lin_bias)
+
+class Other(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(16, 16)
+'''
+
+
+@pytest.fixture
+def modules(tmp_path):
+    path = tmp_path / "mods.py"
+    path.write_text(MODULES)
+    return str(path)
+
+
+def test_module_candidate_shares_parameters_with_reference_module(modules):
+    code, out = run(f"{modules}:Fused", f"{modules}:Reference", "--examples", 15)
+    assert code == 0, out
+    assert "grad lin.weight" in out and "grad lin.bias" in out and "grad x" in out
+    code, out = run(f"{modules}:Fused", f"{modules}:reference_fn", "--examples", 10)  # parameters passed by name
+    assert code == 0, out
+    code, out = run(f"{modules}:Broken", f"{modules}:Reference", "--examples", 15, "--init", '{"width": 16}')
+    assert code == 1 and "FAIL" in out and "--init" in out
+    code, out = run(f"{modules}:Fused", f"{modules}:Other")
+    assert code == 2 and out.count("Error:") == 1 and "do not match" in out
+
+
+@pytest.mark.parametrize("shapes", ["x", "x=8,a", "x=0", "x=8;x=8", "=8", "labels=8:int<", "labels=8:float<3"])
+def test_bad_shapes_exit_2_with_one_error_line(shapes):
+    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--shapes", shapes)
+    assert code == 2, out
+    assert out.startswith("Error: --shapes") and len(out.strip().splitlines()) == 1
+
+
+def test_shapes_option_and_load_errors():
+    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--shapes", "x=3,24;w=24;b=24", "--examples", 5)
+    assert code == 0, out
+    code, out = run(f"{LN}:NoSuchThing", f"{LN}:reference")
+    assert code == 2 and out.startswith("Error:") and "NoSuchThing" in out
+    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--shapes", "x=3,24;w=5;b=24", "--examples", 3)
+    assert code == 2 and out.startswith("Error:") and "--case" in out  # user code raised: named, with the case
+    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--no-code")
+    assert code == 2 and "user code is switched off" in out
+
+
+def test_determinism_caught_and_tolerated():
+    code, out = run(f"{SC}:GatherRows", f"{SC}:reference", "--dtype", "float32", "--examples", 3, "--determinism", 10)
+    assert code == 1 and "determinism: FAIL" in out and "differ" in out
+    code, out = run(f"{SC}:GatherRowsSorted", f"{SC}:reference", "--dtype", "float32", "--examples", 3, "--determinism", 10)
+    assert code == 0 and "determinism: PASS" in out, out
+    code, out = run(f"{SC}:GatherRows", f"{SC}:reference", "--dtype", "float32", "--case", "table=12,16;index=200:int64<12|values=normal|seed=0",
+                    "--determinism", 10, "--nondet-tol", "1e-3")
+    assert "determinism: PASS" in out, out
+
+
+def test_json_document(tmp_path):
+    target = tmp_path / "out.json"
+    code, out = run(f"{LN}:BuggyLayerNorm", f"{LN}:reference", "--examples", 10, "--format", "json", "--output", target)
+    assert code == 1
+    doc = json.loads(target.read_text())
+    assert doc["passed"] is False and doc["dtype"] == "bfloat16" and doc["ref_dtype"] == "float64"
+    failed = [c for c in doc["failure"]["checks"] if not c["passed"]]
+    assert failed[0]["name"] == "grad x" and set(failed[0]["worst"]) == {"index", "cand", "ref", "ref_low"}
+    assert failed[0]["ratio"] > 1 and doc["failure"]["reproduce"].startswith("gradlab compare")
+
+
+def test_cuda_device(tmp_path):
+    if not torch.cuda.is_available():
+        code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--device", "cuda")
+        assert code == 2 and "no CUDA device" in out
+        pytest.skip("no CUDA device")
+    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--device", "cuda", "--examples", 10)
+    assert code == 0, out
