@@ -317,3 +317,10 @@ def test_a_closed_pipe_is_no_internal_error():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 2, err
     assert "broken pipe" in err and "Traceback" not in err and "internal error" not in err
+
+
+def test_stats_that_cannot_measure_a_spec_is_a_note_not_an_error():
+    """`check --stats` on a spec with a custom layer: the check's verdict stands (exit 0); stats says why it skipped."""
+    result = CliRunner().invoke(main, ["check", str(ROOT / "specs" / "custom" / "layernorm_huber.yaml"), "--stats", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "note: --stats skipped:" in result.output and "custom layer" in result.output and not error_lines(result.output)
