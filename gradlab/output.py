@@ -68,6 +68,15 @@ def write_text(text: str, path: str | None) -> None:
         write_atomic(path, text)
 
 
+def write_report_text(text: str, path: str | None) -> None:
+    """A command's text report: to stdout, or to a file written whole with its last line (the verdict) echoed."""
+    import click
+
+    write_text(text, path)
+    if path is not None:
+        click.echo(text.splitlines()[-1] if text.strip() else "")
+
+
 def _mode(target: Path) -> int:
     """Keep an existing file's permissions; a new file gets what open() would give it (0o666 less the umask)."""
     try:

@@ -51,7 +51,7 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, time
     """
     from ..audit import audit, report
     from ..batch import EXIT_FAIL, EXIT_OK
-    from ..output import write_text
+    from ..output import write_report_text, write_text
     from ..output import check_writable
     from ..usercode import deadline
 
@@ -64,12 +64,7 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, time
     if fmt == "json":
         write_text(report.to_json(result), output)
     else:
-        text = report.text(result)
-        if output:
-            write_text(text, output)
-            click.echo(text.splitlines()[-1])
-        else:
-            click.echo(text)
+        write_report_text(report.text(result), output)
     sys.exit(EXIT_OK if result.passed else EXIT_FAIL)
 
 
@@ -85,7 +80,7 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout)
 
     from ..audit import audit_file, report
     from ..batch import EXIT_FAIL, EXIT_OK
-    from ..output import write_text
+    from ..output import write_report_text, write_text
     from ..usercode import deadline
 
     live = fmt == "table" and not output
@@ -104,10 +99,5 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout)
                 lines += ["", report.text(r)]
         failed = sum(not r.passed for r in result.results)
         lines.append(f"{'PASS' if result.passed else 'FAIL'}: {len(result.results) - failed} of {len(result.results)} op(s) passed ({result.seconds:.1f} s)")
-        text = "\n".join(lines)
-        if output:
-            write_text(text, output)
-            click.echo(lines[-1])
-        else:
-            click.echo(text)
+        write_report_text("\n".join(lines), output)
     sys.exit(EXIT_OK if result.passed else EXIT_FAIL)

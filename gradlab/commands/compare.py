@@ -56,7 +56,7 @@ def command(candidate, reference, dtype, ref_dtype, device, shapes, init, exampl
     from ..kernels.execute import DTYPES, Config, Pair
     from ..kernels.search import replay, search
     from ..kernels.targets import load, share_parameters
-    from ..output import check_writable, write_text
+    from ..output import check_writable, write_report_text, write_text
     from ..userops.loading import load_raw
     from ..usercode import deadline
 
@@ -97,10 +97,5 @@ def command(candidate, reference, dtype, ref_dtype, device, shapes, init, exampl
     if fmt == "json":
         write_text(report.to_json(outcome), output)
     else:
-        text = report.text(outcome)
-        if output:
-            write_text(text, output)
-            click.echo(text.splitlines()[-1])
-        else:
-            click.echo(text)
+        write_report_text(report.text(outcome), output)
     sys.exit(EXIT_OK if outcome.passed else EXIT_FAIL)
