@@ -562,6 +562,45 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _FastSpecLoader(yaml.CSafeLoader):
+        """The same rules on libyaml's parser and composer (~20x faster on a 1 MiB file). libyaml's composer
+        recurses in C, so the nesting depth is checked first, on its (flat) event stream."""
+
+    _FastSpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    _FastSpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+else:  # pragma: no cover - PyYAML built without libyaml
+    _FastSpecLoader = None
+
+
+def _check_depth(text: str) -> None:
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise _SpecLoaderError(f"line {mark.line + 1}, column {mark.column + 1}", f"nested more than {MAX_DEPTH} levels deep; a spec needs a handful")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _load(text: str) -> Any:
+    """Bounded loading: libyaml when PyYAML has it (depth checked on events, alias expansion on the node graph)."""
+    if _FastSpecLoader is None:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    _check_depth(text)
+    loader = _FastSpecLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
 
 def _clip(text: str, limit: int = 200) -> str:
     text = " ".join(str(text).split())
@@ -725,13 +764,15 @@ def read_spec_text(path: str | Path) -> str:
 def parse_yaml(text: str, file: str) -> Any:
     """YAML text -> Python data through the bounded loader; every problem is a SpecError with line and column."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        return _load(text)
     except _SpecLoaderError as exc:
         raise SpecError(file, exc.where, exc.message) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
         problem = getattr(exc, "problem", None) or str(exc)
+        if "maximum nesting depth" in problem:  # libyaml's own limit, met before ours on very deep files
+            raise SpecError(file, where, f"nested more than {MAX_DEPTH} levels deep; a spec needs a handful") from None
         raise SpecError(file, where, f"not valid YAML: {_clip(problem)}") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a timestamp 2001-02-30
         raise SpecError(file, "(yaml)", f"not valid YAML: {_clip(str(exc))}") from None
