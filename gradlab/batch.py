@@ -187,9 +187,11 @@ def run_loaded(loaded, *, progress: bool = True, timeout: float | None = None, *
 
 def in_order(paths, invalid: list, ran: list) -> list:
     """Results in the order the specs were named, the invalid ones (error results) in their place."""
-    by_path = {r.path: r for r in invalid}
+    queued: dict[str, list] = {}
+    for r in invalid:  # a path named twice was loaded (and refused) twice: one result per mention
+        queued.setdefault(r.path, []).append(r)
     ran_iter = iter(ran)
-    return [by_path.pop(str(p)) if str(p) in by_path else next(ran_iter) for p in expand_specs(paths)]
+    return [queued[str(p)].pop(0) if queued.get(str(p)) else next(ran_iter) for p in expand_specs(paths)]
 
 
 def parse_engines(engines: str | None) -> list[str] | None:

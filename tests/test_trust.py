@@ -324,3 +324,11 @@ def test_stats_that_cannot_measure_a_spec_is_a_note_not_an_error():
     result = CliRunner().invoke(main, ["check", str(ROOT / "specs" / "custom" / "layernorm_huber.yaml"), "--stats", "-q"])
     assert result.exit_code == 0, result.output
     assert "note: --stats skipped:" in result.output and "custom layer" in result.output and not error_lines(result.output)
+
+
+def test_an_invalid_spec_named_twice_is_reported_twice_not_a_crash(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("input: {dim: .nan}\n")
+    result = CliRunner().invoke(main, ["check", str(broken), str(broken), GOOD, "-q"])
+    assert result.exit_code == 2, result.output
+    assert len(error_lines(result.output)) == 2 and "internal error" not in result.output
