@@ -194,6 +194,13 @@ def in_order(paths, invalid: list, ran: list) -> list:
     return [queued[str(p)].pop(0) if queued.get(str(p)) else next(ran_iter) for p in expand_specs(paths)]
 
 
+def check_specs(paths, *, progress: bool = True, timeout: float | None = None, **options) -> tuple[list, list]:
+    """Validate, then check: ((path, Spec) pairs that loaded, one result per spec named, in order)."""
+    loaded, invalid = load_all(paths, timeout=timeout)
+    ran = run_loaded(loaded, progress=progress, timeout=timeout, **options)
+    return loaded, in_order(paths, invalid, ran)
+
+
 def parse_engines(engines: str | None) -> list[str] | None:
     """`--engines analytic,numeric` -> a list, or an error naming what is allowed."""
     if not engines:

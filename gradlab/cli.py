@@ -19,15 +19,13 @@ from .batch import (  # noqa: F401  (EXIT_OK, EXIT_FAIL, numeric_elements: re-ex
     EXIT_OK,
     EXIT_USAGE,
     check_devices,
+    check_specs,
     echo_errors,
     exit_code,
     guarded,
-    in_order,
     internal_message,
-    load_all,
     numeric_elements,
     parse_engines,
-    run_loaded,
     safety_options,
     timeout_option,
 )
@@ -52,7 +50,7 @@ class _Group(click.Group):
             click.echo(f"Error: {exc.message()}", err=True)
             ctx.exit(EXIT_USAGE)
         except (KeyboardInterrupt, click.Abort):
-            click.echo("Interrupted (Ctrl-C); nothing was written.", err=True)
+            click.echo("Interrupted (Ctrl-C).", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
@@ -133,13 +131,12 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
     targets = report_targets(reports)
     for path in ([output] if output else []) + [p for p, _ in targets]:
         check_writable(path, "--output" if path == output else "--report")
-    loaded, invalid = load_all(specs, timeout=timeout)
-    ran = run_loaded(loaded, progress=not quiet, timeout=timeout, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
-    results = in_order(specs, invalid, ran)
+    loaded, results = check_specs(specs, progress=not quiet, timeout=timeout, devices=list(devices) or None, engines=engine_list,
+                                  method=method, mode=mode)
     from . import stats as stats_mod
     from .report import stats_table
 
-    stats_all = [guarded(path, lambda path=path, spec=spec: stats_mod.run(spec, path=path)) for path, spec in loaded] if with_stats else []
+    stats_all = [guarded(path, lambda path=path, spec=spec: _stats_within(stats_mod, spec, path, timeout)) for path, spec in loaded] if with_stats else []
     stats_results = [s for s in stats_all if getattr(s, "error", None) is None]
     # --stats is an extra: a spec it cannot measure (a custom layer, a batch too big for the limit) gets a note, and the
     # gradient check's exit code stands; only an internal error of stats changes it.
@@ -172,6 +169,14 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
     write_rendered(rendered, quiet=quiet)
     echo_errors(results + stats_errors)
     click.get_current_context().exit(exit_code(results + stats_errors))
+
+
+def _stats_within(stats_mod, spec, path: str, timeout: float | None):
+    """`--stats` runs the spec's ops again: under the same deadline as the check."""
+    from .usercode import deadline
+
+    with deadline(timeout or spec.check.timeout, path):
+        return stats_mod.run(spec, path=path)
 
 
 def _add_module_commands() -> None:

@@ -115,7 +115,7 @@ def command(specs, fmt, output, devices, method, mode, engines, quiet, timeout=N
     Exit code 0 when everything agrees, 1 when a discrepancy is found, 2 for a bad spec, bad
     usage or failing user code (the other specs are still checked), 3 for an internal error.
     """
-    from ..batch import check_devices, echo_errors, exit_code, in_order, load_all, parse_engines, run_loaded
+    from ..batch import check_devices, check_specs, echo_errors, exit_code, parse_engines
     from ..output import check_writable
 
     fmt = fmt or (format_for(output) if output else "md")
@@ -123,9 +123,8 @@ def command(specs, fmt, output, devices, method, mode, engines, quiet, timeout=N
     check_devices(devices)
     if output:
         check_writable(output)
-    loaded, invalid = load_all(specs, timeout=timeout)
-    ran = run_loaded(loaded, progress=not quiet, timeout=timeout, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
-    results = in_order(specs, invalid, ran)
+    loaded, results = check_specs(specs, progress=not quiet, timeout=timeout, devices=list(devices) or None, engines=engine_list,
+                                  method=method, mode=mode)
     write_rendered(render_reports(results, [(output, fmt)], specs=dict(loaded)), quiet=quiet)
     echo_errors(results)
     click.get_current_context().exit(exit_code(results))
