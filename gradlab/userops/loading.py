@@ -16,11 +16,12 @@ import importlib
 import importlib.util
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import GradlabError
-from ..usercode import Timeout, UserCodeError, code_allowed, describe, interrupted, user_code
+from ..usercode import UserCodeError, code_allowed, describe, user_code
 
 FORMAT = "path/to/file.py:Name or package.module:Name"
 
@@ -73,27 +74,15 @@ def _refuse_if_no_code(target: str) -> None:
                           f"so {target} was not imported; run it where you trust the code, or drop the impl")
 
 
-def _import_guard(where: str):
-    """Importing runs the user's module: an exception, sys.exit() or a KeyboardInterrupt it raises is a TargetError."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def guard():
-        try:
+@contextmanager
+def _import_guard(where: str) -> Iterator[None]:
+    """Importing runs the user's module: whatever it raises or exits with (usercode.user_code) is a TargetError."""
+    try:
+        with user_code(f"the import of {where}"):
             yield
-        except Timeout as exc:
-            exc.inside = exc.inside or f"the import of {where}"
-            raise
-        except KeyboardInterrupt as exc:
-            if interrupted():
-                raise
-            raise _import_error(where, exc) from None
-        except GradlabError:
-            raise
-        except BaseException as exc:
-            raise _import_error(where, exc) from None
-
-    return guard()
+    except UserCodeError as exc:
+        original = exc.__context__  # what the module raised
+        raise _import_error(where, original) from original
 
 
 def _load_file(path: Path, shown: str):
@@ -134,7 +123,7 @@ def _load_module(dotted: str):
         with _import_guard(dotted):
             return importlib.import_module(dotted)
     except TargetError as exc:
-        cause = exc.__context__
+        cause = exc.__cause__
         if isinstance(cause, ModuleNotFoundError) and cause.name and dotted.startswith(cause.name):
             raise TargetError(f"{dotted}: no module named {cause.name!r} among the installed packages (sys.path); "
                               f"for a file, write path/to/file.py:Name (e.g. ./{dotted.replace('.', '/')}.py:Name)") from None
