@@ -4,8 +4,10 @@ Adding an activation or a loss is one `register(...)` entry in `activations.py` 
 `losses.py`; specs, engines and tests pick it up from the registries.
 """
 
-from ._registry import Activation, Loss, Registry, UnknownOpError
+from ._registry import Activation, LayerOp, Loss, ParamInfo, Registry, ShapeError, UnknownOpError
 from .activations import ACTIVATIONS
 from .losses import LOSSES
 
-__all__ = ["ACTIVATIONS", "LOSSES", "Activation", "Loss", "Registry", "UnknownOpError"]
+from .layers import LAYERS
+
+__all__ = ["ACTIVATIONS", "LAYERS", "LOSSES", "Activation", "LayerOp", "Loss", "ParamInfo", "Registry", "ShapeError", "UnknownOpError"]

@@ -119,3 +119,59 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._ops)
+
+
+# --- layers on N-d inputs -----------------------------------------------------------------------
+
+
+class ShapeError(ValueError):
+    """A layer cannot take its input's shape: the message names what it needs."""
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter of a layer: its shape and how it is initialised.
+
+    init: `weight` (the network's init scheme with these fans), `bias` (the init's bias rule),
+    `ones` or `zeros` (normalisation scale and shift, as torch).
+    """
+
+    shape: tuple[int, ...]
+    init: str = "weight"
+    fan_in: int = 1
+    fan_out: int = 1
+
+
+@dataclass(frozen=True)
+class LayerOp:
+    """One layer type (`{type: conv2d, ...}` in a spec): forward, hand-written VJP and torch mirror.
+
+    `options` is a pydantic model of the spec keys beside `type` (validated, defaults filled in);
+    the functions receive that model as `o`. Shapes are per sample (the batch axis excluded).
+
+    forward(x, p, o):    x is (N, B, *in_shape), N >= 1 stacked evaluations; each parameter in p
+                         is (1 or N, *shape); buffers in p are as drawn, rows of the batch first
+                         (B, ...). Returns (N, B, *out_shape). Works on float32/float64, and on
+                         complex input when `complex_safe`.
+    backward(x, y, g, p, o): plain (B, *in_shape) arrays and plain parameters; returns
+                         (dL/dx, {parameter name: dL/dparameter}) with the batch summed.
+    torch(x, p, o):      the same function from torch.nn.functional on (B, *in_shape) tensors.
+    """
+
+    name: str
+    doc: str
+    options: Any  # a pydantic model class
+    out_shape: Callable[[tuple, Any], tuple]  # raises ShapeError
+    forward: Callable[..., Any]
+    backward: Callable[..., tuple[Any, dict]]
+    torch: Callable[..., Any]
+    params: Callable[[tuple, Any], dict[str, ParamInfo]] = lambda in_shape, o: {}
+    buffers: Callable[..., dict[str, Any]] | None = None  # (rng, batch, in_shape, o) -> {name: (B, ...) array}
+    mixes_batch: bool = False  # a sample's output depends on other samples (batch statistics)
+    complex_safe: bool = True
+    kinks: bool = False  # has points where it is not differentiable (max-pool ties, relu)
+    linear_in: tuple[str, ...] = ()  # parameters the output is affine in (conv weight and bias)
+    examples: tuple[tuple[tuple, dict], ...] = ()  # (in_shape, options) the registry-wide tests run
+
+    def __repr__(self) -> str:
+        return f"LayerOp({self.name!r}: {self.doc})"
