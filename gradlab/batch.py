@@ -134,7 +134,7 @@ def numeric_elements(spec) -> int:
     """How many elements the numeric engine differentiates: the progress bar's total for one spec."""
     from .memory import layer_sizes
 
-    return sum(n for *_, n in layer_sizes(spec)) + (spec.input.batch * spec.input.dim if spec.check.wrt_input else 0)
+    return sum(n for *_, n in layer_sizes(spec)) + (spec.input.batch * spec.input.size if spec.check.wrt_input else 0)
 
 
 def progress_work(spec, *, mode=None, devices=None, engines=None) -> tuple[int, str]:

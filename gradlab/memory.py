@@ -77,7 +77,9 @@ def _get(obj, key, default=None):
 
 
 def layer_sizes(spec) -> list[tuple[int, int, int]]:
-    """(n_in, n_out, n_params) of every dense layer."""
+    """(n_in, n_out, n_params) of every layer with parameters (elements per sample in and out)."""
+    if hasattr(spec, "layer_table"):
+        return [(math.prod(r.in_shape), math.prod(r.out_shape), r.params) for r in spec.layer_table() if r.params]
     dim, out = int(spec.input.dim), []
     for layer in spec.network.layers:
         if _get(layer, "type") == "dense":
@@ -90,6 +92,13 @@ def layer_sizes(spec) -> list[tuple[int, int, int]]:
 
 def shape_of(spec, *, batch: int | None = None) -> Shape:
     """The sizes of `spec` (at `batch` rows instead of input.batch when given)."""
+    itemsize = 4 if str(getattr(spec, "dtype", "float64")) == "float32" else 8
+    rows = int(batch if batch is not None else spec.input.batch)
+    if hasattr(spec, "layer_table"):
+        table = spec.layer_table()
+        widths = (spec.input.size,) + tuple(math.prod(r.out_shape) for r in table)
+        tensors = tuple(r.params for r in table if r.params)
+        return Shape(itemsize, rows, widths, tensors, sum(1 for r in table if r.layer.type == "dense"))
     dim = int(spec.input.dim)
     widths, tensors, dense = [dim], [], 0
     for layer in spec.network.layers:
@@ -104,8 +113,7 @@ def shape_of(spec, *, batch: int | None = None) -> Shape:
             trainable = _get(layer, "trainable", False)
             tensors += [1] * (len(trainable) if isinstance(trainable, (list, tuple)) else 2 if trainable is True else 0)
         widths.append(dim)
-    itemsize = 4 if str(getattr(spec, "dtype", "float64")) == "float32" else 8
-    return Shape(itemsize, int(batch if batch is not None else spec.input.batch), tuple(widths), tuple(tensors), dense)
+    return Shape(itemsize, rows, tuple(widths), tuple(tensors), dense)
 
 
 def _devices(spec, devices=None) -> list[str]:

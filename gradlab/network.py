@@ -1,9 +1,18 @@
-"""Spec -> Network: the layer sequence, one set of named parameters, and a batch.
+"""Spec -> Network: the layer tree, one set of named parameters, and a batch.
 
 Parameters are drawn once from the spec's seed and handed to every engine, so the three
 engines differentiate the very same function at the very same point. The forward pass is
-a pure function of (params, x) and works on float32, float64 and complex arrays with any
-leading axes, which the numeric engine uses to evaluate many perturbations at once.
+a pure function of (params, x) and works on float32, float64 and complex arrays.
+
+Stacked evaluation: x may carry leading axes in front of (batch, *sample shape), and any
+parameter may carry leading axes in front of its own shape; the leads broadcast. The numeric
+engine uses this to evaluate many perturbations at once.
+
+Every layer has the same surface: `name` (its parameters are `<name>.<local>`), `path` (the
+spec's key path), `in_shape`/`out_shape` per sample, `param_names`, `forward(params, x, rows)`,
+`backward(params, x, y, g) -> (dL/dx, {name: grad})` (hand-written, plain arrays) and
+`torch_forward(params, h)`. `rows` selects the batch rows a forward sees (per-sample buffers
+such as dropout masks follow them) when the numeric engine feeds it rows of different samples.
 """
 
 from __future__ import annotations
@@ -13,37 +22,83 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .ops import ACTIVATIONS, LOSSES, Activation, Loss
+from .ops import ACTIVATIONS, LAYERS, LOSSES, Activation, LayerOp, Loss, ParamInfo
 from .ops import dense as dense_op
 from .ops import init as init_op
 
 
+def _lead(a, base_ndim: int) -> tuple[int, ...]:
+    return a.shape[: a.ndim - base_ndim]
+
+
+def _aligned(p, base_ndim: int, between: int):
+    """A stacked parameter (*lead, *shape) with `between` unit axes inserted after the lead, so it
+    broadcasts against (*lead, batch, ...) activations; an unstacked one is returned as is."""
+    lead = _lead(p, base_ndim)
+    return p.reshape(lead + (1,) * between + p.shape[len(lead):]) if lead else p
+
+
 @dataclass(frozen=True)
 class DenseLayer:
+    """u = x W (+ b) on the last axis of (batch, ..., features), as torch.nn.Linear."""
+
     index: int
     n_in: int
     n_out: int
     layout: str
     bias: Any  # True, False or "folded"
     init: Any = None  # the InitSpec used (for the statistics' variance theory)
+    name: str = ""  # parameter prefix: layers.3, layers.1.layers.0, layers.1.projection
+    path: str = ""  # spec key path: network.layers[3]
+    in_shape: tuple[int, ...] = ()
+    supports_stacking: ClassVar[bool] = True
+    complex_safe: ClassVar[bool] = True
+    mixes_batch: ClassVar[bool] = False
+
+    def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", f"layers.{self.index}")
+            object.__setattr__(self, "path", f"network.layers[{self.index}]")
+        if not self.in_shape:
+            object.__setattr__(self, "in_shape", (self.n_in,))
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.in_shape[:-1] + (self.n_out,)
 
     @property
     def weight(self) -> str:
-        return f"layers.{self.index}.weight"
+        return f"{self.name}.weight"
 
     @property
     def bias_name(self) -> str | None:
-        return f"layers.{self.index}.bias" if self.bias is True else None
+        return f"{self.name}.bias" if self.bias is True else None
 
     @property
     def param_names(self) -> tuple[str, ...]:
         return (self.weight,) + ((self.bias_name,) if self.bias_name else ())
 
-    def forward(self, params, x):
-        return dense_op.forward(x, params[self.weight], params.get(self.bias_name) if self.bias_name else None, self.layout, self.bias)
+    def forward(self, params, x, rows=None):
+        # x @ W multiplies the last two axes of x: a stacked W skips the batch and the sample axes before
+        # the matrix's rows; a stacked b skips the batch and every sample axis before the features.
+        w = _aligned(params[self.weight], 2, len(self.in_shape) - 1)
+        b = _aligned(params[self.bias_name], 1, len(self.in_shape)) if self.bias_name else None
+        return dense_op.forward(x, w, b, self.layout, self.bias)
+
+    def backward(self, params, x, y, g):
+        rows_x, rows_g = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+        gx, gw, gb = dense_op.backward(rows_x, params[self.weight], rows_g, self.layout, self.bias)
+        grads = {self.weight: gw}
+        if self.bias_name:
+            grads[self.bias_name] = gb
+        return gx.reshape(x.shape), grads
+
+    def torch_forward(self, params, h):
+        b = params[self.bias_name] if self.bias_name else None
+        return dense_op.torch_forward(h, params[self.weight], b, self.layout, self.bias)
 
     def __repr__(self) -> str:
-        return f"Dense[{self.index}]({self.n_in} -> {self.n_out}, {self.layout}, bias={self.bias})"
+        return f"Dense[{self.name}]({self.n_in} -> {self.n_out}, {self.layout}, bias={self.bias})"
 
 
 @dataclass(frozen=True)
@@ -53,9 +108,29 @@ class ActivationLayer:
     fixed: dict[str, float] = field(default_factory=dict)  # hyperparameters held constant
     trainable: tuple[str, ...] = ()  # hyperparameters that are parameters `layers.<i>.<name>`
     width: int = 0
+    name: str = ""
+    path: str = ""
+    in_shape: tuple[int, ...] = ()
+    supports_stacking: ClassVar[bool] = True
+    mixes_batch: ClassVar[bool] = False
+
+    def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", f"layers.{self.index}")
+            object.__setattr__(self, "path", f"network.layers[{self.index}]")
+        if not self.in_shape:
+            object.__setattr__(self, "in_shape", (self.width,))
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.in_shape
+
+    @property
+    def complex_safe(self) -> bool:
+        return self.op.complex_safe
 
     def param_name(self, hyper_name: str) -> str:
-        return f"layers.{self.index}.{hyper_name}"
+        return f"{self.name}.{hyper_name}"
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -64,16 +139,23 @@ class ActivationLayer:
     def hyper(self, params) -> dict[str, Any]:
         hp = dict(self.fixed)
         for h in self.trainable:
-            hp[h] = params[self.param_name(h)]
+            hp[h] = _aligned(params[self.param_name(h)], 0, 1 + len(self.in_shape))
         return hp
 
-    def forward(self, params, z):
+    def forward(self, params, z, rows=None):
         return self.op.forward(z, self.hyper(params))
+
+    def backward(self, params, x, y, g):
+        grad, hyper_grads = self.op.backward(x, y, g, self.hyper(params))
+        return grad, {self.param_name(h): np.asarray(hyper_grads[h]) for h in self.trainable}
+
+    def torch_forward(self, params, h):
+        return self.op.torch(h, self.hyper(params))
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v:g}" for k, v in self.fixed.items())
         extra += "".join(f", {k}=trainable" for k in self.trainable)
-        return f"Activation[{self.index}]({self.op.name}{extra})"
+        return f"Activation[{self.name}]({self.op.name}{extra})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,9 +163,9 @@ class CustomLayer:
     """A user's layer (`{type: custom, impl: ...}`), parameters named `layers.<i>.<name>`.
 
     The user's object reads its parameters from its own `params` arrays, so each call first
-    writes the network's values into them. It only ever sees (batch, features) inputs:
-    stacked evaluations -- leading axes on x, or on a parameter laid out to broadcast against
-    (stack, batch, features) as the numeric engine does -- run one slice at a time.
+    writes the network's values into them. It only ever sees (rows, features) inputs: an N-d
+    input's leading sample axes are folded into rows (it acts on the last axis, like dense),
+    and stacked evaluations run one slice at a time.
     """
 
     index: int
@@ -92,19 +174,30 @@ class CustomLayer:
     n_in: int = 0
     n_out: int = 0
     keys: tuple[str, ...] = ()  # the object's own parameter names
+    name: str = ""
+    path: str = ""
+    in_shape: tuple[int, ...] = ()
     supports_stacking: ClassVar[bool] = False  # numeric engine: evaluate one perturbation per forward
     complex_safe: ClassVar[bool] = False  # parameters live in the user's float arrays
+    mixes_batch: ClassVar[bool] = False
+
+    def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", f"layers.{self.index}")
+            object.__setattr__(self, "path", f"network.layers[{self.index}]")
+        if not self.in_shape:
+            object.__setattr__(self, "in_shape", (self.n_in,))
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.in_shape[:-1] + (self.n_out,)
 
     def param_name(self, key: str) -> str:
-        return f"layers.{self.index}.{key}"
+        return f"{self.name}.{key}"
 
     @property
     def param_names(self) -> tuple[str, ...]:
         return tuple(self.param_name(k) for k in self.keys)
-
-    def _stack_lead(self, key: str, value: np.ndarray) -> tuple[int, ...]:
-        nd = self.obj.params[key].ndim
-        return value.shape[: value.ndim - max(nd, 2)] if value.ndim > nd else ()
 
     def _write(self, values: dict[str, np.ndarray]) -> None:
         for k, v in values.items():
@@ -112,57 +205,196 @@ class CustomLayer:
 
     @property
     def where(self) -> str:
-        return f"layers.{self.index} ({self.impl.rpartition('/')[2]})"
+        return f"{self.name} ({self.impl.rpartition('/')[2]})"
 
     def _forward_one(self, x):
         from .userops.adapters import checked
 
-        return checked(f"{self.where} forward", self.obj.forward, x, shape=x.shape[:-1] + (self.n_out,), finite_from=x)
+        rows = x.reshape(-1, self.n_in)
+        out = checked(f"{self.where} forward", self.obj.forward, rows, shape=(rows.shape[0], self.n_out), finite_from=rows)
+        return out.reshape(x.shape[:-1] + (self.n_out,))
 
-    def forward(self, params, x):
+    def forward(self, params, x, rows=None):
         values = {k: np.asarray(params[self.param_name(k)]) for k in self.keys}
-        leads = {k: self._stack_lead(k, v) for k, v in values.items()}
-        lead = np.broadcast_shapes(x.shape[:-2], *leads.values())
+        leads = {k: _lead(v, self.obj.params[k].ndim) for k, v in values.items()}
+        sample = 1 + len(self.in_shape)
+        lead = np.broadcast_shapes(_lead(x, sample), *leads.values())
         if not lead:
             self._write(values)
             return self._forward_one(x)
-        xs = np.broadcast_to(x, lead + x.shape[-2:])
-        stacks = {k: np.broadcast_to(v.reshape(leads[k] + (-1,)), lead + (v.size // max(1, int(np.prod(leads[k]))),)) for k, v in values.items()}
+        xs = np.broadcast_to(x, lead + x.shape[x.ndim - sample:])
+        stacks = {k: np.broadcast_to(v, lead + self.obj.params[k].shape) for k, v in values.items()}
         outs = []
         for idx in np.ndindex(*lead):
             self._write({k: s[idx] for k, s in stacks.items()})
             outs.append(self._forward_one(xs[idx]))
         return np.stack(outs).reshape(lead + outs[0].shape)
 
-    def backward(self, params, x, grad_out) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def backward(self, params, x, y, grad_out) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(dL/dx, {parameter name: gradient}) from the user's backward, checked for shape."""
         from .userops.adapters import call, returned_array
         from .usercode import UserCodeError
 
         self._write({k: params[self.param_name(k)] for k in self.keys})
         where = f"{self.where} backward"
-        result = call(where, self.obj.backward, x, grad_out)
+        rows, g_rows = x.reshape(-1, self.n_in), grad_out.reshape(-1, self.n_out)
+        result = call(where, self.obj.backward, rows, g_rows)
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
             raise UserCodeError(f"{where} must return (grad_x, {{name: grad}}), got {type(result).__name__}; `gradlab audit` checks the contract")
-        grad_x, grads = returned_array(where, result[0], shape=x.shape, real_from=x), result[1]
+        grad_x, grads = returned_array(where, result[0], shape=rows.shape, real_from=rows), result[1]
         missing = [k for k in self.keys if k not in grads]
         if missing:
             raise UserCodeError(f"{where} returned no gradient for {', '.join(map(repr, missing))}; `gradlab audit` checks the contract")
-        return grad_x, {self.param_name(k): returned_array(f"{where} ({k!r})", grads[k], shape=self.obj.params[k].shape, real_from=x) for k in self.keys}
+        return grad_x.reshape(x.shape), {self.param_name(k): returned_array(f"{where} ({k!r})", grads[k], shape=self.obj.params[k].shape, real_from=rows) for k in self.keys}
 
-    def torch_forward(self, h, params: dict):
+    def torch_forward(self, params, h):
         """The user's torch mirror, checked like every call into user code."""
         from .userops.adapters import call, torch_result
 
         where = f"{self.where} torch_forward"
-        out = call(where, self.obj.torch_forward, h, {k: params[self.param_name(k)] for k in self.keys})
-        return torch_result(where, out, shape=tuple(h.shape[:-1]) + (self.n_out,))
+        rows = h.reshape(-1, self.n_in)
+        out = call(where, self.obj.torch_forward, rows, {k: params[self.param_name(k)] for k in self.keys})
+        return torch_result(where, out, shape=(rows.shape[0], self.n_out)).reshape(tuple(h.shape[:-1]) + (self.n_out,))
 
     def __repr__(self) -> str:
-        return f"Custom[{self.index}]({self.impl.rpartition('/')[2]}: {self.n_in} -> {self.n_out})"
+        return f"Custom[{self.name}]({self.impl.rpartition('/')[2]}: {self.n_in} -> {self.n_out})"
 
 
-Layer = DenseLayer | ActivationLayer | CustomLayer
+@dataclass(frozen=True, eq=False)
+class OpLayer:
+    """A registered layer op (conv, pooling, normalisation, dropout, attention, flatten) in a network."""
+
+    index: int
+    op: LayerOp
+    options: Any  # the op's validated options
+    name: str
+    path: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    infos: dict[str, ParamInfo] = field(default_factory=dict)  # local parameter name -> shape and init
+    buffers: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # (batch, ...) constants, e.g. a dropout mask
+    supports_stacking: ClassVar[bool] = True
+
+    @property
+    def complex_safe(self) -> bool:
+        return self.op.complex_safe
+
+    @property
+    def mixes_batch(self) -> bool:
+        return self.op.mixes_batch
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(f"{self.name}.{k}" for k in self.infos)
+
+    def _buffers(self, rows, dtype):
+        return {k: (v if rows is None else v[rows]).astype(np.real(np.zeros((), dtype)).dtype, copy=False) for k, v in self.buffers.items()}
+
+    def forward(self, params, x, rows=None):
+        sample = 1 + len(self.in_shape)
+        values = {k: params[f"{self.name}.{k}"] for k in self.infos}
+        leads = [_lead(x, sample)] + [_lead(v, len(self.infos[k].shape)) for k, v in values.items()]
+        lead = np.broadcast_shapes(*leads)
+        n = int(np.prod(lead)) if lead else 1
+        if leads[0] != lead:
+            x = np.broadcast_to(x, lead + x.shape[x.ndim - sample:])
+        xs = x.reshape((n,) + x.shape[x.ndim - sample:])
+        p = {}
+        for k, v in values.items():
+            base = self.infos[k].shape
+            p[k] = v[None] if v.ndim == len(base) else np.broadcast_to(v, lead + base).reshape((n,) + base)
+        y = self.op.forward(xs, {**p, **self._buffers(rows, xs.dtype)}, self.options)
+        return y.reshape(lead + y.shape[1:])
+
+    def backward(self, params, x, y, g):
+        p = {k: params[f"{self.name}.{k}"] for k in self.infos}
+        gx, grads = self.op.backward(x, y, g, {**p, **self._buffers(None, x.dtype)}, self.options)
+        return gx, {f"{self.name}.{k}": v for k, v in grads.items()}
+
+    def torch_forward(self, params, h):
+        import torch
+
+        p = {k: params[f"{self.name}.{k}"] for k in self.infos}
+        p.update({k: torch.tensor(v, dtype=h.dtype, device=h.device) for k, v in self.buffers.items()})
+        return self.op.torch(h, p, self.options)
+
+    def __repr__(self) -> str:
+        return f"{self.op.name}[{self.name}]({self.in_shape} -> {self.out_shape})"
+
+
+@dataclass(frozen=True, eq=False)
+class ResidualLayer:
+    """y = x + f(x), or P x + f(x) with a projection P; f is the block's own layers."""
+
+    index: int
+    name: str
+    path: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    layers: tuple = ()
+    projection: Any = None  # a DenseLayer or a 1x1 conv OpLayer
+
+    @property
+    def members(self) -> tuple:
+        return self.layers + ((self.projection,) if self.projection is not None else ())
+
+    @property
+    def complex_safe(self) -> bool:
+        return all(l.complex_safe for l in self.members)
+
+    @property
+    def mixes_batch(self) -> bool:
+        return any(l.mixes_batch for l in self.members)
+
+    @property
+    def supports_stacking(self) -> bool:
+        return all(l.supports_stacking for l in self.members)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(n for l in self.members for n in l.param_names)
+
+    def forward(self, params, x, rows=None):
+        h = x
+        for layer in self.layers:
+            h = layer.forward(params, h, rows)
+        return h + (self.projection.forward(params, x, rows) if self.projection is not None else x)
+
+    def backward(self, params, x, y, g):
+        hs = [x]
+        for layer in self.layers:
+            hs.append(layer.forward(params, hs[-1]))
+        grads: dict[str, np.ndarray] = {}
+        grad = g
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad, own = self.layers[i].backward(params, hs[i], hs[i + 1], grad)
+            grads.update(own)
+        if self.projection is None:
+            return grad + g, grads
+        gx, own = self.projection.backward(params, x, self.projection.forward(params, x), g)
+        grads.update(own)
+        return grad + gx, grads
+
+    def torch_forward(self, params, h):
+        out = h
+        for layer in self.layers:
+            out = layer.torch_forward(params, out)
+        return out + (self.projection.torch_forward(params, h) if self.projection is not None else h)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(map(repr, self.layers))
+        return f"Residual[{self.name}]([{inner}]{', projection' if self.projection is not None else ''})"
+
+
+Layer = DenseLayer | ActivationLayer | CustomLayer | OpLayer | ResidualLayer
+
+
+def walk(layers):
+    """Every layer, nested ones included, parents before their members."""
+    for layer in layers:
+        yield layer
+        if isinstance(layer, ResidualLayer):
+            yield from walk(layer.members)
 
 
 @dataclass
@@ -173,8 +405,8 @@ class Network:
     loss_op: Loss
     reduction: str
     params: dict[str, np.ndarray]  # in the spec's dtype; engines copy, never mutate
-    x: np.ndarray  # (batch, input dim)
-    target: np.ndarray  # (batch, output dim)
+    x: np.ndarray  # (batch, *input shape)
+    target: np.ndarray  # (batch, *output shape)
     seed: int = 0
 
     @property
@@ -182,42 +414,83 @@ class Network:
         return self.x.shape[0]
 
     @property
+    def rows(self) -> int:
+        """Rows the loss sums over: the batch times the output's axes before its last (positions)."""
+        return int(np.prod(self.target.shape[:-1]))
+
+    @property
     def loss_scale(self) -> float:
-        return 1.0 / self.batch if self.reduction == "mean" else 1.0
+        return 1.0 / self.rows if self.reduction == "mean" else 1.0
 
     @property
     def n_params(self) -> int:
         return sum(p.size for p in self.params.values())
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.x.shape[1:]
+
+    @property
+    def flat(self) -> bool:
+        """Every layer a top-level dense or activation layer on (batch, features) rows: the seeds' networks."""
+        return all(isinstance(l, (DenseLayer, ActivationLayer)) and len(l.in_shape) == 1 for l in self.layers)
+
+    def all_layers(self) -> list[Layer]:
+        return list(walk(self.layers))
+
     def param_layer(self) -> dict[str, Layer]:
-        """Which layer owns each parameter."""
+        """Which top-level layer owns each parameter (a residual block owns its members')."""
         return {name: layer for layer in self.layers for name in layer.param_names}
 
+    def mixes_batch(self, start: int = 0) -> bool:
+        return any(l.mixes_batch for l in self.layers[start:])
+
     def complex_safe(self) -> bool:
-        return self.loss_op.complex_safe and all(l.op.complex_safe if isinstance(l, ActivationLayer) else l.complex_safe
-                                                 for l in self.layers if not isinstance(l, DenseLayer))
+        return self.loss_op.complex_safe and all(l.complex_safe for l in self.all_layers())
 
     def torch_missing(self) -> str | None:
         """Why the autograd engine cannot build this network (a custom op without a torch mirror), or None."""
-        for layer in self.layers:
+        for layer in self.all_layers():
             if isinstance(layer, ActivationLayer) and layer.op.torch is None:
-                return f"layers.{layer.index} (custom activation {layer.op.name}) has no torch_forward(z)"
+                return f"{layer.name} (custom activation {layer.op.name}) has no torch_forward(z)"
             if isinstance(layer, CustomLayer) and not callable(getattr(layer.obj, "torch_forward", None)):
-                return f"layers.{layer.index} (custom layer {layer.impl.rpartition(':')[2]}) has no torch_forward(x, params)"
+                return f"{layer.name} (custom layer {layer.impl.rpartition(':')[2]}) has no torch_forward(x, params)"
         if self.loss_op.torch is None:
             return f"the custom loss {self.loss_op.name} has no torch_forward(pred, target)"
         return None
 
-    def forward(self, params, x=None, start: int = 0):
+    def forward(self, params, x=None, start: int = 0, rows=None):
         """Output of the network from layer `start` on (x is then that layer's input)."""
         h = self.x if x is None else x
         for layer in self.layers[start:]:
-            h = layer.forward(params, h)
+            h = layer.forward(params, h, rows)
         return h
 
-    def loss_of_output(self, y, target=None):
+    def _rows_of(self, y, target):
+        """(y, t) with the output's positions folded into rows: (*lead, rows, features) and (rows, features)."""
         t = self.target if target is None else target
+        out = self.target.shape[1:]
+        if len(out) == 1:
+            return y, t
+        lead = y.shape[: y.ndim - len(out) - 1]
+        return y.reshape(lead + (-1, out[-1])), t.reshape(-1, out[-1])
+
+    def loss_of_output(self, y, target=None):
+        y, t = self._rows_of(y, target)
         return self.loss_op.forward(y, t) * self.loss_scale
+
+    def sample_losses(self, y):
+        """Each sample's share of the loss: (*lead, batch) from an output (*lead, batch, *output shape)."""
+        out = self.target.shape[1:]
+        lead = y.shape[: y.ndim - len(out) - 1]
+        ys = y.reshape(lead + (self.batch, -1, out[-1]))
+        ts = self.target.reshape(self.batch, -1, out[-1])
+        return self.loss_op.forward(ys, ts) * self.loss_scale
+
+    def loss_gradient(self, y):
+        """dL/dy for an output y of shape (batch, *output shape)."""
+        yr, t = self._rows_of(y, None)
+        return (self.loss_op.backward(yr, t).astype(y.dtype) * np.asarray(self.loss_scale, dtype=y.dtype)).reshape(y.shape)
 
     def loss(self, params, x=None):
         return self.loss_of_output(self.forward(params, x))
@@ -239,57 +512,101 @@ def _draw_bias(rng, bias_init, n_out, n_in, n_out_fan):
     return init_op.draw(rng, bias_init, (n_out,), n_in, n_out_fan)
 
 
-def _draw_target(rng, spec, out: int) -> np.ndarray:
+def _draw_target(rng, spec, out: tuple[int, ...]) -> np.ndarray:
     t, b = spec.target, spec.input.batch
+    lead, n = (b,) + tuple(out[:-1]), out[-1]
     if t.kind == "regression":
-        return rng.normal(0.0, t.scale, size=(b, out))
+        return rng.normal(0.0, t.scale, size=lead + (n,))
     if t.kind == "onehot":
-        return np.eye(out)[rng.integers(0, out, size=b)]
+        return np.eye(n)[rng.integers(0, n, size=lead)]
     if t.kind == "binary":
-        return rng.integers(0, 2, size=(b, out)).astype(float)
-    return rng.dirichlet(np.ones(out), size=b)
+        return rng.integers(0, 2, size=lead + (n,)).astype(float)
+    return rng.dirichlet(np.ones(n), size=lead)
 
 
 def _draw_input(rng, spec) -> np.ndarray:
     i = spec.input
-    shape = (i.batch, i.dim)
+    shape = (i.batch,) + i.sample_shape
     if i.distribution == "uniform":
         return i.mean + rng.uniform(-i.scale, i.scale, size=shape)
     return rng.normal(i.mean, i.scale, size=shape)
 
 
+@dataclass
+class _Builder:
+    spec: Any
+    rng_params: np.random.Generator
+    rng_buffers: np.random.Generator
+    params: dict = field(default_factory=dict)
+
+    def layers(self, specs, shape: tuple, name: str, path: str) -> tuple[list, tuple]:
+        out = []
+        for i, ls in enumerate(specs):
+            layer = self.layer(i, ls, shape, f"{name}.{i}", f"{path}[{i}]")
+            out.append(layer)
+            shape = layer.out_shape
+        return out, shape
+
+    def layer(self, i: int, ls, shape: tuple, name: str, path: str):
+        from .spec import ActivationSpec, CustomLayerSpec, DenseSpec, ResidualSpec, _projection
+
+        net = self.spec.network
+        if isinstance(ls, DenseSpec):
+            return self.dense(i, shape, ls.units, ls.bias, ls.init or net.init, name, path)
+        if isinstance(ls, CustomLayerSpec):
+            return _custom_layer(i, ls, self.rng_params, self.params, name, path, shape)
+        if isinstance(ls, ActivationSpec):
+            op = _activation_op(ls)
+            hp, trainable = ls.hyper(), ls.trainable_names()
+            layer = ActivationLayer(i, op, {k: v for k, v in hp.items() if k not in trainable}, trainable, shape[-1], name, path, shape)
+            for h in trainable:
+                self.params[layer.param_name(h)] = np.array(hp[h])
+            return layer
+        if isinstance(ls, ResidualSpec):
+            inner, out = self.layers(ls.layers, shape, f"{name}.layers", f"{path}.layers")
+            kind, stride = _projection(ls, shape, out, path)
+            proj = None
+            if kind == "dense":
+                proj = self.dense(i, shape, out[-1], True, net.init, f"{name}.projection", f"{path}.projection")
+            elif kind == "conv":
+                conv = "conv1d" if len(shape) == 2 else "conv2d"
+                opts = LAYERS.get(conv).options(channels=out[0], kernel=1, stride=stride)
+                proj = self.op(i, LAYERS.get(conv), opts, shape, f"{name}.projection", f"{path}.projection")
+            return ResidualLayer(i, name, path, shape, out, tuple(inner), proj)
+        return self.op(i, LAYERS.get(ls.type), ls, shape, name, path)
+
+    def dense(self, i, shape, units, bias, init, name, path) -> DenseLayer:
+        n_in = shape[-1]
+        layer = DenseLayer(i, n_in, units, self.spec.network.convention, bias, init, name, path, shape)
+        w_shape = dense_op.weight_shape(n_in, units, layer.layout, bias)
+        fan_in = n_in + (1 if bias == "folded" else 0)
+        self.params[layer.weight] = init_op.draw(self.rng_params, init.scheme, w_shape, fan_in, units, init.std)
+        if layer.bias_name:
+            self.params[layer.bias_name] = _draw_bias(self.rng_params, init.bias, units, n_in, units)
+        return layer
+
+    def op(self, i, op: LayerOp, options, shape, name, path) -> OpLayer:
+        init = self.spec.network.init
+        infos = op.params(tuple(shape), options)
+        for k, info in infos.items():
+            if info.init == "weight":
+                value = init_op.draw(self.rng_params, init.scheme, info.shape, info.fan_in, info.fan_out, init.std)
+            elif info.init == "bias":
+                value = _draw_bias(self.rng_params, init.bias, int(np.prod(info.shape)), info.fan_in, info.fan_out).reshape(info.shape)
+            else:
+                value = np.full(info.shape, 1.0 if info.init == "ones" else 0.0)
+            self.params[f"{name}.{k}"] = value
+        buffers = op.buffers(self.rng_buffers, self.spec.input.batch, tuple(shape), options) if op.buffers else {}
+        return OpLayer(i, op, options, name, path, tuple(shape), tuple(op.out_shape(tuple(shape), options)), infos, buffers)
+
+
 def build(spec, *, seed: int | None = None) -> Network:
     """Spec -> Network with parameters and batch drawn from `seed` (default: the spec's)."""
-    from .spec import CustomLayerSpec, DenseSpec
-
     seed = spec.seed if seed is None else seed
     dtype = np.dtype(spec.dtype)
-    rng_params = np.random.default_rng([seed, 0])
     rng_data = np.random.default_rng([seed, 1])
-    layers: list[Layer] = []
-    params: dict[str, np.ndarray] = {}
-    dim = spec.input.dim
-    for i, ls in enumerate(spec.network.layers):
-        if isinstance(ls, DenseSpec):
-            init = ls.init or spec.network.init
-            layer = DenseLayer(i, dim, ls.units, spec.network.convention, ls.bias, init)
-            shape = dense_op.weight_shape(dim, ls.units, layer.layout, ls.bias)
-            fan_in = dim + (1 if ls.bias == "folded" else 0)
-            params[layer.weight] = init_op.draw(rng_params, init.scheme, shape, fan_in, ls.units, init.std)
-            if layer.bias_name:
-                params[layer.bias_name] = _draw_bias(rng_params, init.bias, ls.units, dim, ls.units)
-            dim = ls.units
-        elif isinstance(ls, CustomLayerSpec):
-            layer = _custom_layer(i, ls, rng_params, params)
-            dim = layer.n_out
-        else:
-            op = _activation_op(ls)
-            hp = ls.hyper()
-            trainable = ls.trainable_names()
-            layer = ActivationLayer(i, op, {k: v for k, v in hp.items() if k not in trainable}, trainable, dim)
-            for h in trainable:
-                params[layer.param_name(h)] = np.array(hp[h])
-        layers.append(layer)
+    builder = _Builder(spec, np.random.default_rng([seed, 0]), np.random.default_rng([seed, 2]))
+    layers, out = builder.layers(spec.network.layers, spec.input.sample_shape, "layers", "network.layers")
     loss_op = _loss_op(spec.loss)
     return Network(
         name=spec.name or "spec",
@@ -297,14 +614,14 @@ def build(spec, *, seed: int | None = None) -> Network:
         layers=layers,
         loss_op=loss_op,
         reduction=spec.loss.effective_reduction,
-        params={k: v.astype(dtype) for k, v in params.items()},
+        params={k: v.astype(dtype) for k, v in builder.params.items()},
         x=_draw_input(rng_data, spec).astype(dtype),
-        target=_draw_target(rng_data, spec, dim).astype(dtype),
+        target=_draw_target(rng_data, spec, out).astype(dtype),
         seed=seed,
     )
 
 
-# --- custom ops (gradlab.audit loads and wraps them) -------------------------------------------
+# --- custom ops (gradlab.userops loads and wraps them) -------------------------------------------
 
 
 def _activation_op(ls) -> Activation:
@@ -323,12 +640,12 @@ def _loss_op(ls) -> Loss:
     return LOSSES.get(ls.fn)
 
 
-def _custom_layer(i: int, ls, rng, params: dict) -> CustomLayer:
+def _custom_layer(i: int, ls, rng, params: dict, name: str, path: str, shape: tuple) -> CustomLayer:
     """A fresh user object per network; parameters as the object made them, or drawn by `init`."""
     from .userops.adapters import layer_info
 
     info = layer_info(ls.impl)
-    layer = CustomLayer(i, ls.impl, info.obj, info.n_in, info.n_out, tuple(info.params))
+    layer = CustomLayer(i, ls.impl, info.obj, info.n_in, info.n_out, tuple(info.params), name, path, tuple(shape))
     for key, value in info.params.items():
         if ls.init is None:
             params[layer.param_name(key)] = value

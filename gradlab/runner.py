@@ -160,7 +160,7 @@ def require_finite_loss(net: Network, path: str) -> None:
         for layer in net.layers:
             h = layer.forward(net.params, h)
             if not np.all(np.isfinite(h)):
-                raise SpecError(path, f"network.layers[{layer.index}]", f"{_layer_name(layer)} produces inf/NaN from finite input in {net.dtype}, "
+                raise SpecError(path, layer.path, f"{_layer_name(layer)} produces inf/NaN from finite input in {net.dtype}, "
                                 "so the loss and its gradient are undefined at this spec's point; nothing to compare (lower the init or input scale, or use float64)")
         loss = net.loss_of_output(h)
     if not np.all(np.isfinite(loss)):
@@ -172,7 +172,7 @@ def require_finite_loss(net: Network, path: str) -> None:
 def _layer_name(layer) -> str:
     op, impl = getattr(layer, "op", None), getattr(layer, "impl", None)
     what = op.name if op is not None else impl.rpartition("/")[2] if impl else type(layer).__name__.replace("Layer", "").lower()
-    return f"layers.{layer.index} ({what})"
+    return f"{layer.name} ({what})"
 
 
 def _every_engine_at_worst(rows: list[cmp.Comparison], grads: list[Gradients]) -> None:

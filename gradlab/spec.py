@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -31,7 +32,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import SpecError
-from .ops import ACTIVATIONS, LOSSES, UnknownOpError
+from .ops import ACTIVATIONS, LAYERS, LOSSES, ShapeError, UnknownOpError
 from .ops import dense as dense_op
 from .ops.init import SCHEMES
 
@@ -97,12 +98,37 @@ class _Model(BaseModel):
         return data
 
 
+MAX_AXES = 4  # (C, D, H, W): beyond this no layer here can take the input
+
+
 class InputSpec(_Model):
-    dim: PositiveInt
+    """`dim: n` is the shorthand for `shape: [n]`; `shape: [C, H, W]` (or [C, L], [T, D]) is per sample."""
+
+    dim: PositiveInt | None = None
+    shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=MAX_AXES)] | None = None
     batch: PositiveInt = 1
     distribution: Literal["normal", "uniform"] = "normal"
     scale: PositiveNumber = 1.0  # std of normal, half-width of uniform
     mean: Number = 0.0
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> "InputSpec":
+        if self.dim is None and self.shape is None:
+            _fail("input.dim", "missing: give the per-sample input size as `dim: n`, or `shape: [C, H, W]`")
+        if self.dim is not None and self.shape is not None:
+            _fail("input.shape", "give `dim: n` or `shape: [...]`, not both (`dim: n` is the shorthand for `shape: [n]`)")
+        if self.shape is not None and math.prod(self.shape) >= 2**40:
+            raise _error("too_large", f"an input of shape {self.shape} has {math.prod(self.shape):,} elements per sample; keep it below 2^40")
+        return self
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.dim,) if self.shape is None else tuple(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Elements per sample."""
+        return math.prod(self.sample_shape)
 
 
 class TargetSpec(_Model):
@@ -229,22 +255,53 @@ class CustomLayerSpec(_Model):
         return info.n_in, info.n_out
 
 
-LAYER_TYPES = ("dense", "activation", CUSTOM)
+RESIDUAL = "residual"
+
+
+def _op_spec(op) -> type:
+    """The spec model of a registered layer op: `type` plus the op's own options, unknown keys refused."""
+    return type(f"{op.name.title().replace('_', '')}Spec", (_Model, op.options), {
+        "__annotations__": {"type": Literal[op.name]},
+        "__module__": __name__,
+        "__doc__": op.doc,
+    })
+
+
+OP_SPECS = {op.name: _op_spec(op) for op in LAYERS}
+LAYER_TYPES = ("dense", "activation", CUSTOM, RESIDUAL, *OP_SPECS)
 
 
 def _layer_tag(v: Any) -> str | None:
     t = v.get("type") if isinstance(v, dict) else getattr(v, "type", None)
-    return t if t in LAYER_TYPES else None
+    return t if isinstance(t, str) and t in LAYER_TYPES else None
 
 
 LayerSpec = Annotated[
-    Union[Annotated[DenseSpec, Tag("dense")], Annotated[ActivationSpec, Tag("activation")], Annotated[CustomLayerSpec, Tag(CUSTOM)]],
+    Union[
+        Annotated[DenseSpec, Tag("dense")],
+        Annotated[ActivationSpec, Tag("activation")],
+        Annotated[CustomLayerSpec, Tag(CUSTOM)],
+        Annotated["ResidualSpec", Tag(RESIDUAL)],
+        *(Annotated[m, Tag(name)] for name, m in OP_SPECS.items()),
+    ],
     Discriminator(
         _layer_tag,
         custom_error_type="bad_layer_type",
-        custom_error_message="layer `type` must be one of 'dense', 'activation', 'custom'",
+        custom_error_message="layer `type` must be one of " + ", ".join(map(repr, LAYER_TYPES)),
     ),
 ]
+
+
+class ResidualSpec(_Model):
+    """y = x + f(x) with f the block's layers; a projection P (dense on the last axis, or 1x1 conv on the
+    channel axis) makes it y = P x + f(x): always with `projection: true`, and whenever f changes the shape."""
+
+    type: Literal["residual"]
+    layers: list[LayerSpec] = Field(min_length=1)
+    projection: Union[StrictBool, Literal["dense", "conv"]] = False
+
+
+ResidualSpec.model_rebuild()
 
 
 class NetworkSpec(_Model):
@@ -402,11 +459,9 @@ class Spec(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
         layers = self.network.layers
-        dense = [i for i, l in enumerate(layers) if isinstance(l, (DenseSpec, CustomLayerSpec))]
-        trainable = [i for i, l in enumerate(layers) if isinstance(l, ActivationSpec) and l.trainable_names()]
-        if not dense and not trainable:
+        table = self.layer_table()
+        if not any(row.params for row in table):
             _fail("network.layers", "the network has no parameters; add a `{type: dense, units: N}` layer")
-        self._check_custom_widths()
         out = self.output_dim
         loss = self.loss.op()
         t = self.target
@@ -436,28 +491,105 @@ class Spec(_Model):
                 _fail("loss.impl", str(exc))
         return self
 
-    def _check_custom_widths(self) -> None:
-        dim = self.input.dim
-        for i, layer in enumerate(self.network.layers):
-            if isinstance(layer, DenseSpec):
-                dim = layer.units
-            elif isinstance(layer, CustomLayerSpec):
-                n_in, n_out = layer.dims()
-                if n_in != dim:
-                    from .userops.adapters import short
+    def layer_table(self) -> list["LayerShape"]:
+        """Every layer (nested ones included) with its per-sample input and output shapes, inferred once."""
+        rows: list[LayerShape] = []
+        _walk(self.network.layers, self.input.sample_shape, "network.layers", self.input.batch, rows)
+        return rows
 
-                    _fail(f"network.layers[{i}].impl", f"dimension mismatch: {short(layer.impl)} takes {n_in} input features, but its input has {dim}")
-                dim = n_out
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        rows = [r for r in self.layer_table() if r.depth == 0]
+        return rows[-1].out_shape if rows else self.input.sample_shape
 
     @property
     def output_dim(self) -> int:
-        dim = self.input.dim
-        for layer in self.network.layers:
-            if isinstance(layer, DenseSpec):
-                dim = layer.units
-            elif isinstance(layer, CustomLayerSpec):
-                dim = layer.dims()[1]
-        return dim
+        """Units on the output's last axis: what the target and the loss act on."""
+        return self.output_shape[-1]
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One layer of a spec with its inferred per-sample shapes and its own parameter count."""
+
+    path: str  # network.layers[1].layers[0]
+    layer: Any
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    params: int  # elements of this layer's own parameters (a residual block's projection; not its layers')
+    depth: int = 0  # 0 for top-level layers
+    projection: str | None = None  # a residual block's projection: "dense", "conv" or None
+    stride: int = 1  # of a conv projection
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _walk(layers, shape: tuple[int, ...], prefix: str, batch: int, rows: list, depth: int = 0) -> tuple[int, ...]:
+    for i, layer in enumerate(layers):
+        path = f"{prefix}[{i}]"
+        start = len(rows)
+        if isinstance(layer, DenseSpec):
+            k = shape[-1] + (1 if layer.bias == "folded" else 0)
+            out, n = shape[:-1] + (layer.units,), k * layer.units + (layer.units if layer.bias is True else 0)
+        elif isinstance(layer, ActivationSpec):
+            out, n = shape, len(layer.trainable_names())
+        elif isinstance(layer, CustomLayerSpec):
+            n_in, n_out = layer.dims()
+            if n_in != shape[-1]:
+                from .userops.adapters import short
+
+                _fail(f"{path}.impl", f"dimension mismatch: {short(layer.impl)} takes {n_in} input features, but its input has {shape[-1]}"
+                      + (f" on the last axis of {_shape_text(shape)}" if len(shape) > 1 else ""))
+            from .userops.adapters import layer_info
+
+            out, n = shape[:-1] + (n_out,), sum(v.size for v in layer_info(layer.impl).params.values())
+        elif isinstance(layer, ResidualSpec):
+            rows.append(None)  # the block's own row goes before its layers'
+            inner = _walk(layer.layers, shape, f"{path}.layers", batch, rows, depth + 1)
+            kind, stride = _projection(layer, shape, inner, path)
+            n = 0
+            if kind == "dense":
+                n = shape[-1] * inner[-1] + inner[-1]
+            elif kind == "conv":
+                n = shape[0] * inner[0] + inner[0]
+            rows[start] = LayerShape(path, layer, shape, inner, n, depth, kind, stride)
+            shape = inner
+            continue
+        else:
+            op = LAYERS.get(layer.type)
+            try:
+                out = tuple(op.out_shape(tuple(shape), layer))
+                if op.check_batch is not None:
+                    op.check_batch(batch, tuple(shape), layer)
+                n = sum(math.prod(p.shape) for p in op.params(tuple(shape), layer).values())
+            except ShapeError as exc:
+                _fail(path, f"{layer.type} cannot take its input of shape {_shape_text(shape)}: {exc}")
+        rows.append(LayerShape(path, layer, shape, out, n, depth))
+        shape = out
+    return shape
+
+
+def _projection(layer: ResidualSpec, shape: tuple, inner: tuple, path: str) -> tuple[str | None, int]:
+    """Which projection a residual block needs (None, "dense" or "conv") and the conv's stride."""
+    if inner == shape and layer.projection is False:
+        return None, 1
+    kind = layer.projection if isinstance(layer.projection, str) else None
+    if kind is None:
+        kind = "dense" if len(shape) == 1 or inner[:-1] == shape[:-1] else "conv"
+    if kind == "dense":
+        if inner[:-1] != shape[:-1]:
+            _fail(f"{path}.projection", f"a dense projection acts on the last axis, but the block maps {_shape_text(shape)} to {_shape_text(inner)}; "
+                  "use projection: conv (1x1 convolution on the channel axis) or keep the other axes")
+        return "dense", 1
+    if len(shape) not in (2, 3) or len(inner) != len(shape):
+        _fail(f"{path}.projection", f"a conv projection needs (C, L) or (C, H, W) input and output, but the block maps {_shape_text(shape)} to {_shape_text(inner)}")
+    for s in range(1, max(shape[1:]) + 1):
+        if all((n - 1) // s + 1 == m for n, m in zip(shape[1:], inner[1:])):
+            return "conv", s
+    _fail(f"{path}.projection", f"the block maps {_shape_text(shape)} to {_shape_text(inner)}: no 1x1 convolution with one stride maps the spatial axes "
+          f"{list(shape[1:])} onto {list(inner[1:])}; make the block keep them, or shrink each by the same stride")
 
 
 def _gives_probabilities(layer: ActivationSpec) -> bool:

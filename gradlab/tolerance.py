@@ -67,6 +67,8 @@ def _hyper_rounding(layer: ActivationLayer, z, hp, name: str, eps: float) -> np.
 
 def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dict[str, np.ndarray]:
     """Per-element bound on the rounding error of a correct backward pass in `dtype` (default: the network's)."""
+    if not net.flat:
+        return composite_bounds(net, dtype, wrt_input=wrt_input)
     eps = float(np.finfo(np.dtype(dtype or net.dtype)).eps)
     tiny = float(np.finfo(np.dtype(dtype or net.dtype)).tiny)
     params, x, t = net.cast(np.float64)
@@ -152,3 +154,71 @@ def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dic
     # Gradients below the dtype's smallest normal number underflow (float32: 1e-86 becomes 0).
     floor = 64 * tiny
     return {k: np.nan_to_num(np.asarray(v, float), nan=0.0, posinf=0.0) + floor for k, v in bounds.items()}
+
+
+def _abs_terms(layer, params, x, y, g, out: dict) -> None:
+    """The size of the sums behind each parameter's gradient: the layer's VJP applied to magnitudes.
+
+    For a layer linear in its weights (dense, conv, projections) this is exactly sum |x| |g| (and sum |g|
+    for a bias), the quantity a dot product's rounding is proportional to; for the others it is a
+    magnitude of the same order. Residual blocks recurse into their members.
+    """
+    from .network import ResidualLayer
+
+    if isinstance(layer, ResidualLayer):
+        hs = [x]
+        for member in layer.layers:
+            hs.append(member.forward(params, hs[-1]))
+        grad = g
+        for i in range(len(layer.layers) - 1, -1, -1):
+            _abs_terms(layer.layers[i], params, hs[i], hs[i + 1], grad, out)
+            grad, _ = layer.layers[i].backward(params, hs[i], hs[i + 1], grad)
+        if layer.projection is not None:
+            _abs_terms(layer.projection, params, x, layer.projection.forward(params, x), g, out)
+        return
+    if not layer.param_names:
+        return
+    magnitudes = {**params, **{n: np.abs(params[n]) for n in layer.param_names}}
+    with np.errstate(all="ignore"):
+        try:
+            _, grads = layer.backward(magnitudes, np.abs(x), np.abs(y), np.abs(g))
+        except Exception:  # a user's layer may refuse such input: fall back to the gradient's own size
+            grads = {}
+    for n in layer.param_names:
+        out[n] = np.abs(np.asarray(grads.get(n, 0.0), float)) * np.ones(params[n].shape)
+
+
+def composite_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dict[str, np.ndarray]:
+    """The error model of networks with conv, pooling, normalisation, attention or residual layers.
+
+    No per-op propagation formulas: the hand-written backward is run at the same point in float64 and
+    in `dtype`, and its drift is the measured rounding of a backward in that dtype; another correct
+    implementation (torch's) rounds differently but to the same extent, so each element's bound is its
+    own drift plus the tensor's RMS drift, plus the rounding of the sums behind each gradient
+    (eps times the VJP of magnitudes, see `_abs_terms`). The drift says nothing about a wrong formula:
+    a bug computes the same wrong value in both dtypes.
+    """
+    from .engines.analytic import backprop
+
+    dt = np.dtype(dtype or net.dtype)
+    eps, tiny = float(np.finfo(dt).eps), float(np.finfo(dt).tiny)
+    params64, x64, _ = net.cast(np.float64)
+    with np.errstate(all="ignore"):
+        exact = backprop(net, params64, x64)
+        if dt == np.float64:
+            low = exact
+        else:
+            low = backprop(net, {k: v.astype(dt) for k, v in params64.items()}, x64.astype(dt))
+        sums: dict[str, np.ndarray] = {}
+        for i, layer in enumerate(net.layers):
+            _abs_terms(layer, params64, exact.inputs[i], exact.inputs[i + 1], exact.grad_outputs[i], sums)
+    names = list(net.params) + ([INPUT] if wrt_input else [])
+    bounds = {}
+    for n in names:
+        g = np.asarray(exact.grad_input if n == INPUT else exact.grads[n], float)
+        gl = np.asarray(low.grad_input if n == INPUT else low.grads[n], float)
+        drift = np.abs(gl - g)
+        rms = float(np.sqrt(np.mean(drift**2))) if drift.size else 0.0
+        own = sums.get(n, np.abs(g) + (float(np.sqrt(np.mean(g**2))) if g.size else 0.0))
+        bounds[n] = drift + rms + 16 * eps * (np.abs(g) + own)
+    return {k: np.nan_to_num(np.asarray(v, float), nan=0.0, posinf=0.0) + 64 * tiny for k, v in bounds.items()}

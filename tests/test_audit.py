@@ -358,7 +358,7 @@ def test_custom_layer_evaluates_stacks_slice_by_slice(tmp_path):
     layer = next(l for l in net.layers if isinstance(l, CustomLayer))
     x = np.arange(12.0).reshape(4, 3) / 10
     b = net.params["layers.1.b"]
-    stacked_b = np.stack([b, b + 1.0])[:, None, :]  # (P, 1, out): the numeric engine's layout for a vector
+    stacked_b = np.stack([b, b + 1.0])  # (P, out): stack axes in front of the parameter's own shape
     y = layer.forward({**net.params, "layers.1.b": stacked_b}, x)
     assert y.shape == (2, 4, 5)
     np.testing.assert_allclose(y[1] - y[0], np.ones((4, 5)))

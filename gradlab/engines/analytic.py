@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..gradients import INPUT, Gradients
-from ..network import ActivationLayer, CustomLayer, DenseLayer, Network
-from ..ops import dense as dense_op
+from ..network import Network
 
 
 @dataclass(frozen=True)
@@ -38,24 +37,14 @@ def backprop(net: Network, params: dict | None = None, x: np.ndarray | None = No
         inputs.append(h)
     y = inputs[-1]
     loss = float(np.real(net.loss_of_output(y)))
-    grad = net.loss_op.backward(y, net.target).astype(y.dtype) * np.asarray(net.loss_scale, dtype=y.dtype)
+    grad = net.loss_gradient(y)
     grads: dict[str, np.ndarray] = {}
     grad_outputs: list[np.ndarray] = [None] * len(net.layers)  # type: ignore[list-item]
     for i in range(len(net.layers) - 1, -1, -1):
-        layer, x_in = net.layers[i], inputs[i]
         grad_outputs[i] = grad
-        if isinstance(layer, DenseLayer):
-            grad, grads[layer.weight], grad_b = dense_op.backward(x_in, params[layer.weight], grad, layer.layout, layer.bias)
-            if layer.bias_name:
-                grads[layer.bias_name] = grad_b
-        elif isinstance(layer, CustomLayer):
-            grad, layer_grads = layer.backward(params, x_in, grad)  # the user's own backward
-            grads.update(layer_grads)
-        else:
-            assert isinstance(layer, ActivationLayer)
-            grad, hyper_grads = layer.op.backward(x_in, inputs[i + 1], grad, layer.hyper(params))
-            for h_name in layer.trainable:
-                grads[layer.param_name(h_name)] = np.asarray(hyper_grads[h_name])
+        # each layer's hand-written VJP (a custom layer's is the user's own backward)
+        grad, layer_grads = net.layers[i].backward(params, inputs[i], inputs[i + 1], grad)
+        grads.update(layer_grads)
     return Backprop(loss, grads, grad, inputs, grad_outputs)
 
 

@@ -7,8 +7,7 @@ import time
 import numpy as np
 
 from ..gradients import INPUT, Gradients
-from ..network import CustomLayer, DenseLayer, Network
-from ..ops import dense as dense_op
+from ..network import Network
 
 
 def device_unavailable(device: str) -> str | None:
@@ -48,14 +47,9 @@ def gradients(net: Network, device: str = "cpu", *, wrt_input: bool = False) -> 
     params = {k: tensor(v, True) for k, v in net.params.items()}
     h = x = tensor(net.x, wrt_input)
     for layer in net.layers:
-        if isinstance(layer, DenseLayer):
-            b = params[layer.bias_name] if layer.bias_name else None
-            h = dense_op.torch_forward(h, params[layer.weight], b, layer.layout, layer.bias)
-        elif isinstance(layer, CustomLayer):
-            h = layer.torch_forward(h, params)
-        else:
-            h = layer.op.torch(h, layer.hyper(params))
-    loss = net.loss_op.torch(h, tensor(net.target)) * net.loss_scale
+        h = layer.torch_forward(params, h)
+    out = net.target.shape[1:]
+    loss = net.loss_op.torch(h.reshape(-1, out[-1]), tensor(net.target.reshape(-1, out[-1]))) * net.loss_scale
     wrt = list(params.values()) + ([x] if wrt_input else [])
     grads = torch.autograd.grad(loss, wrt, allow_unused=True)
     values = {}

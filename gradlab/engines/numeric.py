@@ -63,9 +63,10 @@ KINK_CONFIRM = 4.0  # a kink candidate is differenced again with this many times
 
 
 def resolve_method(net: Network, method: str) -> str:
-    unsafe = [l.op.name for l in net.layers if isinstance(l, ActivationLayer) and not l.op.complex_safe]
+    layers = net.all_layers()
+    unsafe = [l.op.name for l in layers if isinstance(l, ActivationLayer) and not l.op.complex_safe]
     unsafe += [net.loss_op.name] if not net.loss_op.complex_safe else []
-    unsafe += [repr(l) for l in net.layers if not isinstance(l, (DenseLayer, ActivationLayer)) and not getattr(l, "complex_safe", False)]
+    unsafe += [repr(l) for l in layers if not isinstance(l, (DenseLayer, ActivationLayer)) and not l.complex_safe]
     if method == "auto":
         return "richardson" if unsafe else "complex_step"
     if method == "complex_step" and unsafe:
@@ -244,7 +245,8 @@ class _Base:
     def __post_init__(self):
         # A loss is computed from y and t: its last unit in the place is that of their scale, not of f
         # (-log softmax of logits ~ 70 is m + log(sum) - y_t: f ~ 1e-9 rounded to ulp(70) ~ 1e-14).
-        y, t = np.abs(np.real(self.hs[-1])), np.abs(np.real(self.target))
+        B = self.target.shape[0]
+        y, t = np.abs(np.real(self.hs[-1])).reshape(B, -1), np.abs(np.real(self.target)).reshape(B, -1)
         scale = self.net.loss_scale
         self.loss_floor = EPS64 * (np.abs(np.real(self.row_loss)) + scale * (y.sum(axis=-1) + t.sum(axis=-1)))
 
@@ -280,10 +282,9 @@ def _base_pass(net: Network, params: dict, x: np.ndarray, target: np.ndarray) ->
     hs = [x]
     for layer in net.layers:
         hs.append(layer.forward(params, hs[-1]))
-    row_loss = net.loss_of_output(hs[-1][:, None, :], target[:, None, :])
-    base = _Base(net, params, target, hs, row_loss)
+    base = _Base(net, params, target, hs, net.sample_losses(hs[-1]))
     eps_net = float(np.finfo(net.dtype).eps)
-    for m, layer in enumerate(net.layers):
+    for m, layer in enumerate(net.layers if net.flat else ()):
         if isinstance(layer, ActivationLayer) and layer.op.kink_points(layer.hyper(params)):
             prev = net.layers[m - 1] if m else None
             if isinstance(prev, DenseLayer):
@@ -364,8 +365,7 @@ def _element_derivative(base: _Base, name: str, owner: int, idx: np.ndarray, met
     chunk = max(1, NUMERIC_CHUNK_BYTES // per_item) if stackable else 1
 
     def loss_with(stack_flat):
-        shape = (len(stack_flat),) + (1,) * max(0, 2 - theta.ndim) + theta.shape
-        stack = stack_flat.reshape(shape)
+        stack = stack_flat.reshape((len(stack_flat),) + theta.shape)
         if name == INPUT:
             y = net.forward(params, stack, start=0)
         else:
@@ -417,7 +417,7 @@ def _dense_from_sites(base: _Base, layer: DenseLayer, delta, delta_err, delta_ki
 
 
 def _structured(net: Network) -> bool:
-    return all(isinstance(layer, (DenseLayer, ActivationLayer)) for layer in net.layers)
+    return net.flat
 
 
 def differentiate(
@@ -512,8 +512,7 @@ def directional(net: Network, direction: dict[str, np.ndarray], *, method: str =
 
     def per_sample(t):
         moved = {**params, **{k: params[k] + t * u for k, u in direction.items()}}
-        y = net.forward(moved, x)
-        return net.loss_of_output(y[:, None, :], target[:, None, :]) if y.ndim == 2 else np.atleast_1d(net.loss_of_output(y, target))
+        return net.sample_losses(net.forward(moved, x))
 
     if method == "complex_step":
         h = DEFAULT_STEP["complex_step"] * scale / unorm

@@ -167,6 +167,7 @@ class LayerOp:
     torch: Callable[..., Any]
     params: Callable[[tuple, Any], dict[str, ParamInfo]] = lambda in_shape, o: {}
     buffers: Callable[..., dict[str, Any]] | None = None  # (rng, batch, in_shape, o) -> {name: (B, ...) array}
+    check_batch: Callable[[int, tuple, Any], None] | None = None  # (batch, in_shape, o): raises ShapeError
     mixes_batch: bool = False  # a sample's output depends on other samples (batch statistics)
     complex_safe: bool = True
     kinks: bool = False  # has points where it is not differentiable (max-pool ties, relu)
