@@ -35,7 +35,7 @@ class LayerInfo:
     """What the diagnosis needs to know of one layer (or of the loss: index None, path `loss`)."""
 
     index: int | None
-    type: str  # dense | activation | custom | loss
+    type: str  # dense | activation | custom | loss | a layer op's type (conv2d, batchnorm, ...)
     op: str  # `dense`, an activation fn (`sigmoid`), or a custom op's `file.py:Name`
     path: str  # the spec key path: network.layers[3] or loss
     params: tuple[str, ...] = ()
@@ -346,17 +346,23 @@ def describe(net) -> tuple[list[LayerInfo], LayerInfo]:
         impl = getattr(obj, "impl", None)
         return (short(impl), True) if isinstance(impl, str) and impl else (fallback, False)
 
+    from .network import ActivationLayer, OpLayer, ResidualLayer, walk
+
     layers = []
-    for layer in net.layers:
-        path = f"network.layers[{layer.index}]"
-        if hasattr(layer, "op"):  # activation
+    # Leaves in execution order (a residual block's layers, then its projection); `index` is that order.
+    leaves = [l for l in walk(net.layers) if not isinstance(l, ResidualLayer)]
+    for order, layer in enumerate(leaves):
+        path = layer.path
+        if isinstance(layer, OpLayer):
+            layers.append(LayerInfo(order, layer.op.name, layer.op.name, path, tuple(layer.param_names), False, True))
+        elif isinstance(layer, ActivationLayer):
             name, custom = op_of(layer.op, layer.op.name)
-            layers.append(LayerInfo(layer.index, "activation", name, path, tuple(layer.param_names), custom, layer.op.torch is not None))
+            layers.append(LayerInfo(order, "activation", name, path, tuple(layer.param_names), custom, layer.op.torch is not None))
         elif hasattr(layer, "impl"):  # custom layer
             name, _ = op_of(layer, layer.impl)
-            layers.append(LayerInfo(layer.index, "custom", name, path, tuple(layer.param_names), True,
+            layers.append(LayerInfo(order, "custom", name, path, tuple(layer.param_names), True,
                                     callable(getattr(layer.obj, "torch_forward", None))))
         else:
-            layers.append(LayerInfo(layer.index, "dense", "dense", path, tuple(layer.param_names), False, True))
+            layers.append(LayerInfo(order, "dense", "dense", path, tuple(layer.param_names), False, True))
     name, custom = op_of(net.loss_op, net.loss_op.name)
     return layers, LayerInfo(None, "loss", name, "loss", (), custom, net.loss_op.torch is not None)

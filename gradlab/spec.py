@@ -798,7 +798,7 @@ def _describe(err: dict) -> tuple[str, str]:
     if typ == "bad_layer_type":
         hint = _suggest(got.get("type"), LAYER_TYPES) if isinstance(got, dict) else ""
         shown = got.get("type") if isinstance(got, dict) else got
-        return _format_loc(loc) + ".type", f"expected 'dense', 'activation' or 'custom', got {_show(shown)}{hint}"
+        return _format_loc(loc) + ".type", f"expected one of {', '.join(map(repr, LAYER_TYPES))}, got {_show(shown)}{hint}"
     if typ in _TYPE_WORDS:
         return _format_loc(loc), f"expected {_TYPE_WORDS[typ]}, got {_show(got)}"
     if typ in ("greater_than", "greater_than_equal"):

@@ -213,12 +213,25 @@ def composite_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> di
         for i, layer in enumerate(net.layers):
             _abs_terms(layer, params64, exact.inputs[i], exact.inputs[i + 1], exact.grad_outputs[i], sums)
     names = list(net.params) + ([INPUT] if wrt_input else [])
+
+    def rms(a):
+        a = np.asarray(a, float)
+        return float(np.sqrt(np.mean(a**2))) if a.size else 0.0
+
+    # A gradient that is exactly 0 by an invariance (the key bias of attention: softmax ignores a shift
+    # shared by every key; a bias before batchnorm) comes out as rounding noise of the size of its
+    # layer's other gradients: the layer's largest RMS gradient is every tensor's floor.
+    floor: dict[str, float] = {}
+    for layer in net.all_layers():
+        own = [n for n in getattr(layer, "param_names", ()) if n in exact.grads and not hasattr(layer, "members")]
+        level = max((rms(exact.grads[n]) + rms(sums.get(n, 0.0)) for n in own), default=0.0)
+        floor.update({n: level for n in own})
     bounds = {}
     for n in names:
         g = np.asarray(exact.grad_input if n == INPUT else exact.grads[n], float)
         gl = np.asarray(low.grad_input if n == INPUT else low.grads[n], float)
         drift = np.abs(gl - g)
-        rms = float(np.sqrt(np.mean(drift**2))) if drift.size else 0.0
+        spread = rms(drift)
         own = sums.get(n, np.abs(g) + (float(np.sqrt(np.mean(g**2))) if g.size else 0.0))
-        bounds[n] = drift + rms + 16 * eps * (np.abs(g) + own)
+        bounds[n] = drift + spread + 16 * eps * (np.abs(g) + own + floor.get(n, 0.0))
     return {k: np.nan_to_num(np.asarray(v, float), nan=0.0, posinf=0.0) + 64 * tiny for k, v in bounds.items()}

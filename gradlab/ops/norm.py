@@ -251,6 +251,7 @@ OPS = (
         torch=_bn_torch,
         params=lambda s, o: _affine_params(s[:1], o),
         mixes_batch=True,
+        check_batch=lambda batch, shape, o: check_batch(batch, shape),
         linear_in=("weight", "bias"),
         examples=(
             ((4,), {}),
