@@ -45,7 +45,7 @@ import numpy as np
 from ..errors import GradlabError
 from ..gradients import INPUT, Gradients
 from ..memory import NUMERIC_CHUNK_BYTES
-from ..network import ActivationLayer, DenseLayer, Network
+from ..network import ActivationLayer, DenseLayer, Network, OpLayer
 from ..ops import dense as dense_op
 
 EPS64 = np.finfo(np.float64).eps
@@ -255,15 +255,35 @@ class _Base:
         return len(self.net.layers)
 
     def rows_loss(self, start: int, rows: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Per-sample loss of the rows `rows` (P, width) entering layer `start`, sample b[p] each."""
+        """Per-sample loss of the rows `rows` (P, *sample shape) entering layer `start`, sample b[p] each.
+
+        The rows go through the layers as a batch of P samples (only sound where no layer from `start` on
+        mixes the batch); per-sample constants such as dropout masks follow `b`.
+        """
         h = rows
         for layer in self.net.layers[start:]:
-            h = layer.forward(self.params, h)
-        return self.net.loss_of_output(h[:, None, :], self.target[b][:, None, :])
+            h = layer.forward(self.params, h, b)
+        if self.net.flat:
+            return self.net.loss_of_output(h[:, None, :], self.target[b][:, None, :])
+        out = self.target.shape[1:]
+        ys, ts = h.reshape(len(b), 1, -1, out[-1]), self.target[b].reshape(len(b), 1, -1, out[-1])
+        return self.net.loss_op.forward(ys, ts)[:, 0] * self.net.loss_scale
 
     def site_loss(self, l: int, b: np.ndarray, j: np.ndarray, off: np.ndarray) -> np.ndarray:
-        """Per-sample loss after hs[l][b[p], j[p]] += off[p], for all p at once."""
+        """Per-sample loss after hs[l][b[p], j[p]] += off[p] (j indexes the flattened sample), for all p at once."""
         layers, hs, L = self.net.layers, self.hs, self.n_layers
+        if not self.net.flat:
+            dt = np.result_type(hs[l], off)
+            layer = layers[l] if l < L else None
+            if isinstance(layer, ActivationLayer) and layer.op.elementwise and not layer.trainable:
+                # an elementwise op moves only the perturbed unit: apply it to that unit alone
+                rows = hs[l + 1][b].astype(dt)
+                z = hs[l][b].reshape(len(b), -1)[np.arange(len(b)), j] + off
+                rows.reshape(len(b), -1)[np.arange(len(b)), j] = layer.op.forward(z, layer.fixed)
+                return self.rows_loss(l + 1, rows, b)
+            rows = hs[l][b].astype(dt)
+            rows.reshape(len(b), -1)[np.arange(len(b)), j] += off
+            return self.rows_loss(l, rows, b)
         if l + 1 < L and isinstance(layers[l], ActivationLayer) and layers[l].op.elementwise and not layers[l].trainable and isinstance(layers[l + 1], DenseLayer):
             act, dense = layers[l], layers[l + 1]
             a_new = act.op.forward((hs[l][b, j] + off)[:, None], act.fixed)[:, 0]
@@ -304,7 +324,7 @@ def _base_pass(net: Network, params: dict, x: np.ndarray, target: np.ndarray) ->
 
 def _site_kinks(base: _Base, l: int) -> np.ndarray:
     """Units of site l whose perturbation reaches a unit sitting on a declared kink."""
-    shape = base.hs[l].shape
+    shape = (base.hs[l].shape[0], base.hs[l][0].size)
     own = base.near_kink.get(l, np.zeros(shape, bool))
     if l < base.n_layers and l in base.near_kink and not base.net.layers[l].op.elementwise:
         own = np.repeat(own.any(axis=1, keepdims=True), shape[1], axis=1)
@@ -317,12 +337,12 @@ def _site_kinks(base: _Base, l: int) -> np.ndarray:
 
 def _site_derivative(base: _Base, l: int, method: str, rel: float, tick: Callable[[float], None] | None = None):
     """dL/dh_l[b, j] for every sample b and unit j, by differences of the per-sample loss."""
-    H = base.hs[l]
+    H = base.hs[l].reshape(base.hs[l].shape[0], -1)
     B, w = H.shape
     n = B * w
     b_all, j_all = np.repeat(np.arange(B), w), np.tile(np.arange(w), B)
     h = steps(H, rel)
-    width = max(x.shape[-1] for x in base.hs) + 1
+    width = max(x[0].size for x in base.hs) + 1
     chunk = max(1, NUMERIC_CHUNK_BYTES // (16 * 4 * width))
     value, err, kink = np.empty(n), np.empty(n), np.empty(n, bool)
     if method == "complex_step":
@@ -403,8 +423,9 @@ class _Tensor:
 
 
 def _dense_from_sites(base: _Base, layer: DenseLayer, delta, delta_err, delta_kink) -> dict[str, _Tensor]:
-    """dL/dW and dL/db from dL/du by the exact linearity of u = [x, 1] W + b."""
-    xa = dense_op.augment(base.hs[layer.index], layer.bias)
+    """dL/dW and dL/db from dL/du by the exact linearity of u = [x, 1] W + b (rows: every sample and position)."""
+    xa = dense_op.augment(base.hs[layer.index].reshape(-1, layer.n_in), layer.bias)
+    delta, delta_err, delta_kink = (a.reshape(-1, layer.n_out) for a in (delta, delta_err, delta_kink))
     n = xa.shape[0]
     g = xa.T @ delta
     e = np.abs(xa).T @ delta_err + 2 * n * EPS64 * (np.abs(xa).T @ np.abs(delta))
@@ -416,8 +437,52 @@ def _dense_from_sites(base: _Base, layer: DenseLayer, delta, delta_err, delta_ki
     return tensors
 
 
+def _linear_from_sites(base: _Base, layer: OpLayer, names, delta, delta_err, delta_kink) -> dict[str, _Tensor]:
+    """dL/dtheta for a layer affine in its parameters, from dL/du at its output: sum_e delta_e du_e/dtheta_k.
+
+    du/dtheta_k is the layer's own forward with theta = the unit vector e_k and every other parameter 0
+    (the affine part drops out), evaluated for many k at once: exact, and only the forward is used.
+    """
+    x = base.hs[layer.index]
+    B = x.shape[0]
+    d, de, dk = (a.reshape((B,) + layer.out_shape) for a in (delta, delta_err, delta_kink.astype(float)))
+    zeros = {n: np.zeros_like(base.params[n]) for n in layer.param_names}
+    out: dict[str, _Tensor] = {}
+    per = 8 * 4 * max(1, d.size)
+    chunk = max(1, NUMERIC_CHUNK_BYTES // per)
+    for name in names:
+        size = base.params[name].size
+        value, err, kink = np.empty(size), np.empty(size), np.empty(size, bool)
+        for start in range(0, size, chunk):
+            k = np.arange(start, min(size, start + chunk))
+            unit = np.zeros((len(k), size))
+            unit[np.arange(len(k)), k] = 1.0
+            cols = layer.forward({**base.params, **zeros, name: unit.reshape((len(k),) + base.params[name].shape)}, x)
+            cols = cols.reshape(len(k), -1)
+            value[k] = cols @ d.reshape(-1)
+            err[k] = np.abs(cols) @ de.reshape(-1) + 2 * np.sqrt(d.size) * EPS64 * (np.abs(cols) @ np.abs(d.reshape(-1)))
+            kink[k] = ((cols != 0) @ dk.reshape(-1)) > 0
+        shape = base.params[name].shape
+        out[name] = _Tensor(value.reshape(shape), err.reshape(shape), kink.reshape(shape))
+    return out
+
+
+def _site_for(net: Network, layer, wanted) -> bool:
+    """Differentiate `layer`'s parameters through its output (dL/du per sample, then linearity) rather than
+    element by element: sound when the layer is affine in them and no later layer mixes the batch;
+    worth it when its output has fewer elements per sample than the parameters have."""
+    names = [n for n in layer.param_names if n in wanted]
+    if not names or net.mixes_batch(layer.index + 1) or not all(l.supports_stacking for l in net.layers[layer.index + 1:]):
+        return False
+    if isinstance(layer, DenseLayer):
+        return True
+    if isinstance(layer, OpLayer) and set(layer.infos) <= set(layer.op.linear_in):
+        return int(np.prod(layer.out_shape)) < sum(net.params[n].size for n in names)
+    return False
+
+
 def _structured(net: Network) -> bool:
-    return net.flat
+    return net.flat or all(l.supports_stacking for l in net.layers)
 
 
 def differentiate(
@@ -447,18 +512,20 @@ def differentiate(
     if structured and _structured(net):
         sites = {}
         for layer in net.layers:
-            if isinstance(layer, DenseLayer) and any(n in wanted for n in layer.param_names):
+            if _site_for(net, layer, wanted):
                 sites[layer.index + 1] = layer
-        if INPUT in wanted:
+        if INPUT in wanted and not net.mixes_batch():
             sites[0] = None
         for site, layer in sites.items():
             size = x.size if layer is None else sum(params[n].size for n in layer.param_names if n in wanted)
             tick = (lambda frac, size=size: progress(int(round(frac * size)))) if progress else None
             delta, d_err, d_kink = _site_derivative(base, site, method, rel, tick)
             if layer is None:
-                results[INPUT] = _Tensor(delta, d_err, d_kink)
-            else:
+                results[INPUT] = _Tensor(*(a.reshape(x.shape) for a in (delta, d_err, d_kink)))
+            elif isinstance(layer, DenseLayer):
                 results.update(_dense_from_sites(base, layer, delta, d_err, d_kink))
+            else:
+                results.update(_linear_from_sites(base, layer, [n for n in layer.param_names if n in wanted], delta, d_err, d_kink))
         for name in [n for n in wanted if n in results]:
             if not _spot_check(base, name, owner[name], results[name], method, rel, rng):
                 notes.append(f"{name}: structured differences disagreed with direct ones; differenced element by element")
