@@ -45,7 +45,7 @@ import numpy as np
 from ..errors import GradlabError
 from ..gradients import INPUT, Gradients
 from ..memory import NUMERIC_CHUNK_BYTES
-from ..network import ActivationLayer, DenseLayer, Network, OpLayer
+from ..network import ActivationLayer, DenseLayer, Network, OpLayer, ResidualLayer
 from ..ops import dense as dense_op
 
 EPS64 = np.finfo(np.float64).eps
@@ -336,8 +336,14 @@ def _site_kinks(base: _Base, l: int) -> np.ndarray:
 
 
 def _site_derivative(base: _Base, l: int, method: str, rel: float, tick: Callable[[float], None] | None = None):
-    """dL/dh_l[b, j] for every sample b and unit j, by differences of the per-sample loss."""
-    H = base.hs[l].reshape(base.hs[l].shape[0], -1)
+    """dL/dh_l[b, j] for every sample b and unit j of the input of top-level layer l."""
+    return _unit_derivative(base, base.hs[l], lambda b, j, off: base.site_loss(l, b, j, off), method, rel, tick, _site_kinks(base, l))
+
+
+def _unit_derivative(base: _Base, values, site_loss, method: str, rel: float, tick, site_kinks):
+    """d(sample b's loss)/d(values[b, j]) for every sample b and flattened unit j, by differences of
+    `site_loss(b, j, off)`: the per-sample loss after values[b[p], j[p]] += off[p], for all p at once."""
+    H = values.reshape(values.shape[0], -1)
     B, w = H.shape
     n = B * w
     b_all, j_all = np.repeat(np.arange(B), w), np.tile(np.arange(w), B)
@@ -349,7 +355,7 @@ def _site_derivative(base: _Base, l: int, method: str, rel: float, tick: Callabl
         for start in range(0, n, chunk):
             idx = slice(start, min(n, start + chunk))
             b, j = b_all[idx], j_all[idx]
-            value[idx], err[idx], kink[idx] = differences(lambda off: base.site_loss(l, b, j, off), h[idx], base.row_loss[b], method)
+            value[idx], err[idx], kink[idx] = differences(lambda off: site_loss(b, j, off), h[idx], base.row_loss[b], method)
             if tick:
                 tick(len(b) / n)
     else:
@@ -357,18 +363,18 @@ def _site_derivative(base: _Base, l: int, method: str, rel: float, tick: Callabl
         for start in range(0, n, chunk):
             idx = slice(start, min(n, start + chunk))
             b, j = b_all[idx], j_all[idx]
-            f[:, idx] = _stencil(lambda off: base.site_loss(l, b, j, off), h[idx])
+            f[:, idx] = _stencil(lambda off: site_loss(b, j, off), h[idx])
             if tick:
                 tick(len(b) / n)
         f0 = base.row_loss[b_all]
         noise = pooled_noise(_fourth(f0, f).reshape(B, w)).reshape(-1)  # the units of one sample share its loss
         noise = np.maximum(noise, base.loss_floor[b_all])
         value, err, kink = _estimate_real(f0, f, h, method, noise)
-        kink = _confirm_kinks(lambda sel, off: base.site_loss(l, b_all[sel], j_all[sel], off), f0, h, method, noise, kink)
+        kink = _confirm_kinks(lambda sel, off: site_loss(b_all[sel], j_all[sel], off), f0, h, method, noise, kink)
     value, err = value.reshape(B, w), err.reshape(B, w)
     # A floor for rounding in sums whose terms cancel (e.g. p - t of a confident softmax).
     err = err + 64 * EPS64 * (np.abs(value) + float(np.sqrt(np.mean(value**2))) if value.size else 0.0)
-    return value, err, kink.reshape(B, w) | _site_kinks(base, l)
+    return value, err, kink.reshape(B, w) | site_kinks
 
 
 def _element_derivative(base: _Base, name: str, owner: int, idx: np.ndarray, method: str, rel: float, h_all: np.ndarray | None = None):
@@ -422,9 +428,10 @@ class _Tensor:
     kinks: np.ndarray
 
 
-def _dense_from_sites(base: _Base, layer: DenseLayer, delta, delta_err, delta_kink) -> dict[str, _Tensor]:
+def _dense_from_sites(base: _Base, layer: DenseLayer, delta, delta_err, delta_kink, x=None) -> dict[str, _Tensor]:
     """dL/dW and dL/db from dL/du by the exact linearity of u = [x, 1] W + b (rows: every sample and position)."""
-    xa = dense_op.augment(base.hs[layer.index].reshape(-1, layer.n_in), layer.bias)
+    x = base.hs[layer.index] if x is None else x
+    xa = dense_op.augment(x.reshape(-1, layer.n_in), layer.bias)
     delta, delta_err, delta_kink = (a.reshape(-1, layer.n_out) for a in (delta, delta_err, delta_kink))
     n = xa.shape[0]
     g = xa.T @ delta
@@ -437,13 +444,13 @@ def _dense_from_sites(base: _Base, layer: DenseLayer, delta, delta_err, delta_ki
     return tensors
 
 
-def _linear_from_sites(base: _Base, layer: OpLayer, names, delta, delta_err, delta_kink) -> dict[str, _Tensor]:
+def _linear_from_sites(base: _Base, layer: OpLayer, names, delta, delta_err, delta_kink, x=None) -> dict[str, _Tensor]:
     """dL/dtheta for a layer affine in its parameters, from dL/du at its output: sum_e delta_e du_e/dtheta_k.
 
     du/dtheta_k is the layer's own forward with theta = the unit vector e_k and every other parameter 0
     (the affine part drops out), evaluated for many k at once: exact, and only the forward is used.
     """
-    x = base.hs[layer.index]
+    x = base.hs[layer.index] if x is None else x
     B = x.shape[0]
     d, de, dk = (a.reshape((B,) + layer.out_shape) for a in (delta, delta_err, delta_kink.astype(float)))
     zeros = {n: np.zeros_like(base.params[n]) for n in layer.param_names}
@@ -479,6 +486,64 @@ def _site_for(net: Network, layer, wanted) -> bool:
     if isinstance(layer, OpLayer) and set(layer.infos) <= set(layer.op.linear_in):
         return int(np.prod(layer.out_shape)) < sum(net.params[n].size for n in names)
     return False
+
+
+def _affine(layer) -> bool:
+    return isinstance(layer, DenseLayer) or (isinstance(layer, OpLayer) and set(layer.infos) <= set(layer.op.linear_in))
+
+
+@dataclass
+class _InnerSite:
+    """The output of layer j of a residual block at top level i, as a site: the block's other layers,
+    its skip connection and the rest of the network carry a perturbed row to the loss."""
+
+    base: _Base
+    block: ResidualLayer
+    j: int
+    values: list  # values[k]: the input of the block's layer k; values[-1]: the block's f(x)
+    skip: np.ndarray  # x, or P x
+
+    @property
+    def layer(self):
+        return self.block.layers[self.j]
+
+    def loss(self, b, j, off):
+        params, rest = self.base.params, self.block.layers[self.j + 1:]
+        dt = np.result_type(self.values[self.j + 1], off)
+        first = rest[0] if rest else None
+        if isinstance(first, ActivationLayer) and first.op.elementwise and not first.trainable:
+            rows = self.values[self.j + 2][b].astype(dt)
+            z = self.values[self.j + 1][b].reshape(len(b), -1)[np.arange(len(b)), j] + off
+            rows.reshape(len(b), -1)[np.arange(len(b)), j] = first.op.forward(z, first.fixed)
+            rest = rest[1:]
+        else:
+            rows = self.values[self.j + 1][b].astype(dt)
+            rows.reshape(len(b), -1)[np.arange(len(b)), j] += off
+        for layer in rest:
+            rows = layer.forward(params, rows, b)
+        return self.base.rows_loss(self.block.index + 1, rows + self.skip[b], b)
+
+
+def _inner_sites(base: _Base, wanted) -> list[_InnerSite]:
+    """Sites inside residual blocks (one level deep) for their affine layers, where sound and worth it."""
+    net, out = base.net, []
+    for block in net.layers:
+        if not isinstance(block, ResidualLayer) or net.mixes_batch(block.index) or not block.supports_stacking:
+            continue
+        if not all(l.supports_stacking for l in net.layers[block.index + 1:]):
+            continue
+        values = [base.hs[block.index]]
+        for layer in block.layers:
+            values.append(layer.forward(base.params, values[-1]))
+        skip = block.projection.forward(base.params, values[0]) if block.projection is not None else values[0]
+        for j, layer in enumerate(block.layers):
+            names = [n for n in layer.param_names if n in wanted]
+            if not names or not _affine(layer):
+                continue
+            if isinstance(layer, OpLayer) and int(np.prod(layer.out_shape)) >= sum(net.params[n].size for n in names):
+                continue
+            out.append(_InnerSite(base, block, j, values, skip))
+    return out
 
 
 def _structured(net: Network) -> bool:
@@ -526,6 +591,17 @@ def differentiate(
                 results.update(_dense_from_sites(base, layer, delta, d_err, d_kink))
             else:
                 results.update(_linear_from_sites(base, layer, [n for n in layer.param_names if n in wanted], delta, d_err, d_kink))
+        for site in ([] if net.flat else _inner_sites(base, wanted)):
+            layer, x_in = site.layer, site.values[site.j]
+            size = sum(params[n].size for n in layer.param_names if n in wanted)
+            tick = (lambda frac, size=size: progress(int(round(frac * size)))) if progress else None
+            u = site.values[site.j + 1]
+            none = np.zeros((u.shape[0], u[0].size), bool)
+            delta, d_err, d_kink = _unit_derivative(base, u, site.loss, method, rel, tick, none)
+            if isinstance(layer, DenseLayer):
+                results.update(_dense_from_sites(base, layer, delta, d_err, d_kink, x_in))
+            else:
+                results.update(_linear_from_sites(base, layer, [n for n in layer.param_names if n in wanted], delta, d_err, d_kink, x_in))
         for name in [n for n in wanted if n in results]:
             if not _spot_check(base, name, owner[name], results[name], method, rel, rng):
                 notes.append(f"{name}: structured differences disagreed with direct ones; differenced element by element")
