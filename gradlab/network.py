@@ -81,8 +81,13 @@ class DenseLayer:
     def forward(self, params, x, rows=None):
         # x @ W multiplies the last two axes of x: a stacked W skips the batch and the sample axes before
         # the matrix's rows; a stacked b skips the batch and every sample axis before the features.
-        w = _aligned(params[self.weight], 2, len(self.in_shape) - 1)
+        w, sample = params[self.weight], 1 + len(self.in_shape)
         b = _aligned(params[self.bias_name], 1, len(self.in_shape)) if self.bias_name else None
+        if w.ndim == 3 and x.ndim == sample:  # one input, stacked weights: a single GEMM against all of them
+            u = dense_op.forward(x, dense_op.side_by_side(w, self.layout), None, "in_out", "folded" if self.bias == "folded" else False)
+            u = np.moveaxis(u.reshape(x.shape[:-1] + (w.shape[0], self.n_out)), -2, 0)
+            return u + b if self.bias is True else u
+        w = _aligned(w, 2, len(self.in_shape) - 1)
         return dense_op.forward(x, w, b, self.layout, self.bias)
 
     def backward(self, params, x, y, g):
@@ -459,10 +464,10 @@ class Network:
             return f"the custom loss {self.loss_op.name} has no torch_forward(pred, target)"
         return None
 
-    def forward(self, params, x=None, start: int = 0, rows=None):
-        """Output of the network from layer `start` on (x is then that layer's input)."""
+    def forward(self, params, x=None, start: int = 0, rows=None, stop: int | None = None):
+        """Output of layers `start` to `stop` (default: the network's output; x is then layer start's input)."""
         h = self.x if x is None else x
-        for layer in self.layers[start:]:
+        for layer in self.layers[start:stop]:
             h = layer.forward(params, h, rows)
         return h
 

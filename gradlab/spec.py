@@ -190,6 +190,20 @@ class ActivationSpec(_Model):
     def _impl(cls, impl: str | None, info: ValidationInfo) -> str | None:
         return _impl_for_custom_fn("activation", impl, info)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gelu_approximate(cls, data: Any) -> Any:
+        """`{fn: gelu, approximate: tanh}` as torch spells it: the registered `gelu_tanh`."""
+        if isinstance(data, dict) and "approximate" in data and data.get("fn") in ("gelu", "gelu_tanh"):
+            data = dict(data)
+            mode = data.pop("approximate")
+            if mode not in ("none", "tanh"):
+                raise _error("bad_hyper", f"approximate must be 'none' or 'tanh' (as torch's gelu), got {_show(mode)}")
+            if data["fn"] == "gelu_tanh" and mode == "none":
+                raise _error("bad_hyper", "fn: gelu_tanh is the tanh approximation; approximate: none contradicts it")
+            data["fn"] = "gelu_tanh" if mode == "tanh" else "gelu"
+        return data
+
     @classmethod
     def _extra_keys(cls, data: dict) -> set[str]:
         fn = data.get("fn")

@@ -546,6 +546,95 @@ def _inner_sites(base: _Base, wanted) -> list[_InnerSite]:
     return out
 
 
+@dataclass
+class _Cut:
+    """dL/dh at the input of top-level layer `at`, per sample: upstream parameters are then differenced
+    through layers owner..at-1 only, as the derivative of <delta, h_at(theta)> (the chain rule at a cut)."""
+
+    at: int
+    delta: np.ndarray
+    error: np.ndarray
+    kinks: np.ndarray
+
+
+def _layer_seconds(base: _Base) -> list[float]:
+    """Each top-level layer's forward time on the batch: the cost model that places the cuts."""
+    out = []
+    for i, layer in enumerate(base.net.layers):
+        t0 = time.perf_counter()
+        layer.forward(base.params, base.hs[i])
+        out.append(max(time.perf_counter() - t0, 1e-6))
+    return out
+
+
+def _plan_cuts(base: _Base, direct: dict[int, int]) -> dict[int, int]:
+    """For each owner layer (with `direct[owner]` elements left to difference), the cut to stop at, if any pays.
+
+    Differencing n elements through layers o..L costs n T(o, L); stopping at c costs n T(o, c) plus, once per
+    cut, size(h_c) T(c, L) for dL/dh_c (one sample per perturbation). Only where no layer from c on mixes the batch.
+    """
+    net = base.net
+    L = len(net.layers)
+    t = _layer_seconds(base)
+    tail = [sum(t[c:]) for c in range(L + 1)]
+    plan: dict[int, int] = {}
+    made: set[int] = set()
+    for o in sorted(direct):
+        n = direct[o]
+        best, where = n * tail[o], None
+        for c in range(o + 1, L):
+            if net.mixes_batch(c) or not all(l.supports_stacking for l in net.layers[o:]):
+                continue
+            cost = n * (tail[o] - tail[c]) + (0.0 if c in made else base.hs[c][0].size * tail[c])
+            if cost < 0.5 * best:
+                best, where = cost, c
+        if where is not None:
+            plan[o] = where
+            made.add(where)
+    return plan
+
+
+def _cut_derivative(base: _Base, name: str, owner: int, cut: _Cut, method: str, rel: float):
+    """Every element of `name` by differences of <delta, h_cut(theta)>: value, error (own + delta's), kinks."""
+    net, params = base.net, base.params
+    theta = params[name]
+    flat = theta.reshape(-1)
+    n = flat.size
+    h = steps(theta, rel)
+    x_in, h0 = base.hs[owner], base.hs[cut.at]
+    d, de, dk = cut.delta.reshape(h0.shape), cut.error.reshape(h0.shape), cut.kinks.reshape(h0.shape).astype(float)
+    axes = tuple(range(1, h0.ndim + 1))
+    per_item = 16 * 4 * (x_in.size + max(a.size for a in base.hs[owner:cut.at + 1]) + flat.size)
+    chunk = max(1, NUMERIC_CHUNK_BYTES // per_item)
+
+    def moved(ii, off):
+        stack = np.broadcast_to(flat, (len(ii), n)).astype(np.result_type(flat, off))
+        stack[np.arange(len(ii)), ii] += off
+        return net.forward({**params, name: stack.reshape((len(ii),) + theta.shape)}, x_in, start=owner, stop=cut.at)
+
+    value, err, kink = np.empty(n), np.empty(n), np.zeros(n, bool)
+    side_err, side_kink = np.empty(n), np.zeros(n, bool)
+    f = np.empty((len(REAL_STENCIL), n))
+    for start in range(0, n, chunk):
+        ii = np.arange(start, min(n, start + chunk))
+        if method == "complex_step":
+            col = np.imag(moved(ii, 1j * h[ii])) / h[ii].reshape((-1,) + (1,) * h0.ndim)
+            value[ii] = np.sum(d * col, axis=axes)
+            err[ii] = 64 * EPS64 * np.sum(np.abs(d * col), axis=axes)
+        else:
+            hs_ = [np.real(moved(ii, s * h[ii])) for s in REAL_STENCIL]
+            for k, hk in enumerate(hs_):
+                f[k, ii] = np.sum(d * hk, axis=axes)
+            col = (hs_[-1] - hs_[0]) / (2 * h[ii].reshape((-1,) + (1,) * h0.ndim))
+        side_err[ii] = np.sum(de * np.abs(col), axis=axes)
+        side_kink[ii] = np.sum(dk * np.abs(col), axis=axes) > 0
+    if method != "complex_step":
+        f0 = float(np.sum(d * h0))
+        noise = np.maximum(pooled_noise(_fourth(f0, f)[None, :])[0], EPS64 * float(np.sum(np.abs(d * h0))))
+        value, err, kink = _estimate_real(f0, f, h, method, noise)
+    return value, err + side_err, kink | side_kink
+
+
 def _structured(net: Network) -> bool:
     return net.flat or all(l.supports_stacking for l in net.layers)
 
@@ -606,6 +695,30 @@ def differentiate(
             if not _spot_check(base, name, owner[name], results[name], method, rel, rng):
                 notes.append(f"{name}: structured differences disagreed with direct ones; differenced element by element")
                 del results[name]
+    cuts: dict[int, _Cut] = {}
+    if structured and not net.flat:
+        direct: dict[int, int] = {}
+        for name in wanted:
+            if name not in results and name != INPUT:
+                direct[owner[name]] = direct.get(owner[name], 0) + params[name].size
+        plan = _plan_cuts(base, direct)
+        for at in sorted(set(plan.values())):
+            delta, d_err, d_kink = _site_derivative(base, at, method, rel)
+            cuts[at] = _Cut(at, delta, d_err, d_kink)
+        cuts = {o: cuts[at] for o, at in plan.items()}
+    for name in wanted:
+        if name in results:
+            continue
+        cut = cuts.get(owner[name]) if name != INPUT else None
+        if cut is not None:
+            v, e, k = _cut_derivative(base, name, owner[name], cut, method, rel)
+            t = _Tensor(v.reshape(params[name].shape), e.reshape(params[name].shape), k.reshape(params[name].shape))
+            if _spot_check(base, name, owner[name], t, method, rel, rng):
+                results[name] = t
+                if progress:
+                    progress(params[name].size)
+                continue
+            notes.append(f"{name}: differences through the cut at layers.{cut.at} disagreed with direct ones; differenced element by element")
     for name in wanted:
         if name not in results:
             theta = x if name == INPUT else params[name]

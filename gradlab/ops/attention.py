@@ -72,8 +72,19 @@ def _visible(t: int) -> np.ndarray:
 def _linear(x, w, b):
     """x (N, B, T, D_in) @ W^T + b with W (1 or N, D_out, D_in) and b (1 or N, D_out) or None."""
     lead = x.shape[:-1]
-    if w.shape[0] == 1:  # one weight for every stacked evaluation: a single GEMM
+    shared_x = x.shape[0] > 1 and x.strides[0] == 0  # the same input broadcast over the stack
+    dt = np.result_type(x, w)  # a real-by-complex matmul has no BLAS path in numpy: one dtype for both
+    if x.dtype != dt:
+        x = (np.broadcast_to(x[:1].astype(dt), x.shape) if shared_x else x.astype(dt))
+    w = w.astype(dt, copy=False)
+    if w.shape[0] == 1 and shared_x:  # the same product for every stacked evaluation: compute it once
+        y = np.ascontiguousarray(np.broadcast_to(_linear(x[:1], w, None), lead + (w.shape[-2],)))
+    elif w.shape[0] == 1:  # one weight for every stacked evaluation: a single GEMM
         y = (x.reshape(-1, x.shape[-1]) @ w[0].T).reshape(lead + (w.shape[-2],))
+    elif shared_x:  # one input, stacked weights: one GEMM against every weight side by side
+        n, d_out = w.shape[0], w.shape[-2]
+        y = x[0].reshape(-1, x.shape[-1]) @ w.reshape(n * d_out, -1).T  # (B T, N D_out)
+        y = np.moveaxis(y.reshape(-1, n, d_out), 1, 0).reshape((n,) + lead[1:] + (d_out,))
     else:
         y = np.matmul(x.reshape(x.shape[0], -1, x.shape[-1]), np.swapaxes(w, -1, -2))
         y = y.reshape(y.shape[:1] + lead[1:] + (w.shape[-2],))

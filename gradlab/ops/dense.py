@@ -33,6 +33,12 @@ def as_in_out(w, layout: str):
     return np.swapaxes(w, -1, -2) if layout == "out_in" else w
 
 
+def side_by_side(w_stack, layout: str):
+    """P stacked weights as one (in, P * out) matrix: x @ it evaluates all P layers in a single GEMM."""
+    w_io = as_in_out(w_stack, layout)  # (P, in, out)
+    return np.moveaxis(w_io, 0, 1).reshape(w_io.shape[1], -1)
+
+
 def forward(x, w, b, layout: str, bias):
     xa, wm = augment(x, bias), as_in_out(w, layout)
     dt = np.result_type(xa, wm)
