@@ -1,7 +1,8 @@
-"""Vanishing / exploding gradient statistics per dense layer, over several initialisations.
+"""Vanishing / exploding gradient statistics per layer with parameters, over several initialisations.
 
-Everything is read from the analytic engine's backprop (no autodiff). For dense layer l
-with pre-activation z_l, activation f and delta_l = dL/dz_l, the seeds' recursion is
+Everything is read from the analytic engine's backprop and the layers' own hand-written backward
+(no autodiff). For dense layer l with pre-activation z_l, activation f and delta_l = dL/dz_l, the
+seeds' recursion is
 
     delta_l = (W_{l+1}^T delta_{l+1}) (.) f'(z_l)
 
@@ -11,8 +12,19 @@ component of W^T delta has variance Var[W] |delta_{l+1}|^2, so the per-unit RMS 
     factor_l := rms(delta_l) / rms(delta_{l+1}) ~= sqrt(n_{l+1} Var[W_{l+1}] E[f'(z_l)^2])
 
 (Glorot & Bengio 2010; He et al. 2015). `factor` is how much delta shrinks (< 1) or grows
-(> 1) going back one dense layer; it sits on the row of the *lower* layer l, the output
-layer has none. E[f'(z)^2] is measured on the batch; Var[W] comes from the init scheme.
+(> 1) going back one row; it sits on the row of the *lower* layer l, the output layer has none.
+E[f'(z)^2] is measured on the batch; Var[W] comes from the init scheme.
+
+N-d networks: one row per layer that has parameters -- dense, conv, normalisation (with `affine`),
+attention, a residual block's projection -- nested layers inside residual blocks included, named by
+their parameter prefix (`layers.1.layers.0`), in execution order. delta is dL/d(output of that
+layer); the top level's comes from backprop, a residual block's members' from the same recursion as
+ResidualLayer.backward, each layer's own backward. The theory applies where layer l+1 is a dense or
+conv layer fed directly by layer l's activation chain: for a conv, n_{l+1} is the mean number of
+(output channel, kernel tap) pairs that reach one input element, (channels / groups) x kernel area
+for stride 1 away from the borders, and Var[W] uses fan-in = in_channels / groups x kernel area
+(He/Glorot as torch counts it). Elsewhere (a norm, attention, a residual sum in between) the theory
+column is empty (NaN) rather than invented.
 
 Each statistic is computed per initialisation (spec.seed + k, k < seeds) and reported as
 mean and standard deviation over the initialisations.
@@ -23,21 +35,22 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .engines.analytic import backprop
 from .errors import GradlabError, SpecError
-from .network import ActivationLayer, DenseLayer, Network, build
+from .network import ActivationLayer, CustomLayer, DenseLayer, Network, OpLayer, ResidualLayer, build
 from .ops import init as init_op
 
-# Reported for every dense layer, in this order (JSON/CSV add `_mean` and `_std`).
+# Reported for every row (a layer with parameters), in this order (JSON/CSV add `_mean` and `_std`).
 STAT_KEYS = (
-    "delta_rms",  # RMS of dL/dz over batch and units
+    "delta_rms",  # RMS of dL/dz over batch and units (and positions)
     "ratio_to_output",  # delta_rms / the output layer's delta_rms
-    "factor",  # delta_rms / next dense layer's delta_rms (NaN on the output layer)
-    "theory_factor",  # sqrt(n_next Var[W_next] E[f'(z)^2])
-    "grad_norm",  # RMS of dL/dW
+    "factor",  # delta_rms / next row's delta_rms (NaN on the output layer)
+    "theory_factor",  # sqrt(n_next Var[W_next] E[f'(z)^2]) where the next row is a dense or conv layer right after this one
+    "grad_norm",  # RMS of dL/dW (a norm's scale; attention's q, k, v and o weights together)
     "update_ratio",  # |lr dL/dW| / |W|, Frobenius norms
     "mean_abs_fprime",  # E|f'(z)| over batch and units
     "mean_sq_fprime",  # E[f'(z)^2]: the theory's input
@@ -52,23 +65,49 @@ VERDICTS = ("zero-gradient", "dead", "saturated", "vanishing", "exploding", "ok"
 
 @dataclass(frozen=True)
 class Site:
-    """One dense layer and the activations between it and the next dense layer (its f)."""
+    """One row: a layer with parameters and the activations between it and the next layer (its f).
 
-    dense: DenseLayer
+    `dense` is the row's layer (a DenseLayer in the seeds' networks; a conv, norm, attention or
+    projection layer otherwise -- the name stays for the seeds' code and tests).
+    """
+
+    dense: Any
     chain: tuple[ActivationLayer, ...]
-    weight_var: float  # Var[W] of the layer's init scheme
+    weight_var: float  # Var[W] of the layer's init scheme (NaN: no random weight, e.g. a norm's scale)
     dead_threshold: float | None  # ReLU family: f' = 0 at or below it
     fprime_max: float | None  # max |f'| of the chain, when every op declares one
     saturates: bool
     zero_derivative: bool = False  # an op of the chain has f' = 0 almost everywhere (step)
+    kind: str = "dense"  # dense, or the op's name (conv2d, batchnorm, layernorm, attention, ...)
+    weights: tuple[str, ...] = ()  # parameters whose gradient is `grad_norm` (default: the dense weight)
+    back_fan: float | None = None  # n of the theory when this layer is the *next* one: dense units, a conv's mean taps
+    follows: Any = None  # the layer right after the chain in the same list (theory needs it to be the next row's)
+    unit_axis: int = -1  # the axis of a unit (feature, channel) in (batch, *out_shape): what `dead` is per
+    init_name: str | None = None
+
+    @property
+    def layer(self):
+        return self.dense
 
     @property
     def name(self) -> str:
-        return f"layers.{self.dense.index}"
+        return self.dense.name
 
     @property
     def units(self) -> int:
-        return self.dense.n_out
+        if isinstance(self.dense, DenseLayer):
+            return self.dense.n_out
+        return int(self.dense.out_shape[self.unit_axis - 1 if self.unit_axis > 0 else self.unit_axis])
+
+    @property
+    def n_in(self) -> int:
+        if isinstance(self.dense, DenseLayer):
+            return self.dense.n_in
+        return int(self.dense.in_shape[self.unit_axis - 1 if self.unit_axis > 0 else self.unit_axis])
+
+    @property
+    def weight_names(self) -> tuple[str, ...]:
+        return self.weights or (self.dense.weight,)
 
     @property
     def activation(self) -> str:
@@ -81,44 +120,92 @@ class Site:
 
 @dataclass(frozen=True)
 class Observation:
-    """What one forward + backward pass shows at one dense layer (float64 copies)."""
+    """What one forward + backward pass shows at one row (float64 copies)."""
 
-    z: np.ndarray  # pre-activation, (batch, units)
-    delta: np.ndarray  # dL/dz, (batch, units)
-    weight: np.ndarray
+    z: np.ndarray  # the layer's output (pre-activation), (batch, *out_shape)
+    delta: np.ndarray  # dL/dz, same shape
+    weight: np.ndarray  # the row's weights (several, e.g. attention's q/k/v/o: flattened and joined)
     weight_grad: np.ndarray
     fprime: np.ndarray | None  # f'(z) of the chain, elementwise; None when not elementwise (softmax)
 
 
-def sites(net: Network) -> list[Site]:
-    """The dense layers of `net`, each with the activation chain that follows it."""
-    out: list[Site] = []
-    layers = net.layers
+CUSTOM_REFUSED = ("gradlab stats measures dense, conv, normalisation, attention, residual and activation layers; "
+                  "this one is a custom layer (check it with `gradlab check`, or drop it from the stats spec)")
+CONV_OPS = ("conv1d", "conv2d")  # the op layers the He/Glorot theory covers (as the layer after a row)
+_CHANNEL_FIRST = CONV_OPS + ("batchnorm", "groupnorm")  # a unit is a channel, axis 1 of (batch, C, *spatial)
+
+
+def _conv_back_fan(layer: OpLayer) -> float:
+    """The mean number of (output channel, kernel tap) pairs that reach one input element of a conv.
+
+    Its own backward with every weight 1 and dL/dy = 1 counts them per input element: dL/dx_i is the
+    count (padding taps reach no input). (channels / groups) x kernel area x positions out / positions in,
+    less the taps that land on padding.
+    """
+    ones = {f"{layer.name}.{k}": np.ones(info.shape) for k, info in layer.infos.items()}
+    x = np.zeros((1,) + tuple(layer.in_shape))
+    gx, _ = layer.backward(ones, x, layer.forward(ones, x), np.ones((1,) + tuple(layer.out_shape)))
+    return float(np.mean(gx))
+
+
+def _site(layer, chain: list, follows, net: Network, init) -> Site:
+    hps = [a.hyper(net.params) for a in chain]
+    maxima = [a.op.max_fprime(hp) for a, hp in zip(chain, hps)]
+    first_dead = chain[0].op.dead_threshold if chain else None
+    common = dict(
+        chain=tuple(chain),
+        dead_threshold=float(first_dead(hps[0])) if first_dead else None,
+        fprime_max=float(np.prod(maxima)) if all(m is not None for m in maxima) else None,
+        saturates=any(a.op.saturates for a in chain),
+        zero_derivative=any(a.op.zero_derivative for a in chain),
+        follows=follows,
+    )
+    if isinstance(layer, DenseLayer):
+        li = layer.init
+        fan_in = layer.n_in + (1 if layer.bias == "folded" else 0)
+        var = init_op.variance(li.scheme, fan_in, layer.n_out, li.std) if li is not None else math.nan
+        return Site(dense=layer, weight_var=var, back_fan=layer.n_out, init_name=li.scheme if li is not None else None, **common)
+    name = layer.op.name
+    local = [k for k in layer.infos if k == "weight" or k.endswith(".weight")] or list(layer.infos)
+    infos = [layer.infos[k] for k in local]
+    random = [i for i in infos if i.init == "weight"]
+    if random and init is not None:
+        var = init_op.variance(init.scheme, random[0].fan_in, random[0].fan_out, init.std)
+        init_name = init.scheme
+    else:
+        var, init_name = math.nan, (infos[0].init if infos and not random else None)
+    return Site(dense=layer, weight_var=var, kind=name, weights=tuple(f"{layer.name}.{k}" for k in local),
+                back_fan=_conv_back_fan(layer) if name in CONV_OPS else None,
+                unit_axis=1 if name in _CHANNEL_FIRST and len(layer.out_shape) > 1 else -1, init_name=init_name, **common)
+
+
+def _collect(layers, net: Network, init, out: list) -> None:
     for i, layer in enumerate(layers):
-        if not isinstance(layer, DenseLayer):
+        if isinstance(layer, CustomLayer):
+            raise GradlabError(f"{layer.path}: {CUSTOM_REFUSED}")
+        if isinstance(layer, ResidualLayer):
+            _collect(layer.layers, net, init, out)
+            if layer.projection is not None:
+                out.append(_site(layer.projection, [], None, net, init))
+            continue
+        if isinstance(layer, ActivationLayer) or not layer.param_names:
             continue
         chain = []
         for nxt in layers[i + 1:]:
-            if isinstance(nxt, DenseLayer):
+            if not isinstance(nxt, ActivationLayer):
                 break
             chain.append(nxt)
-        init = layer.init
-        fan_in = layer.n_in + (1 if layer.bias == "folded" else 0)
-        var = init_op.variance(init.scheme, fan_in, layer.n_out, init.std) if init is not None else math.nan
-        hps = [a.hyper(net.params) for a in chain]
-        maxima = [a.op.max_fprime(hp) for a, hp in zip(chain, hps)]
-        first_dead = chain[0].op.dead_threshold if chain else None
-        out.append(Site(
-            dense=layer,
-            chain=tuple(chain),
-            weight_var=var,
-            dead_threshold=float(first_dead(hps[0])) if first_dead else None,
-            fprime_max=float(np.prod(maxima)) if all(m is not None for m in maxima) else None,
-            saturates=any(a.op.saturates for a in chain),
-            zero_derivative=any(a.op.zero_derivative for a in chain),
-        ))
+        k = i + 1 + len(chain)
+        out.append(_site(layer, chain, layers[k] if k < len(layers) else None, net, init))
+
+
+def sites(net: Network, init=None) -> list[Site]:
+    """The rows of `net`: each layer with parameters (nested ones included, in execution order) with
+    the activation chain that follows it. `init` is the network's InitSpec (op layers are drawn by it)."""
+    out: list[Site] = []
+    _collect(net.layers, net, init, out)
     if not out:
-        raise GradlabError(f"{net.name}: gradlab stats needs at least one dense layer")
+        raise GradlabError(f"{net.name}: gradlab stats needs at least one layer with parameters (dense, conv, norm, attention)")
     return out
 
 
@@ -139,22 +226,59 @@ def chain_fprime(site: Site, params, z: np.ndarray, outputs: list | None = None)
     return np.asarray(grad, dtype=np.float64)
 
 
+def _inside(block: ResidualLayer, params, x, g, seen: dict) -> None:
+    """(input, output, dL/d output) of every member of a residual block, as ResidualLayer.backward recurses."""
+    hs = [x]
+    for layer in block.layers:
+        hs.append(layer.forward(params, hs[-1]))
+    grad = g
+    for i in range(len(block.layers) - 1, -1, -1):
+        layer = block.layers[i]
+        seen[layer.name] = (hs[i], hs[i + 1], grad)
+        if isinstance(layer, ResidualLayer):
+            _inside(layer, params, hs[i], grad, seen)
+        grad, _ = layer.backward(params, hs[i], hs[i + 1], grad)
+    if block.projection is not None:
+        seen[block.projection.name] = (x, block.projection.forward(params, x), g)  # the block's dL/dy reaches P x as is
+
+
+def passes(net: Network) -> tuple[Any, dict]:
+    """One analytic forward + backward pass: (backprop, {layer name: (input, output, dL/d output)}) for every layer."""
+    bp = backprop(net)
+    seen = {}
+    for i, layer in enumerate(net.layers):
+        seen[layer.name] = (bp.inputs[i], bp.inputs[i + 1], bp.grad_outputs[i])
+        if isinstance(layer, ResidualLayer):
+            _inside(layer, net.params, bp.inputs[i], bp.grad_outputs[i], seen)
+    return bp, seen
+
+
+def _joined(arrays) -> np.ndarray:
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    return arrays[0] if len(arrays) == 1 else np.concatenate([a.ravel() for a in arrays])
+
+
 def observe(net: Network, layer_sites: list[Site]) -> list[Observation]:
-    """One analytic forward + backward pass, cut at each dense layer's pre-activation."""
+    """One analytic forward + backward pass, cut at each row's output (its pre-activation)."""
     with np.errstate(all="ignore"):  # overflow shows up as non-finite deltas, reported by `measure`
-        bp = backprop(net)
-    out = []
-    for s in layer_sites:
-        i = s.dense.index
-        z = bp.inputs[i + 1]  # the output of dense layer i is its pre-activation
-        out.append(Observation(
-            z=np.asarray(z, dtype=np.float64),
-            delta=np.asarray(bp.grad_outputs[i], dtype=np.float64),
-            weight=np.asarray(net.params[s.dense.weight], dtype=np.float64),
-            weight_grad=np.asarray(bp.grads[s.dense.weight], dtype=np.float64),
-            fprime=chain_fprime(s, net.params, z, bp.inputs[i + 2:i + 2 + len(s.chain)]),
-        ))
+        bp, seen = passes(net)
+        out = []
+        for s in layer_sites:
+            _, z, delta = seen[s.name]
+            out.append(Observation(
+                z=np.asarray(z, dtype=np.float64),
+                delta=np.asarray(delta, dtype=np.float64),
+                weight=_joined(net.params[w] for w in s.weight_names),
+                weight_grad=_joined(bp.grads[w] for w in s.weight_names),
+                fprime=chain_fprime(s, net.params, z, [seen[a.name][1] for a in s.chain]),
+            ))
     return out
+
+
+def _dead_frac(z: np.ndarray, threshold: float, axis: int) -> float:
+    """Share of units (features, or channels on a channel-first output) at or below `threshold` for every sample and position."""
+    units = np.moveaxis(z, axis, -1)
+    return float(np.mean(np.all(units.reshape(-1, units.shape[-1]) <= threshold, axis=0)))
 
 
 def _rms(a: np.ndarray) -> float:
@@ -166,7 +290,7 @@ def _ratio(num: float, den: float) -> float:
 
 
 def measure(layer_sites: list[Site], obs: list[Observation], *, lr: float, saturation_level: float) -> dict[str, np.ndarray]:
-    """One initialisation's statistics: {key: array over the dense layers, input side first}."""
+    """One initialisation's statistics: {key: array over the rows, input side first}."""
     n = len(layer_sites)
     for s, o in reversed(list(zip(layer_sites, obs))):  # output side first: where an overflow starts
         if not (np.all(np.isfinite(o.delta)) and np.all(np.isfinite(o.weight_grad))):
@@ -188,11 +312,13 @@ def measure(layer_sites: list[Site], obs: list[Observation], *, lr: float, satur
             if s.saturates and s.fprime_max:
                 out["saturated_frac"][l] = float(np.mean(np.abs(o.fprime) < saturation_level * s.fprime_max))
         if s.dead_threshold is not None:
-            out["dead_frac"][l] = float(np.mean(np.all(o.z <= s.dead_threshold, axis=0)))
+            out["dead_frac"][l] = _dead_frac(o.z, s.dead_threshold, s.unit_axis)
         if l + 1 < n:
             nxt = layer_sites[l + 1]
             out["factor"][l] = _ratio(delta[l], delta[l + 1])
-            out["theory_factor"][l] = math.sqrt(nxt.units * nxt.weight_var * out["mean_sq_fprime"][l])
+            # He/Glorot only where the next row is a dense or conv layer fed by this row's chain directly
+            if nxt.back_fan is not None and s.follows is not None and s.follows is nxt.dense:
+                out["theory_factor"][l] = math.sqrt(nxt.back_fan * nxt.weight_var * out["mean_sq_fprime"][l])
     return out
 
 
@@ -233,16 +359,17 @@ def layer_verdict(mean: dict[str, float], cfg, *, zero_derivative: bool = False)
 
 @dataclass(frozen=True)
 class LayerStats:
-    name: str  # layers.<i> of the dense layer
-    index: int
-    n_in: int
-    units: int
-    activation: str
+    name: str  # the layer's parameter prefix: layers.<i>, layers.<i>.layers.<j>, layers.<i>.projection
+    index: int  # its index in its own list of layers (the block's, for a nested one)
+    n_in: int  # input features (channels, for conv and batch/group norm)
+    units: int  # output features (channels)
+    activation: str  # the activation chain after it; linear when none
     init: str
     weight_var: float
     mean: dict[str, float]
     std: dict[str, float]
     verdict: str
+    kind: str = "dense"  # dense, or the op (conv2d, batchnorm, layernorm, groupnorm, attention, ...); the table's label
 
     def to_dict(self) -> dict:
         d = {"layer": self.name, "index": self.index, "n_in": self.n_in, "units": self.units,
@@ -392,11 +519,10 @@ def run(spec, *, path: str = "<spec>", seeds: int | None = None, lr: float | Non
     layer_sites: list[Site] = []
     for seed in seed_values:
         net = build(spec, seed=seed)
-        other = [l for l in net.layers if not isinstance(l, (DenseLayer, ActivationLayer))]
-        if other:
-            raise SpecError(path, f"network.layers[{other[0].index}]", "gradlab stats measures dense and activation layers; "
-                            "this one is a custom layer (check it with `gradlab check`, or drop it from the stats spec)")
-        layer_sites = sites(net)
+        custom = [l for l in net.all_layers() if isinstance(l, CustomLayer)]
+        if custom:
+            raise SpecError(path, custom[0].path, CUSTOM_REFUSED)
+        layer_sites = sites(net, spec.network.init)
         per_seed.append(measure(layer_sites, observe(net, layer_sites), lr=cfg.lr, saturation_level=cfg.saturation_level))
     layer_stats = []
     with warnings.catch_warnings():
@@ -406,9 +532,9 @@ def run(spec, *, path: str = "<spec>", seeds: int | None = None, lr: float | Non
             for k in STAT_KEYS:
                 mean[k], std[k] = _mean_std([m[k][l] for m in per_seed])
             layer_stats.append(LayerStats(
-                name=s.name, index=s.dense.index, n_in=s.dense.n_in, units=s.units, activation=s.activation,
-                init=s.dense.init.scheme if s.dense.init is not None else "?", weight_var=s.weight_var,
-                mean=mean, std=std, verdict=layer_verdict(mean, cfg, zero_derivative=s.zero_derivative),
+                name=s.name, index=s.dense.index, n_in=s.n_in, units=s.units, activation=s.activation,
+                init=s.init_name or "?", weight_var=s.weight_var,
+                mean=mean, std=std, verdict=layer_verdict(mean, cfg, zero_derivative=s.zero_derivative), kind=s.kind,
             ))
         summary = _summary(layer_stats, per_seed)
     config = cfg.model_dump()

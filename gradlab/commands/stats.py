@@ -33,10 +33,13 @@ Examples:
 def command(specs, seeds, batch, lr, fmt, output, reports=(), quiet=False, timeout=None):
     """Per-layer gradient statistics over several random initialisations, for one or more specs.
 
-    SPECS are files or directories (their *.yaml). For every dense layer: the RMS of the
-    back-propagated error delta = dL/dz and of dL/dW, delta relative to the output layer, the
-    factor by which delta shrinks per layer beside the variance-propagation theory
-    sqrt(n Var[W] E[f'(z)^2]), saturated and dead units, the SGD update ratio, and a verdict
+    SPECS are files or directories (their *.yaml). For every layer with parameters (dense,
+    conv, normalisation, attention, a residual block's projection; nested layers inside residual
+    blocks included, named by their parameter prefix such as layers.1.layers.0): the RMS of the
+    back-propagated error delta = dL/dz at its output and of dL/dW, delta relative to the output
+    layer, the factor by which delta shrinks per row beside the variance-propagation theory
+    sqrt(n Var[W] E[f'(z)^2]) (where the next row is a dense or conv layer fed directly; empty
+    elsewhere), saturated and dead units, the SGD update ratio, and a verdict
     (zero-gradient, dead, saturated, vanishing, exploding, ok) with thresholds from the spec's
     `stats:` section. A spec that cannot be measured gets its `Error:` line and the others still
     run. Exit code 0, or 2 when a spec or the usage is wrong or user code failed, 3 for an

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .depth import DepthProfile
+from .depth import DepthProfile, short_name
 
 _DPI = 110
 _OK, _FLAGGED = "#1f6fb2", "#c62828"
@@ -64,13 +64,14 @@ def _null_locator():
     return NullLocator()
 
 
-def _panel(ax, depth, values, stds, verdicts, title: str, ylabel: str, labels) -> None:
+def _panel(ax, depth, values, stds, verdicts, title: str, ylabel: str, labels, unit: str = "dense layer") -> None:
     v, zero = _depth_values(values)
     positive = np.isfinite(v) & (v > 0)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("dense layer (input side → output)", fontsize=9)
+    ax.set_xlabel(f"{unit} (input side → output)", fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
-    ax.set_xticks(depth, labels, fontsize=8)
+    many = len(labels) > 10  # N-d networks: a row per layer with parameters, nested ones included
+    ax.set_xticks(depth, labels, fontsize=6 if len(labels) > 20 else 8, rotation=90 if many else 0)
     ax.set_xlim(depth.min() - 0.5, depth.max() + 0.5)
     ax.grid(True, which="both", alpha=0.25)
     if not positive.any() and not zero.any():
@@ -115,14 +116,15 @@ def depth_figure(profile: DepthProfile):
 
     pts = profile.layers
     depth = np.array([p.depth for p in pts])
-    labels = [p.layer.replace("layers.", "L") for p in pts]
+    labels = [short_name(p.layer) for p in pts]
+    unit = getattr(profile, "unit", "dense layer")
     verdicts = [p.verdict for p in pts]
     fig = Figure(figsize=(8.4, 3.0), layout="constrained")
     left, right = fig.subplots(1, 2)
     _panel(left, depth, [p.grad_norm for p in pts], [p.grad_norm_std for p in pts], verdicts,
-           "gradient RMS per layer, RMS(dL/dW)", "RMS(dL/dW)", labels)
+           "gradient RMS per layer, RMS(dL/dW)", "RMS(dL/dW)", labels, unit)
     _panel(right, depth, [p.delta_ratio for p in pts], [p.delta_ratio_std for p in pts], verdicts,
-           "δ ratio to the output layer", "RMS(δ) / RMS(δ output)", labels)
+           "δ ratio to the output layer", "RMS(δ) / RMS(δ output)", labels, unit)
     return fig
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import GradlabError
 from .escape import md_code, md_text, visible
-from .stats_table import COLUMNS, _fmt, _label, summary_lines
+from .stats_table import COLUMNS, _fmt, _label, all_dense, short_name, summary_lines
 
 SUFFIXES = {".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".json": "json", ".csv": "csv"}
 FORMATS = ("md", "html", "json", "csv")
@@ -78,7 +78,7 @@ def to_json(results, errors=(), *, generated: str | None = None) -> str:
 
 
 def to_csv(results) -> str:
-    """One row per (spec, dense layer); the `spec` and `name` columns say which spec."""
+    """One row per (spec, layer with parameters); the `spec` and `name` columns say which spec."""
     rows = [row for r in results for row in r.rows()]
     if not rows:
         return ""
@@ -102,7 +102,7 @@ def to_markdown(results, errors=(), *, generated: str | None = None) -> str:
     out += [f"gradlab {__version__}" + (f" · {generated}" if generated else ""), ""]
     out += [_md_row(["spec", "file", "layers", "verdict", "flagged"]), _md_row(["---"] * 5)]
     for r in results:
-        flagged = "; ".join(f"{v}: {', '.join(n.replace('layers.', 'L') for n in names)}" for v, names in r.summary["flags"].items())
+        flagged = "; ".join(f"{v}: {', '.join(short_name(n) for n in names)}" for v, names in r.summary["flags"].items())
         out.append(_md_row([md_text(r.name), md_code(r.path), len(r.layers), f"**{r.verdict}**", flagged or "-"]))
     for path, _ in errors:
         out.append(_md_row(["-", md_code(path), "-", "**error**", "could not be measured"]))
@@ -161,14 +161,15 @@ def _html_spec(r) -> str:
         cells = "".join(f'<td class="num">{_h(_cell(layer, k, kind))}</td>' for _, k, kind in COLUMNS)
         rows.append(f"<tr><td><code>{_h(_label(layer))}</code></td>{cells}<td{_flag(layer.verdict)}>{_h(layer.verdict)}</td></tr>")
     png = depth_png(from_stats(r))
+    per = "dense layer" if all_dense([r]) else "layer with parameters"
     return (
         f'<section class="{"ok" if r.verdict == "ok" else "flagged"}">'
         f"<h2>{_h(r.name)} <span class=\"muted\">· {_h(r.verdict)}</span></h2>"
         f'<div class="muted"><code>{_h(r.path)}</code> · {_h(r.loss)}, mean over {len(r.seeds)} initialisations, batch {r.batch}</div>'
         f'<div class="scroll"><table><thead><tr><th>layer</th>{head}<th>verdict</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
         f'<ul class="summary">{"".join(f"<li>{_h(line)}</li>" for line in summary_lines(r))}</ul>'
-        f'<figure><img alt="gradient RMS and δ ratio per dense layer of {_h(r.name)}" src="data:image/png;base64,{png}">'
-        f"<figcaption>per dense layer, input side first: RMS(dL/dW) and RMS(δ) over the output layer's, mean ± std over "
+        f'<figure><img alt="gradient RMS and δ ratio per {per} of {_h(r.name)}" src="data:image/png;base64,{png}">'
+        f"<figcaption>per {per}, input side first: RMS(dL/dW) and RMS(δ) over the output layer's, mean ± std over "
         f"{len(r.seeds)} initialisations, on log axes; an exact zero is the ▼ marked 0 at the axis floor; flagged layers ringed by verdict</figcaption></figure>"
         "</section>"
     )
@@ -199,7 +200,8 @@ def to_html(results, errors=(), *, generated: str | None = None) -> str:
         "<h1>gradlab stats: vanishing and exploding gradients</h1>\n"
         f'<div class="muted">gradlab {_h(__version__)}{" · " + _h(generated) if generated else ""}</div>\n'
         f'<div class="verdict{" ok" if verdict == "ok" and not errors else ""}">{_h(verdict_line(results, errors))}</div>\n'
-        '<div class="scroll"><table><thead><tr><th>spec</th><th>file</th><th class="num">dense layers</th><th>verdict</th></tr></thead>'
+        '<div class="scroll"><table><thead><tr><th>spec</th><th>file</th>'
+        f'<th class="num">{"dense layers" if all_dense(results) else "layers"}</th><th>verdict</th></tr></thead>'
         f"<tbody>{summary_rows}</tbody></table></div>\n"
         + "\n".join(_html_spec(r) for r in results) + "\n" + error_list
         + "\n</main>\n</body>\n</html>\n"

@@ -16,10 +16,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .depth import short_name
 from .escape import rich_text, visible
 
 VERDICT_STYLE = {"ok": "green", "zero-gradient": "bold magenta", "vanishing": "bold yellow", "exploding": "bold red", "dead": "bold magenta", "saturated": "bold cyan"}
 _ACT_SHORT = {"scaled_sigmoid": "ssigmoid", "leaky_relu": "lrelu", "identity": "id"}
+# a row that is not a dense layer is labelled by its op (then its activation chain, if any)
+_KIND_SHORT = {"batchnorm": "bnorm", "layernorm": "lnorm", "groupnorm": "gnorm", "attention": "attn"}
 
 # (header, statistic, formatter): the table's columns, left to right.
 COLUMNS = (
@@ -50,9 +53,17 @@ def _fmt(x: float | None, kind: str) -> str:
     return f"{x:.1e}".replace("e-0", "e-").replace("e+0", "e+")  # 1.2e-3: six characters, not seven
 
 
+def all_dense(results) -> bool:
+    """Every row of every result a dense layer: the seeds' networks, whose documents say "dense layer"."""
+    return all(getattr(l, "kind", "dense") == "dense" for r in results for l in r.layers)
+
+
 def _label(layer) -> str:
     act = "+".join(_ACT_SHORT.get(a, a)[:8] for a in layer.activation.split("+"))
-    return f"L{layer.index} {act}"
+    kind = getattr(layer, "kind", "dense")
+    if kind != "dense":
+        act = _KIND_SHORT.get(kind, kind) + ("" if act == "linear" else f"+{act}")
+    return f"{short_name(layer.name)} {act}"
 
 
 def table(result, *, console: Console | None = None) -> Table:
@@ -78,14 +89,14 @@ def table(result, *, console: Console | None = None) -> Table:
 
 
 def _short(names) -> str:
-    return ", ".join(n.replace("layers.", "L") for n in names)
+    return ", ".join(short_name(n) for n in names)
 
 
 def summary_lines(result) -> list[str]:
     s, cfg = result.summary, result.config
     lines = [
         f"verdict: {s['verdict']}"
-        + "".join(f"; {v}: {', '.join(n.replace('layers.', 'L') for n in names)}" for v, names in s["flags"].items()),
+        + "".join(f"; {v}: {_short(names)}" for v, names in s["flags"].items()),
         f"factor geomean {_fmt(s['factor_geomean'], 'fix')} (theory {_fmt(s['theory_factor_geomean'], 'fix')}); "
         f"δ first/output {_fmt(s['first_last_delta_ratio'], 'sci')}; lr {cfg['lr']:g}",
         f"thresholds: vanishing δ/δout < {cfg['vanishing_ratio']:g}, exploding > {cfg['exploding_ratio']:g}; "
