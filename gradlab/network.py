@@ -182,6 +182,7 @@ class CustomLayer:
     name: str = ""
     path: str = ""
     in_shape: tuple[int, ...] = ()
+    sample_out: tuple[int, ...] | None = None  # an N-d layer's per-sample output; None: acts on the last axis
     supports_stacking: ClassVar[bool] = False  # numeric engine: evaluate one perturbation per forward
     complex_safe: ClassVar[bool] = False  # parameters live in the user's float arrays
     mixes_batch: ClassVar[bool] = False
@@ -195,7 +196,7 @@ class CustomLayer:
 
     @property
     def out_shape(self) -> tuple[int, ...]:
-        return self.in_shape[:-1] + (self.n_out,)
+        return self.in_shape[:-1] + (self.n_out,) if self.sample_out is None else self.sample_out
 
     def param_name(self, key: str) -> str:
         return f"{self.name}.{key}"
@@ -215,6 +216,8 @@ class CustomLayer:
     def _forward_one(self, x):
         from .userops.adapters import checked
 
+        if self.sample_out is not None:  # an N-d layer sees (batch, *its input shape) as declared
+            return checked(f"{self.where} forward", self.obj.forward, x, shape=(x.shape[0],) + self.sample_out, finite_from=x)
         rows = x.reshape(-1, self.n_in)
         out = checked(f"{self.where} forward", self.obj.forward, rows, shape=(rows.shape[0], self.n_out), finite_from=rows)
         return out.reshape(x.shape[:-1] + (self.n_out,))
@@ -242,7 +245,7 @@ class CustomLayer:
 
         self._write({k: params[self.param_name(k)] for k in self.keys})
         where = f"{self.where} backward"
-        rows, g_rows = x.reshape(-1, self.n_in), grad_out.reshape(-1, self.n_out)
+        rows, g_rows = (x, grad_out) if self.sample_out is not None else (x.reshape(-1, self.n_in), grad_out.reshape(-1, self.n_out))
         result = call(where, self.obj.backward, rows, g_rows)
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
             raise UserCodeError(f"{where} must return (grad_x, {{name: grad}}), got {type(result).__name__}; `gradlab audit` checks the contract")
@@ -257,8 +260,11 @@ class CustomLayer:
         from .userops.adapters import call, torch_result
 
         where = f"{self.where} torch_forward"
+        ps = {k: params[self.param_name(k)] for k in self.keys}
+        if self.sample_out is not None:
+            return torch_result(where, call(where, self.obj.torch_forward, h, ps), shape=(h.shape[0],) + self.sample_out)
         rows = h.reshape(-1, self.n_in)
-        out = call(where, self.obj.torch_forward, rows, {k: params[self.param_name(k)] for k in self.keys})
+        out = call(where, self.obj.torch_forward, rows, ps)
         return torch_result(where, out, shape=(rows.shape[0], self.n_out)).reshape(tuple(h.shape[:-1]) + (self.n_out,))
 
     def __repr__(self) -> str:
@@ -650,11 +656,15 @@ def _custom_layer(i: int, ls, rng, params: dict, name: str, path: str, shape: tu
     from .userops.adapters import layer_info
 
     info = layer_info(ls.impl)
-    layer = CustomLayer(i, ls.impl, info.obj, info.n_in, info.n_out, tuple(info.params), name, path, tuple(shape))
+    layer = CustomLayer(i, ls.impl, info.obj, info.n_in, info.n_out, tuple(info.params), name, path, tuple(shape),
+                        None if info.rowwise else info.out_shape)
     for key, value in info.params.items():
         if ls.init is None:
             params[layer.param_name(key)] = value
-        elif value.ndim >= 2:
+        elif value.ndim >= 3:  # a conv-shaped weight (out, in, *kernel): torch's fans
+            area = int(np.prod(value.shape[2:]))
+            params[layer.param_name(key)] = init_op.draw(rng, ls.init.scheme, value.shape, value.shape[1] * area, value.shape[0] * area, ls.init.std)
+        elif value.ndim == 2:
             params[layer.param_name(key)] = init_op.draw(rng, ls.init.scheme, value.shape, info.n_in, info.n_out, ls.init.std)
         else:
             params[layer.param_name(key)] = _draw_bias(rng, ls.init.bias, value.size, info.n_in, info.n_out).reshape(value.shape)

@@ -224,6 +224,10 @@ class ActivationSpec(_Model):
         for key, value in (self.model_extra or {}).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > MAX_VALUE:
                 raise _error("bad_hyper", f"{key} must be a finite number with |{key}| <= {MAX_VALUE:g}, got {_show(value)}")
+        if op.check is not None:
+            problem = op.check(self.hyper())
+            if problem:
+                raise _error("bad_hyper", f"{self.fn}: {problem}")
         names = self.trainable_names()
         if len(set(names)) < len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
@@ -262,11 +266,10 @@ class CustomLayerSpec(_Model):
     def _impl(cls, impl: str, info: ValidationInfo) -> str:
         return _load_impl("layer", impl, info)
 
-    def dims(self) -> tuple[int, int]:
+    def info(self):
         from .userops.adapters import layer_info
 
-        info = layer_info(self.impl)
-        return info.n_in, info.n_out
+        return layer_info(self.impl)
 
 
 RESIDUAL = "residual"
@@ -550,15 +553,17 @@ def _walk(layers, shape: tuple[int, ...], prefix: str, batch: int, rows: list, d
         elif isinstance(layer, ActivationSpec):
             out, n = shape, len(layer.trainable_names())
         elif isinstance(layer, CustomLayerSpec):
-            n_in, n_out = layer.dims()
-            if n_in != shape[-1]:
-                from .userops.adapters import short
+            from .userops.adapters import short
 
-                _fail(f"{path}.impl", f"dimension mismatch: {short(layer.impl)} takes {n_in} input features, but its input has {shape[-1]}"
+            info = layer.info()
+            if info.rowwise and info.n_in != shape[-1]:
+                _fail(f"{path}.impl", f"dimension mismatch: {short(layer.impl)} takes {info.n_in} input features, but its input has {shape[-1]}"
                       + (f" on the last axis of {_shape_text(shape)}" if len(shape) > 1 else ""))
-            from .userops.adapters import layer_info
-
-            out, n = shape[:-1] + (n_out,), sum(v.size for v in layer_info(layer.impl).params.values())
+            if not info.rowwise and info.in_shape != tuple(shape):
+                _fail(f"{path}.impl", f"shape mismatch: {short(layer.impl)} takes per-sample input of shape {_shape_text(info.in_shape)} "
+                      f"(its input_shape without the batch), but its input has shape {_shape_text(shape)}")
+            out = shape[:-1] + (info.n_out,) if info.rowwise else info.out_shape
+            n = sum(v.size for v in info.params.values())
         elif isinstance(layer, ResidualSpec):
             rows.append(None)  # the block's own row goes before its layers'
             inner = _walk(layer.layers, shape, f"{path}.layers", batch, rows, depth + 1)

@@ -156,82 +156,146 @@ def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dic
     return {k: np.nan_to_num(np.asarray(v, float), nan=0.0, posinf=0.0) + floor for k, v in bounds.items()}
 
 
-def _abs_terms(layer, params, x, y, g, out: dict) -> None:
-    """The size of the sums behind each parameter's gradient: the layer's VJP applied to magnitudes.
+PROBE = 1e-7  # relative size of the perturbations that measure a backward's sensitivity to rounding
+PROBES = 2  # random perturbations per layer; the largest response is kept
 
-    For a layer linear in its weights (dense, conv, projections) this is exactly sum |x| |g| (and sum |g|
-    for a bias), the quantity a dot product's rounding is proportional to; for the others it is a
-    magnitude of the same order. Residual blocks recurse into their members.
+
+def _forward_errors(layers, params, xs, rng, eps: float) -> list:
+    """Bounds on the rounding each layer's output carries in the dtype: its own (the response to relative
+    perturbations of what it reads, as in `_sensitivity`) plus its input's error carried through it. A
+    normalisation of a constant channel divides rounding residues by sqrt(eps_bn): that shows up here."""
+    errs = [np.zeros(np.shape(xs[0]))]
+    names_of = [layer.param_names for layer in layers]
+    for i, layer in enumerate(layers):
+        x, y, e_x = xs[i], xs[i + 1], errs[-1]
+        own, car = np.zeros(np.shape(y)), np.zeros(np.shape(y))
+        with np.errstate(all="ignore"):
+            for _ in range(PROBES):
+                p = {**params, **{n: params[n] * (1 + PROBE * rng.uniform(-1.0, 1.0, np.shape(params[n]))) for n in names_of[i]}}
+                own = np.maximum(own, np.abs(layer.forward(p, x * (1 + PROBE * rng.uniform(-1.0, 1.0, np.shape(x)))) - y))
+                if np.any(e_x):
+                    car = np.maximum(car, np.abs(layer.forward(params, x + e_x * rng.choice((-1.0, 1.0), np.shape(x))) - y))
+        errs.append(np.nan_to_num(car + 8.0 * (eps / PROBE) * own + eps * np.abs(y), nan=0.0, posinf=0.0))
+    return errs
+
+
+def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=None):
+    """How far a layer's VJP moves when its inputs carry rounding: (bound for dL/dx, {param: bound}).
+
+    Rounding in a backward acts like relative perturbations of size eps of what it reads (x, y, the
+    parameters, the incoming gradient g) -- Higham's backward-error view -- so the response to random
+    relative perturbations of size PROBE, scaled to eps, measures the rounding a correct implementation
+    in that dtype commits, cancellations included (batchnorm over two values, a key bias, a
+    normalisation followed by the mean it removed), without per-op formulas. The error e_g already
+    carried by g moves it by J^T e_g, measured the same way with random signs.
     """
+    names = layer.param_names
+    base_x, base_p = layer.backward(params, x, y, g)
+    own_x, own_p = np.zeros(np.shape(base_x)), {n: np.zeros(np.shape(params[n])) for n in names}
+    car_x, car_p = np.zeros(np.shape(base_x)), {n: np.zeros(np.shape(params[n])) for n in names}
+
+    def moved(a):
+        return a * (1 + PROBE * rng.uniform(-1.0, 1.0, np.shape(a)))
+
+    for _ in range(PROBES):
+        p = {**params, **{n: moved(params[n]) for n in names}}
+        gx, gp = layer.backward(p, moved(x), moved(y), moved(g))
+        own_x = np.maximum(own_x, np.abs(gx - base_x))
+        for n in names:
+            own_p[n] = np.maximum(own_p[n], np.abs(gp[n] - base_p[n]))
+        gx, gp = layer.backward(params, x, y, g + e_g * rng.choice((-1.0, 1.0), np.shape(g)))
+        car_x = np.maximum(car_x, np.abs(gx - base_x))
+        for n in names:
+            car_p[n] = np.maximum(car_p[n], np.abs(gp[n] - base_p[n]))
+        if e_x is not None and (np.any(e_x) or np.any(e_y)):  # the forward values it reads carry rounding too
+            gx, gp = layer.backward(params, x + e_x * rng.choice((-1.0, 1.0), np.shape(x)), y + e_y * rng.choice((-1.0, 1.0), np.shape(y)), g)
+            car_x = np.maximum(car_x, np.abs(gx - base_x))
+            for n in names:
+                car_p[n] = np.maximum(car_p[n], np.abs(gp[n] - base_p[n]))
+    scale = eps / PROBE
+    # the dot products inside: a sum of n terms rounds to ~sqrt(n) eps of their size; PROBE-relative
+    # perturbations see each term once, so a factor covers the accumulation
+    k = 8.0
+    bound_x = car_x + k * scale * own_x + eps * np.abs(base_x)
+    return bound_x, {n: car_p[n] + k * scale * own_p[n] + eps * np.abs(base_p[n]) for n in names}
+
+
+def _propagate(layers, params, xs, g, e_g, rng, eps: float, out: dict, e_xs=None):
+    """Walk `layers` backwards from the gradient g (with its bound e_g) at the last output; xs[i] is the
+    input of layer i, e_xs[i] its forward error. Fills `out` with parameter bounds; returns (dL/dx, its
+    bound) at the first input."""
     from .network import ResidualLayer
 
-    if isinstance(layer, ResidualLayer):
-        hs = [x]
-        for member in layer.layers:
-            hs.append(member.forward(params, hs[-1]))
-        grad = g
-        for i in range(len(layer.layers) - 1, -1, -1):
-            _abs_terms(layer.layers[i], params, hs[i], hs[i + 1], grad, out)
-            grad, _ = layer.layers[i].backward(params, hs[i], hs[i + 1], grad)
-        if layer.projection is not None:
-            _abs_terms(layer.projection, params, x, layer.projection.forward(params, x), g, out)
-        return
-    if not layer.param_names:
-        return
-    magnitudes = {**params, **{n: np.abs(params[n]) for n in layer.param_names}}
-    with np.errstate(all="ignore"):
-        try:
-            _, grads = layer.backward(magnitudes, np.abs(x), np.abs(y), np.abs(g))
-        except Exception:  # a user's layer may refuse such input: fall back to the gradient's own size
-            grads = {}
-    for n in layer.param_names:
-        out[n] = np.abs(np.asarray(grads.get(n, 0.0), float)) * np.ones(params[n].shape)
+    e_xs = e_xs if e_xs is not None else _forward_errors(layers, params, xs, rng, eps)
+    for i in range(len(layers) - 1, -1, -1):
+        layer, x, y = layers[i], xs[i], xs[i + 1]
+        if isinstance(layer, ResidualLayer):
+            inner = [x]
+            for member in layer.layers:
+                inner.append(member.forward(params, inner[-1]))
+            e_inner = _forward_errors(list(layer.layers), params, inner, rng, eps)
+            e_inner = [e + e_xs[i] if k == 0 else e for k, e in enumerate(e_inner)]
+            gf, ef = _propagate(list(layer.layers), params, inner, g, e_g, rng, eps, out, e_inner)
+            if layer.projection is not None:
+                gp, ep = _propagate([layer.projection], params, [x, layer.projection.forward(params, x)], g, e_g, rng, eps, out)
+            else:
+                gp, ep = g, e_g
+            g, e_g = gf + gp, ef + ep + eps * np.abs(gf + gp)
+            continue
+        with np.errstate(all="ignore"):
+            e_x, e_p = _sensitivity(layer, params, x, y, g, e_g, rng, eps, e_xs[i], e_xs[i + 1])
+            g, _ = layer.backward(params, x, y, g)
+        out.update(e_p)
+        e_g = np.nan_to_num(e_x, nan=0.0, posinf=0.0)
+    return g, e_g
 
 
 def composite_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dict[str, np.ndarray]:
     """The error model of networks with conv, pooling, normalisation, attention or residual layers.
 
-    No per-op propagation formulas: the hand-written backward is run at the same point in float64 and
-    in `dtype`, and its drift is the measured rounding of a backward in that dtype; another correct
-    implementation (torch's) rounds differently but to the same extent, so each element's bound is its
-    own drift plus the tensor's RMS drift, plus the rounding of the sums behind each gradient
-    (eps times the VJP of magnitudes, see `_abs_terms`). The drift says nothing about a wrong formula:
-    a bug computes the same wrong value in both dtypes.
+    No per-op propagation formulas: each layer's sensitivity to rounding is measured on its own
+    backward (see `_sensitivity`) at the float64 point, and the bound is carried down the network.
+    In a low dtype the hand-written backward's drift from float64 is added (its measured rounding;
+    another correct implementation rounds differently but to the same extent, hence also the
+    tensor's RMS drift). Neither term says anything about a wrong formula: a bug computes the same
+    wrong value in every dtype and under every small perturbation.
     """
     from .engines.analytic import backprop
 
     dt = np.dtype(dtype or net.dtype)
     eps, tiny = float(np.finfo(dt).eps), float(np.finfo(dt).tiny)
     params64, x64, _ = net.cast(np.float64)
+    rng = np.random.default_rng(0)
     with np.errstate(all="ignore"):
         exact = backprop(net, params64, x64)
-        if dt == np.float64:
-            low = exact
-        else:
-            low = backprop(net, {k: v.astype(dt) for k, v in params64.items()}, x64.astype(dt))
-        sums: dict[str, np.ndarray] = {}
-        for i, layer in enumerate(net.layers):
-            _abs_terms(layer, params64, exact.inputs[i], exact.inputs[i + 1], exact.grad_outputs[i], sums)
+        low = exact if dt == np.float64 else backprop(net, {k: v.astype(dt) for k, v in params64.items()}, x64.astype(dt))
+        # In float64 there is no lower dtype to measure against: the same backward in float32, its drift
+        # scaled down by eps64 / eps32, stands in for float64's rounding -- it sees the cancellations
+        # inside an op (layernorm over two features: O(1) terms cancelling to 1e-5) that perturbing the
+        # op's inputs cannot, because the cancelling intermediates do not depend on them.
+        f32 = float(np.finfo(np.float32).eps)
+        proxy = backprop(net, {k: v.astype(np.float32) for k, v in params64.items()}, x64.astype(np.float32)) if dt == np.float64 else None
+        y = exact.inputs[-1]
+        g = net.loss_gradient(y)
+        e_fwd = _forward_errors(list(net.layers), params64, exact.inputs, rng, eps)
+        # the loss gradient's own rounding (relative eps of it and of what it is computed from), and the
+        # output's forward error carried through it
+        t = np.abs(net.target).reshape(y.shape) if net.target.size == y.size else 0.0
+        e_g = eps * (np.abs(g) + net.loss_scale * (np.abs(y) + t))
+        for sign in (1.0, -1.0):
+            e_g = e_g + 0.5 * np.nan_to_num(np.abs(net.loss_gradient(y + sign * e_fwd[-1]) - g), nan=0.0, posinf=0.0)
+        model: dict[str, np.ndarray] = {}
+        _, e_x = _propagate(list(net.layers), params64, exact.inputs, g, e_g, rng, eps, model, e_fwd)
     names = list(net.params) + ([INPUT] if wrt_input else [])
-
-    def rms(a):
-        a = np.asarray(a, float)
-        return float(np.sqrt(np.mean(a**2))) if a.size else 0.0
-
-    # A gradient that is exactly 0 by an invariance (the key bias of attention: softmax ignores a shift
-    # shared by every key; a bias before batchnorm) comes out as rounding noise of the size of its
-    # layer's other gradients: the layer's largest RMS gradient is every tensor's floor.
-    floor: dict[str, float] = {}
-    for layer in net.all_layers():
-        own = [n for n in getattr(layer, "param_names", ()) if n in exact.grads and not hasattr(layer, "members")]
-        level = max((rms(exact.grads[n]) + rms(sums.get(n, 0.0)) for n in own), default=0.0)
-        floor.update({n: level for n in own})
     bounds = {}
     for n in names:
-        g = np.asarray(exact.grad_input if n == INPUT else exact.grads[n], float)
+        gv = np.asarray(exact.grad_input if n == INPUT else exact.grads[n], float)
         gl = np.asarray(low.grad_input if n == INPUT else low.grads[n], float)
-        drift = np.abs(gl - g)
-        spread = rms(drift)
-        own = sums.get(n, np.abs(g) + (float(np.sqrt(np.mean(g**2))) if g.size else 0.0))
-        bounds[n] = drift + spread + 16 * eps * (np.abs(g) + own + floor.get(n, 0.0))
+        drift = np.abs(gl - gv)
+        spread = float(np.sqrt(np.mean(drift**2))) if drift.size else 0.0
+        own = e_x if n == INPUT else model.get(n, eps * np.abs(gv))
+        if proxy is not None:
+            d32 = np.abs(np.asarray(proxy.grad_input if n == INPUT else proxy.grads[n], float) - gv)
+            drift = drift + (eps / f32) * (d32 + float(np.sqrt(np.mean(d32**2))) if d32.size else 0.0)
+        bounds[n] = drift + spread + np.asarray(own, float)
     return {k: np.nan_to_num(np.asarray(v, float), nan=0.0, posinf=0.0) + 64 * tiny for k, v in bounds.items()}

@@ -161,3 +161,54 @@ def test_planted_wrong_backward_fails_naming_the_tensor(planted, doc, tensor, tm
     assert res.exit_code == 1, res.output
     failing = {c["parameter"] for s in __import__("json").loads(res.output)["specs"] for c in s["comparisons"] if c["status"] == "fail"}
     assert tensor in failing, failing
+
+
+# --- a user's N-d layer inside a spec -------------------------------------------------------------
+
+TARGETS = Path(__file__).resolve().parent / "layer_targets"
+
+
+def _user_conv_spec(tmp_path, name):
+    text = f"""
+input: {{shape: [2, 6, 6], batch: 2}}
+network:
+  layers:
+    - {{type: custom, impl: '{TARGETS / "user_conv.py"}:{name}'}}
+    - {{type: activation, fn: tanh}}
+    - {{type: maxpool2d, kernel: 2}}
+    - {{type: flatten}}
+    - {{type: dense, units: 2}}
+loss: {{fn: sse}}
+"""
+    path = tmp_path / "user_conv.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_users_nd_layer_sits_in_a_spec(tmp_path):
+    res = CliRunner().invoke(main, ["check", str(_user_conv_spec(tmp_path, "Conv3x3"))])
+    assert res.exit_code == 0, res.output
+
+
+def test_users_nd_layer_with_a_wrong_backward_fails(tmp_path):
+    res = CliRunner().invoke(main, ["check", str(_user_conv_spec(tmp_path, "Conv3x3WrongFlip")), "--format", "json"])
+    assert res.exit_code == 1, res.output
+    import json
+
+    failing = {c["parameter"] for s in json.loads(res.output)["specs"] for c in s["comparisons"] if c["status"] == "fail"}
+    assert "layers.0.w" in failing
+
+
+def test_users_nd_layer_shape_mismatch_names_the_layer(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"input: {{shape: [3, 6, 6]}}\nnetwork: {{layers: [{{type: custom, impl: '{TARGETS / 'user_conv.py'}:Conv3x3'}}]}}\nloss: {{fn: sse}}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.path == "network.layers[0].impl" and "(2, 6, 6)" in info.value.message
+
+
+def test_gelu_approximate_tanh_as_torch_spells_it():
+    spec = validate({"input": {"dim": 3}, "network": {"layers": [{"type": "dense", "units": 3}, {"type": "activation", "fn": "gelu", "approximate": "tanh"}]}, "loss": {"fn": "sse"}})
+    assert spec.network.layers[1].fn == "gelu_tanh"
+    with pytest.raises(SpecError):
+        validate({"input": {"dim": 3}, "network": {"layers": [{"type": "dense", "units": 3}, {"type": "activation", "fn": "gelu", "approximate": "tan"}]}, "loss": {"fn": "sse"}}, "s.yaml")

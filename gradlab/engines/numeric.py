@@ -68,12 +68,26 @@ def resolve_method(net: Network, method: str) -> str:
     unsafe += [net.loss_op.name] if not net.loss_op.complex_safe else []
     unsafe += [repr(l) for l in layers if not isinstance(l, (DenseLayer, ActivationLayer)) and not l.complex_safe]
     if method == "auto":
-        return "richardson" if unsafe else "complex_step"
+        return "richardson" if unsafe or _complex_step_blind(net) else "complex_step"
     if method == "complex_step" and unsafe:
         raise GradlabError(f"method complex_step needs complex-safe ops, but {', '.join(unsafe)} is not (declare complex_safe = True, or use richardson)")
     if method not in METHODS:
         raise GradlabError(f"unknown numeric method {method!r}; expected auto, {', '.join(METHODS)}")
     return method
+
+
+def _complex_step_blind(net: Network) -> bool:
+    """Where `auto` prefers real differences in an N-d network: the complex step cannot see a kink (only the
+    seeds' dense networks track declared kinks through their units), and its error estimate (a few ulps of
+    the value) does not see an op that cancels O(1) terms (normalisation over few values)."""
+    if net.flat:
+        return False
+    for layer in net.all_layers():
+        if isinstance(layer, ActivationLayer) and layer.op.kink_points(layer.hyper(net.params)):
+            return True
+        if isinstance(layer, OpLayer) and (layer.op.kinks or layer.op.cancels):
+            return True
+    return False
 
 
 def steps(x: np.ndarray, rel: float) -> np.ndarray:

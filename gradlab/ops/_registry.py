@@ -34,6 +34,7 @@ class Activation:
     saturates: bool = False  # sigmoid-like: f' -> 0 for large |u|
     dead_threshold: Callable[[Hyper], float] | None = None  # relu family: f' = 0 at or below it
     produces_probabilities: bool | Callable[[Hyper], bool] = False
+    check: Callable[[Hyper], str | None] | None = None  # what is wrong with these hyperparameters, or None
 
     def kink_points(self, hp: Hyper) -> tuple[float, ...]:
         return tuple(self.kinks(hp)) if self.kinks else ()
@@ -171,6 +172,7 @@ class LayerOp:
     mixes_batch: bool = False  # a sample's output depends on other samples (batch statistics)
     complex_safe: bool = True
     kinks: bool = False  # has points where it is not differentiable (max-pool ties, relu)
+    cancels: bool = False  # cancels O(1) terms (normalisation over few values): rounding is not relative to the result
     linear_in: tuple[str, ...] = ()  # parameters the output is affine in (conv weight and bias)
     examples: tuple[tuple[tuple, dict], ...] = ()  # (in_shape, options) the registry-wide tests run
 

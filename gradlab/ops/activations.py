@@ -348,4 +348,6 @@ register(Activation(
     fprime_max=1.0,
     saturates=True,
     dead_threshold=lambda hp: float(hp["min_val"]),
+    check=lambda hp: None if hp["min_val"] < hp["max_val"] else
+    f"min_val ({hp['min_val']:g}) must be below max_val ({hp['max_val']:g})",
 ))

@@ -158,7 +158,10 @@ def _ln_shape(in_shape, o) -> tuple[int, ...]:
 
 
 def _ln_out_shape(in_shape, o):
-    _ln_shape(in_shape, o)
+    ns = _ln_shape(in_shape, o)
+    if math.prod(ns) == 1:
+        raise ShapeError(f"layernorm over a single value (normalized shape {list(ns)}) outputs its bias whatever the input: "
+                         "normalise over more values, or drop the layer")
     return tuple(in_shape)
 
 
@@ -202,6 +205,10 @@ def _gn_out_shape(in_shape, o):
     if in_shape[0] % o.groups:
         raise ShapeError(f"groupnorm needs the channel count to be divisible by groups: {in_shape[0]} channels "
                          f"(input shape {in_shape}) into {o.groups} groups")
+    per_group = in_shape[0] // o.groups * math.prod(in_shape[1:])
+    if per_group == 1:
+        raise ShapeError(f"groupnorm needs more than one value per group: {in_shape[0]} channel(s) x {math.prod(in_shape[1:])} "
+                         f"position(s) in {o.groups} groups leaves one, which normalises to 0 whatever the input (torch refuses it); use fewer groups")
     return in_shape
 
 
@@ -242,6 +249,7 @@ def _gn_torch(x, p, o):
 OPS = (
     LayerOp(
         name="batchnorm",
+        cancels=True,
         doc="batch normalisation in training mode: per-channel batch statistics over the batch and "
             "spatial axes (channel = first per-sample axis), as torch.nn.functional.batch_norm(training=True)",
         options=BatchNormOptions,
@@ -265,6 +273,7 @@ OPS = (
     ),
     LayerOp(
         name="layernorm",
+        cancels=True,
         doc="layer normalisation over the trailing normalized_shape axes of each sample, as torch.nn.functional.layer_norm",
         options=LayerNormOptions,
         out_shape=_ln_out_shape,
@@ -285,6 +294,7 @@ OPS = (
     ),
     LayerOp(
         name="groupnorm",
+        cancels=True,
         doc="group normalisation: per-sample statistics over each group of C/groups channels and the "
             "spatial axes, per-channel weight and bias, as torch.nn.functional.group_norm",
         options=GroupNormOptions,

@@ -38,11 +38,10 @@ class CustomLoss(Loss):
     impl: str = ""
 
 
-def _in_features(obj: Any, impl: str) -> int:
-    shape = contracts.layer_shape(obj, impl).input_shape
-    if len(shape) != 2:
-        raise TargetError(f"{impl}: a layer in a spec takes (batch, features) input, but input_shape is {shape}; use in_features = n")
-    return shape[1]
+def _sample_shape(obj: Any, impl: str) -> tuple[int, ...]:
+    """The per-sample input shape a layer declares: (features,) acts on the last axis of any input, like
+    dense; an N-d shape such as (C, H, W) is taken exactly."""
+    return tuple(contracts.layer_shape(obj, impl).input_shape[1:])
 
 
 def _as_target_error(fn):
@@ -111,18 +110,24 @@ def check(kind: str, impl: str, base_dir: str | Path | None = None) -> str:
     contracts.check(obj, kind, impl)
     resolved = loading.resolve(impl, base_dir)
     if kind == "layer":
-        n_in = _in_features(obj, impl)
-        out = _probe(obj, n_in, impl)
-        if out.ndim != 2 or out.shape[0] != 3:
-            raise TargetError(f"{impl}: forward of a (3, {n_in}) batch returned shape {out.shape}; a layer in a spec must return (batch, features)")
+        _out_shape(obj, _sample_shape(obj, impl), impl)
     if kind == "activation":
         _check_rowwise(obj, impl)
     return resolved
 
 
-def _probe(obj: Any, n_in: int, impl: str) -> np.ndarray:
-    x = np.linspace(-1.0, 1.0, 3 * n_in).reshape(3, n_in)
-    return checked(f"{short(impl)}: forward of a (3, {n_in}) batch", obj.forward, x, finite_from=x)
+def _probe(obj: Any, shape: tuple[int, ...], impl: str) -> np.ndarray:
+    size = int(np.prod(shape))
+    x = np.linspace(-1.0, 1.0, 3 * size).reshape((3,) + tuple(shape))
+    return checked(f"{short(impl)}: forward of a {(3,) + tuple(shape)} batch", obj.forward, x, finite_from=x)
+
+
+def _out_shape(obj: Any, shape: tuple[int, ...], impl: str) -> tuple[int, ...]:
+    """The per-sample output shape, from a forward of a batch of 3."""
+    out = _probe(obj, shape, impl)
+    if out.ndim < 2 or out.shape[0] != 3:
+        raise TargetError(f"{impl}: forward of a {(3,) + tuple(shape)} batch returned shape {out.shape}; a layer in a spec must return (batch, ...) with the batch first")
+    return tuple(out.shape[1:])
 
 
 def _check_rowwise(obj: Any, impl: str) -> None:
@@ -288,15 +293,26 @@ def gives_probabilities(impl: str) -> bool:
 @dataclass(frozen=True)
 class LayerInfo:
     obj: Any
-    n_in: int
-    n_out: int
+    in_shape: tuple[int, ...]  # per sample; one axis: the layer acts on the last axis of any input
+    out_shape: tuple[int, ...]
     params: dict[str, np.ndarray]
+
+    @property
+    def n_in(self) -> int:
+        return self.in_shape[-1]
+
+    @property
+    def n_out(self) -> int:
+        return self.out_shape[-1]
+
+    @property
+    def rowwise(self) -> bool:
+        return len(self.in_shape) == 1 and len(self.out_shape) == 1
 
 
 @_as_target_error
 def layer_info(impl: str) -> LayerInfo:
-    """A fresh layer object, its widths and its initial parameters (copies)."""
+    """A fresh layer object, its per-sample shapes and its initial parameters (copies)."""
     obj = loading.load(impl)
-    n_in = _in_features(obj, impl)
-    n_out = int(_probe(obj, n_in, impl).shape[-1])
-    return LayerInfo(obj, n_in, n_out, {k: v.copy() for k, v in obj.params.items()})
+    shape = _sample_shape(obj, impl)
+    return LayerInfo(obj, shape, _out_shape(obj, shape, impl), {k: v.copy() for k, v in obj.params.items()})
