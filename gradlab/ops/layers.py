@@ -22,11 +22,5 @@ LAYERS: Registry[LayerOp] = Registry("layer")
 
 FAMILIES = ("shape", "conv", "pool", "norm", "dropout", "attention")
 for _family in FAMILIES:
-    try:
-        _module = importlib.import_module(f".{_family}", __package__)
-    except ModuleNotFoundError as _exc:  # a family still being written
-        if _exc.name != f"{__package__}.{_family}":
-            raise
-        continue
-    for _op in _module.OPS:
+    for _op in importlib.import_module(f".{_family}", __package__).OPS:
         LAYERS.register(_op)
