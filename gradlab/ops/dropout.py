@@ -10,10 +10,10 @@ gradient, not an expectation over masks.
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated
 
 import numpy as np
-from pydantic import Field, StrictFloat, StrictInt, field_validator
+from pydantic import Field, StrictFloat, field_validator
 
 from ._registry import LayerOp
 from .options import Options
@@ -21,7 +21,7 @@ from .options import Options
 
 class DropoutOptions(Options):
     # torch's default p; an integer 0 is accepted as 0.0
-    p: Union[Annotated[StrictFloat, Field(ge=0, lt=1, allow_inf_nan=False)], Annotated[StrictInt, Field(ge=0, le=0)]] = 0.5
+    p: Annotated[StrictFloat, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.5  # strict floats take ints (0) too
 
     @field_validator("p")
     @classmethod
