@@ -96,7 +96,7 @@ def shape_of(spec, *, batch: int | None = None) -> Shape:
     rows = int(batch if batch is not None else spec.input.batch)
     if hasattr(spec, "layer_table"):
         table = spec.layer_table()
-        widths = (spec.input.size,) + tuple(math.prod(r.out_shape) for r in table)
+        widths = (spec.input.size,) + tuple(max(math.prod(r.out_shape), r.workspace) for r in table)
         tensors = tuple(r.params for r in table if r.params)
         return Shape(itemsize, rows, widths, tensors, sum(1 for r in table if r.layer.type == "dense"))
     dim = int(spec.input.dim)

@@ -295,6 +295,12 @@ class OpLayer:
         return self.op.mixes_batch
 
     @property
+    def workspace(self) -> int:
+        """Elements per sample a forward holds at its peak: its output, or more (attention's scores)."""
+        out = int(np.prod(self.out_shape))
+        return max(out, self.op.workspace(self.in_shape, self.options)) if self.op.workspace else out
+
+    @property
     def param_names(self) -> tuple[str, ...]:
         return tuple(f"{self.name}.{k}" for k in self.infos)
 
@@ -448,6 +454,10 @@ class Network:
 
     def all_layers(self) -> list[Layer]:
         return list(walk(self.layers))
+
+    def workspace(self) -> int:
+        """The most elements per sample any layer's forward holds at once (the numeric engine's chunk sizing)."""
+        return max([int(np.prod(self.sample_shape))] + [getattr(l, "workspace", int(np.prod(l.out_shape))) for l in self.all_layers()])
 
     def param_layer(self) -> dict[str, Layer]:
         """Which top-level layer owns each parameter (a residual block owns its members')."""

@@ -537,6 +537,7 @@ class LayerShape:
     depth: int = 0  # 0 for top-level layers
     projection: str | None = None  # a residual block's projection: "dense", "conv" or None
     stride: int = 1  # of a conv projection
+    workspace: int = 0  # elements per sample its forward holds beyond its output (attention's scores)
 
 
 def _shape_text(shape) -> str:
@@ -583,8 +584,12 @@ def _walk(layers, shape: tuple[int, ...], prefix: str, batch: int, rows: list, d
                 if op.check_batch is not None:
                     op.check_batch(batch, tuple(shape), layer)
                 n = sum(math.prod(p.shape) for p in op.params(tuple(shape), layer).values())
+                work = op.workspace(tuple(shape), layer) if op.workspace else 0
             except ShapeError as exc:
                 _fail(path, f"{layer.type} cannot take its input of shape {_shape_text(shape)}: {exc}")
+            rows.append(LayerShape(path, layer, shape, out, n, depth, workspace=work))
+            shape = out
+            continue
         rows.append(LayerShape(path, layer, shape, out, n, depth))
         shape = out
     return shape

@@ -268,6 +268,10 @@ class _Base:
     def n_layers(self) -> int:
         return len(self.net.layers)
 
+    @property
+    def batch_workspace(self) -> int:
+        return self.net.workspace() * self.target.shape[0]
+
     def rows_loss(self, start: int, rows: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Per-sample loss of the rows `rows` (P, *sample shape) entering layer `start`, sample b[p] each.
 
@@ -362,7 +366,7 @@ def _unit_derivative(base: _Base, values, site_loss, method: str, rel: float, ti
     n = B * w
     b_all, j_all = np.repeat(np.arange(B), w), np.tile(np.arange(w), B)
     h = steps(H, rel)
-    width = max(x[0].size for x in base.hs) + 1
+    width = max(max(x[0].size for x in base.hs), base.net.workspace()) + 1
     chunk = max(1, NUMERIC_CHUNK_BYTES // (16 * 4 * width))
     value, err, kink = np.empty(n), np.empty(n), np.empty(n, bool)
     if method == "complex_step":
@@ -401,7 +405,7 @@ def _element_derivative(base: _Base, name: str, owner: int, idx: np.ndarray, met
     x_in = base.hs[start]
     total0 = float(np.sum(base.row_loss))
     stackable = all(getattr(layer, "supports_stacking", True) for layer in net.layers[start:])
-    per_item = 16 * 4 * (x_in.size + max(h_.size for h_ in base.hs) + flat.size)
+    per_item = 16 * 4 * (x_in.size + max(max(h_.size for h_ in base.hs), base.batch_workspace) + flat.size)
     chunk = max(1, NUMERIC_CHUNK_BYTES // per_item) if stackable else 1
 
     def loss_with(stack_flat):
@@ -618,7 +622,7 @@ def _cut_derivative(base: _Base, name: str, owner: int, cut: _Cut, method: str, 
     x_in, h0 = base.hs[owner], base.hs[cut.at]
     d, de, dk = cut.delta.reshape(h0.shape), cut.error.reshape(h0.shape), cut.kinks.reshape(h0.shape).astype(float)
     axes = tuple(range(1, h0.ndim + 1))
-    per_item = 16 * 4 * (x_in.size + max(a.size for a in base.hs[owner:cut.at + 1]) + flat.size)
+    per_item = 16 * 4 * (x_in.size + max(max(a.size for a in base.hs[owner:cut.at + 1]), base.batch_workspace) + flat.size)
     chunk = max(1, NUMERIC_CHUNK_BYTES // per_item)
 
     def moved(ii, off):

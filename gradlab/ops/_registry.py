@@ -174,6 +174,7 @@ class LayerOp:
     kinks: bool = False  # has points where it is not differentiable (max-pool ties, relu)
     cancels: bool = False  # cancels O(1) terms (normalisation over few values): rounding is not relative to the result
     linear_in: tuple[str, ...] = ()  # parameters the output is affine in (conv weight and bias)
+    workspace: Callable[[tuple, Any], int] | None = None  # elements per sample its forward holds beyond its output (attention's T x T scores)
     examples: tuple[tuple[tuple, dict], ...] = ()  # (in_shape, options) the registry-wide tests run
 
     def __repr__(self) -> str:

@@ -204,6 +204,7 @@ OPS = (
         params=_params,
         complex_safe=True,
         linear_in=(),
+        workspace=lambda s, o: 3 * o.heads * s[0] * s[0] + 6 * s[0] * s[1],  # scores, exp, weights; q, k, v and heads
         examples=(
             ((4, 6), {"heads": 2}),
             ((5, 4), {"heads": 1, "causal": True}),
