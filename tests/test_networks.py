@@ -212,3 +212,43 @@ def test_gelu_approximate_tanh_as_torch_spells_it():
     assert spec.network.layers[1].fn == "gelu_tanh"
     with pytest.raises(SpecError):
         validate({"input": {"dim": 3}, "network": {"layers": [{"type": "dense", "units": 3}, {"type": "activation", "fn": "gelu", "approximate": "tan"}]}, "loss": {"fn": "sse"}}, "s.yaml")
+
+
+@pytest.mark.parametrize("layers,shape,fragment", [
+    ([{"type": "groupnorm", "groups": 2}], [2, 1], "more than one value per group"),
+    ([{"type": "layernorm"}], [3, 1], "single value"),
+    ([{"type": "dense", "units": 2}, {"type": "activation", "fn": "hardtanh", "min_val": 1.0, "max_val": -1.0}], [3], "min_val (1) must be below max_val (-1)"),
+])
+def test_degenerate_layers_are_refused_at_load(layers, shape, fragment):
+    with pytest.raises(SpecError) as info:
+        validate({"input": {"shape": shape, "batch": 2}, "network": {"layers": [{"type": "dense", "units": shape[-1]}] + layers}, "loss": {"fn": "sse"}}, "s.yaml")
+    assert fragment in info.value.message, str(info.value)
+
+
+def test_auto_method_uses_real_differences_where_the_complex_step_is_blind():
+    from gradlab.engines.numeric import resolve_method
+
+    smooth = build(validate({"input": {"shape": [2, 6], "batch": 2}, "network": {"layers": [{"type": "conv1d", "channels": 2, "kernel": 3}, {"type": "activation", "fn": "tanh"}]}, "loss": {"fn": "sse"}}))
+    kinked = build(validate({"input": {"shape": [2, 6], "batch": 2}, "network": {"layers": [{"type": "conv1d", "channels": 2, "kernel": 3}, {"type": "maxpool1d", "kernel": 2}]}, "loss": {"fn": "sse"}}))
+    normed = build(validate({"input": {"shape": [2, 6], "batch": 2}, "network": {"layers": [{"type": "conv1d", "channels": 2, "kernel": 3}, {"type": "batchnorm"}]}, "loss": {"fn": "sse"}}))
+    assert resolve_method(smooth, "auto") == "complex_step"
+    assert resolve_method(kinked, "auto") == "richardson" and resolve_method(normed, "auto") == "richardson"
+
+
+def test_numeric_structured_paths_agree_with_element_by_element():
+    """Sites (per-sample dL/du, then linearity), sites inside residual blocks and cuts are shortcuts: the
+    numeric engine's answer must equal plain element-by-element differences on a network that uses all three."""
+    from gradlab.engines import numeric
+
+    spec = validate({"seed": 4, "input": {"shape": [2, 9], "batch": 3}, "network": {"layers": [
+        {"type": "conv1d", "channels": 3, "kernel": 3, "padding": 1},
+        {"type": "activation", "fn": "tanh"},
+        {"type": "residual", "layers": [{"type": "dense", "units": 9}, {"type": "activation", "fn": "gelu_tanh"}, {"type": "dense", "units": 9}]},
+        {"type": "dropout", "p": 0.3},
+        {"type": "flatten"}, {"type": "dense", "units": 4}]}, "loss": {"fn": "sse"}})
+    net = build(spec)
+    fast = numeric.differentiate(net, method="richardson")
+    slow = numeric.differentiate(net, method="richardson", structured=False)
+    for name in net.params:
+        np.testing.assert_allclose(fast.values[name], slow.values[name], rtol=1e-6, atol=1e-9, err_msg=name)
+    assert not fast.notes, fast.notes
