@@ -14,8 +14,10 @@ import click
 EXAMPLES = """
 \b
 Examples:
-  gradlab fuzz                              # 100 random specs, seed 0
+  gradlab fuzz                              # 100 random specs, seed 0, every architecture
   gradlab fuzz --examples 1000 --seed 7 --output-dir reports/fuzz
+  gradlab fuzz --architectures cnn,transformer --examples 300
+  gradlab fuzz --architectures mlp          # the dense-only networks of the first fuzzer
 """
 
 
@@ -27,11 +29,17 @@ class Disagreement(Exception):
         self.spec, self.lines, self.crash = spec, lines, crash
 
 
+class Refused(Exception):
+    """gradlab declined to check a drawn spec at its point (e.g. a float32 loss saturated to inf): a SpecError
+    from the run, not from validation. That is the documented answer for such a spec, not a disagreement."""
+
+
 @dataclass
 class FuzzResult:
     examples: int = 0
     seconds: float = 0.0
     found: list[Disagreement] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # the reasons, one per refused draw
 
 
 def _check(data: dict) -> None:
@@ -39,12 +47,15 @@ def _check(data: dict) -> None:
     import numpy as np
 
     from .. import runner
+    from ..errors import SpecError
     from ..spec import validate
 
     spec = validate(data, "<fuzz>")  # a SpecError here is a bug in gradlab.strategies: let it surface
     try:
         with np.errstate(all="ignore"):
             result = runner.run(spec, path="<fuzz>")
+    except SpecError as exc:
+        raise Refused(f"{exc.path}: {exc.message}") from None
     except Exception as exc:
         raise Disagreement(data, [], crash="".join(traceback.format_exception(exc))) from None
     if not result.passed:
@@ -55,19 +66,25 @@ def _check(data: dict) -> None:
         ])
 
 
-def fuzz(examples: int = 100, seed: int = 0) -> FuzzResult:
-    """Search `examples` random specs (gradlab.strategies.specs) for one the engines disagree on."""
-    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+def fuzz(examples: int = 100, seed: int = 0, architectures=("mlp",)) -> FuzzResult:
+    """Search `examples` random specs (gradlab.strategies.specs, of the given architectures) for one the
+    engines disagree on."""
+    from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
     from hypothesis import seed as hypothesis_seed
 
     from ..strategies import specs
 
     out = FuzzResult()
 
-    @given(specs())
+    @given(specs(architectures=tuple(architectures)))
     def probe(data):
         out.examples += 1
-        _check(data)
+        try:
+            _check(data)
+        except Refused as exc:  # not a valid example: Hypothesis draws another in its place
+            out.examples -= 1
+            out.refused.append(str(exc))
+            reject()
 
     test = settings(max_examples=examples, deadline=None, database=None, report_multiple_bugs=True, verbosity=Verbosity.quiet,
                     phases=(Phase.explicit, Phase.generate, Phase.shrink), suppress_health_check=list(HealthCheck), print_blob=False)(probe)
@@ -94,25 +111,48 @@ def write_spec(found: Disagreement, path: Path, seed: int) -> None:
     path.write_text("\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=None), encoding="utf-8")
 
 
+def _architectures(ctx, param, value: str) -> tuple[str, ...]:
+    from ..strategies import ARCHITECTURES
+
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if "all" in names:
+        return ARCHITECTURES
+    unknown = [n for n in names if n not in ARCHITECTURES]
+    if unknown or not names:
+        raise click.BadParameter(f"expected a comma-separated list of {', '.join(ARCHITECTURES)} (or all), got {value!r}")
+    return names
+
+
 @click.command("fuzz", epilog=EXAMPLES)
 @click.option("--examples", type=click.IntRange(min=1), default=100, show_default=True, help="Random specs to try.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the search; the same seed draws the same specs.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default="fuzz-failures", show_default=True, help="Where disagreeing specs are written (created only when one is found).")
-def command(examples, seed, output_dir):
+@click.option("--architectures", default="all", show_default=True, callback=_architectures, metavar="LIST",
+              help="Comma-separated families of networks to draw, mixed: mlp (dense layers and activations), "
+                   "cnn (conv1d/conv2d, pools, norms, dropout, flatten/global_avgpool, dense head on (C, L) or (C, H, W)), "
+                   "residual (residual MLP and CNN blocks, with and without projection), transformer (layernorm, "
+                   "attention, gelu MLP blocks on (T, D)); or all. The first listed is where shrinking heads.")
+def command(examples, seed, output_dir, architectures):
     """Property-test gradlab itself on random valid specs.
 
     Draws small networks (depth, widths, activations and their hyperparameters, losses,
-    weight conventions, bias modes, init schemes, dtypes, reductions, numeric methods)
-    and runs each through the analytic, numeric and autograd engines. A spec on which
+    weight conventions, bias modes, init schemes, dtypes, reductions, numeric methods) of
+    the chosen architectures -- dense MLPs, and N-d CNNs, residual networks and transformer
+    blocks (shapes tracked while drawing, so every spec is valid; under ~1,200 parameters)
+    -- and runs each through the analytic, numeric and autograd engines. A spec on which
     they disagree -- or on which gradlab crashes -- is shrunk to a minimal one and
-    written as YAML, ready for `gradlab check`. Exit code 0: the engines agreed on
-    every spec; 1: a disagreement was found; 2: bad usage.
+    written as YAML, ready for `gradlab check`. A spec gradlab refuses at its point (a
+    SpecError from the run, e.g. a float32 loss saturated to inf) is counted and replaced
+    by another draw. Exit code 0: the engines agreed on every spec; 1: a disagreement was
+    found; 2: bad usage.
     """
     from ..batch import EXIT_FAIL, EXIT_OK
 
-    result = fuzz(examples, seed)
+    result = fuzz(examples, seed, architectures)
     if not result.found:
-        click.echo(f"PASS: the engines agree on all {result.examples} random specs (seed {seed}, {result.seconds:.1f} s)")
+        click.echo(f"PASS: the engines agree on all {result.examples} random specs ({', '.join(architectures)}; seed {seed}, {result.seconds:.1f} s)")
+        if result.refused:
+            click.echo(f"  ({len(result.refused)} more drawn spec(s) refused by gradlab at their point, e.g. {result.refused[0]})")
         sys.exit(EXIT_OK)
     for n, found in enumerate(result.found, 1):
         path = Path(output_dir) / f"fuzz-seed{seed}-{n}.yaml"
