@@ -175,8 +175,21 @@ def _forward_errors(layers, params, xs, rng, eps: float) -> list:
                 own = np.maximum(own, np.abs(layer.forward(p, x * (1 + PROBE * rng.uniform(-1.0, 1.0, np.shape(x)))) - y))
                 if np.any(e_x):
                     car = np.maximum(car, np.abs(layer.forward(params, x + e_x * rng.choice((-1.0, 1.0), np.shape(x))) - y))
-        errs.append(np.nan_to_num(car + 8.0 * (eps / PROBE) * own + eps * np.abs(y), nan=0.0, posinf=0.0))
+        hint = _op_rounding(layer, params, x, np.zeros_like(y), eps)
+        extra = hint[0] if hint else 0.0
+        errs.append(np.nan_to_num(car + 8.0 * (eps / PROBE) * own + eps * np.abs(y) + extra, nan=0.0, posinf=0.0))
     return errs
+
+
+def _op_rounding(layer, params, x, g, eps):
+    """An op's own rounding bounds where it declares them (normalisations), else None."""
+    op = getattr(layer, "op", None)
+    rounding = getattr(op, "rounding", None)
+    if rounding is None:
+        return None
+    p = {k: params[f"{layer.name}.{k}"] for k in layer.infos}
+    fwd, dx, grads = rounding(x, g, p, layer.options, eps)
+    return fwd, dx, {f"{layer.name}.{k}": v for k, v in grads.items()}
 
 
 def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=None):
@@ -217,7 +230,12 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
     # perturbations see each term once, so a factor covers the accumulation
     k = 8.0
     bound_x = car_x + k * scale * own_x + eps * np.abs(base_x)
-    return bound_x, {n: car_p[n] + k * scale * own_p[n] + eps * np.abs(base_p[n]) for n in names}
+    bounds = {n: car_p[n] + k * scale * own_p[n] + eps * np.abs(base_p[n]) for n in names}
+    hint = _op_rounding(layer, params, x, g, eps)
+    if hint:
+        bound_x = bound_x + hint[1]
+        bounds = {n: b + hint[2].get(n, 0.0) for n, b in bounds.items()}
+    return bound_x, bounds
 
 
 def _propagate(layers, params, xs, g, e_g, rng, eps: float, out: dict, e_xs=None):

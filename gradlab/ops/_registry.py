@@ -173,6 +173,9 @@ class LayerOp:
     complex_safe: bool = True
     kinks: bool = False  # has points where it is not differentiable (max-pool ties, relu)
     cancels: bool = False  # cancels O(1) terms (normalisation over few values): rounding is not relative to the result
+    # (x, g, p, o, eps) -> (bound on its output's rounding, on dL/dx's, {param: bound}) in a dtype of unit
+    # roundoff eps, for an op whose rounding hides from perturbations of its inputs (a normalisation)
+    rounding: Callable[..., tuple] | None = None
     linear_in: tuple[str, ...] = ()  # parameters the output is affine in (conv weight and bias)
     workspace: Callable[[tuple, Any], int] | None = None  # elements per sample its forward holds beyond its output (attention's T x T scores)
     examples: tuple[tuple[tuple, dict], ...] = ()  # (in_shape, options) the registry-wide tests run

@@ -46,6 +46,55 @@ def _normalize_backward(xhat, invstd, dxhat, axes):
     return invstd * (dxhat - mean_d - xhat * mean_dx)
 
 
+def _rounding_terms(x, axes, dxhat, eps_num, eps):
+    """Rounding bounds of a normalisation in a dtype of unit roundoff `eps`: of x_hat (x - mean cancels
+    to the size of sigma while rounding to eps |x|, then is scaled by 1/sigma: a constant channel's
+    residue becomes O(eps |x| / sqrt(eps_num))) and of the backward's three cancelling terms."""
+    mean = x.mean(axis=axes, keepdims=True)
+    xc = x - mean
+    invstd = 1 / np.sqrt((xc * xc).mean(axis=axes, keepdims=True) + eps_num)
+    xhat = xc * invstd
+    e_xhat = 4 * eps * ((np.abs(x) + np.abs(mean)) * invstd + np.abs(xhat))
+    ad = np.abs(dxhat)
+    e_dx = 4 * eps * invstd * (ad + ad.mean(axis=axes, keepdims=True) + np.abs(xhat) * (ad * np.abs(xhat)).mean(axis=axes, keepdims=True))
+    e_dx = e_dx + invstd * (ad * e_xhat).mean(axis=axes, keepdims=True) * (1 + np.abs(xhat))
+    return e_xhat, e_dx
+
+
+def _rounding(arrange):
+    """A norm op's `rounding(x, g, p, o, eps)` from `arrange(x, g, p, o) -> (x', axes, dxhat', w, undo, sum_axes)`."""
+
+    def rounding(x, g, p, o, eps):
+        xv, axes, dxhat, w, undo, sum_axes = arrange(x, g, p, o)
+        e_xhat, e_dx = _rounding_terms(xv, axes, dxhat, o.eps, eps)
+        e_xhat, e_dx = undo(e_xhat), undo(e_dx)
+        fwd = e_xhat * np.abs(w) if w is not None else e_xhat
+        grads = {"weight": (np.abs(g) * e_xhat).sum(axis=sum_axes), "bias": np.zeros(np.shape(p["bias"]))} if o.affine else {}
+        return fwd, e_dx, grads
+
+    return rounding
+
+
+def _bn_arrange(x, g, p, o):
+    axes = _bn_axes(x.ndim, 1)
+    w = _place(p["weight"], (x.shape[1],), x.ndim, 1) if o.affine else None
+    return x, axes, g * w if w is not None else g, w, lambda a: a, axes
+
+
+def _ln_arrange(x, g, p, o):
+    ns = _ln_shape(x.shape[1:], o)
+    axes = tuple(range(x.ndim - len(ns), x.ndim))
+    w = p["weight"] if o.affine else None
+    return x, axes, g * w if w is not None else g, w, lambda a: a, tuple(range(x.ndim - len(ns)))
+
+
+def _gn_arrange(x, g, p, o):
+    xg, axes = _grouped(x, 1, o.groups)
+    w = _place(p["weight"], (x.shape[1],), x.ndim, 1) if o.affine else None
+    dxhat = (g * w if w is not None else g).reshape(xg.shape)
+    return xg, axes, dxhat, w, lambda a: np.broadcast_to(a, xg.shape).reshape(x.shape), (0,) + tuple(range(2, x.ndim))
+
+
 def _place(p, shape, ndim, at):
     """A parameter of `shape` (stack axes first, if any) reshaped to broadcast against an array of
     `ndim` axes in which its own axes start at axis `at`."""
@@ -250,6 +299,7 @@ OPS = (
     LayerOp(
         name="batchnorm",
         cancels=True,
+        rounding=_rounding(_bn_arrange),
         doc="batch normalisation in training mode: per-channel batch statistics over the batch and "
             "spatial axes (channel = first per-sample axis), as torch.nn.functional.batch_norm(training=True)",
         options=BatchNormOptions,
@@ -274,6 +324,7 @@ OPS = (
     LayerOp(
         name="layernorm",
         cancels=True,
+        rounding=_rounding(_ln_arrange),
         doc="layer normalisation over the trailing normalized_shape axes of each sample, as torch.nn.functional.layer_norm",
         options=LayerNormOptions,
         out_shape=_ln_out_shape,
@@ -295,6 +346,7 @@ OPS = (
     LayerOp(
         name="groupnorm",
         cancels=True,
+        rounding=_rounding(_gn_arrange),
         doc="group normalisation: per-sample statistics over each group of C/groups channels and the "
             "spatial axes, per-channel weight and bias, as torch.nn.functional.group_norm",
         options=GroupNormOptions,
