@@ -297,6 +297,7 @@ register(Activation(
     continuous=False,
     fprime_max=1.0,
     saturates=True,
+    check=lambda hp: None if hp["beta"] != 0 else "beta must be non-zero (softplus divides by it)",
 ))
 
 
