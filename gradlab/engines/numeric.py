@@ -367,7 +367,9 @@ def _unit_derivative(base: _Base, values, site_loss, method: str, rel: float, ti
     b_all, j_all = np.repeat(np.arange(B), w), np.tile(np.arange(w), B)
     h = steps(H, rel)
     width = max(max(x[0].size for x in base.hs), base.net.workspace()) + 1
-    chunk = max(1, NUMERIC_CHUNK_BYTES // (16 * 4 * width))
+    # bytes per perturbation: a complex row through the widest layer; the seeds' dense networks keep the
+    # 4x slack the memory estimate was measured with, N-d networks count their layers' workspace instead
+    chunk = max(1, NUMERIC_CHUNK_BYTES // ((16 * 4 if base.net.flat else 16 * 2) * width))
     value, err, kink = np.empty(n), np.empty(n), np.empty(n, bool)
     if method == "complex_step":
         for start in range(0, n, chunk):
@@ -622,7 +624,8 @@ def _cut_derivative(base: _Base, name: str, owner: int, cut: _Cut, method: str, 
     x_in, h0 = base.hs[owner], base.hs[cut.at]
     d, de, dk = cut.delta.reshape(h0.shape), cut.error.reshape(h0.shape), cut.kinks.reshape(h0.shape).astype(float)
     axes = tuple(range(1, h0.ndim + 1))
-    per_item = 16 * 4 * (x_in.size + max(max(a.size for a in base.hs[owner:cut.at + 1]), base.batch_workspace) + flat.size)
+    h_at = base.hs[cut.at].size
+    per_item = 16 * (x_in.size + len(REAL_STENCIL) * h_at + max(max(a.size for a in base.hs[owner:cut.at + 1]), base.batch_workspace) + flat.size)
     chunk = max(1, NUMERIC_CHUNK_BYTES // per_item)
 
     def moved(ii, off):
