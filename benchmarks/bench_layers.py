@@ -43,6 +43,8 @@ from gradlab.engines import numeric
 from gradlab.network import DenseLayer, OpLayer, ResidualLayer, build
 from gradlab.spec import validate
 
+from bench_numeric import gradlab_full  # noqa: E402 -- the same timed full check as the MLP benchmark
+
 LENET_PARAMS = 61_706
 TRANSFORMER_GOAL_S = 30.0
 CHECK = {"memory_limit": "16 GiB", "mode": "full"}
@@ -130,15 +132,6 @@ def gradcheck_seconds(net) -> tuple[float, bool]:
     t0 = time.perf_counter()
     ok = torch.autograd.gradcheck(loss, tensors, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False, raise_exception=False)
     return time.perf_counter() - t0, ok
-
-
-def gradlab_full(spec):
-    net = build(spec)
-    t0 = time.perf_counter()
-    result = runner.run(spec, net=net, mode="full")
-    seconds = time.perf_counter() - t0
-    rels = [c.max_rel_err for c in result.comparisons if c.reference == "numeric" and c.status in ("pass", "fail")]
-    return net, seconds, (max(rels) if rels else float("nan")), result
 
 
 def engines_line(result) -> str:
