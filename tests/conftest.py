@@ -31,3 +31,9 @@ def write_spec(tmp_path):
         return path
 
     return _write
+
+
+# tests/fuzz_found holds specs the fuzzer found, each with an `# expect: pass | refused | open` line that
+# tests/test_fuzz.py holds it to; the pytest plugin would otherwise collect every one as "must pass".
+collect_ignore = ["fuzz_found"]
+

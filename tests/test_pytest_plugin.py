@@ -274,3 +274,21 @@ check: {timeout: 2}
     result = pytester.runpytest_subprocess(timeout=60)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["gradlab error: *slow.yaml: *timed out after 2 s while running slow_op.py:Slow forward*"])
+
+
+def test_zero_gradient_rows_pass_with_a_warning(pytester):
+    """A spec whose gradient is exactly zero somewhere (behind a step) passes and says so as a warning;
+    pytest's warn() needs a location, which a spec item reports as line 0."""
+    pytester.makefile(".yaml", zero="""
+name: zero
+input: {dim: 3, batch: 2}
+network:
+  layers:
+    - {type: dense, units: 2}
+    - {type: activation, fn: step}
+    - {type: dense, units: 1}
+loss: {fn: sse}
+""")
+    result = pytester.runpytest("-v", "-W", "default")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*zero-gradient for layers.0.weight*"])
