@@ -38,6 +38,15 @@ def _aligned(p, base_ndim: int, between: int):
     return p.reshape(lead + (1,) * between + p.shape[len(lead):]) if lead else p
 
 
+def _default_place(layer, width: int) -> None:
+    """A layer built outside a spec (tests, the audit) sits at top level on (batch, width) rows."""
+    if not layer.name:
+        object.__setattr__(layer, "name", f"layers.{layer.index}")
+        object.__setattr__(layer, "path", f"network.layers[{layer.index}]")
+    if not layer.in_shape:
+        object.__setattr__(layer, "in_shape", (width,))
+
+
 @dataclass(frozen=True)
 class DenseLayer:
     """u = x W (+ b) on the last axis of (batch, ..., features), as torch.nn.Linear."""
@@ -56,11 +65,7 @@ class DenseLayer:
     mixes_batch: ClassVar[bool] = False
 
     def __post_init__(self):
-        if not self.name:
-            object.__setattr__(self, "name", f"layers.{self.index}")
-            object.__setattr__(self, "path", f"network.layers[{self.index}]")
-        if not self.in_shape:
-            object.__setattr__(self, "in_shape", (self.n_in,))
+        _default_place(self, self.n_in)
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -120,11 +125,7 @@ class ActivationLayer:
     mixes_batch: ClassVar[bool] = False
 
     def __post_init__(self):
-        if not self.name:
-            object.__setattr__(self, "name", f"layers.{self.index}")
-            object.__setattr__(self, "path", f"network.layers[{self.index}]")
-        if not self.in_shape:
-            object.__setattr__(self, "in_shape", (self.width,))
+        _default_place(self, self.width)
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -188,11 +189,7 @@ class CustomLayer:
     mixes_batch: ClassVar[bool] = False
 
     def __post_init__(self):
-        if not self.name:
-            object.__setattr__(self, "name", f"layers.{self.index}")
-            object.__setattr__(self, "path", f"network.layers[{self.index}]")
-        if not self.in_shape:
-            object.__setattr__(self, "in_shape", (self.n_in,))
+        _default_place(self, self.n_in)
 
     @property
     def out_shape(self) -> tuple[int, ...]:
