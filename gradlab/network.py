@@ -71,6 +71,8 @@ class DenseLayer:
     def out_shape(self) -> tuple[int, ...]:
         return self.in_shape[:-1] + (self.n_out,)
 
+    rowwise: ClassVar[bool] = True  # acts on the last axis, each row on its own
+
     @property
     def weight(self) -> str:
         return f"{self.name}.weight"
@@ -134,6 +136,8 @@ class ActivationLayer:
     @property
     def complex_safe(self) -> bool:
         return self.op.complex_safe
+
+    rowwise: ClassVar[bool] = True  # elementwise, or softmax along the last axis
 
     def param_name(self, hyper_name: str) -> str:
         return f"{self.name}.{hyper_name}"
@@ -292,6 +296,10 @@ class OpLayer:
         return self.op.mixes_batch
 
     @property
+    def rowwise(self) -> bool:
+        return bool(self.op.rowwise and not self.buffers and self.op.rowwise(self.in_shape, self.options))
+
+    @property
     def workspace(self) -> int:
         """Elements per sample a forward holds at its peak: its output, or more (attention's scores)."""
         out = int(np.prod(self.out_shape))
@@ -363,6 +371,10 @@ class ResidualLayer:
     @property
     def supports_stacking(self) -> bool:
         return all(l.supports_stacking for l in self.members)
+
+    @property
+    def rowwise(self) -> bool:
+        return all(getattr(l, "rowwise", False) for l in self.members)
 
     @property
     def param_names(self) -> tuple[str, ...]:

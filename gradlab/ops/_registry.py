@@ -177,6 +177,7 @@ class LayerOp:
     # roundoff eps, for an op whose rounding hides from perturbations of its inputs (a normalisation)
     rounding: Callable[..., tuple] | None = None
     linear_in: tuple[str, ...] = ()  # parameters the output is affine in (conv weight and bias)
+    rowwise: Callable[[tuple, Any], bool] | None = None  # acts on the last axis alone, each row (position) on its own
     workspace: Callable[[tuple, Any], int] | None = None  # elements per sample its forward holds beyond its output (attention's T x T scores)
     examples: tuple[tuple[tuple, dict], ...] = ()  # (in_shape, options) the registry-wide tests run
 

@@ -323,6 +323,7 @@ OPS = (
     ),
     LayerOp(
         name="layernorm",
+        rowwise=lambda s, o: len(_ln_shape(s, o)) == 1,
         cancels=True,
         rounding=_rounding(_ln_arrange),
         doc="layer normalisation over the trailing normalized_shape axes of each sample, as torch.nn.functional.layer_norm",
