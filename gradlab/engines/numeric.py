@@ -269,6 +269,32 @@ def gradient_of(
 # --- the network ---------------------------------------------------------------------------------
 
 
+def _moved_row(values, b, j, off):
+    """(rows, r): the row r[p] = j[p] // features of sample b[p] of `values` (batch, ..., features), with its
+    unit j[p] % features moved by off[p] -- for a site after which everything acts row by row."""
+    u = values.shape[-1]
+    r, c = j // u, j % u
+    rows = values.reshape(values.shape[0], -1, u)[b, r].astype(np.result_type(values, off))
+    rows[np.arange(len(b)), c] += off
+    return rows, r
+
+
+def _moved_units(before, after, layer, b, j, off):
+    """(rows, applied): the rows of samples b with flattened unit j of `before` moved by off. When `layer`
+    (the next one) is elementwise it moves only that unit, so it is applied to that unit alone and the rows
+    are its output `after` with the unit replaced (applied=True); otherwise the moved input rows (False)."""
+    dt = np.result_type(before, off)
+    p = np.arange(len(b))
+    if isinstance(layer, ActivationLayer) and layer.op.elementwise and not layer.trainable:
+        rows = after[b].astype(dt)
+        z = before[b].reshape(len(b), -1)[p, j] + off
+        rows.reshape(len(b), -1)[p, j] = layer.op.forward(z, layer.fixed)
+        return rows, True
+    rows = before[b].astype(dt)
+    rows.reshape(len(b), -1)[p, j] += off
+    return rows, False
+
+
 @dataclass
 class _Base:
     """One float64 forward pass of the network, kept for reuse by every perturbation."""
@@ -330,9 +356,9 @@ class _Base:
             self._row_losses = self.net.loss_op.forward(y, t) * self.net.loss_scale
         return self._row_losses
 
-    def row_rest(self, start: int, rows: np.ndarray, b: np.ndarray, r: np.ndarray, add=None) -> np.ndarray:
+    def row_rest(self, start: int, rows: np.ndarray, b: np.ndarray, r: np.ndarray) -> np.ndarray:
         """Per-sample loss when only row r[p] of sample b[p] changed, to `rows` (P, features) entering layer
-        `start` (plus `add`, a residual's skip, first): the other rows' losses are the base pass's."""
+        `start`: the other rows' losses are the base pass's."""
         h = rows[:, None, :]
         for layer in self.net.layers[start:]:
             h = layer.forward(self.params, h)
@@ -345,23 +371,11 @@ class _Base:
         """Per-sample loss after hs[l][b[p], j[p]] += off[p] (j indexes the flattened sample), for all p at once."""
         layers, hs, L = self.net.layers, self.hs, self.n_layers
         if not self.net.flat and hs[l].ndim >= 3 and self.rowwise_from(l):
-            u = hs[l].shape[-1]
-            r, c = j // u, j % u
-            rows = hs[l].reshape(hs[l].shape[0], -1, u)[b, r].astype(np.result_type(hs[l], off))
-            rows[np.arange(len(b)), c] += off
+            rows, r = _moved_row(hs[l], b, j, off)
             return self.row_rest(l, rows, b, r)
         if not self.net.flat:
-            dt = np.result_type(hs[l], off)
-            layer = layers[l] if l < L else None
-            if isinstance(layer, ActivationLayer) and layer.op.elementwise and not layer.trainable:
-                # an elementwise op moves only the perturbed unit: apply it to that unit alone
-                rows = hs[l + 1][b].astype(dt)
-                z = hs[l][b].reshape(len(b), -1)[np.arange(len(b)), j] + off
-                rows.reshape(len(b), -1)[np.arange(len(b)), j] = layer.op.forward(z, layer.fixed)
-                return self.rows_loss(l + 1, rows, b)
-            rows = hs[l][b].astype(dt)
-            rows.reshape(len(b), -1)[np.arange(len(b)), j] += off
-            return self.rows_loss(l, rows, b)
+            rows, applied = _moved_units(hs[l], hs[l + 1] if l < L else None, layers[l] if l < L else None, b, j, off)
+            return self.rows_loss(l + 1 if applied else l, rows, b)
         if l + 1 < L and isinstance(layers[l], ActivationLayer) and layers[l].op.elementwise and not layers[l].trainable and isinstance(layers[l + 1], DenseLayer):
             act, dense = layers[l], layers[l + 1]
             a_new = act.op.forward((hs[l][b, j] + off)[:, None], act.fixed)[:, 0]
@@ -589,30 +603,19 @@ class _InnerSite:
 
     def loss(self, b, j, off):
         params, rest = self.base.params, self.block.layers[self.j + 1:]
-        dt = np.result_type(self.values[self.j + 1], off)
         u_site = self.values[self.j + 1]
-        if u_site.ndim >= 3 and all(getattr(l, "rowwise", False) for l in rest) and self.skip.shape == self.values[-1].shape \
+        if u_site.ndim >= 3 and all(getattr(l, "rowwise", False) for l in rest) \
                 and self.base.rowwise_from(self.block.index + 1) and (self.block.projection is None or self.block.projection.rowwise):
             # everything after the site acts row by row: only row r of sample b moves
-            u = u_site.shape[-1]
-            r, c = j // u, j % u
-            rows = u_site.reshape(u_site.shape[0], -1, u)[b, r].astype(dt)
-            rows[np.arange(len(b)), c] += off
+            rows, r = _moved_row(u_site, b, j, off)
             h = rows[:, None, :]
             for layer in rest:
                 h = layer.forward(params, h)
             skip = self.skip.reshape(self.skip.shape[0], -1, self.skip.shape[-1])[b, r]
             return self.base.row_rest(self.block.index + 1, h[:, 0, :] + skip, b, r)
         first = rest[0] if rest else None
-        if isinstance(first, ActivationLayer) and first.op.elementwise and not first.trainable:
-            rows = self.values[self.j + 2][b].astype(dt)
-            z = self.values[self.j + 1][b].reshape(len(b), -1)[np.arange(len(b)), j] + off
-            rows.reshape(len(b), -1)[np.arange(len(b)), j] = first.op.forward(z, first.fixed)
-            rest = rest[1:]
-        else:
-            rows = self.values[self.j + 1][b].astype(dt)
-            rows.reshape(len(b), -1)[np.arange(len(b)), j] += off
-        for layer in rest:
+        rows, applied = _moved_units(u_site, self.values[self.j + 2] if first is not None else None, first, b, j, off)
+        for layer in rest[1:] if applied else rest:
             rows = layer.forward(params, rows, b)
         return self.base.rows_loss(self.block.index + 1, rows + self.skip[b], b)
 
