@@ -160,6 +160,16 @@ PROBE = 1e-7  # relative size of the perturbations that measure a backward's sen
 PROBES = 2  # random perturbations per layer; the largest response is kept
 
 
+def _jiggled(a, rng):
+    """`a` with every element moved by a random relative PROBE: how rounding moves what an op reads."""
+    return a * (1 + PROBE * rng.uniform(-1.0, 1.0, np.shape(a)))
+
+
+def _pushed(a, err, rng):
+    """`a` moved by its error bound `err` with random signs: how an error already carried moves it."""
+    return a + err * rng.choice((-1.0, 1.0), np.shape(a))
+
+
 def _forward_errors(layers, params, xs, rng, eps: float) -> list:
     """Bounds on the rounding each layer's output carries in the dtype: its own (the response to relative
     perturbations of what it reads, as in `_sensitivity`) plus its input's error carried through it. A
@@ -171,10 +181,10 @@ def _forward_errors(layers, params, xs, rng, eps: float) -> list:
         own, car = np.zeros(np.shape(y)), np.zeros(np.shape(y))
         with np.errstate(all="ignore"):
             for _ in range(PROBES):
-                p = {**params, **{n: params[n] * (1 + PROBE * rng.uniform(-1.0, 1.0, np.shape(params[n]))) for n in names_of[i]}}
-                own = np.maximum(own, np.abs(layer.forward(p, x * (1 + PROBE * rng.uniform(-1.0, 1.0, np.shape(x)))) - y))
+                p = {**params, **{n: _jiggled(params[n], rng) for n in names_of[i]}}
+                own = np.maximum(own, np.abs(layer.forward(p, _jiggled(x, rng)) - y))
                 if np.any(e_x):
-                    car = np.maximum(car, np.abs(layer.forward(params, x + e_x * rng.choice((-1.0, 1.0), np.shape(x))) - y))
+                    car = np.maximum(car, np.abs(layer.forward(params, _pushed(x, e_x, rng)) - y))
         hint = _op_rounding(layer, params, x, np.zeros_like(y), eps)
         extra = hint[0] if hint else 0.0
         errs.append(np.nan_to_num(car + 8.0 * (eps / PROBE) * own + eps * np.abs(y) + extra, nan=0.0, posinf=0.0))
@@ -207,21 +217,18 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
     own_x, own_p = np.zeros(np.shape(base_x)), {n: np.zeros(np.shape(params[n])) for n in names}
     car_x, car_p = np.zeros(np.shape(base_x)), {n: np.zeros(np.shape(params[n])) for n in names}
 
-    def moved(a):
-        return a * (1 + PROBE * rng.uniform(-1.0, 1.0, np.shape(a)))
-
     for _ in range(PROBES):
-        p = {**params, **{n: moved(params[n]) for n in names}}
-        gx, gp = layer.backward(p, moved(x), moved(y), moved(g))
+        p = {**params, **{n: _jiggled(params[n], rng) for n in names}}
+        gx, gp = layer.backward(p, _jiggled(x, rng), _jiggled(y, rng), _jiggled(g, rng))
         own_x = np.maximum(own_x, np.abs(gx - base_x))
         for n in names:
             own_p[n] = np.maximum(own_p[n], np.abs(gp[n] - base_p[n]))
-        gx, gp = layer.backward(params, x, y, g + e_g * rng.choice((-1.0, 1.0), np.shape(g)))
+        gx, gp = layer.backward(params, x, y, _pushed(g, e_g, rng))
         car_x = np.maximum(car_x, np.abs(gx - base_x))
         for n in names:
             car_p[n] = np.maximum(car_p[n], np.abs(gp[n] - base_p[n]))
         if e_x is not None and (np.any(e_x) or np.any(e_y)):  # the forward values it reads carry rounding too
-            gx, gp = layer.backward(params, x + e_x * rng.choice((-1.0, 1.0), np.shape(x)), y + e_y * rng.choice((-1.0, 1.0), np.shape(y)), g)
+            gx, gp = layer.backward(params, _pushed(x, e_x, rng), _pushed(y, e_y, rng), g)
             car_x = np.maximum(car_x, np.abs(gx - base_x))
             for n in names:
                 car_p[n] = np.maximum(car_p[n], np.abs(gp[n] - base_p[n]))
