@@ -22,7 +22,7 @@ Examples:
 
 @click.command("audit", epilog=EXAMPLES)
 @click.argument("target")
-@click.option("--kind", type=click.Choice(["activation", "loss", "layer", "function"]), help="The op's contract; default: its `kind` attribute or what its methods make plain.")
+@click.option("--kind", type=click.Choice(["activation", "loss", "layer", "function", "module"]), help="The op's contract; default: its `kind` attribute or what its methods make plain. `module`: an nn.Module class, every parameter and input gradient against forward-only differences in float64.")
 @click.option("--examples", type=click.IntRange(min=1), default=200, show_default=True, help="Hypothesis budget: cases tried before declaring a pass.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the search; the same seed gives the same cases and verdict.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format.")
@@ -57,6 +57,10 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, time
 
     if output:
         check_writable(output)  # before the search, not after it
+    if kind == "module":
+        from ..kernels.modules import run_module_audit
+
+        sys.exit(run_module_audit(target, examples=examples, seed=seed, fmt=fmt, output=output, rtol=rtol, atol=atol, timeout=timeout))
     if ":" not in target and target.endswith(".py"):
         _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout)
     with deadline(timeout, f"gradlab audit {target}"):
