@@ -496,14 +496,19 @@ class Network:
             h = layer.forward(params, h, rows)
         return h
 
-    def _rows_of(self, y, target):
-        """(y, t) with the output's positions folded into rows: (*lead, rows, features) and (rows, features)."""
-        t = self.target if target is None else target
+    def as_rows(self, a):
+        """(..., batch, *output shape) -> (..., batch, rows, features): the loss acts on an N-d output's last
+        axis, its other positions are rows (the one place that folds them; the numeric engine uses it too)."""
         out = self.target.shape[1:]
-        if len(out) == 1:
+        return a.reshape(a.shape[: a.ndim - len(out)] + (-1, out[-1]))
+
+    def _rows_of(self, y, target):
+        """(y, t) with batch and positions folded into one row axis: (*lead, rows, features) and (rows, features)."""
+        t = self.target if target is None else target
+        if self.target.ndim == 2:
             return y, t
-        lead = y.shape[: y.ndim - len(out) - 1]
-        return y.reshape(lead + (-1, out[-1])), t.reshape(-1, out[-1])
+        ys, f = self.as_rows(y), self.target.shape[-1]
+        return ys.reshape(ys.shape[:-3] + (-1, f)), self.as_rows(t).reshape(-1, f)
 
     def loss_of_output(self, y, target=None):
         y, t = self._rows_of(y, target)
@@ -511,11 +516,7 @@ class Network:
 
     def sample_losses(self, y):
         """Each sample's share of the loss: (*lead, batch) from an output (*lead, batch, *output shape)."""
-        out = self.target.shape[1:]
-        lead = y.shape[: y.ndim - len(out) - 1]
-        ys = y.reshape(lead + (self.batch, -1, out[-1]))
-        ts = self.target.reshape(self.batch, -1, out[-1])
-        return self.loss_op.forward(ys, ts) * self.loss_scale
+        return self.loss_op.forward(self.as_rows(y), self.as_rows(self.target)) * self.loss_scale
 
     def loss_gradient(self, y):
         """dL/dy for an output y of shape (batch, *output shape)."""

@@ -335,9 +335,8 @@ class _Base:
             h = layer.forward(self.params, h, b)
         if self.net.flat:
             return self.net.loss_of_output(h[:, None, :], self.target[b][:, None, :])
-        out = self.target.shape[1:]
-        ys, ts = h.reshape(len(b), 1, -1, out[-1]), self.target[b].reshape(len(b), 1, -1, out[-1])
-        return self.net.loss_op.forward(ys, ts)[:, 0] * self.net.loss_scale
+        rows = self.net.as_rows
+        return self.net.loss_op.forward(rows(h)[:, None], rows(self.target[b])[:, None])[:, 0] * self.net.loss_scale
 
     def rowwise_from(self, start: int) -> bool:
         """Whether every layer from `start` on acts on the last axis row by row (dense, activations, layernorm
@@ -350,9 +349,8 @@ class _Base:
     def row_losses(self) -> np.ndarray:
         """Each output row's loss, (batch, rows)."""
         if self._row_losses is None:
-            out = self.target.shape[1:]
-            y = self.hs[-1].reshape(self.target.shape[0], -1, 1, out[-1])
-            t = self.target.reshape(y.shape)
+            rows = self.net.as_rows
+            y, t = rows(self.hs[-1])[:, :, None], rows(self.target)[:, :, None]
             self._row_losses = self.net.loss_op.forward(y, t) * self.net.loss_scale
         return self._row_losses
 
@@ -362,9 +360,8 @@ class _Base:
         h = rows[:, None, :]
         for layer in self.net.layers[start:]:
             h = layer.forward(self.params, h)
-        out = self.target.shape[1:]
-        t = self.target.reshape(self.target.shape[0], -1, out[-1])[b, r][:, None, :]
-        new = self.net.loss_op.forward(h.reshape(len(b), 1, out[-1]), t) * self.net.loss_scale
+        t = self.net.as_rows(self.target)[b, r][:, None, :]
+        new = self.net.loss_op.forward(h.reshape(t.shape), t) * self.net.loss_scale
         return self.row_loss[b] - self.row_losses[b, r] + new
 
     def site_loss(self, l: int, b: np.ndarray, j: np.ndarray, off: np.ndarray) -> np.ndarray:
