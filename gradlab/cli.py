@@ -113,9 +113,12 @@ Examples:
               help="Every spec's full table, with each comparison's cosine, and every tensor's worst elements with each engine's value "
                    "side by side (without -v a passing spec is one summary line).")
 @click.option("--stats", "with_stats", is_flag=True, help="Append `gradlab stats`' per-layer vanishing/exploding table for each spec.")
+@click.option("--remote", metavar="URL", help="Run the checks on a `gradlab serve` server (e.g. http://gpu-box:8750) and print what a local check prints; "
+                                            "$GRADLAB_TOKEN is sent as its bearer token.")
+@click.option("--label", metavar="TEXT", help="With --remote: who or which commit the run is for, shown in the server's runs list.")
 @timeout_option
 @safety_options
-def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, with_stats=False, reports=(), timeout=None):
+def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, with_stats=False, reports=(), timeout=None, remote=None, label=None):
     """Check the gradients of one or more YAML specs.
 
     Every parameter tensor is differentiated by the analytic engine (hand-written
@@ -128,6 +131,12 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
 
     engine_list = parse_engines(engines)
     check_devices(devices)
+    if remote:
+        from .service.client import check_remote
+
+        click.get_current_context().exit(check_remote(remote, specs, label=label, fmt=fmt, output=output, reports=reports, devices=list(devices),
+                                                      method=method, mode=mode, engines=engine_list, quiet=quiet, verbose=verbose,
+                                                      stats=with_stats, timeout=timeout))
     targets = report_targets(reports)
     for path in ([output] if output else []) + [p for p, _ in targets]:
         check_writable(path, "--output" if path == output else "--report")
