@@ -185,6 +185,14 @@ def run_loaded(loaded, *, progress: bool = True, timeout: float | None = None, *
     return results
 
 
+def stats_within(spec, path: str, timeout: float | None = None):
+    """`--stats` runs the spec's ops again: under the same deadline as the check."""
+    from . import stats
+
+    with deadline(timeout or spec.check.timeout, path):
+        return stats.run(spec, path=path)
+
+
 def in_order(paths, invalid: list, ran: list) -> list:
     """Results in the order the specs were named, the invalid ones (error results) in their place."""
     queued: dict[str, list] = {}

@@ -27,9 +27,11 @@ from .batch import (  # noqa: F401  (EXIT_OK, EXIT_FAIL, numeric_elements: re-ex
     numeric_elements,
     parse_engines,
     safety_options,
+    stats_within,
     timeout_option,
 )
 from .errors import GradlabError
+from .executors import check_specs_on, executor_options
 from .output import check_writable, write_text  # noqa: F401  (write_text: re-exported)
 from .usercode import Timeout, install_sigint
 
@@ -95,6 +97,7 @@ Examples:
   gradlab check my_net.yaml --device cpu --device cuda --method richardson
   gradlab check big_net.yaml --mode fast         # projections + bisection, any size
   gradlab check specs/ --report report.md --report report.html --report junit.xml
+  gradlab check specs/ --executor local --workers 4   # each spec in its own worker process
 """
 
 
@@ -117,8 +120,10 @@ Examples:
                                             "$GRADLAB_TOKEN is sent as its bearer token.")
 @click.option("--label", metavar="TEXT", help="With --remote: who or which commit the run is for, shown in the server's runs list.")
 @timeout_option
+@executor_options
 @safety_options
-def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, with_stats=False, reports=(), timeout=None, remote=None, label=None):
+def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, with_stats=False, reports=(), timeout=None, remote=None, label=None,
+          executor=None):
     """Check the gradients of one or more YAML specs.
 
     Every parameter tensor is differentiated by the analytic engine (hand-written
@@ -140,12 +145,11 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
     targets = report_targets(reports)
     for path in ([output] if output else []) + [p for p, _ in targets]:
         check_writable(path, "--output" if path == output else "--report")
-    loaded, results = check_specs(specs, progress=not quiet, timeout=timeout, devices=list(devices) or None, engines=engine_list,
-                                  method=method, mode=mode)
-    from . import stats as stats_mod
+    how = dict(progress=not quiet, timeout=timeout, devices=list(devices) or None, engines=engine_list, method=method, mode=mode)
+    loaded, results = check_specs_on(executor, specs, **how) if executor else check_specs(specs, **how)
     from .report import stats_table
 
-    stats_all = [guarded(path, lambda path=path, spec=spec: _stats_within(stats_mod, spec, path, timeout)) for path, spec in loaded] if with_stats else []
+    stats_all = [guarded(path, lambda path=path, spec=spec: stats_within(spec, path, timeout)) for path, spec in loaded] if with_stats else []
     stats_results = [s for s in stats_all if getattr(s, "error", None) is None]
     # --stats is an extra: a spec it cannot measure (a custom layer, a batch too big for the limit) gets a note, and the
     # gradient check's exit code stands; only an internal error of stats changes it.
@@ -178,14 +182,6 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
     write_rendered(rendered, quiet=quiet)
     echo_errors(results + stats_errors)
     click.get_current_context().exit(exit_code(results + stats_errors))
-
-
-def _stats_within(stats_mod, spec, path: str, timeout: float | None):
-    """`--stats` runs the spec's ops again: under the same deadline as the check."""
-    from .usercode import deadline
-
-    with deadline(timeout or spec.check.timeout, path):
-        return stats_mod.run(spec, path=path)
 
 
 def _add_module_commands() -> None:
