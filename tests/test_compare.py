@@ -164,3 +164,64 @@ def test_cuda_device(tmp_path):
         pytest.skip("no CUDA device")
     code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--device", "cuda", "--examples", 10)
     assert code == 0, out
+
+
+# --- --double-backward and --forward-ad ---------------------------------------------------------------
+
+GELU = str(ROOT / "examples/kernels/gelu.py")
+SECOND = str(ROOT / "tests/kernel_targets/second_order.py")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float64"])
+def test_double_backward_differentiable_function_passes(dtype):
+    code, out = run(f"{SECOND}:ScaledTanh", f"{SECOND}:reference", "--double-backward", "--dtype", dtype, "--examples", 8)
+    assert code == 0, out
+    assert "hvp x" in out and "hvp s" in out and "not supported" not in out
+    if dtype == "float64":
+        assert "hvp x vs differences" in out
+
+
+def test_double_backward_detached_term_fails_naming_the_input():
+    code, out = run(f"{SECOND}:ScaledTanhXDetached", f"{SECOND}:reference", "--double-backward", "--examples", 8)
+    assert code == 1, out
+    assert "FAIL: hvp x beyond the bound" in out  # x only: every term involving s is still right
+    line = out.split("reproduce:")[1].strip().splitlines()[0]
+    assert "--double-backward" in line
+    case = line.split("--case ")[1].strip("'")
+    again, out2 = run(f"{SECOND}:ScaledTanhXDetached", f"{SECOND}:reference", "--double-backward", "--case", case)
+    assert again == 1 and "hvp x" in out2
+    code, out = run(f"{SECOND}:ScaledTanhXDetached", f"{SECOND}:reference", "--examples", 8)
+    assert code == 0, out  # the first order alone cannot see it
+
+
+def test_double_backward_float64_differences_name_the_wrong_elements():
+    code, out = run(f"{SECOND}:ScaledTanhXDetached", f"{SECOND}:reference", "--double-backward", "--dtype", "float64",
+                    "--case", "x=10,12;s=10,12|values=normal|seed=3")
+    assert code == 1, out
+    rows = {line.split()[0] + " " + line.split()[1]: line for line in out.splitlines() if "vs differences" in line and "projections" in line}
+    assert rows["hvp x"].rstrip().endswith("FAIL") and rows["hvp s"].rstrip().endswith("ok")
+    assert "hvp x vs differences: wrong at [" in out
+    code, out = run(f"{GELU}:GeluDetached", f"{GELU}:reference", "--dtype", "float64", "--ref-dtype", "float32", "--double-backward")
+    assert code == 2 and "needs --ref-dtype float64" in out
+
+
+def test_double_backward_not_supported_is_reported_not_passed(tmp_path):
+    code, out = run(f"{GELU}:GeluOnce", f"{GELU}:reference", "--double-backward", "--examples", 4, "--format", "json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert "once_differentiable" in doc["not_supported"]["hvp"]
+    assert [w["passed"] for w in doc["worst"] if w["name"] == "hvp"] == [None]
+    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--double-backward", "--examples", 6)
+    assert code == 0, out  # hvp x: its backward uses xhat and rstd saved from forward, constants to autograd
+    assert "not supported: hvp x: the candidate's gradients do not depend on x" in out
+    assert out.strip().splitlines()[-1].startswith("PASS for what was checked; NOT SUPPORTED by the candidate, not checked: hvp x")
+
+
+def test_forward_ad_jvp_checked():
+    code, out = run(f"{GELU}:FusedGelu", f"{GELU}:reference", "--forward-ad", "--examples", 8, "--dtype", "float16")
+    assert code == 0 and "jvp output" in out, out
+    code, out = run(f"{GELU}:GeluWrongJvp", f"{GELU}:reference", "--forward-ad", "--examples", 8)
+    assert code == 1 and "FAIL: jvp output beyond the bound" in out, out
+    assert "--forward-ad" in out.split("reproduce:")[1]
+    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--forward-ad", "--examples", 3)
+    assert code == 0 and "not supported: jvp: the Function defines no jvp staticmethod" in out, out

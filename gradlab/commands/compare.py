@@ -16,13 +16,16 @@ Examples:
   gradlab compare my_kernels.py:FlashAttn my_kernels.py:attention_ref --dtype float16 --examples 300
   gradlab compare mypkg.layers:FusedMLP mypkg.layers:MLP --init '{"width": 64}' --shapes 'x=8,64'
   gradlab compare examples/kernels/scatter.py:GatherRows examples/kernels/scatter.py:reference --dtype float32 --determinism 20
+  gradlab compare examples/kernels/gelu.py:FusedGelu examples/kernels/gelu.py:reference --double-backward --forward-ad
+  gradlab compare examples/kernels/gelu.py:FusedGelu examples/kernels/gelu.py:reference --dtype float64 --double-backward
 """
 
 
 @click.command("compare", epilog=EXAMPLES)
 @click.argument("candidate")
 @click.argument("reference")
-@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32"]), default="bfloat16", show_default=True, help="The low dtype the candidate runs in.")
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32", "float64"]), default="bfloat16", show_default=True,
+              help="The low dtype the candidate runs in (float64: for --double-backward's differences; the bound is then gradlab's float64 rtol).")
 @click.option("--ref-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="The high-precision reference's dtype (TF32 off).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where all three runs happen.")
 @click.option("--shapes", help="Input shapes, e.g. 'x=8,64;w=64;labels=8:int<10' (default: the candidate's example_inputs()).")
@@ -32,12 +35,15 @@ Examples:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the search; the same seed gives the same cases.")
 @click.option("--determinism", type=click.IntRange(min=2), metavar="N", help="Also run the candidate's backward N times on one input and demand equal results.")
 @click.option("--nondet-tol", type=click.FloatRange(min=0), help="With --determinism: the largest spread accepted (default: bitwise equality).")
+@click.option("--double-backward", "double_backward", is_flag=True, help="Also judge Hessian-vector products d<grad, v>/d(input, parameter); in float64 also against differences of the first-order gradient.")
+@click.option("--forward-ad", "forward_ad", is_flag=True, help="Also judge forward-mode JVPs (a Function needs a jvp staticmethod).")
 @click.option("--case", "case", help="Replay one case from a report's reproduce line (SHAPES|values=STYLE|seed=N), no search.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the output to this file instead of stdout.")
 @timeout_option
 @safety_options
-def command(candidate, reference, dtype, ref_dtype, device, shapes, init, examples, factor, seed, determinism, nondet_tol, case, fmt, output, timeout):
+def command(candidate, reference, dtype, ref_dtype, device, shapes, init, examples, factor, seed, determinism, nondet_tol, double_backward, forward_ad,
+            case, fmt, output, timeout):
     """Compare CANDIDATE (a fast kernel) with REFERENCE by the FlashAttention rule.
 
     Each is path/to/file.py:Name or package.module:Name: a torch.autograd.Function, an nn.Module
@@ -45,7 +51,8 @@ def command(candidate, reference, dtype, ref_dtype, device, shapes, init, exampl
     --ref-dtype and in --dtype, the candidate in --dtype, all against one random cotangent. Every
     output and gradient passes when max|cand - ref| <= factor * max|ref_low - ref| + noise (noise: 2x
     the low dtype's rounding at the tensor's scale). Hypothesis varies sizes and values and shrinks a
-    failure. Exit code 0: every example passes; 1: a counterexample or nondeterminism; 2: bad usage,
+    failure. --double-backward and --forward-ad judge second-order products and JVPs the same
+    way (what the candidate cannot do is reported as not supported). Exit code 0: every example passes; 1: a counterexample or nondeterminism; 2: bad usage,
     a target that cannot be loaded, or user code that raised; 130: Ctrl-C.
     """
     from ..batch import EXIT_FAIL, EXIT_OK
@@ -64,6 +71,8 @@ def command(candidate, reference, dtype, ref_dtype, device, shapes, init, exampl
 
     if output:
         check_writable(output)
+    if dtype == "float64" and ref_dtype != "float64":
+        raise GradlabError("--dtype float64 needs --ref-dtype float64 (the reference must be at least as precise as the candidate)")
     if nondet_tol is not None and determinism is None:
         raise GradlabError("--nondet-tol needs --determinism N")
     if device == "cuda" and not torch.cuda.is_available():
@@ -86,13 +95,14 @@ def command(candidate, reference, dtype, ref_dtype, device, shapes, init, exampl
             specs = replay_case.specs
         elif specs is None:
             specs = I.declared(load_raw(candidate), candidate)
-        pair = Pair(cand, ref, specs, Config(DTYPES[dtype], DTYPES[ref_dtype], device, factor))
+        pair = Pair(cand, ref, specs, Config(DTYPES[dtype], DTYPES[ref_dtype], device, factor, double_backward, forward_ad))
         result = replay(pair, replay_case) if replay_case else search(pair, examples=examples, seed=seed)
         spreads, det_case = None, ""
         if determinism:
             det, spreads = D.check(pair, determinism, seed=seed, tol=nondet_tol)
             det_case = det.text()
     extra = (["--device", device] if device != "cpu" else []) + (["--init", init] if init else [])
+    extra += (["--double-backward"] if double_backward else []) + (["--forward-ad"] if forward_ad else [])
     outcome = report.Outcome(candidate, reference, dtype, ref_dtype, device, factor, seed, examples, result, spreads, det_case, tuple(extra))
     if fmt == "json":
         write_text(report.to_json(outcome), output)

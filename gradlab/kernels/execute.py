@@ -25,6 +25,8 @@ class Config:
     ref_dtype: torch.dtype = torch.float64
     device: str = "cpu"
     factor: float = 2.0
+    double_backward: bool = False  # also judge second-order products (secondorder.py)
+    forward_ad: bool = False  # also judge JVPs (forwardad.py)
 
 
 @dataclass
@@ -59,16 +61,24 @@ class Run:
     grads: dict[str, torch.Tensor]  # "x", "weight" -> gradient
 
 
-def forward_backward(pair: Pair, target: Target, dtype: torch.dtype, case_inputs: dict, params: dict, cotangents: list | None, seed: int) -> Run:
-    """Run `target` in `dtype`: forward, then autograd.grad against the shared cotangents (drawn here when None)."""
+@dataclass
+class Prepared:
+    """One forward in one dtype: what it differentiates against (inputs and parameters) and its floating outputs."""
+
+    wrt: dict[str, torch.Tensor]
+    floating: list[torch.Tensor]
+
+
+def prepare(pair: Pair, target: Target, dtype: torch.dtype, case_inputs: dict, params: dict, *, track: bool = True) -> Prepared:
+    """Cast the case to `dtype`, build the callee with the shared parameters and run the forward once."""
     device = pair.config.device
-    xs = {k: (v.to(dtype).detach().requires_grad_(True) if v.is_floating_point() else v) for k, v in case_inputs.items()}
+    xs = {k: (v.to(dtype).detach().requires_grad_(track) if v.is_floating_point() else v) for k, v in case_inputs.items()}
     callee = instance(target, dtype, device, {k: v.to(dtype) for k, v in params.items()})
     extra: dict[str, torch.Tensor] = {}
     if target.kind == "module":
         wrt_params = float_params(callee)
     elif params:  # a reference function takes the candidate module's parameters by name
-        extra = {k: v.to(dtype).detach().requires_grad_(True) for k, v in params.items()}
+        extra = {k: v.to(dtype).detach().requires_grad_(track) for k, v in params.items()}
         wrt_params = extra
     else:
         wrt_params = {}
@@ -76,32 +86,49 @@ def forward_backward(pair: Pair, target: Target, dtype: torch.dtype, case_inputs
     floating = [o for o in outs if o.is_floating_point()]
     if not floating:
         raise TargetError(f"{target.role} {target.spec}: returned no floating tensor to differentiate")
-    if cotangents is None:  # drawn in float64, rounded to the low dtype: all three runs start from the same values
-        cotangents = [I.cotangent(o.shape, seed, i).to(pair.config.dtype).double() for i, o in enumerate(floating)]
+    wrt = {k: v for k, v in xs.items() if v.is_floating_point()}
+    wrt.update(wrt_params)
+    return Prepared(wrt, floating)
+
+
+def check_cotangents(target: Target, floating: list, cotangents: list) -> None:
     if len(cotangents) != len(floating):
         raise TargetError(f"{target.role} {target.spec}: returned {len(floating)} floating output(s), the reference {len(cotangents)}")
     for i, (o, c) in enumerate(zip(floating, cotangents)):
         if tuple(o.shape) != tuple(c.shape):
             raise TargetError(f"{target.role} {target.spec}: output {i} has shape {tuple(o.shape)}, the reference's {tuple(c.shape)}")
-    wrt = {k: v for k, v in xs.items() if v.is_floating_point()}
-    wrt.update(wrt_params)
-    live = [(o, c) for o, c in zip(floating, cotangents) if o.requires_grad]
-    grads: dict[str, torch.Tensor] = {k: torch.zeros_like(v) for k, v in wrt.items()}
+
+
+def live_outputs(target: Target, prep: Prepared, cotangents: list) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(output, cotangent in the output's dtype) for the outputs that carry a graph; none at all is a contract error."""
+    live = [(o, c.to(dtype=o.dtype, device=o.device)) for o, c in zip(prep.floating, cotangents) if o.requires_grad]
+    if not live and prep.wrt:
+        raise TargetError(f"{target.role} {target.spec}: no output requires grad (does it detach, or run under no_grad?)")
+    return live
+
+
+def forward_backward(pair: Pair, target: Target, dtype: torch.dtype, case_inputs: dict, params: dict, cotangents: list | None, seed: int) -> Run:
+    """Run `target` in `dtype`: forward, then autograd.grad against the shared cotangents (drawn here when None)."""
+    prep = prepare(pair, target, dtype, case_inputs, params)
+    if cotangents is None:  # drawn in float64, rounded to the low dtype: all three runs start from the same values
+        cotangents = [I.cotangent(o.shape, seed, i).to(pair.config.dtype).double() for i, o in enumerate(prep.floating)]
+    check_cotangents(target, prep.floating, cotangents)
+    live = live_outputs(target, prep, cotangents)
+    grads: dict[str, torch.Tensor] = {k: torch.zeros_like(v) for k, v in prep.wrt.items()}
     if live:
         with user_code(f"{target.role} {target.spec}: backward"):
-            got = torch.autograd.grad([o for o, _ in live], list(wrt.values()), [c.to(dtype=o.dtype, device=o.device) for o, c in live], allow_unused=True)
-        for k, g in zip(wrt, got):
+            got = torch.autograd.grad([o for o, _ in live], list(prep.wrt.values()), [c for _, c in live], allow_unused=True)
+        for k, g in zip(prep.wrt, got):
             if g is not None:
                 grads[k] = g
-    if not live and wrt:
-        raise TargetError(f"{target.role} {target.spec}: no output requires grad (does it detach, or run under no_grad?)")
-    run = Run([o.detach() for o in floating], {k: g.detach() for k, g in grads.items()})
+    run = Run([o.detach() for o in prep.floating], {k: g.detach() for k, g in grads.items()})
     run.cotangents = cotangents  # type: ignore[attr-defined]
     return run
 
 
-def run_case(pair: Pair, case: I.Case) -> list[RuleCheck]:
-    """The three runs on one case and the verdict on every output and gradient."""
+def run_case(pair: Pair, case: I.Case) -> list:
+    """The three runs on one case and the verdict on every output and gradient (RuleChecks; with
+    --double-backward in float64 also projection.Verdicts against differences)."""
     cfg = pair.config
     low = I.build(case, cfg.dtype, cfg.device)
     params64 = I.parameter_values(pair.param_shapes, case.seed)
@@ -117,4 +144,12 @@ def run_case(pair: Pair, case: I.Case) -> list[RuleCheck]:
         checks.append(judge(name, c, r, rl, low_dtype=cfg.dtype, factor=cfg.factor))
     for k in ref.grads:
         checks.append(judge(f"grad {k}", cand.grads[k], ref.grads[k], ref_low.grads[k], low_dtype=cfg.dtype, factor=cfg.factor))
+    if cfg.double_backward:
+        from . import secondorder
+
+        checks += secondorder.checks(pair, case, low, params, cot)
+    if cfg.forward_ad:
+        from . import forwardad
+
+        checks += forwardad.checks(pair, case, low, params)
     return checks

@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from .projection import Verdict
 from .rule import RuleCheck
 
 
@@ -30,6 +31,12 @@ class Outcome:
     def passed(self) -> bool:
         return self.search.passed and all(s.passed for s in self.determinism or [])
 
+    @property
+    def unsupported(self) -> dict[str, str]:
+        """Tensors the candidate could not produce (double backward, jvp): name -> why."""
+        checks = self.search.failure[1] if self.search.failure else self.search.worst.values()
+        return {c.name: c.unsupported for c in checks if getattr(c, "unsupported", "")}
+
     def reproduce(self) -> str:
         if not self.search.failure:
             return ""
@@ -44,11 +51,41 @@ def _g(x: float) -> str:
 
 
 def _row(c: RuleCheck) -> list[str]:
+    if c.unsupported:
+        return [c.name, "x".join(map(str, c.shape)) or "-", *["-"] * 9, "not supported"]
     return [c.name, "x".join(map(str, c.shape)) or "()", _g(c.err_cand), _g(c.err_low), _g(c.noise), _g(c.bound), _g(c.ratio),
             str(list(c.index)), _g(c.cand), _g(c.ref), _g(c.ref_low), "ok" if c.passed else "FAIL"]
 
 
 HEADER = ["tensor", "shape", "err_cand", "err_low", "noise", "bound", "ratio", "worst at", "cand", "ref", "ref_low", "status"]
+DIFF_HEADER = ["tensor", "shape", "mode", "err", "bound", "ratio", "worst at", "candidate", "differences", "status"]
+
+
+def _diff_row(v: Verdict) -> list[str]:
+    mode = f"{v.evaluations} {'elements' if v.mode == 'elements' else 'projections'} ({v.method})"
+    return [v.name, "x".join(map(str, v.shape)) or "()", mode, _g(v.err), _g(v.bound), _g(v.ratio), str(list(v.index)) if v.index or not v.shape else "-",
+            _g(v.claimed), _g(v.numeric), "ok" if v.passed else "FAIL"]
+
+
+def _tables(checks) -> list[str]:
+    """The rule's table, then (float64 --double-backward) the table against differences, then notes."""
+    rule = [c for c in checks if isinstance(c, RuleCheck)]
+    diffs = [c for c in checks if isinstance(c, Verdict)]
+    lines = _table([_row(c) for c in rule], HEADER)
+    if diffs:
+        lines.append("  against differences of the candidate's first-order gradient along v (float64):")
+        lines += _table([_diff_row(v) for v in diffs], DIFF_HEADER)
+    for c in rule:
+        if c.note:
+            lines.append(f"  note: {c.name}: {c.note}")
+        if c.unsupported:
+            lines.append(f"  not supported: {c.name}: {c.unsupported}")
+    for v in diffs:
+        if v.wrong:
+            lines.append(f"  {v.name}: wrong at " + ", ".join(f"{list(i)} (candidate {_g(c)}, differences {_g(n)})" for i, c, n, _ in v.wrong[:5]))
+        if v.note:
+            lines.append(f"  note: {v.name}: {v.note}")
+    return lines
 
 
 def _table(rows: list[list[str]], header: list[str], indent: str = "  ") -> list[str]:
@@ -67,16 +104,13 @@ def text(o: Outcome) -> str:
         bad = [c for c in checks if not c.passed]
         lines += [f"FAIL: {', '.join(c.name for c in bad)} beyond the bound (after {s.examples} passing example(s); shrunk to the case below)",
                   f"  case: {case.text()}"]
-        lines += _table([_row(c) for c in checks], HEADER)
-        for c in checks:
-            if c.note:
-                lines.append(f"  note: {c.name}: {c.note}")
+        lines += _tables(checks)
         lines += ["  reproduce:", "    " + o.reproduce()]
     elif s.flaky:
         lines.append(f"FAIL: {s.flaky}")
     else:
         lines.append(f"PASS: {s.examples} example(s), {len(s.shapes)} shape set(s), values {styles}; the closest each tensor came to its bound:")
-        lines += _table([_row(c) for c in s.worst.values()], HEADER)
+        lines += _tables(list(s.worst.values()))
     if o.determinism is not None:
         bad = [d for d in o.determinism if not d.passed]
         runs = o.determinism[0].runs if o.determinism else 0
@@ -87,7 +121,11 @@ def text(o: Outcome) -> str:
         lines += _table(rows, ["tensor", "runs", "spread", "nondet-tol", "status"])
         if bad and all(d.tol is None for d in o.determinism):
             lines.append("  (atomic accumulation? state the tolerance you accept with --nondet-tol)")
-    lines.append(f"{'PASS' if o.passed else 'FAIL'} ({s.seconds:.1f} s)")
+    missing = o.unsupported
+    verdict = "PASS" if o.passed else "FAIL"
+    if missing and o.passed:
+        verdict = f"PASS for what was checked; NOT SUPPORTED by the candidate, not checked: {', '.join(missing)}"
+    lines.append(f"{verdict} ({s.seconds:.1f} s)")
     return "\n".join(lines)
 
 
@@ -101,6 +139,7 @@ def as_dict(o: Outcome) -> dict:
             "device": o.device, "factor": o.factor, "seed": o.seed, "examples": o.examples, "examples_run": s.examples,
             "shapes_tried": sorted(s.shapes), "value_styles": sorted(s.styles), "failure": failure, "flaky": s.flaky or None,
             "worst": [c.to_dict() for c in s.worst.values()],
+            "not_supported": o.unsupported or None,
             "determinism": None if o.determinism is None else {"case": o.determinism_case, "tensors": [d.to_dict() for d in o.determinism]},
             "seconds": round(s.seconds, 3)}
 

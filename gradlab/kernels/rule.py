@@ -8,6 +8,7 @@
 
 `ref` is the reference run in float64 (or --ref-dtype). The candidate may be as wrong as the reference
 implementation is when it runs in the same low dtype, times a fudge factor, plus one rounding step.
+In float64 (no lower precision to calibrate against) the noise is gradlab's float64 atol + rtol * max|ref|.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from typing import Any
 
 import torch
 
+from ..compare import TOLERANCES
+
 NOISE_SHIFT = 0.3  # FlashAttention-3's constant: (x + 0.3 - 0.3) - x is x's rounding error at scale max(|x|, 0.3)
+# --dtype float64 (for --double-backward's differences): the low-precision reference is the reference itself
+# (err_low = 0), so nothing calibrates the bound; the noise is then gradlab's float64 tolerance (the one
+# `gradlab check` and `gradlab audit` use for float64 gradients): atol + rtol * max|ref|.
+FLOAT64 = TOLERANCES["float64"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class RuleCheck:
     ref_low: float = math.nan
     note: str = ""
     failed_override: bool = field(default=False)  # a non-finite candidate where the reference is finite
+    unsupported: str = ""  # why the candidate cannot produce this tensor (double backward, jvp): not judged, not a pass
 
     @property
     def bound(self) -> float:
@@ -51,16 +59,17 @@ class RuleCheck:
 
     @property
     def passed(self) -> bool:
-        return not self.failed_override and self.err_cand <= self.bound
+        return not self.failed_override and (bool(self.unsupported) or self.err_cand <= self.bound)
 
     def to_dict(self) -> dict[str, Any]:
         def num(x):
             return x if math.isfinite(x) else str(x)
 
-        return {"name": self.name, "shape": list(self.shape), "passed": self.passed, "err_cand": num(self.err_cand),
+        return {"name": self.name, "shape": list(self.shape), "passed": None if self.unsupported else self.passed, "err_cand": num(self.err_cand),
                 "err_low": num(self.err_low), "noise": num(self.noise), "factor": self.factor, "bound": num(self.bound),
                 "ratio": num(self.ratio), "worst": {"index": list(self.index), "cand": num(self.cand), "ref": num(self.ref),
-                                                    "ref_low": num(self.ref_low)}, "note": self.note}
+                                                    "ref_low": num(self.ref_low)}, "note": self.note,
+                "unsupported": self.unsupported or None}
 
 
 def noise(ref: torch.Tensor, low_dtype: torch.dtype) -> float:
@@ -76,7 +85,8 @@ def noise(ref: torch.Tensor, low_dtype: torch.dtype) -> float:
     # be 0 by luck (x + 0.3 - 0.3 happens to be exact), so it is floored at that one ulp.
     finite = r[torch.isfinite(r)].double().abs()
     top = float(finite.max()) if finite.numel() else 0.0
-    return max(fa, ulp(top, low_dtype))
+    floor = FLOAT64["atol"] + FLOAT64["rtol"] * top if low_dtype == torch.float64 else 0.0
+    return max(fa, ulp(top, low_dtype), floor)
 
 
 def ulp(x: float, dtype: torch.dtype) -> float:

@@ -45,6 +45,14 @@ class SearchResult:
     def passed(self) -> bool:
         return self.failure is None and not self.flaky
 
+    def note(self, check) -> None:
+        """Keep each tensor's closest call; a tensor the candidate could not produce once stays marked."""
+        prev = self.worst.get(check.name)
+        if getattr(prev, "unsupported", ""):
+            return
+        if prev is None or getattr(check, "unsupported", "") or check.ratio > prev.ratio:
+            self.worst[check.name] = check
+
 
 def size_strategy(d: int, fixed: bool):
     """Size 1, or a size within a factor of the declared one (odd ones and non-multiples of 8 included)."""
@@ -76,8 +84,7 @@ def search(pair: Pair, *, examples: int, seed: int) -> SearchResult:
             result.shapes.add(I.specs_text(case.specs))
             result.styles.add(style)
             for c in checks:
-                if c.name not in result.worst or c.ratio > result.worst[c.name].ratio:
-                    result.worst[c.name] = c
+                result.note(c)
         if not all(c.passed for c in checks):
             state["failed"] = True
             raise _Mismatch(case, checks)
