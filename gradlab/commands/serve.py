@@ -1,0 +1,101 @@
+"""`gradlab serve`: the gradient checker as an HTTP service with a web UI and a database of every run."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import GradlabError
+
+EXAMPLES = """
+\b
+Examples:
+  gradlab serve                                   # http://127.0.0.1:8750, runs kept in ./gradlab.db
+  gradlab serve --host 0.0.0.0 --token-file token.txt --workers 4
+  gradlab serve --db postgresql+psycopg://gradlab@db/gradlab --reports-dir /srv/gradlab/reports
+  gradlab serve --executor ray --address auto      # each spec a Ray task on the cluster
+  curl -s -X POST localhost:8750/api/runs -F specs=@specs/seed003_two_layer.yaml
+"""
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@click.command("serve", epilog=EXAMPLES)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface; use --token-file then).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8750, show_default=True, help="Port (0: any free port; the URL is printed).")
+@click.option("--db", "db_url", default="sqlite:///gradlab.db", show_default=True,
+              help="SQLAlchemy URL of the database that keeps every run, e.g. postgresql+psycopg://user@host/gradlab.")
+@click.option("--workers", type=click.IntRange(min=1), help="Specs checked at once, each in its own worker process [default: the cores].")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: a pool of worker processes here; ray: each spec a Ray task (pip install 'gradlab[ray]').")
+@click.option("--address", metavar="ADDR", help="With --executor ray: the cluster, e.g. auto or ray://head:10001 [default: a local Ray instance].")
+@click.option("--allow-code", is_flag=True, help="Accept specs with impl: (a user's Python code, run in the workers); refused with 403 otherwise.")
+@click.option("--token-file", type=click.Path(dir_okay=False), help="Every request must send 'Authorization: Bearer' with the token in this file.")
+@click.option("--reports-dir", type=click.Path(file_okay=False), help="Keep each run's reports as files DIR/<run id>/report.* [default: in the database].")
+@click.option("--max-queue", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Runs waiting or running at most; more are refused with 429 and Retry-After.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, metavar="SECONDS",
+              help="Deadline of a spec whose client and check.timeout name none.")
+def command(host, port, db_url, workers, executor, address, allow_code, token_file, reports_dir, max_queue, timeout):
+    """Check specs submitted over HTTP, keep every result, and show them in a web UI.
+
+    POST /api/runs takes specs (JSON or a multipart upload) and answers 202 with the run's
+    id; GET /api/runs/{id} gives its status and, when done, the same JSON document as
+    `gradlab check --format json`; GET /api/runs/{id}/report.{html,md,xml,csv,json} its
+    reports. The web UI at / lists the runs, shows each run's report and each spec's trend.
+    Clients: curl, or `gradlab check --remote URL`.
+    """
+    import os
+    import socket
+
+    try:
+        import uvicorn
+
+        from ..service.app import ServiceConfig, create_app
+        from ..service.db import open_db
+    except ImportError as exc:
+        raise GradlabError(f"gradlab serve needs the service extra ({exc.name} is missing): pip install 'gradlab[service]'") from None
+    from ..executors import make_executor
+
+    token = _read_token(token_file) if token_file else None
+    if reports_dir:
+        from ..output import check_writable
+
+        check_writable(os.path.join(reports_dir, ".probe"), "--reports-dir")
+    sessions = open_db(db_url)
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        raise GradlabError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
+    pool = make_executor(executor, workers=workers, address=address)
+    workers = workers or getattr(pool, "workers", None) or os.cpu_count() or 1
+    app = create_app(ServiceConfig(sessions=sessions, executor=pool, capacity=workers, allow_code=allow_code, token=token,
+                                   reports_dir=reports_dir, max_queued=max_queue, timeout=timeout))
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"gradlab serve: http://{shown}:{bound}  (database {_safe_url(db_url)}, {workers} {executor} workers"
+               f"{', user code allowed' if allow_code else ''}{', token required' if token else ''})", err=True)
+    if host not in LOOPBACK and token is None:
+        click.echo("warning: listening beyond this machine without --token-file: anyone who reaches the port can submit runs", err=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+    server.run(sockets=[sock])
+
+
+def _read_token(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read(4097).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GradlabError(f"{path}: --token-file: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not token or len(token) > 4096 or not token.isprintable():
+        raise GradlabError(f"{path}: --token-file: expected one line of 1 to 4096 printable characters (the token)")
+    return token
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password, for the start-up line."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(the --db URL)"

@@ -1,0 +1,10 @@
+"""`gradlab serve`: gradient checks as an HTTP service, with every result kept.
+
+    db.py      the tables (SQLAlchemy 2; SQLite by default, a PostgreSQL URL works the same) and the schema check
+    runs.py    the queue: accepts runs, feeds the executor (gradlab.executors), stores results and reports
+    app.py     the FastAPI routes: the JSON API and the web UI (ui/ holds its templates)
+    history.py what a spec's page and /api/specs/{name}/history show: trends over runs, the diff of two runs
+    client.py  `gradlab check --remote URL`: submit, wait, print what a local check prints
+
+Nothing here is imported by the rest of gradlab except `cli` (for --remote) and `commands.serve`.
+"""

@@ -1,0 +1,283 @@
+"""The HTTP side of `gradlab serve`: the JSON API under /api and the web UI, one FastAPI app.
+
+    POST /api/runs                      specs (JSON or multipart upload) -> 202 {"id"}; 422 bad spec, 403 user code, 429 queue full
+    GET  /api/runs/{id}                 {"id", "status", "result", ...}; result: the `gradlab check --format json` document
+    GET  /api/runs/{id}/report.{html,md,xml,csv,json}
+    GET  /api/runs?spec=NAME&limit=N    runs, newest first
+    GET  /api/specs/{name}/history      per tensor and engine pair: max relative error and status over runs
+    GET  /api/specs/{name}/diff?before=A&after=B
+    POST /api/runs/{id}/retry           an interrupted or error run, queued again
+    GET  /  /runs/{id}  /specs/{name}   the web UI
+
+With a token (--token-file) every route but /login needs `Authorization: Bearer TOKEN` (or the cookie /login sets).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy import or_, select
+
+from . import intake
+from .db import Run, RunSpec, SpecResultRow, interrupt_unfinished, iso
+from .history import diff_runs, spec_history, trend_png
+from .runs import REPORT_SUFFIXES, NotRetryable, QueueFull, ReportStore, RunQueue
+
+COOKIE = "gradlab_token"
+MEDIA = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "junit": "application/xml",
+         "csv": "text/csv; charset=utf-8", "json": "application/json"}
+# A report is the user's data shown in the browser: no scripts, nothing fetched, images inline only.
+REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+
+
+@dataclass
+class ServiceConfig:
+    sessions: object  # a sessionmaker from db.open_db
+    executor: object  # from gradlab.executors.make_executor
+    capacity: int = 1  # specs in flight at once (the workers)
+    allow_code: bool = False
+    token: str | None = None
+    reports_dir: str | None = None
+    max_queued: int = 1000
+    max_body: int = intake.MAX_BODY_BYTES
+    timeout: float = 600.0  # a spec's deadline when neither the client nor the spec names one
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    sessions = config.sessions
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from ..environment import environment
+
+        interrupt_unfinished(sessions)
+        env = {k: v for k, v in environment([]).items() if k != "specs"}
+        app.state.runs = RunQueue(sessions, config.executor, capacity=config.capacity, max_queued=config.max_queued,
+                                  reports=ReportStore(config.reports_dir), environment=env, allow_code=config.allow_code,
+                                  timeout=config.timeout)
+        app.state.runs.start()
+        try:
+            yield
+        finally:
+            app.state.runs.stop()
+            config.executor.shutdown(wait=False)  # a run cut short stays `running`: interrupted at the next start
+
+    app = FastAPI(title="gradlab", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    def authorized(request: Request) -> None:
+        if config.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        offered = header[7:] if header[:7].lower() == "bearer " else request.cookies.get(COOKIE, "")
+        if not hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), config.token.encode("utf-8")):
+            if request.url.path.startswith("/api/"):
+                raise HTTPException(401, "missing or wrong token: send the header 'Authorization: Bearer TOKEN'",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(303, headers={"Location": "/login"})
+
+    api = APIRouter(prefix="/api", dependencies=[Depends(authorized)])
+    ui = APIRouter(dependencies=[Depends(authorized)])
+
+    # --- the API -----------------------------------------------------------------------------------
+
+    @api.post("/runs", status_code=202)
+    async def submit(request: Request):
+        try:
+            body = await _read_body(request, config.max_body)
+            submission = await _parse_submission(request, body)
+            await run_in_threadpool(intake.validate_specs, submission.specs, allow_code=config.allow_code)
+            run_id = await run_in_threadpool(request.app.state.runs.submit, submission.specs, submission.options, submission.label)
+        except intake.Refused as exc:
+            return JSONResponse({"detail": str(exc), "errors": [{"index": i, "message": m} for i, m in exc.errors]}, exc.status)
+        except QueueFull as exc:
+            return JSONResponse({"detail": str(exc)}, 429, headers={"Retry-After": str(exc.retry_after)})
+        return JSONResponse({"id": run_id}, 202, headers={"Location": f"/api/runs/{run_id}"})
+
+    @api.get("/runs/{run_id}")
+    def get_run(run_id: int, request: Request):
+        with sessions() as session:
+            run = _run_or_404(session, run_id)
+            names = session.scalars(select(RunSpec.name).where(RunSpec.run_id == run_id).order_by(RunSpec.position)).all()
+            return {**_summary(run, names, request.app.state.runs.progress(run_id)),
+                    "options": run.options, "result": json.loads(run.result) if run.result else None}
+
+    @api.get("/runs/{run_id}/report.{suffix}")
+    def get_report(run_id: int, suffix: str):
+        fmt = next((f for f, s in REPORT_SUFFIXES.items() if s == suffix), None)
+        if fmt is None:
+            raise HTTPException(404, f"no report format {suffix!r}; expected one of {', '.join(REPORT_SUFFIXES.values())}")
+        with sessions() as session:
+            run = _run_or_404(session, run_id)
+            if run.status != "done":
+                raise HTTPException(409, f"run {run_id} is {run.status}; its reports exist once it is done")
+            text = ReportStore(config.reports_dir).load(session, run_id, fmt)
+        if text is None:
+            raise HTTPException(404, f"run {run_id} has no report: none of its specs could be checked (see its result's errors)")
+        return Response(text, media_type=MEDIA[fmt], headers={"Content-Security-Policy": REPORT_CSP} if fmt == "html" else {})
+
+    @api.get("/runs")
+    def list_runs(request: Request, spec: str | None = Query(None, max_length=300), limit: int = Query(50, ge=1, le=1000)):
+        with sessions() as session:
+            return {"runs": _runs(session, spec, limit, request.app.state.runs)}
+
+    @api.get("/specs/{name}/history")
+    def history(name: str, limit: int = Query(50, ge=1, le=1000)):
+        with sessions() as session:
+            return spec_history(session, name, limit)
+
+    @api.get("/specs/{name}/diff")
+    def diff(name: str, before: int, after: int):
+        with sessions() as session:
+            return diff_runs(session, name, before, after)
+
+    @api.post("/runs/{run_id}/retry", status_code=202)
+    def retry(run_id: int, request: Request):
+        try:
+            request.app.state.runs.retry(run_id)
+        except KeyError:
+            raise HTTPException(404, f"no run {run_id}") from None
+        except NotRetryable as exc:
+            raise HTTPException(409, str(exc)) from None
+        except QueueFull as exc:
+            return JSONResponse({"detail": str(exc)}, 429, headers={"Retry-After": str(exc.retry_after)})
+        return JSONResponse({"id": run_id}, 202)
+
+    # --- the web UI --------------------------------------------------------------------------------
+
+    @ui.get("/", response_class=HTMLResponse)
+    def runs_page(request: Request, spec: str | None = Query(None, max_length=300)):
+        with sessions() as session:
+            runs = _runs(session, spec, 200, request.app.state.runs)
+        return _page("runs.html.j2", runs=runs, spec=spec)
+
+    @ui.get("/runs/{run_id}", response_class=HTMLResponse)
+    def run_page(run_id: int, request: Request):
+        with sessions() as session:
+            run = _run_or_404(session, run_id)
+            names = session.scalars(select(RunSpec.name).where(RunSpec.run_id == run_id).order_by(RunSpec.position)).all()
+            results = session.scalars(select(SpecResultRow).where(SpecResultRow.run_id == run_id).order_by(SpecResultRow.position)).all()
+            has_report = run.status == "done" and ReportStore(config.reports_dir).load(session, run_id, "md") is not None
+            return _page("run.html.j2", run=_summary(run, names, request.app.state.runs.progress(run_id)), results=results,
+                         has_report=has_report, suffixes=REPORT_SUFFIXES)
+
+    @ui.get("/specs/{name}", response_class=HTMLResponse)
+    def spec_page(name: str, before: int | None = None, after: int | None = None):
+        with sessions() as session:
+            found = spec_history(session, name)
+            runs = [r["run"] for r in found["runs"]]
+            if (before is None or after is None) and len(runs) >= 2:
+                before, after = runs[-2], runs[-1]
+            changes = diff_runs(session, name, before, after) if before is not None and after is not None else None
+        return _page("spec.html.j2", name=name, history=found, plot=trend_png(found), diff=changes, runs=runs)
+
+    login = APIRouter()
+
+    @login.get("/login", response_class=HTMLResponse)
+    def login_form():
+        return _page("login.html.j2", wrong=False)
+
+    @login.post("/login")
+    def login_submit(token: str = Form(..., max_length=4096)):
+        if config.token is None or not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), config.token.encode("utf-8")):
+            return HTMLResponse(_page("login.html.j2", wrong=True), 401)
+        response = RedirectResponse("/", 303)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    app.include_router(api)
+    app.include_router(ui)
+    app.include_router(login)
+    return app
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+async def _read_body(request: Request, cap: int) -> bytes:
+    """The request body, refused (413) past `cap` bytes before more of it is read."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise intake.Refused(413, [(None, f"body: {int(declared):,} bytes; at most {cap:,} bytes in one request")])
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise intake.Refused(413, [(None, f"body: more than {cap:,} bytes; at most {cap:,} bytes in one request")])
+    return bytes(body)
+
+
+async def _parse_submission(request: Request, body: bytes) -> intake.Submission:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise intake.Refused(422, [(None, f"body: not valid JSON ({' '.join(str(exc).split())[:120]})")]) from None
+        return intake.from_json(doc)
+    if kind == "multipart/form-data":
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay).form(max_files=intake.MAX_SPECS + 1, max_fields=16)
+        uploads = [(v.filename or k, await v.read()) for k, v in form.multi_items() if not isinstance(v, str)]
+        specs = intake.counted([(name, intake.decode_upload(name, raw)) for name, raw in uploads])
+        options = form.get("options")
+        try:
+            raw = json.loads(options) if isinstance(options, str) and options.strip() else {}
+        except ValueError:
+            raise intake.Refused(422, [(None, "options: expected a JSON object such as {\"mode\": \"fast\"}")]) from None
+        if isinstance(form.get("label"), str) and isinstance(raw, dict):
+            raw = {**raw, "label": form["label"]}
+        parsed = intake.parse_options(raw)
+        return intake.Submission(specs, parsed, parsed.get("label"))
+    raise intake.Refused(415, [(None, f"body: Content-Type {kind or 'none'!r}; send application/json or multipart/form-data")])
+
+
+def _run_or_404(session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id}")
+    return run
+
+
+def _summary(run: Run, names, progress) -> dict:
+    done, total = progress if progress is not None else ((run.n_specs if run.status == "done" else 0), run.n_specs)
+    return {"id": run.id, "status": run.status, "label": run.label, "specs": list(names), "progress": {"done": done, "total": total},
+            "created": iso(run.created), "started": iso(run.started), "finished": iso(run.finished), "attempts": run.attempts,
+            "passed": run.passed, "exit_code": run.exit_code, "error": run.error}
+
+
+def _runs(session, spec: str | None, limit: int, queue: RunQueue) -> list[dict]:
+    """Newest first; with `spec`, the runs that hold a spec of that name (its `name:` or the file name sent)."""
+    query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if spec:
+        query = query.where(or_(Run.id.in_(select(SpecResultRow.run_id).where(SpecResultRow.name == spec)),
+                                Run.id.in_(select(RunSpec.run_id).where(RunSpec.name == spec))))
+    runs = session.scalars(query).all()
+    names: dict[int, list[str]] = {}
+    for run_id, name in session.execute(select(RunSpec.run_id, RunSpec.name).where(RunSpec.run_id.in_([r.id for r in runs]))
+                                        .order_by(RunSpec.run_id, RunSpec.position)):
+        names.setdefault(run_id, []).append(name)
+    return [_summary(r, names.get(r.id, []), queue.progress(r.id)) for r in runs]
+
+
+_templates = {}
+
+
+def _page(template: str, **context) -> str:
+    """A UI page from ui/ (jinja2, autoescaped: every name a client sent is shown, never obeyed)."""
+    if "env" not in _templates:
+        from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+        _templates["env"] = Environment(loader=FileSystemLoader(Path(__file__).parent / "ui"), autoescape=select_autoescape(default=True))
+    return _templates["env"].get_template(template).render(**context)
+
+
+__all__ = ["ServiceConfig", "create_app"]

@@ -1,0 +1,106 @@
+"""A spec over time: per tensor and engine pair, its max relative error and status in each run; the diff of two runs.
+
+Read from the `comparisons` and `spec_results` rows a finished run leaves, keyed by the spec's name.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from .db import ComparisonRow, Run, SpecResultRow, iso
+
+CHANGE_FACTOR = 10.0  # the diff lists errors that grew or shrank by more than this
+_FLOOR = 1e-16  # an error of 0 (exact agreement) counts as this in a ratio, so 0 -> 1e-17 is no "change"
+
+
+def _key(row: ComparisonRow) -> tuple[str, str, str, str]:
+    return row.parameter, row.candidate, row.reference, row.device
+
+
+def spec_runs(session, name: str, limit: int = 50) -> list[dict]:
+    """The last `limit` finished runs that checked spec `name`, oldest first."""
+    rows = session.execute(
+        select(SpecResultRow, Run).join(Run, Run.id == SpecResultRow.run_id).where(SpecResultRow.name == name)
+        .order_by(SpecResultRow.run_id.desc()).limit(limit)).all()
+    return [{"run": run.id, "created": iso(run.created), "label": run.label, "passed": r.passed, "error": r.error, "stats": r.stats}
+            for r, run in reversed(rows)]
+
+
+def spec_history(session, name: str, limit: int = 50) -> dict:
+    """GET /api/specs/{name}/history: one series per (tensor, engine pair, device), one point per run."""
+    runs = spec_runs(session, name, limit)
+    ids = [r["run"] for r in runs]
+    series: dict[tuple, dict] = {}
+    if ids:
+        rows = session.scalars(select(ComparisonRow).where(ComparisonRow.spec == name, ComparisonRow.run_id.in_(ids))
+                               .order_by(ComparisonRow.run_id, ComparisonRow.id)).all()
+        for row in rows:
+            entry = series.setdefault(_key(row), {"parameter": row.parameter, "candidate": row.candidate, "reference": row.reference,
+                                                  "device": row.device, "points": []})
+            entry["points"].append({"run": row.run_id, "max_rel_err": row.max_rel_err, "status": row.status})
+    stats = [{"run": r["run"], "summary": r["stats"]} for r in runs if r["stats"]]
+    return {"spec": name, "runs": [{k: v for k, v in r.items() if k != "stats"} for r in runs], "series": list(series.values()),
+            "stats": stats}
+
+
+def diff_runs(session, name: str, before: int, after: int) -> dict:
+    """What changed for spec `name` from run `before` to run `after`: started failing, fixed, error changed > 10x."""
+    def rows(run_id):
+        found = session.scalars(select(ComparisonRow).where(ComparisonRow.spec == name, ComparisonRow.run_id == run_id)).all()
+        return {_key(r): r for r in found}
+
+    old, new = rows(before), rows(after)
+    started, fixed, changed = [], [], []
+    for key, b in new.items():
+        a = old.get(key)
+        if a is None:
+            continue
+        entry = {"parameter": b.parameter, "pair": f"{b.candidate} vs {b.reference}", "device": b.device,
+                 "before": a.max_rel_err, "after": b.max_rel_err, "status_before": a.status, "status_after": b.status}
+        if b.status == "fail" and a.status != "fail":
+            started.append(entry)
+        elif a.status == "fail" and b.status != "fail":
+            fixed.append(entry)
+        if a.max_rel_err is not None and b.max_rel_err is not None:
+            ratio = (b.max_rel_err + _FLOOR) / (a.max_rel_err + _FLOOR)
+            if ratio > CHANGE_FACTOR or ratio < 1 / CHANGE_FACTOR:
+                changed.append({**entry, "factor": ratio})
+    return {"spec": name, "before": before, "after": after, "started_failing": started, "fixed": fixed, "changed": changed,
+            "only_before": [f"{k[0]} {k[1]} vs {k[2]} ({k[3]})" for k in old.keys() - new.keys()],
+            "only_after": [f"{k[0]} {k[1]} vs {k[2]} ({k[3]})" for k in new.keys() - old.keys()]}
+
+
+MAX_LINES = 12  # a trend plot draws the series with the largest errors, a legend stays readable
+
+
+def trend_png(history: dict) -> str | None:
+    """Max relative error per run, one line per series (log scale, failures in red); base64 PNG, None with no data."""
+    from matplotlib.figure import Figure
+
+    from ..report.plots import _png
+
+    runs = [r["run"] for r in history["runs"]]
+    if not runs or not history["series"]:
+        return None
+    position = {run: i for i, run in enumerate(runs)}
+    ranked = sorted(history["series"], key=lambda s: -max((p["max_rel_err"] or 0.0) for p in s["points"]))[:MAX_LINES]
+    fig = Figure(figsize=(8, 3.6), dpi=110)
+    ax = fig.add_subplot()
+    for s in ranked:
+        points = [(position[p["run"]], max(p["max_rel_err"], 1e-18), p["status"]) for p in s["points"]
+                  if p["max_rel_err"] is not None and p["run"] in position]
+        if not points:
+            continue
+        xs, ys, status = zip(*points)
+        (line,) = ax.plot(xs, ys, marker="o", ms=3, lw=1, label=f"{s['parameter']} {s['candidate']} vs {s['reference']}")
+        fails = [(x, y) for x, y, st in points if st == "fail"]
+        if fails:
+            ax.scatter(*zip(*fails), s=30, facecolors="none", edgecolors="#c62828", zorder=3)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(runs)), [str(r) for r in runs], fontsize=7, rotation=90 if len(runs) > 20 else 0)
+    ax.set_xlabel("run")
+    ax.set_ylabel("max relative error")
+    ax.set_title(f"{history['spec']}: max relative error per run (red rings: fail)", fontsize=9)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return _png(fig)

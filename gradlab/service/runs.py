@@ -1,0 +1,374 @@
+"""The queue between the API and the workers: accepts runs, feeds their specs to the executor, stores what comes back.
+
+One thread (the dispatcher) owns the bookkeeping: it keeps at most `capacity` specs in flight on the
+executor (gradlab.executors: a local process pool or Ray), runs first come first served, and, when a
+run's last spec is back, writes its check document, its per-tensor rows and its reports in one
+transaction. The web process never runs a check itself and never imports user code.
+
+A crashed worker (WorkerCrashed) ends its run as `error` with the reason; the other runs go on. A run
+left `running` by a server that was killed becomes `interrupted` at the next start (db.interrupt_unfinished)
+and `retry` queues it again; runs still `queued` in the database are queued again at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import delete, select
+
+from .db import ComparisonRow, Report, Run, RunSpec, SpecResultRow, utcnow
+
+# report format -> the suffix it is served and stored under (GET /api/runs/{id}/report.{suffix})
+REPORT_SUFFIXES = {"html": "html", "md": "md", "junit": "xml", "csv": "csv", "json": "json"}
+
+
+class QueueFull(Exception):
+    """More runs are waiting than the server accepts (HTTP 429); `retry_after` is the wait worth trying, in seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"the queue is full; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class NotRetryable(Exception):
+    """Only an interrupted or failed run can be queued again (HTTP 409)."""
+
+
+class ReportStore:
+    """Finished runs' reports: rows of the database, or files `DIR/<run id>/report.<suffix>` with --reports-dir.
+
+    Only the run id (an integer the server made) and the fixed suffixes ever name a file."""
+
+    def __init__(self, folder: str | Path | None = None):
+        self.folder = Path(folder) if folder is not None else None
+
+    def _path(self, run_id: int, fmt: str) -> Path:
+        return self.folder / str(int(run_id)) / f"report.{REPORT_SUFFIXES[fmt]}"
+
+    def save(self, session, run_id: int, texts: dict[str, str]) -> None:
+        if self.folder is None:
+            session.add_all(Report(run_id=run_id, fmt=fmt, text=text) for fmt, text in texts.items())
+            return
+        from ..output import write_atomic
+
+        for fmt, text in texts.items():
+            write_atomic(str(self._path(run_id, fmt)), text)
+
+    def load(self, session, run_id: int, fmt: str) -> str | None:
+        if self.folder is None:
+            row = session.get(Report, (run_id, fmt))
+            return row.text if row is not None else None
+        try:
+            return self._path(run_id, fmt).read_text(encoding="utf-8")
+        except OSError:
+            return None
+
+    def drop(self, session, run_id: int) -> None:
+        session.execute(delete(Report).where(Report.run_id == run_id))
+        if self.folder is not None:
+            for fmt in REPORT_SUFFIXES:
+                self._path(run_id, fmt).unlink(missing_ok=True)
+
+
+@dataclass
+class _Active:
+    """A run whose specs are being fed to the executor."""
+
+    id: int
+    names: list[str]
+    texts: list[str]
+    options: dict
+    results: list = field(default_factory=list)
+    submitted: int = 0
+    returned: int = 0
+    failed: str | None = None
+
+    def __post_init__(self):
+        self.results = [None] * len(self.names)
+
+
+class RunQueue:
+    """Bounded FIFO of runs; `capacity` specs at a time on `executor`; results into the database."""
+
+    def __init__(self, sessions, executor, *, capacity: int, max_queued: int, reports: ReportStore, environment: dict,
+                 allow_code: bool = False, timeout: float = 600.0):
+        self.sessions, self.executor, self.reports, self.allow_code = sessions, executor, reports, allow_code
+        self.timeout = timeout  # seconds per spec when neither the client nor the spec says
+        self.capacity, self.max_queued, self.environment = max(1, capacity), max_queued, environment
+        self._lock = threading.Lock()
+        self._waiting: deque[int] = deque()
+        self._active: dict[int, _Active] = {}
+        self._in_flight = 0
+        self._spec_seconds: deque[float] = deque(maxlen=64)  # recent specs' times, for Retry-After
+        self._events: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._dispatch, name="gradlab-dispatcher", daemon=True)
+
+    # --- what the API calls ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Queue again the runs the database holds as `queued` (a server stopped before starting them), then dispatch."""
+        with self.sessions() as session:
+            self._waiting.extend(session.scalars(select(Run.id).where(Run.status == "queued").order_by(Run.id)).all())
+        self._thread.start()
+        self._events.put(("wake",))
+
+    def stop(self) -> None:
+        self._events.put(("stop",))
+        self._thread.join(timeout=10)
+
+    def submit(self, specs: list[tuple[str, str]], options: dict, label: str | None) -> int:
+        """Store a validated run as `queued` and wake the dispatcher; QueueFull when max_queued runs wait already."""
+        with self._lock:
+            self._refuse_if_full()
+            with self.sessions() as session, session.begin():
+                run = Run(status="queued", label=label, options=options, n_specs=len(specs), created=utcnow(), attempts=0,
+                          specs=[RunSpec(position=i, name=name, yaml=text) for i, (name, text) in enumerate(specs)])
+                session.add(run)
+                session.flush()
+                run_id = run.id
+            self._waiting.append(run_id)
+        self._events.put(("wake",))
+        return run_id
+
+    def retry(self, run_id: int) -> None:
+        """An `interrupted` or `error` run goes back into the queue, its partial results dropped."""
+        with self._lock:
+            with self.sessions() as session, session.begin():
+                run = session.get(Run, run_id)
+                if run is None:
+                    raise KeyError(run_id)
+                if run.status not in ("interrupted", "error"):
+                    raise NotRetryable(f"run {run_id} is {run.status}; only an interrupted or error run can be retried")
+                self._refuse_if_full()
+                for table in (SpecResultRow, ComparisonRow):
+                    session.execute(delete(table).where(table.run_id == run_id))
+                self.reports.drop(session, run_id)
+                run.status, run.error, run.result, run.passed, run.exit_code = "queued", None, None, None, None
+                run.started = run.finished = None
+            self._waiting.append(run_id)
+        self._events.put(("wake",))
+
+    def progress(self, run_id: int) -> tuple[int, int] | None:
+        """(specs back, specs in the run) while the run is being checked; None otherwise."""
+        active = self._active.get(run_id)
+        return (active.returned, len(active.names)) if active is not None else None
+
+    def _refuse_if_full(self) -> None:
+        if len(self._waiting) + len(self._active) >= self.max_queued:
+            raise QueueFull(self._retry_after())
+
+    def _retry_after(self) -> int:
+        """Seconds until about one run's worth of specs has gone through the workers (at least 1, at most 10 minutes)."""
+        per_spec = sum(self._spec_seconds) / len(self._spec_seconds) if self._spec_seconds else 1.0
+        waiting_runs = max(1, len(self._waiting))
+        return int(min(600, max(1, math.ceil(per_spec * waiting_runs / self.capacity))))
+
+    # --- the dispatcher thread ---------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while True:
+            event = self._events.get()
+            if event[0] == "stop":
+                return
+            try:
+                if event[0] == "done":
+                    self._collect(*event[1:])
+                self._fill()
+            except Exception as exc:  # the dispatcher must outlive anything one run does
+                import traceback
+
+                traceback.print_exception(type(exc), exc, exc.__traceback__)
+
+    def _fill(self) -> None:
+        """Hand specs to the executor until `capacity` are in flight, oldest run first."""
+        while self._in_flight < self.capacity:
+            active = next((a for a in self._active.values() if a.failed is None and a.submitted < len(a.names)), None)
+            if active is None:
+                with self._lock:
+                    if not self._waiting:
+                        return
+                    run_id = self._waiting.popleft()
+                active = self._begin(run_id)
+                if active is None:
+                    continue
+            self._submit_next(active)
+
+    def _begin(self, run_id: int) -> _Active | None:
+        with self.sessions() as session, session.begin():
+            run = session.get(Run, run_id)
+            if run is None or run.status != "queued":
+                return None
+            run.status, run.started, run.attempts = "running", utcnow(), run.attempts + 1
+            active = _Active(run.id, [s.name for s in run.specs], [s.yaml for s in run.specs], dict(run.options or {}))
+            if not self.allow_code:  # stored by a server started with --allow-code: this one runs no user code
+                active.failed = _names_code(active)
+                if active.failed:
+                    run.status, run.error, run.finished, run.exit_code = "error", active.failed, utcnow(), 2
+                    return None
+        if not active.names:
+            self._finish(active)
+            return None
+        self._active[run_id] = active
+        return active
+
+    def _submit_next(self, active: _Active) -> None:
+        from ..executors import check_spec_text
+
+        index = active.submitted
+        active.submitted += 1
+        self._in_flight += 1
+        name, text = active.names[index], active.texts[index]
+        options = {k: v for k, v in active.options.items() if k not in ("label", "timeout")}
+        limit = spec_timeout(text, active.options.get("timeout"), self.timeout)
+        try:
+            future = self.executor.submit(check_spec_text, name, text, options, limit, allow_code=self.allow_code,
+                                          gpus=self._gpus(name, text, options), timeout=2 * limit + 10)
+        except Exception as exc:  # the executor itself is gone (a lost Ray cluster)
+            self._events.put(("done", active.id, index, exc))
+            return
+        future.add_done_callback(lambda f, run_id=active.id, index=index: self._events.put(("done", run_id, index, f)))
+
+    def _gpus(self, name: str, text: str, options: dict) -> float:
+        """The GPU share a Ray task asks for (the local pool shares this machine's GPUs as they are)."""
+        if getattr(self.executor, "name", "") != "ray":
+            return 0.0
+        from ..executors import gpu_share
+        from ..spec import parse_yaml, validate
+        from .intake import user_code_key
+
+        try:
+            if user_code_key(name, text) is None:
+                return gpu_share(validate(parse_yaml(text, name), name, base_dir="."), devices=options.get("devices"),
+                                 engines=options.get("engines"))
+        except Exception:  # the worker reports what is wrong with the spec
+            return 0.0
+        return 1.0 if any(str(d).startswith("cuda") for d in options.get("devices") or ["cuda"]) else 0.0
+
+    def _collect(self, run_id: int, index: int, outcome) -> None:
+        from ..batch import error_result
+        from ..executors import JobTimeout, WorkerCrashed
+
+        self._in_flight -= 1
+        active = self._active[run_id]
+        active.returned += 1
+        name = active.names[index]
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            result = outcome.result()
+            self._spec_seconds.append(float(getattr(result, "seconds", 0.0) or 0.0))
+        except JobTimeout as exc:  # user code that ignored its deadline: that spec's error, like a local check's
+            result = error_result(name, f"{name}: {exc} (raise the limit with --timeout or check.timeout)")
+        except WorkerCrashed as exc:
+            result, active.failed = None, active.failed or f"{name}: the worker checking it crashed: {exc}"
+        except Exception as exc:
+            result = None
+            active.failed = active.failed or f"{name}: the executor failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        active.results[index] = result
+        if active.failed is not None and active.returned == active.submitted:
+            del self._active[run_id]
+            self._fail(active)
+        elif active.returned == len(active.names):
+            del self._active[run_id]
+            self._finish(active)
+
+    def _fail(self, active: _Active) -> None:
+        with self.sessions() as session, session.begin():
+            run = session.get(Run, active.id)
+            run.status, run.error, run.finished, run.exit_code = "error", active.failed, utcnow(), 3
+
+    def _finish(self, active: _Active) -> None:
+        """The run's document, rows and reports, written in one transaction: a run is done whole or not at all."""
+        from ..batch import exit_code
+
+        results = active.results
+        environment = self._environment(active, results)
+        doc = {"passed": all(r.passed for r in results), "environment": environment, "specs": [r.to_dict() for r in results]}
+        stats = [_stats_of(r) for r in results]
+        if active.options.get("stats"):
+            doc["stats"] = [s.to_dict() for s in stats if s is not None]  # as `gradlab check --stats --format json`
+            for r in results:
+                if getattr(getattr(r, "stats", None), "error_kind", "") == "internal":
+                    results = results + [r.stats]  # an internal error of stats changes the exit code, as in the CLI
+        reports = _render_reports(active.results, environment)
+        with self.sessions() as session, session.begin():
+            run = session.get(Run, active.id)
+            for position, (r, st) in enumerate(zip(active.results, stats)):
+                session.add(SpecResultRow(run_id=run.id, position=position, name=r.name, path=r.path, passed=r.passed,
+                                          error=r.error, seconds=float(r.seconds or 0.0), stats=_stats_summary(st)))
+                session.add_all(ComparisonRow(run_id=run.id, spec=r.name, parameter=c.parameter, candidate=c.candidate,
+                                              reference=c.reference, device=c.device, dtype=c.dtype, status=c.status,
+                                              max_rel_err=_finite(c.max_rel_err)) for c in r.comparisons)
+            self.reports.save(session, run.id, reports)
+            run.status, run.finished, run.result = "done", utcnow(), json.dumps(doc, indent=2, default=float)
+            run.passed, run.exit_code = doc["passed"], exit_code(results)
+
+    def _environment(self, active: _Active, results) -> dict:
+        """The server's environment, with each spec's hash taken from the text it was sent (never from a path)."""
+        specs = {r.path: {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], "seed": r.seed, "dtype": r.dtype}
+                 for r, text in zip(results, active.texts)}
+        return {**self.environment, "specs": specs}
+
+
+def _names_code(active: _Active) -> str | None:
+    from ..errors import SpecError
+    from .intake import code_refused, user_code_key
+
+    for name, text in zip(active.names, active.texts):
+        try:
+            where = user_code_key(name, text)
+        except SpecError:
+            continue  # a worker reports it
+        if where:
+            return code_refused(name, where)
+    return None
+
+
+def spec_timeout(text: str, requested: float | None, default: float) -> float:
+    """A spec's deadline: the client's --timeout, else the spec's check.timeout, else the server's --timeout."""
+    if requested:
+        return float(requested)
+    from ..spec import declared_timeout, parse_yaml
+
+    try:
+        return declared_timeout(parse_yaml(text, "<spec>")) or default
+    except Exception:
+        return default
+
+
+def _stats_of(result):
+    """The StatsResult `--stats` measured for a spec, or None (not asked, or stats could not measure it)."""
+    found = getattr(result, "stats", None)
+    return found if found is not None and getattr(found, "error", None) is None and hasattr(found, "summary") else None
+
+
+def _stats_summary(stats) -> dict | None:
+    """What a spec's history keeps of `--stats`: the summary, and each layer's verdict."""
+    if stats is None:
+        return None
+    doc = stats.to_dict()
+    keep = ("layer", "verdict", "delta_rms_mean", "ratio_to_output_mean", "factor_mean")
+    return {"summary": doc["summary"], "layers": [{k: layer.get(k) for k in keep} for layer in doc["layers"]]}
+
+
+def _finite(x) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _render_reports(results, environment: dict) -> dict[str, str]:
+    """Every report format, as `gradlab check --report` writes them (none when no spec could be checked)."""
+    from datetime import datetime, timezone
+
+    from ..report import render
+
+    if all(r.error is not None for r in results):
+        return {}
+    environment = {**environment, "generated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {fmt: render(fmt, results, environment) for fmt in REPORT_SUFFIXES}
