@@ -70,7 +70,7 @@ class SpecResultRow(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(300), index=True)  # the spec's name (its `name:`, else the file's stem)
-    path: Mapped[str] = mapped_column(String(300))  # the name the client sent
+    path: Mapped[str] = mapped_column(String(300), index=True)  # the name the client sent
     passed: Mapped[bool] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(Text)
     seconds: Mapped[float] = mapped_column(Float)

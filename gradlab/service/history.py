@@ -17,6 +17,14 @@ def _key(row: ComparisonRow) -> tuple[str, str, str, str]:
     return row.parameter, row.candidate, row.reference, row.device
 
 
+def resolve(session, name: str) -> str:
+    """A spec's name (its `name:`, else its file's stem), also when given as the file name a client sent."""
+    if session.scalar(select(SpecResultRow.name).where(SpecResultRow.name == name).limit(1)) is not None:
+        return name
+    found = session.scalar(select(SpecResultRow.name).where(SpecResultRow.path == name).order_by(SpecResultRow.run_id.desc()).limit(1))
+    return found or name
+
+
 def spec_runs(session, name: str, limit: int = 50) -> list[dict]:
     """The last `limit` finished runs that checked spec `name`, oldest first."""
     rows = session.execute(
@@ -28,6 +36,7 @@ def spec_runs(session, name: str, limit: int = 50) -> list[dict]:
 
 def spec_history(session, name: str, limit: int = 50) -> dict:
     """GET /api/specs/{name}/history: one series per (tensor, engine pair, device), one point per run."""
+    name = resolve(session, name)
     runs = spec_runs(session, name, limit)
     ids = [r["run"] for r in runs]
     series: dict[tuple, dict] = {}
@@ -45,6 +54,7 @@ def spec_history(session, name: str, limit: int = 50) -> dict:
 
 def diff_runs(session, name: str, before: int, after: int) -> dict:
     """What changed for spec `name` from run `before` to run `after`: started failing, fixed, error changed > 10x."""
+    name = resolve(session, name)
     def rows(run_id):
         found = session.scalars(select(ComparisonRow).where(ComparisonRow.spec == name, ComparisonRow.run_id == run_id)).all()
         return {_key(r): r for r in found}

@@ -1,0 +1,266 @@
+"""gradlab serve end to end: the real server (uvicorn on 127.0.0.1, an ephemeral port, a temporary SQLite
+database) started as a subprocess and spoken to over HTTP, as a client would.
+
+This module's server asks for a token and runs no user code; tests/test_service_code.py runs one that
+allows user code (history and diff, a killed worker, a restart, the full queue, the web UI in Chromium).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("sqlalchemy")
+
+SEED003 = ROOT / "specs" / "seed003_two_layer.yaml"
+TANH = ROOT / "specs" / "seed000_tanh.yaml"
+TOKEN = "s3cret-token"
+BAD_SPEC = "name: bad\ninput: {dim: 2, batch: 3}\nnetwork:\n  layers:\n    - {type: dense, units: 3, activaton: tanh}\nloss: {fn: mse}\n"
+
+
+class Service:
+    """`gradlab serve` in a subprocess of its own process group (its worker processes die with it)."""
+
+    def __init__(self, folder: Path, *args: str, env: dict | None = None, token: str | None = None):
+        self.folder, self.args, self.env, self.token = folder, list(args), env, token
+        self.db = f"sqlite:///{folder / 'gradlab.db'}"
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        log = self.folder / f"server-{uuid.uuid4().hex[:6]}.log"
+        self.log = log
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "gradlab", "serve", "--port", "0", "--db", self.db, *self.args],
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env, cwd=self.folder)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            found = re.search(r"gradlab serve: (http://\S+)", log.read_text())
+            if found:
+                self.url = found.group(1)
+                try:
+                    self.call("GET", "/api/runs?limit=1")
+                    return
+                except OSError:
+                    pass
+            assert self.proc.poll() is None, f"the server exited: {log.read_text()}"
+            time.sleep(0.2)
+        raise AssertionError(f"the server did not start: {log.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL to the server and its workers: nothing is cleaned up, as in a crash."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def call(self, method: str, path: str, body=None, *, token: str | None = "default", headers: dict | None = None, raw: bytes | None = None):
+        """(status, JSON or text, headers) of one request."""
+        token = self.token if token == "default" else token
+        data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, text, head = response.status, response.read().decode(), response.headers
+        except urllib.error.HTTPError as exc:
+            status, text, head = exc.code, exc.read().decode(), exc.headers
+        try:
+            return status, json.loads(text), head
+        except ValueError:
+            return status, text, head
+
+    def submit(self, specs: list[tuple[str, str]], options: dict | None = None) -> int:
+        status, answer, _ = self.call("POST", "/api/runs", {"specs": [{"name": n, "yaml": t} for n, t in specs], "options": options or {}})
+        assert status == 202, answer
+        return answer["id"]
+
+    def wait(self, run_id: int, until=("done", "error", "interrupted"), timeout: float = 90) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, run, _ = self.call("GET", f"/api/runs/{run_id}")
+            assert status == 200, run
+            if run["status"] in until:
+                return run
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} stayed {run['status']}: {self.log.read_text()[-2000:]}")
+
+
+def multipart(files: list[tuple[str, bytes]], fields: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """A multipart/form-data body as curl -F sends it: (body, content type)."""
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in (fields or {}).items()]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="specs"; filename="{name}"\r\n'
+              f"Content-Type: application/x-yaml\r\n\r\n".encode() + data + b"\r\n" for name, data in files]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def local_check(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gradlab", "check", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+def without_timings(text: str) -> str:
+    return re.sub(r"in \d+(\.\d+)? s", "in T s", text)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    (folder / "token.txt").write_text(TOKEN + "\n")
+    service = Service(folder, "--workers", "2", "--token-file", str(folder / "token.txt"), token=TOKEN)
+    yield service
+    service.stop()
+
+
+def test_submit_poll_result_is_the_check_document(server):
+    run_id = server.submit([("seed003_two_layer.yaml", SEED003.read_text())], {"label": "ci@abc123"})
+    run = server.wait(run_id)
+    assert run["status"] == "done" and run["exit_code"] == 0 and run["label"] == "ci@abc123"
+    local = json.loads(local_check(str(SEED003), "--format", "json").stdout)
+    served = run["result"]
+    assert served["passed"] is True and set(served) == set(local)
+    def drop(spec):  # where the spec was and how long it took differ; nothing else may
+        return {**{k: v for k, v in spec.items() if k not in ("seconds", "spec")},
+                "comparisons": [{k: v for k, v in c.items() if k != "spec"} for c in spec["comparisons"]]}
+
+    assert [drop(s) for s in served["specs"]] == [drop(s) for s in local["specs"]]
+    assert served["specs"][0]["spec"] == "seed003_two_layer.yaml"
+    assert served["environment"]["specs"]["seed003_two_layer.yaml"]["sha256"] == local["environment"]["specs"][str(SEED003)]["sha256"]
+
+
+def test_multipart_upload_and_every_report_format(server):
+    body, kind = multipart([("seed003_two_layer.yaml", SEED003.read_bytes()), ("tanh.yaml", TANH.read_bytes())],
+                           {"options": json.dumps({"method": "central"}), "label": "upload"})
+    status, answer, _ = server.call("POST", "/api/runs", raw=body, headers={"Content-Type": kind})
+    assert status == 202, answer
+    run = server.wait(answer["id"])
+    assert run["status"] == "done" and run["options"]["method"] == "central" and run["label"] == "upload"
+    assert [s["numeric_method"] for s in run["result"]["specs"]] == ["central", "central"]
+    reports = {suffix: server.call("GET", f"/api/runs/{answer['id']}/report.{suffix}") for suffix in ("html", "md", "xml", "csv", "json")}
+    assert all(status == 200 for status, _, _ in reports.values())
+    assert reports["html"][1].lstrip().lower().startswith("<!doctype html>") and "seed003-two-layer" in reports["html"][1]
+    assert "sandbox" in reports["html"][2]["Content-Security-Policy"]
+    assert "seed000-tanh" in reports["md"][1]
+    assert ET.fromstring(reports["xml"][1].encode()).tag in ("testsuites", "testsuite")
+    assert reports["csv"][1].splitlines()[0].startswith(("spec", "name")) and len(reports["csv"][1].splitlines()) > 2
+    assert isinstance(reports["json"][1], (dict, list))
+    assert server.call("GET", f"/api/runs/{answer['id']}/report.pdf")[0] == 404
+    assert server.call("GET", "/api/runs/999999/report.md")[0] == 404
+
+
+def test_history_and_runs_by_spec(server):
+    ids = [server.submit([("seed003_two_layer.yaml", SEED003.read_text())]) for _ in range(2)]
+    for run_id in ids:
+        server.wait(run_id)
+    status, history, _ = server.call("GET", "/api/specs/seed003-two-layer/history")
+    assert status == 200 and history["spec"] == "seed003-two-layer"
+    assert {r["run"] for r in history["runs"]} >= set(ids)
+    series = history["series"]
+    assert series and all({"parameter", "candidate", "reference", "device", "points"} <= set(s) for s in series)
+    weight = next(s for s in series if s["parameter"] == "layers.0.weight" and s["candidate"] == "analytic")
+    assert {p["run"] for p in weight["points"]} >= set(ids)
+    assert all(p["status"] == "pass" and p["max_rel_err"] is not None for p in weight["points"])
+    by_file = server.call("GET", "/api/specs/seed003_two_layer.yaml/history")[1]
+    assert by_file["spec"] == "seed003-two-layer" and len(by_file["runs"]) == len(history["runs"])
+    listed = server.call("GET", "/api/runs?spec=seed003-two-layer&limit=2")[1]["runs"]
+    assert [r["id"] for r in listed] == sorted(ids, reverse=True)
+    assert server.call("GET", "/api/runs?spec=no-such-spec")[1]["runs"] == []
+
+
+def _run_count(server) -> int:
+    return len(server.call("GET", "/api/runs?limit=1000")[1]["runs"])
+
+
+def test_bad_spec_is_422_with_the_cli_message_and_nothing_queued(server, tmp_path):
+    before = _run_count(server)
+    status, answer, _ = server.call("POST", "/api/runs", {"specs": [{"name": "good.yaml", "yaml": SEED003.read_text()},
+                                                                    {"name": "bad.yaml", "yaml": BAD_SPEC}]})
+    assert status == 422
+    (tmp_path / "bad.yaml").write_text(BAD_SPEC)
+    cli = local_check("bad.yaml", cwd=tmp_path)
+    assert cli.returncode == 2
+    assert f"Error: {answer['detail']}" == cli.stderr.strip().splitlines()[-1]
+    assert answer["errors"] == [{"index": 1, "message": answer["detail"]}]
+    bad_options = server.call("POST", "/api/runs", {"specs": [{"name": "a.yaml", "yaml": SEED003.read_text()}], "options": {"mode": "slow"}})
+    assert bad_options[0] == 422 and bad_options[1]["detail"].startswith("options.mode")
+    assert server.call("POST", "/api/runs", {"specs": []})[0] == 422
+    assert server.call("POST", "/api/runs", {"specs": [{"name": "x.yaml", "yaml": "[1, 2"}]})[0] == 422
+    assert _run_count(server) == before
+
+
+def test_user_code_is_403_without_allow_code(server):
+    spec = (ROOT / "specs" / "custom" / "swish.yaml").read_text()
+    status, answer, _ = server.call("POST", "/api/runs", {"specs": [{"name": "swish.yaml", "yaml": spec}]})
+    assert status == 403
+    assert answer["detail"].startswith("swish.yaml: network.layers[1].impl: names user code") and "--allow-code" in answer["detail"]
+
+
+def test_caps_on_spec_count_and_body_size(server):
+    spec = {"name": "a.yaml", "yaml": SEED003.read_text()}
+    assert server.call("POST", "/api/runs", {"specs": [spec] * 101})[0] == 413
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(server.url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    conn.putrequest("POST", "/api/runs")  # a 9 MiB body announced: refused before a byte of it is read
+    for key, value in (("Content-Type", "application/json"), ("Content-Length", str(9 * 2**20)), ("Authorization", f"Bearer {TOKEN}")):
+        conn.putheader(key, value)
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 413 and "at most" in json.loads(response.read())["detail"]
+    conn.close()
+
+
+def test_token_is_required(server):
+    status, answer, headers = server.call("GET", "/api/runs", token=None)
+    assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
+    assert server.call("POST", "/api/runs", {"specs": []}, token="wrong")[0] == 401
+    request = urllib.request.Request(server.url + "/")
+    opener = urllib.request.build_opener(type("NoRedirect", (urllib.request.HTTPRedirectHandler,), {"redirect_request": lambda *a, **k: None}))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(request, timeout=10)
+    assert refused.value.code == 303 and refused.value.headers["Location"] == "/login"
+
+
+def test_remote_check_prints_what_a_local_check_prints(server, tmp_path):
+    (tmp_path / "bad.yaml").write_text(BAD_SPEC)
+    env = {**os.environ, "GRADLAB_TOKEN": TOKEN}
+    args = [str(SEED003), str(TANH), str(tmp_path / "bad.yaml")]
+    remote = local_check("--remote", server.url, "--label", "test", *args, "--report", str(tmp_path / "r.md"), env=env)
+    local = local_check(*args)
+    assert remote.returncode == local.returncode == 2
+    assert without_timings(remote.stdout) == without_timings(local.stdout)
+    assert remote.stderr.splitlines()[-1] == local.stderr.splitlines()[-1]
+    assert "seed003-two-layer" in (tmp_path / "r.md").read_text()
+    as_json = local_check("--remote", server.url, str(SEED003), "--format", "json", env=env)
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["specs"][0]["spec"] == str(SEED003)
+    no_token = local_check("--remote", server.url, str(SEED003), env={k: v for k, v in env.items() if k != "GRADLAB_TOKEN"})
+    assert no_token.returncode == 2 and "GRADLAB_TOKEN" in no_token.stderr
