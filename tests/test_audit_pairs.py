@@ -17,7 +17,8 @@ from .conftest import ROOT
 COURSE = ROOT / "tests" / "audit_targets" / "course"
 BUDGET = 25
 CORRECT = ["affine_forward", "relu_forward", "batchnorm_forward", "layernorm_forward", "dropout_forward",
-           "conv_forward_naive", "max_pool_forward_naive", "softmax_loss", "svm_loss"]
+           "conv_forward_naive", "max_pool_forward_naive", "softmax_loss", "svm_loss",
+           "spatial_batchnorm_forward", "spatial_groupnorm_forward"]
 
 
 def op(file: str, name: str) -> str:
@@ -50,6 +51,9 @@ def test_every_wrong_pair_fails(wrong_file):
     assert kinds["conv_forward_naive"] == ["contract"]  # dx cropped with pad:-pad is empty at pad 0
     for name in set(CORRECT) - {"conv_forward_naive"}:
         assert kinds[name] == ["mismatch"], (name, kinds[name])
+    alt = next(r for r in wrong_file.results if r.name == "batchnorm_forward / batchnorm_backward_alt")
+    assert [f.kind for f in alt.findings] == ["mismatch"]
+    assert alt.findings[0].case.hyper["bn_param"]["mode"] == "test"  # right in training mode: only test mode shows it
 
 
 def test_conv_pad_zero_bug_is_shown_at_pad_zero(wrong_file):
@@ -138,3 +142,60 @@ def test_whole_file_cli_table_and_json(tmp_path):
     doc = json.loads(out.stdout)
     assert doc["passed"] is True and [o["name"] for o in doc["ops"]] == ["relu_forward / relu_backward"]
     assert {"target", "name", "passed", "seconds", "counterexamples"} <= set(doc["ops"][0])
+
+
+# --- tolerances that hold: normalisation at a constant batch, exact zeros ------------------------
+
+
+@pytest.mark.parametrize("name", ["batchnorm_forward", "layernorm_forward", "spatial_batchnorm_forward", "spatial_groupnorm_forward"])
+@pytest.mark.parametrize("value", [9.0, 4.5, 11.0, -30.0])
+def test_norm_at_a_constant_batch_is_not_a_false_alarm(name, value):
+    """gamma 1, grad_out ones: the true dx is exactly 0, the quotients carry mean(x)'s rounding times
+    1/sqrt(eps) -- odd in the step, so only quotients at several steps reveal it (4.5 and 9 failed before)."""
+    from gradlab.audit import prepare
+    from gradlab.audit.judge import examine, tolerance
+    from gradlab.audit.strategies import Case
+
+    subject = prepare(op("layers", name))
+    spatial = subject.pair.family != "norm"
+    shape = (4, 2, 1, 1) if spatial else (4, 1)
+    pshape = (1, 2, 1, 1) if subject.pair.family == "groupnorm" else shape[1:2]
+    hyper = {"gn_param": {"eps": 1e-5}, "G": 1} if "groupnorm" in name else {"bn_param": {"mode": "train", "eps": 1e-5}}
+    if name.startswith("layernorm"):
+        shape, pshape, hyper = (1, 4), (4,), {"ln_param": {"eps": 1e-5}}
+    case = Case({"x": np.full(shape, value), "gamma": np.ones(pshape), "beta": np.zeros(pshape)}, {}, hyper)
+    examine(subject, case, lambda s: np.ones(s), tolerance())  # raises a Counterexample if judged wrong
+
+
+def test_a_backward_of_1e_14_where_the_truth_is_0_passes(tmp_path):
+    path = tmp_path / "flat.py"
+    path.write_text("import numpy as np\n\ndef flat(x):\n    return np.zeros_like(x) + 0 * x\n\n"
+                    "def flat_grad(x):\n    return np.full_like(x, 1e-14)\n")
+    result = audit(f"{path}:flat", examples=20)
+    assert result.passed, [f.message for f in result.findings]
+
+
+# --- test mode after a training-mode forward -----------------------------------------------------
+
+
+def test_test_mode_gets_running_statistics_from_a_training_forward():
+    from gradlab.audit import prepare
+    from gradlab.audit.strategies import Case
+
+    subject = prepare(op("layers", "batchnorm_forward"))
+    x = np.array([[1.0, 2.0], [3.0, 6.0]])
+    case = Case({"x": x, "gamma": np.ones(2), "beta": np.zeros(2)}, {}, {"bn_param": {"mode": "test", "eps": 1e-5, "momentum": 0.9}})
+    subject.settle(case)
+    bn = case.hyper["bn_param"]
+    assert bn["mode"] == "test"
+    np.testing.assert_allclose(bn["running_mean"], 0.1 * x.mean(axis=0))
+    np.testing.assert_allclose(bn["running_var"], 0.1 * x.var(axis=0))
+    subject.settle(case)  # once per case: a second call changes nothing
+    np.testing.assert_allclose(bn["running_mean"], 0.1 * x.mean(axis=0))
+
+
+def test_test_mode_without_a_cache_is_not_audited_not_failed():
+    """The course template's test branch keeps cache = None: backward is not defined there."""
+    result = audit(op("testmode", "batchnorm_forward"), examples=BUDGET)
+    assert result.passed, [f.message for f in result.findings]
+    assert result.coverage.no_backward > 0 and result.coverage.examples == BUDGET

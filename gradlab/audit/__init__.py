@@ -40,10 +40,11 @@ def _load(op: Any, base_dir) -> tuple[Any, str]:
     return loading.instantiate(op, label), label
 
 
-def _pair_subject(fn: Any, label: str, backward: str | None, kind: str | None, max_abs: float) -> subjects.Subject:
+def _pair_subject(fn: Any, label: str, backward: str | None, kind: str | None, max_abs: float, module=None) -> subjects.Subject:
+    """`module`: where the target was named (a forward imported from a sibling file pairs with this file's backward)."""
     if kind not in (None, "pair"):
         raise TargetError(f"{label}: is a function: it is audited as a function pair (forward/backward twins), not as {kind!r}")
-    module = sys.modules.get(fn.__module__)
+    module = module or sys.modules.get(fn.__module__)
     if module is None:
         raise TargetError(f"{label}: cannot find the module that defines {fn.__name__}")
     pair = pairs.make_pair(module, fn.__name__, label.rpartition(":")[0] or label, backward=backward)
@@ -63,7 +64,9 @@ def prepare(op: Any, *, kind: str | None = None, base_dir: str | Path | None = N
         with user_stdout_to_stderr():
             raw = loading.load_raw(op, base_dir)
         if inspect.isfunction(raw):
-            return _pair_subject(raw, op, backward, kind, max_abs)
+            source = loading.split(op)[0]
+            module = loading.load_module(source, base_dir) if loading.is_file(source) else sys.modules.get(source)
+            return _pair_subject(raw, op, backward, kind, max_abs, module)
     elif inspect.isfunction(op):
         return _pair_subject(op, f"{op.__module__}:{op.__name__}", backward, kind, max_abs)
     if backward is not None:

@@ -30,11 +30,17 @@ LABEL_NAMES = ("y",)  # integer class labels of a loss, in [0, C)
 HYPERPARAMETERS: dict[str, tuple[str, dict[str, tuple]]] = {
     "conv_param": ("conv", {"pad": (0, 1, 2), "stride": (1, 2)}),
     "pool_param": ("pool", {"pool_height": (1, 2, 3), "pool_width": (1, 2, 3), "stride": (1, 2, 3)}),
-    "bn_param": ("norm", {"mode": ("train",), "eps": (1e-5,)}),
+    "bn_param": ("norm", {"mode": ("train", "test"), "eps": (1e-5,), "momentum": (0.9,)}),
     "ln_param": ("norm", {"eps": (1e-5,)}),
     "gn_param": ("groupnorm", {"eps": (1e-5,)}),
     "dropout_param": ("dropout", {"p": (0.5, 0.3, 0.8), "mode": ("train", "test"), "seed": (123,)}),
 }
+
+# A dict whose `mode` is "test" reads running statistics a training-mode forward leaves in it:
+# before a test-mode case, the forward runs once on the case's own arrays with mode "train"
+# (filling running_mean / running_var the way the user's code does), and the test-mode forward
+# is audited with that dict. name -> (key, the audited value, the value of the warm-up run).
+WARM_UP: dict[str, tuple[str, str, str]] = {"bn_param": ("mode", "test", "train")}
 
 # --- array shapes per family, in named dimensions ----------------------------------------------
 # `*` after x: affine layers reshape x to (N, D), so x is drawn (N, D) or (N, d1, d2) with d1 d2 = D.

@@ -148,6 +148,8 @@ def coverage_line(result: AuditResult) -> str:
         parts.append(f"{c['undetermined']} undetermined (stencil left the domain)")
     if c["discarded"]:
         parts.append(f"{c['discarded']} discarded (not finite on a bound of the domain)")
+    if c["no_backward"]:
+        parts.append(f"{c['no_backward']} without a cache (the forward keeps none in that mode: backward not audited there)")
     verb = "searched" if result.passed else "failing case found after"
     return f"{verb} {c['examples']} passing example{'s' if c['examples'] != 1 else ''} ({result.seconds:.1f} s): " + "; ".join(parts)
 

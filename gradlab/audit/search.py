@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky, Unsatisfiable
 
 from . import strategies as S
-from .judge import Counterexample, Finding, TensorCheck, Undetermined, examine
+from .judge import Counterexample, Finding, NoBackward, TensorCheck, Undetermined, examine
 from ..userops.loading import TargetError
 from .subjects import Subject
 
@@ -45,6 +45,7 @@ class Coverage:
     kink_stencils: int = 0
     undetermined: int = 0
     discarded: int = 0  # cases on a domain bound where the op is not finite: no verdict
+    no_backward: int = 0  # cases in a mode where the forward keeps no cache (test-mode batchnorm): no verdict
     max_batch: int = 0
 
     def add(self, subject: Subject, inputs: dict[str, np.ndarray], checks: list[TensorCheck]) -> None:
@@ -78,7 +79,7 @@ class Coverage:
             "max_batch": self.max_batch, "max_abs_input": self.max_abs, "exact_zeros": self.zeros, "near_zero": self.near_zero,
             "saturated": self.saturated, "near_declared_kinks": self.near_kinks, "negative": self.negative, "positive": self.positive,
             "elements_judged": self.judged, "kink_stencils": self.kink_stencils, "undetermined": self.undetermined,
-            "discarded": self.discarded,
+            "discarded": self.discarded, "no_backward": self.no_backward,
         }
 
 
@@ -147,9 +148,12 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
         except Counterexample:
             state["failed"] = True
             raise
-        except Undetermined:
+        except Undetermined as exc:
             if not state["failed"]:
-                coverage.discarded += 1
+                if isinstance(exc, NoBackward):
+                    coverage.no_backward += 1
+                else:
+                    coverage.discarded += 1
             reject()
         if not state["failed"]:  # shrinking replays cases; count only the search
             coverage.add(subject, case.inputs, checks)

@@ -51,6 +51,10 @@ class Subject:
     def strategy(self):
         raise NotImplementedError
 
+    def settle(self, case: Case) -> None:
+        """Complete a drawn case before it is judged (a function pair's test mode gets its running
+        statistics from a training-mode forward); runs once per case, user code included."""
+
     def forward(self, case: Case) -> np.ndarray:
         """The op's output on (copies of) the case."""
         raise NotImplementedError

@@ -24,34 +24,86 @@ def relu_backward(dout, cache):
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
-    eps = bn_param.get("eps", 1e-5)
-    mu = x.mean(axis=0)
-    xc = x - mu
-    var = (xc**2).mean(axis=0)
-    std = np.sqrt(var + eps)
+    """Training mode: batch statistics, running averages updated; test mode: the running averages."""
+    mode = bn_param["mode"]
+    eps, momentum = bn_param.get("eps", 1e-5), bn_param.get("momentum", 0.9)
+    D = x.shape[1]
+    running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.zeros(D, dtype=x.dtype))
+    if mode == "train":
+        mu = x.mean(axis=0)
+        xc = x - mu
+        var = (xc**2).mean(axis=0)
+        std = np.sqrt(var + eps)
+        running_mean = momentum * running_mean + (1 - momentum) * mu
+        running_var = momentum * running_var + (1 - momentum) * var
+    elif mode == "test":
+        xc = x - running_mean
+        std = np.sqrt(running_var + eps)
+    else:
+        raise ValueError(f"invalid forward batchnorm mode {mode!r}")
+    bn_param["running_mean"], bn_param["running_var"] = running_mean, running_var
     xhat = xc / std
-    running_mean = bn_param.get("running_mean", np.zeros(x.shape[1]))
-    bn_param["running_mean"] = 0.9 * running_mean + 0.1 * mu
-    return gamma * xhat + beta, (xhat, gamma, std)
+    return gamma * xhat + beta, (xhat, gamma, std, mode)
 
 
 def batchnorm_backward(dout, cache):
-    xhat, gamma, std = cache
+    xhat, gamma, std, mode = cache
     n = dout.shape[0]
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
     dxhat = dout * gamma
+    if mode == "test":
+        return dxhat / std, dgamma, dbeta
     dx = (n * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0)) / (n * std)
     return dx, dgamma, dbeta
 
 
 def batchnorm_backward_alt(dout, cache):
-    xhat, gamma, std = cache
+    xhat, gamma, std, mode = cache
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
     dxhat = dout * gamma
+    if mode == "test":
+        return dxhat / std, dgamma, dbeta
     dx = (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0)) / std
     return dx, dgamma, dbeta
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+    """Batchnorm over (N, H, W) per channel: x (N, C, H, W), gamma and beta (C,)."""
+    N, C, H, W = x.shape
+    flat, cache = batchnorm_forward(x.transpose(0, 2, 3, 1).reshape(-1, C), gamma, beta, bn_param)
+    return flat.reshape(N, H, W, C).transpose(0, 3, 1, 2), cache
+
+
+def spatial_batchnorm_backward(dout, cache):
+    N, C, H, W = dout.shape
+    dx, dgamma, dbeta = batchnorm_backward(dout.transpose(0, 2, 3, 1).reshape(-1, C), cache)
+    return dx.reshape(N, H, W, C).transpose(0, 3, 1, 2), dgamma, dbeta
+
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+    """Normalise each of G channel groups per sample: x (N, C, H, W), gamma and beta (1, C, 1, 1)."""
+    eps = gn_param.get("eps", 1e-5)
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, C // G, H, W)
+    mu = xg.mean(axis=(2, 3, 4), keepdims=True)
+    std = np.sqrt(xg.var(axis=(2, 3, 4), keepdims=True) + eps)
+    xhat = ((xg - mu) / std).reshape(N, C, H, W)
+    return gamma * xhat + beta, (xhat, gamma, std, G)
+
+
+def spatial_groupnorm_backward(dout, cache):
+    xhat, gamma, std, G = cache
+    N, C, H, W = dout.shape
+    dgamma = (dout * xhat).sum(axis=(0, 2, 3), keepdims=True)
+    dbeta = dout.sum(axis=(0, 2, 3), keepdims=True)
+    dxhat = (dout * gamma).reshape(N, G, C // G, H, W)
+    xh = xhat.reshape(N, G, C // G, H, W)
+    axes = (2, 3, 4)
+    dx = (dxhat - dxhat.mean(axis=axes, keepdims=True) - xh * (dxhat * xh).mean(axis=axes, keepdims=True)) / std
+    return dx.reshape(N, C, H, W), dgamma, dbeta
 
 
 def layernorm_forward(x, gamma, beta, ln_param):

@@ -2,7 +2,7 @@
 import numpy as np
 
 from layers import (batchnorm_forward, conv_forward_naive, dropout_forward, layernorm_forward,  # noqa: F401
-                    max_pool_forward_naive, relu_forward)
+                    max_pool_forward_naive, relu_forward, spatial_batchnorm_forward, spatial_groupnorm_forward)
 
 
 def affine_forward(x, w, b):
@@ -21,10 +21,35 @@ def relu_backward(dout, cache):  # forgot dout
 
 
 def batchnorm_backward(dout, cache):  # dropped the mean term
-    xhat, gamma, std = cache
+    xhat, gamma, std, mode = cache
     dxhat = dout * gamma
     dx = (dxhat - xhat * (dxhat * xhat).mean(axis=0)) / std
     return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+
+def batchnorm_backward_alt(dout, cache):  # right in training mode; in test mode too it subtracts the batch means
+    xhat, gamma, std, mode = cache
+    dxhat = dout * gamma
+    dx = (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0)) / std
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+
+def spatial_batchnorm_backward(dout, cache):  # reshapes dout (N, C, H, W) straight to (-1, C), without the transpose
+    from layers import batchnorm_backward as right
+
+    N, C, H, W = dout.shape
+    dx, dgamma, dbeta = right(dout.reshape(-1, C), cache)
+    return dx.reshape(N, C, H, W), dgamma, dbeta
+
+
+def spatial_groupnorm_backward(dout, cache):  # the means run over the whole sample, not over each group
+    xhat, gamma, std, G = cache
+    N, C, H, W = dout.shape
+    dxhat = dout * gamma
+    axes = (1, 2, 3)
+    dx = (dxhat - dxhat.mean(axis=axes, keepdims=True) - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+    dx = (dx.reshape(N, G, C // G, H, W) / std).reshape(N, C, H, W)
+    return dx, (dout * xhat).sum(axis=(0, 2, 3), keepdims=True), dout.sum(axis=(0, 2, 3), keepdims=True)
 
 
 def layernorm_backward(dout, cache):  # means over the batch instead of the features
