@@ -1,0 +1,185 @@
+"""gradlab serve with --allow-code, one worker and a queue of three runs: a spec's history and the diff of two runs,
+a worker killed mid-spec, a full queue (429), a server killed mid-run (interrupted, then retried), and the web UI
+in headless Chromium.
+
+The spec's activation is a user op (tests write it to a folder on the server's PYTHONPATH) steered by flag files:
+`wrong` makes its backward 1.5x too large, `hang` holds it (it writes `pid-<pid>` first) until the flag is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .test_service import Service, local_check, without_timings
+
+FLAKY_OP = '''
+import os, time
+import numpy as np
+
+FLAGS = os.environ["GL_FLAGS"]
+
+
+def _flag(name):
+    return os.path.exists(os.path.join(FLAGS, name))
+
+
+class FlakyTanh:
+    kind = "activation"
+    elementwise = True
+
+    def forward(self, z):
+        if _flag("hang"):
+            open(os.path.join(FLAGS, f"pid-{os.getpid()}"), "w").close()
+            while _flag("hang"):
+                time.sleep(0.05)
+        return np.tanh(z)
+
+    def backward(self, z, grad_out):
+        return grad_out * (1 - np.tanh(z) ** 2) * (1.5 if _flag("wrong") else 1.0)
+
+    def torch_forward(self, z):
+        import torch
+
+        return torch.tanh(z)
+'''
+
+FLAKY_SPEC = """name: flaky
+seed: 0
+input: {dim: 3, batch: 4}
+target: {kind: regression}
+network:
+  layers:
+    - {type: dense, units: 4}
+    - {type: activation, fn: custom, impl: "gl_flaky:FlakyTanh"}
+    - {type: dense, units: 2}
+loss: {fn: sse}
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve-code")
+    (folder / "ops").mkdir()
+    (folder / "ops" / "gl_flaky.py").write_text(FLAKY_OP)
+    (folder / "flags").mkdir()
+    (folder / "flaky.yaml").write_text(FLAKY_SPEC)
+    env = {**os.environ, "PYTHONPATH": str(folder / "ops"), "GL_FLAGS": str(folder / "flags")}
+    service = Service(folder, "--allow-code", "--workers", "1", "--max-queue", "3", env=env)
+    yield service, folder, env
+    (folder / "flags" / "hang").unlink(missing_ok=True)
+    service.stop()
+
+
+@pytest.fixture
+def server(setup):
+    service, folder, _ = setup
+    yield service
+    for flag in (folder / "flags").iterdir():  # each test starts with a well-behaved op
+        flag.unlink()
+
+
+def flag(setup, name: str, on: bool = True) -> None:
+    path = setup[1] / "flags" / name
+    path.touch() if on else path.unlink(missing_ok=True)
+
+
+def hung_worker(setup, timeout: float = 60) -> int:
+    """The pid of the worker held by the `hang` flag (its pid file is taken away)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid_file in (setup[1] / "flags").glob("pid-*"):
+            pid_file.unlink()
+            return int(pid_file.name[4:])
+        time.sleep(0.05)
+    raise AssertionError(f"no worker reached the op: {setup[0].log.read_text()[-2000:]}")
+
+
+def submit_flaky(server) -> int:
+    return server.submit([("flaky.yaml", FLAKY_SPEC)])
+
+
+def test_history_and_diff_show_what_started_failing(server, setup):
+    good = server.wait(submit_flaky(server))
+    flag(setup, "wrong")
+    bad = server.wait(submit_flaky(server))
+    assert (good["status"], good["exit_code"], bad["status"], bad["exit_code"]) == ("done", 0, "done", 1)
+    history = server.call("GET", "/api/specs/flaky/history")[1]
+    weight = next(s for s in history["series"] if s["parameter"] == "layers.0.weight" and s["candidate"] == "analytic"
+                  and s["reference"] == "numeric")
+    points = {p["run"]: p for p in weight["points"]}
+    assert points[good["id"]]["status"] == "pass" and points[bad["id"]]["status"] == "fail"
+    assert points[bad["id"]]["max_rel_err"] > 0.1 > points[good["id"]]["max_rel_err"]
+    diff = server.call("GET", f"/api/specs/flaky/diff?before={good['id']}&after={bad['id']}")[1]
+    started = {(d["parameter"], d["pair"]) for d in diff["started_failing"]}
+    assert ("layers.0.weight", "analytic vs numeric") in started and diff["fixed"] == []
+    assert any(d["parameter"] == "layers.0.weight" and d["factor"] > 10 for d in diff["changed"])
+    page = server.call("GET", f"/specs/flaky?before={good['id']}&after={bad['id']}")[1]
+    assert "Started failing (" in page and "layers.0.weight" in page and "data:image/png;base64," in page
+
+
+def test_remote_check_of_a_failing_spec_prints_and_exits_as_local(server, setup):
+    flag(setup, "wrong")
+    folder, env = setup[1], setup[2]
+    remote = local_check("--remote", server.url, "flaky.yaml", env=env, cwd=folder)
+    local = local_check("flaky.yaml", env=env, cwd=folder)
+    assert remote.returncode == local.returncode == 1, remote.stderr
+    assert without_timings(remote.stdout) == without_timings(local.stdout)
+    assert "layers.0.weight" in remote.stdout and "FAIL" in remote.stdout
+
+
+def test_full_queue_is_429_and_a_killed_worker_fails_only_its_run(server, setup):
+    flag(setup, "hang")
+    first = submit_flaky(server)
+    pid = hung_worker(setup)
+    queued = [submit_flaky(server), submit_flaky(server)]
+    status, answer, headers = server.call("POST", "/api/runs", {"specs": [{"name": "flaky.yaml", "yaml": FLAKY_SPEC}]})
+    assert status == 429 and int(headers["Retry-After"]) >= 1 and "queue is full" in answer["detail"]
+    os.kill(pid, signal.SIGKILL)
+    failed = server.wait(first)
+    assert failed["status"] == "error" and "flaky.yaml" in failed["error"] and "SIGKILL" in failed["error"]
+    flag(setup, "hang", False)
+    for run_id in queued:  # the server goes on with the next runs
+        run = server.wait(run_id)
+        assert run["status"] == "done" and run["exit_code"] == 0
+
+
+def test_restart_marks_a_running_run_interrupted_and_retry_completes_it(server, setup):
+    flag(setup, "hang")
+    run_id = submit_flaky(server)
+    hung_worker(setup)
+    assert server.wait(run_id, until=("running",))["status"] == "running"
+    server.kill()
+    flag(setup, "hang", False)
+    server.start()
+    run = server.call("GET", f"/api/runs/{run_id}")[1]
+    assert run["status"] == "interrupted" and "retry" in run["error"]
+    assert server.call("POST", f"/api/runs/{run_id}/retry")[0] == 202
+    run = server.wait(run_id)
+    assert run["status"] == "done" and run["exit_code"] == 0 and run["attempts"] == 2 and run["error"] is None
+    assert server.call("POST", f"/api/runs/{run_id}/retry")[0] == 409
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+
+
+def dump_dom(url: str) -> str:
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+            "--disable-dev-shm-usage", "--dump-dom", url]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60).stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (/usr/bin/chromium) is not installed: the web UI is not browser-tested")
+def test_web_ui_in_headless_chromium(server, setup):
+    flag(setup, "wrong")
+    run_id = server.wait(submit_flaky(server))["id"]
+    runs = dump_dom(server.url + "/")
+    assert '<table id="runs">' in runs and f'href="/runs/{run_id}"' in runs and 'class="badge fail"' in runs
+    page = dump_dom(f"{server.url}/runs/{run_id}")
+    assert f"Run #{run_id}" in page and "flaky.yaml" in page and f'src="/api/runs/{run_id}/report.html"' in page
+    assert 'href="/specs/flaky"' in page
