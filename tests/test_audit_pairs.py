@@ -199,3 +199,47 @@ def test_test_mode_without_a_cache_is_not_audited_not_failed():
     result = audit(op("testmode", "batchnorm_forward"), examples=BUDGET)
     assert result.passed, [f.message for f in result.findings]
     assert result.coverage.no_backward > 0 and result.coverage.examples == BUDGET
+
+
+# --- reproduction lines for function pairs -------------------------------------------------------
+
+
+def _reproduce_line(result) -> str:
+    from gradlab.audit import report
+
+    return report.reproduce_line(result.target, result.kind, result.findings[0])
+
+
+def test_pair_reproduce_line_recomputes_the_failure_in_a_fresh_process(wrong_file):
+    """The test-mode case carries running statistics (arrays inside bn_param) and the variant twin."""
+    import shlex
+    import subprocess
+    import sys
+
+    alt = next(r for r in wrong_file.results if r.name == "batchnorm_forward / batchnorm_backward_alt")
+    line = _reproduce_line(alt)
+    assert "backward='batchnorm_backward_alt'" in line and "'running_var': np.array(" in line
+    argv = shlex.split(line)
+    out = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "FAIL  mismatch" in out.stdout and "d/dx" in out.stdout
+
+
+@pytest.mark.parametrize("name,kind", [("softmax_loss", "mismatch"), ("conv_forward_naive", "contract"), ("max_pool_forward_naive", "mismatch")])
+def test_pair_reproduce_line_gives_the_same_verdict(wrong_file, name, kind):
+    import shlex
+
+    result = next(r for r in wrong_file.results if r.name.split(" / ")[0] == name)
+    code = shlex.split(_reproduce_line(result))[2]
+    assert code.startswith("import numpy as np; from gradlab.audit import reproduce; reproduce(")
+    found = eval(code.split("; ", 2)[2][:-1] + ", quiet=True)",  # noqa: S307 -- our own line
+                 {"np": np, "reproduce": __import__("gradlab.audit", fromlist=["reproduce"]).reproduce})
+    assert found is not None and found.kind == kind
+
+
+def test_pair_reproduce_passes_on_a_right_case():
+    from gradlab.audit import reproduce
+
+    found = reproduce(op("layers", "conv_forward_naive"), x=np.ones((1, 1, 3, 3)), w=np.ones((1, 1, 2, 2)), b=np.zeros(1),
+                      grad_out=np.ones((1, 1, 1, 1)), hyper={"conv_param": {"pad": 0, "stride": 2}}, quiet=True)
+    assert found is None

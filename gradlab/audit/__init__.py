@@ -157,33 +157,47 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
     return out
 
 
-def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dict | None = None,
-              rtol: float | None = None, atol: float | None = None, quiet: bool = False, **arrays) -> Finding | None:
+def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dict | None = None, hyper: dict | None = None,
+              backward: str | None = None, rtol: float | None = None, atol: float | None = None, quiet: bool = False,
+              **arrays) -> Finding | None:
     """Re-run one case (the arguments a counterexample printed) and print the verdict.
 
-    Returns the Finding, or None when the op's backward is right on this input (or the input lies
-    on a bound of the domain, where the op is not finite: undetermined).
+    A function pair takes its array arguments by name (x=, w=, b=, y= for labels), its
+    hyperparameter dicts and group count as `hyper={'conv_param': {...}}`, and `backward=` for a
+    variant twin. Returns the Finding, or None when the op's backward is right on this input (or
+    the input lies on a bound of the domain, where the op is not finite: undetermined).
     """
-    subject = prepare(op, kind=kind)
+    subject = prepare(op, kind=kind, backward=backward)
     inputs: dict[str, np.ndarray] = {}
     const: dict[str, np.ndarray] = {}
-    names = {"activation": ("z",), "loss": ("pred",), "layer": ("x",), "function": getattr(subject, "arg_names", ())}[subject.kind]
+    if subject.kind == "pair":
+        names, labels = subject.pair.arrays, tuple(n for n, role in subject.pair.args if role == "labels")
+        wanted = {n for n, role in subject.pair.args if role in ("hyper", "groups")}
+        if set(hyper or {}) != wanted:
+            raise TargetError(f"reproduce: {subject.name} needs hyper={{{', '.join(repr(n) + ': ...' for n in sorted(wanted))}}}")
+    else:
+        names = {"activation": ("z",), "loss": ("pred",), "layer": ("x",), "function": getattr(subject, "arg_names", ())}[subject.kind]
+        labels = ("target",) if subject.kind == "loss" else ()
     for name in names:
         if name not in arrays:
             raise TargetError(f"reproduce: a {subject.kind} needs {name}=...")
         inputs[name] = np.asarray(arrays.pop(name), dtype=np.float64)
-    if subject.kind == "loss":
-        const["target"] = np.asarray(arrays.pop("target"), dtype=np.float64)
+    for name in labels:
+        if name not in arrays:
+            raise TargetError(f"reproduce: {subject.name} needs {name}=...")
+        value = np.asarray(arrays.pop(name))
+        const[name] = value if subject.kind == "pair" else value.astype(np.float64)
     if subject.kind == "layer":
         for name, value in subject.original.items():
             inputs[param_key(name)] = np.asarray((params or {}).get(name, value), dtype=np.float64)
     if arrays:
         raise TargetError(f"reproduce: unexpected argument(s) {', '.join(arrays)}")
-    case = Case(inputs, const)
+    case = Case(inputs, const, dict(hyper or {}))
     upstream = None if grad_out is None else np.asarray(grad_out, dtype=np.float64)
     result = AuditResult(subject.target, subject.kind, subject.name, 0, 1, tolerance(rtol, atol), None, [])  # type: ignore[arg-type]
     try:
-        examine(subject, case, (lambda shape: upstream) if upstream is not None else None, result.tolerance)
+        with user_stdout_to_stderr():
+            examine(subject, case, (lambda shape: upstream) if upstream is not None else None, result.tolerance)
     except Counterexample as exc:
         if not quiet:
             print("\n".join(report.finding_lines(result, exc.finding, shrunk=False)))

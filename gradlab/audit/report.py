@@ -27,15 +27,31 @@ def literal(a: np.ndarray) -> str:
     """An exact, pasteable numpy literal (floats print with round-trip precision)."""
     a = np.asarray(a)
     if _uniform(a):
-        return f"np.full({a.shape!r}, {float(a.reshape(-1)[0])!r})"
+        first = a.reshape(-1)[0]
+        return f"np.full({a.shape!r}, {int(first) if a.dtype.kind in 'iub' else float(first)!r})"
     return f"np.array({a.tolist()!r})"
+
+
+def literal_value(v: Any) -> str:
+    """A hyperparameter as pasteable Python: dicts, lists and tuples of numbers, strings and arrays."""
+    if isinstance(v, np.ndarray):
+        return literal(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k!r}: {literal_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        inner = ", ".join(literal_value(x) for x in v)
+        return f"[{inner}]" if isinstance(v, list) else f"({inner}{',' if len(v) == 1 else ''})"
+    if isinstance(v, np.generic):
+        return repr(v.item())
+    return repr(v)
 
 
 def reproduce_line(result_target: str, kind: str, f: Finding) -> str:
     """One shell line that re-runs this exact case through `gradlab.audit.reproduce`."""
-    if f.case is None or kind == "pair":  # reproduce() does not take function pairs yet
+    if f.case is None:
         return ""
-    args = [repr(result_target), f"kind={kind!r}"]
+    target, _, backward = result_target.partition(" --backward ")
+    args = [repr(target), f"kind={kind!r}"] + ([f"backward={backward!r}"] if backward else [])
     params = {}
     for name, v in f.case.inputs.items():
         if name.startswith("params["):
@@ -48,6 +64,8 @@ def reproduce_line(result_target: str, kind: str, f: Finding) -> str:
         args.append(f"grad_out={literal(f.upstream)}")
     if params:
         args.append("params={" + ", ".join(f"{k!r}: {literal(v)}" for k, v in params.items()) + "}")
+    if f.case.hyper:
+        args.append(f"hyper={literal_value(f.case.hyper)}")
     code = f"import numpy as np; from gradlab.audit import reproduce; reproduce({', '.join(args)})"
     return f'python -c "{code}"'
 
