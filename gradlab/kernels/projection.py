@@ -148,8 +148,9 @@ def by_elements(name: str, phi: Callable, theta: np.ndarray, claimed: np.ndarray
                    numeric=float(flat_n[k]), wrong=wrong, **base)
 
 
-def judge(name: str, phi: Callable, theta: np.ndarray, claimed: np.ndarray, *, method: str, tol: dict, seed: int) -> Verdict:
+def judge(name: str, phi: Callable, theta: np.ndarray, claimed: np.ndarray, *, method: str, tol: dict, seed: int,
+          elementwise_limit: int = ELEMENTWISE_LIMIT) -> Verdict:
     """Elements for a small tensor, projections (with localisation) for a large one."""
-    if np.size(theta) <= ELEMENTWISE_LIMIT:
+    if np.size(theta) <= elementwise_limit:
         return by_elements(name, phi, theta, claimed, method=method, tol=tol)
     return by_projections(name, phi, theta, claimed, method=method, tol=tol, seed=seed)

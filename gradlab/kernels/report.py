@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from . import inputs as I
 from .projection import Verdict
 from .rule import RuleCheck
 
@@ -59,6 +60,7 @@ def _row(c: RuleCheck) -> list[str]:
 
 HEADER = ["tensor", "shape", "err_cand", "err_low", "noise", "bound", "ratio", "worst at", "cand", "ref", "ref_low", "status"]
 DIFF_HEADER = ["tensor", "shape", "mode", "err", "bound", "ratio", "worst at", "candidate", "differences", "status"]
+MODULE_HEADER = ["tensor", "shape", "mode", "err", "bound", "ratio", "worst at", "autograd", "numeric", "status"]
 
 
 def _diff_row(v: Verdict) -> list[str]:
@@ -80,9 +82,15 @@ def _tables(checks) -> list[str]:
             lines.append(f"  note: {c.name}: {c.note}")
         if c.unsupported:
             lines.append(f"  not supported: {c.name}: {c.unsupported}")
-    for v in diffs:
+    lines += _verdict_notes(diffs, "candidate", "differences")
+    return lines
+
+
+def _verdict_notes(verdicts: list, claimed: str, numeric: str) -> list[str]:
+    lines = []
+    for v in verdicts:
         if v.wrong:
-            lines.append(f"  {v.name}: wrong at " + ", ".join(f"{list(i)} (candidate {_g(c)}, differences {_g(n)})" for i, c, n, _ in v.wrong[:5]))
+            lines.append(f"  {v.name}: wrong at " + ", ".join(f"{list(i)} ({claimed} {_g(c)}, {numeric} {_g(n)})" for i, c, n, _ in v.wrong[:5]))
         if v.note:
             lines.append(f"  note: {v.name}: {v.note}")
     return lines
@@ -146,3 +154,66 @@ def as_dict(o: Outcome) -> dict:
 
 def to_json(o: Outcome) -> str:
     return json.dumps(as_dict(o), indent=2)
+
+
+# --- gradlab audit --kind module ----------------------------------------------------------------------
+
+
+def module_reproduce(audit) -> str:
+    """A shell line that replays the failing case (modules.reproduce prints the same report for it alone)."""
+    if not audit.result.failure:
+        return ""
+    code = f"from gradlab.kernels.modules import reproduce; reproduce({audit.spec!r}, {audit.result.failure[0].text()!r})"
+    return f'python -c "{code}"'
+
+
+def _module_rule(audit) -> str:
+    from .modules import ELEMENTWISE_LIMIT as MODULE_ELEMENTWISE
+
+    tol, sub = audit.subject.tol, audit.subject
+    return (f"  rule: |autograd - numeric| <= {tol['atol']:g} + {tol['rtol']:g} |numeric| + {tol['err_factor']:g} (err + {tol['rounding']:.1e} max|grad|), "
+            f"per element (tensors up to {MODULE_ELEMENTWISE} elements) or per random projection, bisected to the wrong elements; kinks not judged\n"
+            f"  numeric: {sub.method} ({sub.method_note}); float64; parameters moved off their init by their own scale; dropout pinned")
+
+
+def module_text(audit) -> str:
+    s, sub = audit.result, audit.subject
+    names = ", ".join(sub.param_shapes) or "-"
+    inputs = ", ".join(x.name for x in sub.specs)
+    lines = [f"gradlab audit {audit.spec} --kind module  (parameters: {names}; inputs: {inputs}; seed {audit.seed}, budget {audit.budget})",
+             _module_rule(audit)]
+    if s.failure:
+        case, checks = s.failure
+        bad = [c.name for c in checks if not c.passed]
+        lines += [f"FAIL  mismatch: {', '.join(bad)}: autograd disagrees with differences of the forward "
+                  f"(after {s.examples} passing example(s); shrunk to the case below)", f"  case: {case.text()}"]
+        lines += _table([_diff_row(v) for v in checks], MODULE_HEADER)
+        lines += _verdict_notes(checks, "autograd", "numeric")
+        lines += ["  reproduce:", "    " + module_reproduce(audit)]
+    elif s.flaky:
+        lines.append(f"FAIL  {s.flaky}")
+    styles = ", ".join(sorted(s.styles)) or "-"
+    shapes = f"{len(s.shapes)} shape set(s), values {styles}"
+    if s.passed:
+        lines.append(f"searched {s.examples} example(s) ({s.seconds:.1f} s): {shapes}; the closest each tensor came to its bound:")
+        lines += _table([_diff_row(v) for v in s.worst.values()], MODULE_HEADER)
+        lines += _verdict_notes(list(s.worst.values()), "autograd", "numeric")
+        lines.append(f"PASS: no counterexample in {s.examples} examples")
+    else:
+        lines.append(f"failing case found after {s.examples} passing example(s) ({s.seconds:.1f} s): {shapes}")
+        lines.append("FAIL: 1 counterexample (mismatch)" if s.failure else "FAIL: results differ from run to run")
+    return "\n".join(lines)
+
+
+def module_json(audit) -> str:
+    s, sub = audit.result, audit.subject
+    failure = None
+    if s.failure:
+        case, checks = s.failure
+        failure = {"case": case.text(), "tensors": [c.to_dict() for c in checks], "reproduce": module_reproduce(audit)}
+    doc = {"target": audit.spec, "kind": "module", "passed": audit.passed, "seed": audit.seed, "budget": audit.budget,
+           "examples_run": s.examples, "method": sub.method, "method_note": sub.method_note, "tolerance": sub.tol,
+           "parameters": {k: list(v) for k, v in sub.param_shapes.items()}, "inputs": I.specs_text(sub.specs),
+           "shapes_tried": sorted(s.shapes), "value_styles": sorted(s.styles), "counterexample": failure, "flaky": s.flaky or None,
+           "worst": [v.to_dict() for v in s.worst.values()], "seconds": round(s.seconds, 3)}
+    return json.dumps(doc, indent=2)

@@ -61,7 +61,9 @@ def size_strategy(d: int, fixed: bool):
     return st.one_of(st.just(1), st.integers(min_value=max(1, d // 4), max_value=max(2, 2 * d)))
 
 
-def search(pair: Pair, *, examples: int, seed: int) -> SearchResult:
+def search(pair: Pair, *, examples: int, seed: int, run=run_case) -> SearchResult:
+    """`run(pair, case) -> checks` (each with .name, .passed, .ratio) on Hypothesis-drawn cases; `pair` gives
+    .specs (the declared inputs) and .param_shapes (sizes baked into parameters, never varied)."""
     result = SearchResult()
     fixed = {d for shape in pair.param_shapes.values() for d in shape}  # a module's sizes are baked into its parameters
     declared = I.sizes(pair.specs)
@@ -75,7 +77,7 @@ def search(pair: Pair, *, examples: int, seed: int) -> SearchResult:
         value_seed = data.draw(st.integers(0, MAX_SEED), label="seed")
         case = I.Case(I.resize(pair.specs, mapping), style, value_seed)
         try:
-            checks = run_case(pair, case)
+            checks = run(pair, case)
         except GradlabError as exc:
             state["failed"] = True
             raise _Raised(case, exc) from None
@@ -107,13 +109,14 @@ def search(pair: Pair, *, examples: int, seed: int) -> SearchResult:
     return result
 
 
-def replay(pair: Pair, case: I.Case) -> SearchResult:
+def replay(pair: Pair, case: I.Case, run=run_case) -> SearchResult:
     """--case: exactly one case, no search."""
     t0 = time.perf_counter()
-    checks = run_case(pair, case)
-    result = SearchResult(examples=1, shapes={I.specs_text(case.specs)}, styles={case.values})
+    checks = run(pair, case)
+    failed = not all(c.passed for c in checks)
+    result = SearchResult(examples=0 if failed else 1, shapes={I.specs_text(case.specs)}, styles={case.values})
     result.worst = {c.name: c for c in checks}
-    if not all(c.passed for c in checks):
+    if failed:
         result.failure = (case, checks)
     result.seconds = time.perf_counter() - t0
     return result
