@@ -109,6 +109,10 @@ class RunQueue:
         self._spec_seconds: deque[float] = deque(maxlen=64)  # recent specs' times, for Retry-After
         self._events: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._dispatch, name="gradlab-dispatcher", daemon=True)
+        # Writing a finished run (its document, rows and reports) happens beside the dispatching, never in its way.
+        self._finishing: dict[int, _Active] = {}
+        self._finished: queue.Queue = queue.Queue()
+        self._writer = threading.Thread(target=self._write, name="gradlab-writer", daemon=True)
 
     # --- what the API calls ----------------------------------------------------------------------------
 
@@ -117,11 +121,14 @@ class RunQueue:
         with self.sessions() as session:
             self._waiting.extend(session.scalars(select(Run.id).where(Run.status == "queued").order_by(Run.id)).all())
         self._thread.start()
+        self._writer.start()
         self._events.put(("wake",))
 
     def stop(self) -> None:
         self._events.put(("stop",))
         self._thread.join(timeout=10)
+        self._finished.put(None)
+        self._writer.join(timeout=30)
 
     def submit(self, specs: list[tuple[str, str]], options: dict, label: str | None) -> int:
         """Store a validated run as `queued` and wake the dispatcher; QueueFull when max_queued runs wait already."""
@@ -157,7 +164,7 @@ class RunQueue:
 
     def progress(self, run_id: int) -> tuple[int, int] | None:
         """(specs back, specs in the run) while the run is being checked; None otherwise."""
-        active = self._active.get(run_id)
+        active = self._active.get(run_id) or self._finishing.get(run_id)
         return (active.returned, len(active.names)) if active is not None else None
 
     def _refuse_if_full(self) -> None:
@@ -212,15 +219,10 @@ class RunQueue:
                 if active.failed:
                     run.status, run.error, run.finished, run.exit_code = "error", active.failed, utcnow(), 2
                     return None
-        if not active.names:
-            self._finish(active)
-            return None
         self._active[run_id] = active
         return active
 
     def _submit_next(self, active: _Active) -> None:
-        from ..executors import check_spec_text
-
         index = active.submitted
         active.submitted += 1
         self._in_flight += 1
@@ -228,7 +230,7 @@ class RunQueue:
         options = {k: v for k, v in active.options.items() if k not in ("label", "timeout")}
         limit = spec_timeout(text, active.options.get("timeout"), self.timeout)
         try:
-            future = self.executor.submit(check_spec_text, name, text, options, limit, allow_code=self.allow_code,
+            future = self.executor.submit(check_below_the_api, name, text, options, limit, allow_code=self.allow_code,
                                           gpus=self._gpus(name, text, options), timeout=2 * limit + 10)
         except Exception as exc:  # the executor itself is gone (a lost Ray cluster)
             self._events.put(("done", active.id, index, exc))
@@ -272,12 +274,21 @@ class RunQueue:
             result = None
             active.failed = active.failed or f"{name}: the executor failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
         active.results[index] = result
-        if active.failed is not None and active.returned == active.submitted:
+        if (active.failed is not None and active.returned == active.submitted) or active.returned == len(active.names):
+            self._finishing[run_id] = active
             del self._active[run_id]
-            self._fail(active)
-        elif active.returned == len(active.names):
-            del self._active[run_id]
-            self._finish(active)
+            self._finished.put(active)
+
+    def _write(self) -> None:
+        while (active := self._finished.get()) is not None:
+            try:
+                self._fail(active) if active.failed is not None else self._finish(active)
+            except Exception as exc:  # a run that cannot be written must not stop the writing of the others
+                import traceback
+
+                traceback.print_exception(type(exc), exc, exc.__traceback__)
+            finally:
+                self._finishing.pop(active.id, None)
 
     def _fail(self, active: _Active) -> None:
         with self.sessions() as session, session.begin():
@@ -329,6 +340,22 @@ def _names_code(active: _Active) -> str | None:
         if where:
             return code_refused(name, where)
     return None
+
+
+WORKER_NICENESS = 10  # a check yields the CPU to the web process: the API answers while every worker is busy
+
+
+def check_below_the_api(name: str, text: str, options: dict, timeout: float, *, allow_code: bool):
+    """The executor's job: gradlab.executors.check_spec_text at a lower CPU priority than the server's."""
+    import os
+
+    from ..executors import check_spec_text
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICENESS)
+    except (AttributeError, OSError):  # Windows; or a worker already lower than that
+        pass
+    return check_spec_text(name, text, options, timeout, allow_code=allow_code)
 
 
 def spec_timeout(text: str, requested: float | None, default: float) -> float:

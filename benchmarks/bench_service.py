@@ -1,0 +1,155 @@
+"""Load test of `gradlab serve` (issue 14), localhost only and bounded: N runs from C concurrent clients.
+
+Starts the real server (a temporary SQLite database, an ephemeral port on 127.0.0.1), has C client
+threads submit N one-spec runs between them (the shipped small specs, round robin) and poll each to
+its end, while a prober lists runs every 50 ms. Then checks that every run finished, none was lost
+or duplicated, and reports the API's latency while the workers were busy and the throughput in
+specs per second, against `gradlab check` of the same N specs in one process.
+
+    .venv/bin/python benchmarks/bench_service.py                 # 200 runs, 20 clients, workers = cores
+    .venv/bin/python benchmarks/bench_service.py --runs 40 --clients 8 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+
+
+def call(url: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict, float, dict]:
+    """(status, JSON, seconds, headers) of one request."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {})
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, text, headers = response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        status, text, headers = exc.code, exc.read(), dict(exc.headers)
+    return status, json.loads(text), time.perf_counter() - t0, headers
+
+
+def start_server(folder: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    log = folder / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gradlab", "serve", "--port", "0", "--db", f"sqlite:///{folder / 'bench.db'}",
+                                 "--workers", str(workers)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder)
+    for _ in range(600):
+        found = re.search(r"gradlab serve: (http://\S+)", log.read_text())
+        if found:
+            try:
+                call(found.group(1) + "/api/runs?limit=1")
+                return proc, found.group(1)
+            except OSError:
+                pass
+        time.sleep(0.1)
+    raise SystemExit(f"the server did not start:\n{log.read_text()}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    chosen = [SPECS[i % len(SPECS)] for i in range(args.runs)]
+    texts = {p: p.read_text() for p in SPECS}
+    folder = Path(tempfile.mkdtemp(prefix="gradlab-bench-"))
+    proc, url = start_server(folder, args.workers)
+    latencies: dict[str, list[float]] = {"POST /api/runs": [], "GET /api/runs/{id}": [], "GET /api/runs (prober)": []}
+    ids: list[int] = []
+    retries_429 = [0]
+    lock = threading.Lock()
+    busy = threading.Event()
+
+    def client(mine: list[Path]) -> None:
+        for path in mine:
+            while True:
+                status, answer, seconds, headers = call(url + "/api/runs", "POST", {"specs": [{"name": path.name, "yaml": texts[path]}]})
+                with lock:
+                    latencies["POST /api/runs"].append(seconds)
+                if status != 429:
+                    break
+                with lock:
+                    retries_429[0] += 1
+                time.sleep(float(headers.get("Retry-After", 1)))
+            assert status == 202, answer
+            with lock:
+                ids.append(answer["id"])
+            while True:
+                status, run, seconds, _ = call(f"{url}/api/runs/{answer['id']}")
+                with lock:
+                    latencies["GET /api/runs/{id}"].append(seconds)
+                if run["status"] not in ("queued", "running"):
+                    break
+                time.sleep(0.2)
+
+    def prober() -> None:
+        while busy.is_set():
+            latencies["GET /api/runs (prober)"].append(call(url + "/api/runs?limit=20")[2])
+            time.sleep(0.05)
+
+    shares = [chosen[i::args.clients] for i in range(args.clients)]
+    threads = [threading.Thread(target=client, args=(share,)) for share in shares]
+    busy.set()
+    probe = threading.Thread(target=prober)
+    t0 = time.perf_counter()
+    probe.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    served_s = time.perf_counter() - t0
+    busy.clear()
+    probe.join()
+
+    runs = call(url + "/api/runs?limit=1000")[1]["runs"]
+    statuses = {}
+    for r in runs:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    details = [call(f"{url}/api/runs/{i}")[1] for i in ids]
+    names_ok = all(d["result"] and [s["spec"] for s in d["result"]["specs"]] == d["specs"] for d in details)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+
+    t1 = time.perf_counter()
+    local = subprocess.run([sys.executable, "-m", "gradlab", "check", "-q", *map(str, chosen)], capture_output=True, text=True)
+    local_s = time.perf_counter() - t1
+
+    print(f"machine: {os.cpu_count()} cores; server: {args.workers} local workers, SQLite; {args.runs} one-spec runs "
+          f"({len(SPECS)} shipped specs round robin) from {args.clients} concurrent clients")
+    print(f"runs submitted {len(ids)}, distinct ids {len(set(ids))}, runs in the database {len(runs)}, statuses {statuses}, "
+          f"each result names its spec: {names_ok}; 429 answers (retried) {retries_429[0]}")
+    print(f"{'endpoint':24} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, values in latencies.items():
+        ms = [v * 1000 for v in values]
+        print(f"{name:24} {len(ms):>8} {statistics.median(ms):>8.1f} {percentile(ms, 99):>8.1f} {max(ms):>8.1f}")
+    everything = [v * 1000 for values in latencies.values() for v in values]
+    print(f"{'all API calls':24} {len(everything):>8} {statistics.median(everything):>8.1f} {percentile(everything, 99):>8.1f} {max(everything):>8.1f}")
+    print(f"throughput: service {args.runs / served_s:.2f} specs/s ({served_s:.1f} s, submit to last result); "
+          f"`gradlab check` of the same {args.runs} specs in one process {args.runs / local_s:.2f} specs/s ({local_s:.1f} s, exit {local.returncode})")
+
+
+if __name__ == "__main__":
+    main()
