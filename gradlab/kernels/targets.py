@@ -119,8 +119,8 @@ def call(target: Target, callee: Any, inputs: dict[str, torch.Tensor], extra: di
                 out = callee(**kwargs)
             else:
                 out = callee(*inputs.values(), *extra.values())
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    if not all(isinstance(o, torch.Tensor) for o in outs):
+    outs = tuple(o for o in out if o is not None) if isinstance(out, (tuple, list)) else (out,)  # (out, None): weights not asked for
+    if not outs or not all(isinstance(o, torch.Tensor) for o in outs):
         raise TargetError(f"{where}: returned {type(out).__name__}; expected a tensor or a tuple of tensors")
     del names
     return tuple(outs)
