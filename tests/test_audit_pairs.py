@@ -243,3 +243,45 @@ def test_pair_reproduce_passes_on_a_right_case():
     found = reproduce(op("layers", "conv_forward_naive"), x=np.ones((1, 1, 3, 3)), w=np.ones((1, 1, 2, 2)), b=np.zeros(1),
                       grad_out=np.ones((1, 1, 1, 1)), hyper={"conv_param": {"pad": 0, "stride": 2}}, quiet=True)
     assert found is None
+
+
+# --- --reseed: the global generators reseeded before every call into the op ----------------------
+
+
+def test_unseeded_dropout_is_auditable_with_reseed():
+    plain = audit_file(COURSE / "unseeded.py", examples=15)
+    assert {r.name: [f.kind for f in r.findings] for r in plain.results} == {
+        "dropout_forward / dropout_backward": ["random forward"], "inverted_dropout_forward / inverted_dropout_backward": ["random forward"]}
+    assert all("--reseed" in r.findings[0].message for r in plain.results)
+    reseeded = audit_file(COURSE / "unseeded.py", examples=15, reseed=True)
+    assert {r.name: [f.kind for f in r.findings] for r in reseeded.results} == {
+        "dropout_forward / dropout_backward": [], "inverted_dropout_forward / inverted_dropout_backward": ["mismatch"]}
+    bad = next(r for r in reseeded.results if not r.passed)
+    assert bad.reseed == 0 and "reseed=0" in __import__("gradlab.audit.report", fromlist=["x"]).reproduce_line(bad.target, bad.kind, bad.findings[0], bad.reseed)
+
+
+def test_a_random_torch_function_is_a_random_forward_not_a_pass():
+    """Without the check, noise made every stencil a kink: nothing judged, PASS."""
+    fn = f"{ROOT / 'tests' / 'audit_targets' / 'random_function.py'}:RandomScale"
+    assert [f.kind for f in audit(fn, examples=10).findings] == ["random forward"]
+    reseeded = audit(fn, examples=10, reseed=True)
+    assert reseeded.passed and reseeded.coverage.judged > 0
+
+
+def test_reseed_leaves_the_callers_generators_as_they_were():
+    import random
+
+    np.random.seed(7)
+    random.seed(7)
+    expected = (np.random.rand(), random.random())
+    np.random.seed(7)
+    random.seed(7)
+    audit(op("unseeded", "dropout_forward"), examples=5, reseed=True)
+    assert (np.random.rand(), random.random()) == expected
+
+
+def test_reseed_option_on_the_command_line():
+    runner = CliRunner()
+    out = runner.invoke(main, ["audit", op("unseeded", "dropout_forward"), "--examples", "10", "--reseed"])
+    assert out.exit_code == 0, out.output
+    assert "reseeded to 0 before every call" in out.output

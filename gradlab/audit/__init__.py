@@ -25,7 +25,7 @@ import numpy as np
 from ..userops import contracts, loading
 from ..userops.contracts import KINDS
 from ..userops.loading import TargetError
-from . import pairs, report, subjects
+from . import pairs, randomness, report, subjects
 from .judge import Counterexample, Finding, Undetermined, examine, tolerance
 from .search import DEFAULT_EXAMPLES, AuditResult, run
 from .strategies import MAX_ABS, Case, param_key
@@ -86,6 +86,7 @@ def audit(
     atol: float | None = None,
     max_abs: float = MAX_ABS,
     backward: str | None = None,
+    reseed: bool = False,
 ) -> AuditResult:
     """Search up to `examples` cases for one on which the op's backward is wrong.
 
@@ -97,12 +98,15 @@ def audit(
         rtol, atol: override the float64 tolerances of gradlab.compare.
         max_abs: the largest |input| drawn (within the op's `domain`).
         backward: for a function pair, the backward twin to audit (`batchnorm_backward_alt`).
+        reseed: reseed np.random, random and torch (with `seed`) before every call into the op, so an
+            unseeded random forward (dropout) is one deterministic function that can be audited.
     Raises:
         TargetError: the op cannot be loaded or breaks its contract (the CLI's exit code 2).
     """
     if examples < 1:
         raise TargetError(f"examples must be at least 1, got {examples}")
     subject = prepare(op, kind=kind, max_abs=max_abs, backward=backward)
+    subject.reseed = seed if reseed else None
     with user_stdout_to_stderr():
         return run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol))
 
@@ -129,7 +133,7 @@ class FileAuditResult:
 
 
 def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, rtol: float | None = None,
-               atol: float | None = None, max_abs: float = MAX_ABS, progress=None) -> FileAuditResult:
+               atol: float | None = None, max_abs: float = MAX_ABS, reseed: bool = False, progress=None) -> FileAuditResult:
     """Audit every function pair, (loss, dx) loss and f / f_grad twin a Python file defines.
 
     `progress(result)` is called after each op (the CLI prints its one-line summary)."""
@@ -148,6 +152,7 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
         target = f"{shown}:{pair.name}" + ("" if pair.backward is None or pair.backward.__name__ == pair.name.replace("forward", "backward")
                                            else f" --backward {pair.backward.__name__}")
         subject = pairs.PairSubject(pair, target, max_abs=max_abs)
+        subject.reseed = seed if reseed else None
         with user_stdout_to_stderr():
             result = run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol))
         out.results.append(result)
@@ -158,16 +163,17 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
 
 
 def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dict | None = None, hyper: dict | None = None,
-              backward: str | None = None, rtol: float | None = None, atol: float | None = None, quiet: bool = False,
-              **arrays) -> Finding | None:
+              backward: str | None = None, reseed: int | None = None, rtol: float | None = None, atol: float | None = None,
+              quiet: bool = False, **arrays) -> Finding | None:
     """Re-run one case (the arguments a counterexample printed) and print the verdict.
 
     A function pair takes its array arguments by name (x=, w=, b=, y= for labels), its
     hyperparameter dicts and group count as `hyper={'conv_param': {...}}`, and `backward=` for a
-    variant twin. Returns the Finding, or None when the op's backward is right on this input (or
+    variant twin; `reseed=` as the audit printed it (--reseed). Returns the Finding, or None when the op's backward is right on this input (or
     the input lies on a bound of the domain, where the op is not finite: undetermined).
     """
     subject = prepare(op, kind=kind, backward=backward)
+    subject.reseed = reseed
     inputs: dict[str, np.ndarray] = {}
     const: dict[str, np.ndarray] = {}
     if subject.kind == "pair":
@@ -196,7 +202,7 @@ def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dic
     upstream = None if grad_out is None else np.asarray(grad_out, dtype=np.float64)
     result = AuditResult(subject.target, subject.kind, subject.name, 0, 1, tolerance(rtol, atol), None, [])  # type: ignore[arg-type]
     try:
-        with user_stdout_to_stderr():
+        with user_stdout_to_stderr(), randomness.kept():
             examine(subject, case, (lambda shape: upstream) if upstream is not None else None, result.tolerance)
     except Counterexample as exc:
         if not quiet:

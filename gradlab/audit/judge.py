@@ -227,6 +227,26 @@ def _partial(name: str, g: np.ndarray) -> TensorCheck:
     return TensorCheck(name, g, nan, nan, false, false, nan, ~np.isfinite(g))
 
 
+RANDOM_REPEATS = 2  # extra forwards on the same input: a dropout's masks all agree with probability <= 1/4
+
+
+def _check_random(subject: Subject, case: Case, out: np.ndarray) -> None:
+    """A forward that answers differently on the same input is random: its differences mean nothing
+    (the stencil would see noise, or kinks everywhere), so that is the verdict, never a mismatch or a pass."""
+    for _ in range(RANDOM_REPEATS):
+        again = as_float_array(_call("forward", lambda: subject.forward(case.copy()), case))
+        if again.shape == out.shape and np.array_equal(again.astype(np.float64), out, equal_nan=True):
+            continue
+        n = int(np.sum(again != out)) if again.shape == out.shape else out.size
+        advice = ("seed it (np.random.seed(dropout_param['seed']) when the dict has a seed), or audit with --reseed "
+                  "(gradlab then reseeds np.random, random and torch before every call, so every call draws the same numbers)"
+                  if subject.reseed is None else
+                  "even with --reseed, so it draws from a generator gradlab does not reseed (np.random.default_rng() "
+                  "without a seed, a Generator made at import, the clock): seed that one")
+        _fail("random forward", f"{subject.name} gave different outputs for the same input ({n} of {out.size} elements differ): "
+              f"its output is random, so no gradient can be checked; {advice}", case=case, stage="forward")
+
+
 def _check_mutation(subject: Subject, case: Case, seen: Case, upstream, upstream_seen) -> None:
     for name, x in list(case.inputs.items()) + list(case.const.items()):
         if isinstance(subject, LayerSubject) and name in subject.keys:
@@ -333,6 +353,7 @@ def examine(subject: Subject, case: Case, draw_upstream: Callable[[tuple], np.nd
     _call("forward", lambda: subject.settle(case), case)
     seen = case.copy()
     out = _check_forward(subject, case, _call("forward", lambda: subject.forward(seen), case))
+    _check_random(subject, case, out)
     upstream = draw_upstream(out.shape) if subject.needs_upstream and draw_upstream else None
     if subject.needs_upstream and upstream is None:
         upstream = np.ones(out.shape)

@@ -46,12 +46,12 @@ def literal_value(v: Any) -> str:
     return repr(v)
 
 
-def reproduce_line(result_target: str, kind: str, f: Finding) -> str:
+def reproduce_line(result_target: str, kind: str, f: Finding, reseed: int | None = None) -> str:
     """One shell line that re-runs this exact case through `gradlab.audit.reproduce`."""
     if f.case is None:
         return ""
     target, _, backward = result_target.partition(" --backward ")
-    args = [repr(target), f"kind={kind!r}"] + ([f"backward={backward!r}"] if backward else [])
+    args = [repr(target), f"kind={kind!r}"] + ([f"backward={backward!r}"] if backward else []) + ([f"reseed={reseed!r}"] if reseed is not None else [])
     params = {}
     for name, v in f.case.inputs.items():
         if name.startswith("params["):
@@ -139,7 +139,7 @@ def finding_lines(result: AuditResult, f: Finding, *, shrunk: bool = True) -> li
         lines += _table(header, _rows(c, f.case.inputs[c.name] if same else None, f.upstream), "    ")
         for label, a in (("backward", c.backward), ("numeric", c.numeric), ("abs err", c.abs_err)):
             lines.append(f"    {label:<{w}} = {_array(a, w)}")
-    line = reproduce_line(result.target, result.kind, f)
+    line = reproduce_line(result.target, result.kind, f, result.reseed)
     if line:
         lines += ["  reproduce:", "    " + line]
     return lines
@@ -175,7 +175,8 @@ def coverage_line(result: AuditResult) -> str:
 def text(result: AuditResult) -> str:
     tol = result.tolerance
     lines = [
-        f"gradlab audit {result.target}  ({result.kind} {result.name}: {result.call}; seed {result.seed}, budget {result.budget})",
+        f"gradlab audit {result.target}  ({result.kind} {result.name}: {result.call}; seed {result.seed}, budget {result.budget}"
+        + (f"; global generators reseeded to {result.reseed} before every call" if result.reseed is not None else "") + ")",
         f"  rule: |backward - numeric| <= {tol['atol']:g} + {tol['rtol']:g} |numeric| + {tol['err_factor']:g} (err + {tol['rounding']:.1e} max|grad|); err: the numeric estimate; kinks not judged",
     ]
     if result.domain:
@@ -227,14 +228,14 @@ def finding_dict(result: AuditResult, f: Finding) -> dict:
          "mismatched": _indices(c.mismatch), "kinks": _indices(c.kinks), "undetermined": _indices(c.undetermined)}
         for c in f.checks
     ]
-    d["reproduce"] = reproduce_line(result.target, result.kind, f)
+    d["reproduce"] = reproduce_line(result.target, result.kind, f, result.reseed)
     return d
 
 
 def as_dict(result: AuditResult) -> dict:
     return _clean({
         "target": result.target, "kind": result.kind, "name": result.name, "passed": result.passed, "seed": result.seed,
-        "budget": result.budget, "seconds": round(result.seconds, 3), "tolerance": result.tolerance,
+        "budget": result.budget, "seconds": round(result.seconds, 3), "tolerance": result.tolerance, "reseed": result.reseed,
         "domain": result.domain or None, "domain_inferred": result.domain_note or None, "coverage": result.coverage.to_dict(),
         "counterexamples": [finding_dict(result, f) for f in result.findings],
     })

@@ -19,6 +19,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky, Unsatisfiable
 
+from . import randomness
 from . import strategies as S
 from .judge import Counterexample, Finding, NoBackward, TensorCheck, Undetermined, examine
 from ..userops.loading import TargetError
@@ -97,6 +98,7 @@ class AuditResult:
     call: str = ""
     domain: str = ""  # '(0, 1]' when the op declares or gradlab inferred one; '' for the whole line
     domain_note: str = ""  # why it was inferred ('' when declared)
+    reseed: int | None = None  # --reseed: the seed the global generators got before every call into the op
 
     @property
     def passed(self) -> bool:
@@ -184,8 +186,10 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
 
 def run(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, tol: dict) -> AuditResult:
     t0 = time.perf_counter()
-    findings, coverage = search(subject, examples=examples, seed=seed, tol=tol)
+    with randomness.kept():
+        findings, coverage = search(subject, examples=examples, seed=seed, tol=tol)
     env = subject.envelope
     domain = env.text() if np.isfinite(env.low) or np.isfinite(env.high) else ""
     return AuditResult(subject.target, subject.kind, subject.name, seed, examples, tol, coverage, findings,
-                       seconds=time.perf_counter() - t0, call=subject.call_signature(), domain=domain, domain_note=subject.domain_note)
+                       seconds=time.perf_counter() - t0, call=subject.call_signature(), domain=domain, domain_note=subject.domain_note,
+                       reseed=subject.reseed)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..usercode import Timeout, interrupted
 from ..userops import contracts
+from . import randomness
 from . import strategies as S
 from .strategies import Case, Envelope
 
@@ -43,6 +44,12 @@ class Subject:
         low, high = contracts.parse_domain(getattr(obj, "domain", None), target)
         self.envelope = Envelope(low, high, contracts.parse_kinks(getattr(obj, "kinks", None), target), max_abs).reaching_domain()
         self.domain_note = ""  # why the domain was inferred, when the op declares none
+        self.reseed: int | None = None  # --reseed: the global generators' seed before every call into the op
+
+    def fresh(self) -> None:
+        """Called right before each call into user code: with --reseed, every call draws the same numbers."""
+        if self.reseed is not None:
+            randomness.reseed(self.reseed)
 
     @property
     def name(self) -> str:
@@ -90,9 +97,11 @@ class ActivationSubject(Subject):
         return S.activation_cases(self.envelope)
 
     def forward(self, case):
+        self.fresh()
         return as_float_array(self.obj.forward(case.inputs["z"]))
 
     def backward(self, case, upstream):
+        self.fresh()
         return {"z": self.obj.backward(case.inputs["z"], upstream)}
 
     def call_signature(self):
@@ -116,9 +125,11 @@ class LossSubject(Subject):
         return S.loss_cases(self.envelope, self.target_kind)
 
     def forward(self, case):
+        self.fresh()
         return as_float_array(self.obj.forward(case.inputs["pred"], case.const["target"]))
 
     def backward(self, case, upstream):
+        self.fresh()
         return {"pred": self.obj.backward(case.inputs["pred"], case.const["target"])}
 
     def call_signature(self):
@@ -207,10 +218,12 @@ class LayerSubject(Subject):
 
     def forward(self, case):
         self._write(case)
+        self.fresh()
         return as_float_array(self.obj.forward(case.inputs["x"]))
 
     def backward(self, case, upstream):
         self._write(case)
+        self.fresh()
         result = self.obj.backward(case.inputs["x"], upstream)
         if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
             return {"__contract__": f"backward must return (grad_x, {{name: grad}}), got {type(result).__name__}"}
@@ -251,6 +264,7 @@ class FunctionSubject(Subject):
 
         xs = [torch.tensor(case.inputs[n], dtype=torch.float64, requires_grad=grad) for n in self.arg_names]
         with torch.set_grad_enabled(grad):
+            self.fresh()
             out = self.obj.apply(*xs)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"{self.name}.apply returned {type(out).__name__}; the audit handles functions returning one tensor")
@@ -265,6 +279,7 @@ class FunctionSubject(Subject):
         xs, out = self._apply(case, True)
         if out.grad_fn is None:
             return {n: np.zeros_like(case.inputs[n]) for n in self.arg_names}
+        self.fresh()
         grads = torch.autograd.grad(out, xs, grad_outputs=torch.tensor(upstream, dtype=out.dtype), allow_unused=True)
         return {n: (np.zeros_like(case.inputs[n]) if g is None else g) for n, g in zip(self.arg_names, grads)}
 

@@ -33,8 +33,9 @@ Examples:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=1e9), metavar="SECONDS",
               help="Give up after this many seconds (an op that hangs is reported as a timeout, exit 2).")
 @click.option("--backward", "backward", metavar="NAME", help="For a function pair: the backward twin to audit (e.g. batchnorm_backward_alt).")
+@click.option("--reseed", is_flag=True, help="Reseed np.random, random and torch (with --seed) before every call into the op: an unseeded dropout becomes one deterministic function that can be audited.")
 @safety_options
-def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, timeout, backward):
+def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, timeout, backward, reseed):
     """Audit a user's activation, loss, layer or torch.autograd.Function.
 
     TARGET is path/to/file.py:Name or package.module:Name (a class, instantiated with
@@ -62,9 +63,9 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, time
 
         sys.exit(run_module_audit(target, examples=examples, seed=seed, fmt=fmt, output=output, rtol=rtol, atol=atol, timeout=timeout))
     if ":" not in target and target.endswith(".py"):
-        _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout)
+        _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed)
     with deadline(timeout, f"gradlab audit {target}"):
-        result = audit(target, kind=kind, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, backward=backward)
+        result = audit(target, kind=kind, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, backward=backward, reseed=reseed)
     if fmt == "json":
         write_text(report.to_json(result), output)
     else:
@@ -78,7 +79,7 @@ def _summary(result) -> str:
     return f"{status}  {result.name}  ({result.coverage.examples} examples, {result.seconds:.1f} s{'; ' + kinds if kinds else ''})"
 
 
-def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout):
+def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed):
     """`gradlab audit layers.py`: one line per op as it finishes, then the failing ones in full."""
     import json
 
@@ -89,7 +90,7 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout)
 
     live = fmt == "table" and not output
     with deadline(timeout, f"gradlab audit {path}"):
-        result = audit_file(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs,
+        result = audit_file(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, reseed=reseed,
                             progress=(lambda r: click.echo(_summary(r))) if live else None)
     if fmt == "json":
         doc = {"passed": result.passed, "path": path, "seconds": round(result.seconds, 3), "skipped": result.notes,
