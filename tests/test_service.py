@@ -253,13 +253,16 @@ def test_token_is_required(server):
 def test_remote_check_prints_what_a_local_check_prints(server, tmp_path):
     (tmp_path / "bad.yaml").write_text(BAD_SPEC)
     env = {**os.environ, "GRADLAB_TOKEN": TOKEN}
-    args = [str(SEED003), str(TANH), str(tmp_path / "bad.yaml")]
+    args = [str(SEED003), str(TANH), str(tmp_path / "bad.yaml"), "--stats"]
     remote = local_check("--remote", server.url, "--label", "test", *args, "--report", str(tmp_path / "r.md"), env=env)
     local = local_check(*args)
     assert remote.returncode == local.returncode == 2
     assert without_timings(remote.stdout) == without_timings(local.stdout)
     assert remote.stderr.splitlines()[-1] == local.stderr.splitlines()[-1]
     assert "seed003-two-layer" in (tmp_path / "r.md").read_text()
+    assert "verdict" in remote.stdout  # the --stats tables, after the check's
+    stats = server.call("GET", "/api/specs/seed003-two-layer/history")[1]["stats"]
+    assert stats and stats[-1]["summary"]["verdict"] == "ok" and stats[-1]["layers"][0]["layer"].startswith("layers.")
     as_json = local_check("--remote", server.url, str(SEED003), "--format", "json", env=env)
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["specs"][0]["spec"] == str(SEED003)
     no_token = local_check("--remote", server.url, str(SEED003), env={k: v for k, v in env.items() if k != "GRADLAB_TOKEN"})

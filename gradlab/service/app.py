@@ -105,7 +105,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         with sessions() as session:
             run = _run_or_404(session, run_id)
             names = session.scalars(select(RunSpec.name).where(RunSpec.run_id == run_id).order_by(RunSpec.position)).all()
-            head = json.dumps({**_summary(run, names, request.app.state.runs.progress(run_id)), "options": run.options})
+            head = json.dumps({**_summary(run, names, request.app.state.runs.progress(run_id)), "options": run.options,
+                               "stats_output": run.stats_output})
             # the stored document goes out as it was written: no parse and re-encode of every tensor's row per poll
             return Response(f'{head[:-1]}, "result": {run.result or "null"}}}', media_type="application/json")
 

@@ -182,6 +182,9 @@ def _print(results, run: dict | None, *, fmt: str, output: str | None, quiet: bo
     from ..output import write_text
     from ..report.terminal import render
 
+    stats = (run or {}).get("stats_output") or {"text": "", "skipped": []}
+    for reason in stats["skipped"]:
+        click.echo(f"note: --stats skipped: {reason}", err=True)
     if fmt == "json":
         doc = dict(run["result"]) if run is not None else {"passed": False, "environment": {}, "specs": []}
         doc["specs"] = [r.to_dict() for r in results]  # specs refused here keep their place, as in a local run
@@ -195,10 +198,9 @@ def _print(results, run: dict | None, *, fmt: str, output: str | None, quiet: bo
 
         console = Console(file=io.StringIO(), no_color=True)
         render(results, console=console, quiet=quiet, verbose=verbose)
-        write_text(console.file.getvalue(), output)
+        write_text(console.file.getvalue() + stats["text"], output)
     render(results, quiet=quiet, verbose=verbose)
-    if run is not None and run["result"].get("stats"):
-        click.echo("note: --remote prints the --stats tables with --format json only (or see the run's page)", err=True)
+    click.echo(stats["text"], nl=False)  # the server's plain rendering: as a local run prints it into a pipe or file
 
 
 def _write_reports(server: Server, run_id: int, targets: list[tuple[str, str]], *, quiet: bool) -> None:

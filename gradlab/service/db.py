@@ -54,6 +54,8 @@ class Run(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)  # why the run could not finish (a worker crashed, ...)
     result: Mapped[str | None] = mapped_column(Text)  # the `gradlab check --format json` document
+    # with --stats: what `gradlab check --stats` prints after the check's table ("text"), and its notes on stderr ("skipped")
+    stats_output: Mapped[dict | None] = mapped_column(JSON)
     specs: Mapped[list[RunSpec]] = relationship(order_by="RunSpec.position", cascade="all, delete-orphan")
 
 

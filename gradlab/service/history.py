@@ -47,7 +47,7 @@ def spec_history(session, name: str, limit: int = 50) -> dict:
             entry = series.setdefault(_key(row), {"parameter": row.parameter, "candidate": row.candidate, "reference": row.reference,
                                                   "device": row.device, "points": []})
             entry["points"].append({"run": row.run_id, "max_rel_err": row.max_rel_err, "status": row.status})
-    stats = [{"run": r["run"], "summary": r["stats"]} for r in runs if r["stats"]]
+    stats = [{"run": r["run"], **r["stats"]} for r in runs if r["stats"]]
     return {"spec": name, "runs": [{k: v for k, v in r.items() if k != "stats"} for r in runs], "series": list(series.values()),
             "stats": stats}
 
@@ -96,13 +96,13 @@ def trend_png(history: dict) -> str | None:
     ranked = sorted(history["series"], key=lambda s: -max((p["max_rel_err"] or 0.0) for p in s["points"]))[:MAX_LINES]
     fig = Figure(figsize=(8, 3.6), dpi=110)
     ax = fig.add_subplot()
-    for s in ranked:
+    for n, s in enumerate(ranked):  # ten colours, then the same ten dashed
         points = [(position[p["run"]], max(p["max_rel_err"], 1e-18), p["status"]) for p in s["points"]
                   if p["max_rel_err"] is not None and p["run"] in position]
         if not points:
             continue
-        xs, ys, status = zip(*points)
-        (line,) = ax.plot(xs, ys, marker="o", ms=3, lw=1, label=f"{s['parameter']} {s['candidate']} vs {s['reference']}")
+        xs, ys, _ = zip(*points)
+        ax.plot(xs, ys, marker="o", ms=3, lw=1, ls=("-", "--")[n // 10 % 2], label=f"{s['parameter']} {s['candidate']} vs {s['reference']}")
         fails = [(x, y) for x, y, st in points if st == "fail"]
         if fails:
             ax.scatter(*zip(*fails), s=30, facecolors="none", edgecolors="#c62828", zorder=3)

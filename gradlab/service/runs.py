@@ -157,7 +157,7 @@ class RunQueue:
                 for table in (SpecResultRow, ComparisonRow):
                     session.execute(delete(table).where(table.run_id == run_id))
                 self.reports.drop(session, run_id)
-                run.status, run.error, run.result, run.passed, run.exit_code = "queued", None, None, None, None
+                run.status, run.error, run.result, run.passed, run.exit_code, run.stats_output = "queued", None, None, None, None, None
                 run.started = run.finished = None
             self._waiting.append(run_id)
         self._events.put(("wake",))
@@ -303,11 +303,17 @@ class RunQueue:
         environment = self._environment(active, results)
         doc = {"passed": all(r.passed for r in results), "environment": environment, "specs": [r.to_dict() for r in results]}
         stats = [_stats_of(r) for r in results]
+        stats_output = None
         if active.options.get("stats"):
-            doc["stats"] = [s.to_dict() for s in stats if s is not None]  # as `gradlab check --stats --format json`
-            for r in results:
-                if getattr(getattr(r, "stats", None), "error_kind", "") == "internal":
-                    results = results + [r.stats]  # an internal error of stats changes the exit code, as in the CLI
+            from ..report.stats_table import render_text
+
+            measured = [s for s in stats if s is not None]
+            if measured:  # as `gradlab check --stats --format json`
+                doc["stats"] = [s.to_dict() for s in measured]
+            failed = [r.stats for r in results if getattr(r, "stats", None) is not None and getattr(r.stats, "error", None) is not None]
+            stats_output = {"text": render_text(measured) if measured else "",
+                            "skipped": [f.error for f in failed if getattr(f, "error_kind", "") == "user"]}
+            results = results + [f for f in failed if getattr(f, "error_kind", "") == "internal"]  # as in the CLI: exit 3
         reports = _render_reports(active.results, environment)
         with self.sessions() as session, session.begin():
             run = session.get(Run, active.id)
@@ -319,7 +325,7 @@ class RunQueue:
                                               max_rel_err=_finite(c.max_rel_err)) for c in r.comparisons)
             self.reports.save(session, run.id, reports)
             run.status, run.finished, run.result = "done", utcnow(), json.dumps(doc, indent=2, default=float)
-            run.passed, run.exit_code = doc["passed"], exit_code(results)
+            run.passed, run.exit_code, run.stats_output = doc["passed"], exit_code(results), stats_output
 
     def _environment(self, active: _Active, results) -> dict:
         """The server's environment, with each spec's hash taken from the text it was sent (never from a path)."""
