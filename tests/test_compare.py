@@ -157,13 +157,24 @@ def test_json_document(tmp_path):
     assert failed[0]["ratio"] > 1 and doc["failure"]["reproduce"].startswith("gradlab compare")
 
 
-def test_cuda_device(tmp_path):
-    if not torch.cuda.is_available():
-        code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--device", "cuda")
-        assert code == 2 and "no CUDA device" in out
-        pytest.skip("no CUDA device")
-    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--device", "cuda", "--examples", 10)
+def test_cuda_refused_without_a_device():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--device", "cuda")
+    assert code == 2 and "no CUDA device" in out
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_cuda_device(dtype):
+    code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--device", "cuda", "--dtype", dtype, "--examples", 10)
     assert code == 0, out
+    code, out = run(f"{LN}:BuggyLayerNorm", f"{LN}:reference", "--device", "cuda", "--dtype", dtype, "--examples", 10)
+    assert code == 1 and "--device cuda" in out.split("reproduce:")[1], out
 
 
 # --- --double-backward and --forward-ad ---------------------------------------------------------------
@@ -225,3 +236,16 @@ def test_forward_ad_jvp_checked():
     assert "--forward-ad" in out.split("reproduce:")[1]
     code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--forward-ad", "--examples", 3)
     assert code == 0 and "not supported: jvp: the Function defines no jvp staticmethod" in out, out
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_double_backward_forward_ad_and_determinism():
+    code, out = run(f"{SECOND}:ScaledTanh", f"{SECOND}:reference", "--device", "cuda", "--double-backward", "--examples", 6)
+    assert code == 0, out
+    code, out = run(f"{SECOND}:ScaledTanhXDetached", f"{SECOND}:reference", "--device", "cuda", "--double-backward", "--dtype", "float64", "--examples", 6)
+    assert code == 1 and "hvp x vs differences" in out, out
+    code, out = run(f"{GELU}:GeluWrongJvp", f"{GELU}:reference", "--device", "cuda", "--forward-ad", "--examples", 6)
+    assert code == 1 and "jvp output" in out, out
+    code, out = run(f"{SC}:GatherRowsSorted", f"{SC}:reference", "--device", "cuda", "--dtype", "float32", "--examples", 3, "--determinism", 5)
+    assert code == 0, out

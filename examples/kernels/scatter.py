@@ -27,8 +27,8 @@ class GatherRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (index,) = ctx.saved_tensors
-        order = torch.randperm(index.shape[0])  # the order atomics happen to land in
-        acc = torch.zeros(ctx.rows, grad.shape[-1], dtype=torch.float32)
+        order = torch.randperm(index.shape[0], device=index.device)  # the order atomics happen to land in
+        acc = torch.zeros(ctx.rows, grad.shape[-1], dtype=torch.float32, device=grad.device)
         acc.index_add_(0, index[order], grad[order].float())
         return acc.to(grad.dtype), None
 
@@ -39,6 +39,6 @@ class GatherRowsSorted(GatherRows):
     @staticmethod
     def backward(ctx, grad):
         (index,) = ctx.saved_tensors
-        acc = torch.zeros(ctx.rows, grad.shape[-1], dtype=torch.float32)
+        acc = torch.zeros(ctx.rows, grad.shape[-1], dtype=torch.float32, device=grad.device)
         acc.index_add_(0, index, grad.float())
         return acc.to(grad.dtype), None
