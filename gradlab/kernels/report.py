@@ -47,6 +47,10 @@ class Outcome:
         return " ".join(shlex.quote(w) for w in words)
 
 
+def _where(s) -> str:
+    return "on the replayed case" if s.replayed else f"after {s.examples} passing example(s); shrunk to the case below"
+
+
 def _g(x: float) -> str:
     return "-" if isinstance(x, float) and math.isnan(x) else f"{x:.3g}"
 
@@ -110,7 +114,7 @@ def text(o: Outcome) -> str:
     if s.failure:
         case, checks = s.failure
         bad = [c for c in checks if not c.passed]
-        lines += [f"FAIL: {', '.join(c.name for c in bad)} beyond the bound (after {s.examples} passing example(s); shrunk to the case below)",
+        lines += [f"FAIL: {', '.join(c.name for c in bad)} beyond the bound ({_where(s)})",
                   f"  case: {case.text()}"]
         lines += _tables(checks)
         lines += ["  reproduce:", "    " + o.reproduce()]
@@ -186,7 +190,7 @@ def module_text(audit) -> str:
         case, checks = s.failure
         bad = [c.name for c in checks if not c.passed]
         lines += [f"FAIL  mismatch: {', '.join(bad)}: autograd disagrees with differences of the forward "
-                  f"(after {s.examples} passing example(s); shrunk to the case below)", f"  case: {case.text()}"]
+                  f"({_where(s)})", f"  case: {case.text()}"]
         lines += _table([_diff_row(v) for v in checks], MODULE_HEADER)
         lines += _verdict_notes(checks, "autograd", "numeric")
         lines += ["  reproduce:", "    " + module_reproduce(audit)]

@@ -40,6 +40,7 @@ class SearchResult:
     failure: tuple | None = None  # (Case, [RuleCheck]) after shrinking
     flaky: str = ""
     seconds: float = 0.0
+    replayed: bool = False  # one --case, no search and no shrinking
 
     @property
     def passed(self) -> bool:
@@ -114,7 +115,7 @@ def replay(pair: Pair, case: I.Case, run=run_case) -> SearchResult:
     t0 = time.perf_counter()
     checks = run(pair, case)
     failed = not all(c.passed for c in checks)
-    result = SearchResult(examples=0 if failed else 1, shapes={I.specs_text(case.specs)}, styles={case.values})
+    result = SearchResult(examples=0 if failed else 1, shapes={I.specs_text(case.specs)}, styles={case.values}, replayed=True)
     result.worst = {c.name: c for c in checks}
     if failed:
         result.failure = (case, checks)
