@@ -202,7 +202,7 @@ class Executor:
         self.shutdown(wait=exc_type is None)  # on an error or Ctrl-C: kill what runs, drop what waits
 
 
-PRELOAD = ["gradlab.executors", "gradlab.batch", "gradlab.runner", "gradlab.stats", "torch"]
+PRELOAD = ["gradlab.executors", "gradlab.batch", "gradlab.runner", "gradlab.stats", "gradlab.cli", "gradlab.commands.fuzz", "torch"]
 
 
 class LocalExecutor(Executor):
@@ -360,11 +360,16 @@ class RayExecutor(Executor):
                 raise GradlabError(f"--address {address}: cannot reach a Ray cluster there ({exc})") from None
         self.shares_files = address is None or address in ("local", "auto")
         self._task = ray.remote(_ray_job)
+        resources = ray.cluster_resources()
+        self._has_gpus = bool(resources.get("GPU"))
+        self.workers = workers or int(resources.get("CPU", 1))
         self._timers: set = set()
 
     def submit(self, fn, *args, gpus: float = 0.0, timeout: float | None = None, **kwargs) -> cf.Future:
         ray = self._ray
         state = _ProcessState.here(threads=1)
+        if gpus and not self._has_gpus:
+            gpus = 0  # a cluster without GPUs would hold the task forever; its cuda comparisons are skipped, as locally
         ref = self._task.options(num_gpus=gpus or 0, num_cpus=1, max_retries=0).remote(fn, args, kwargs, state)
         out: cf.Future = cf.Future()
         out.set_running_or_notify_cancel()

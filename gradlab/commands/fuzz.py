@@ -1,5 +1,12 @@
 """`gradlab fuzz`: random valid specs through the three engines; any disagreement is shrunk and
-written out as a YAML spec that `gradlab check` re-runs."""
+written out as a YAML spec that `gradlab check` re-runs.
+
+With an executor the drawn specs are judged in parallel, and the search finds exactly what it finds
+alone: Hypothesis draws its next spec from the verdicts so far, so the search is replayed with the
+verdicts known (cheap: drawing costs milliseconds, judging a spec far more), the specs it draws next
+are judged on the executor as a batch, and so on until the replay draws nothing unjudged. The last
+replay is the sequential search itself (with shrinking), its verdicts looked up instead of computed.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from pathlib import Path
 
 import click
 
+from ..executors import executor_options
+
 EXAMPLES = """
 \b
 Examples:
@@ -18,6 +27,7 @@ Examples:
   gradlab fuzz --examples 1000 --seed 7 --output-dir reports/fuzz
   gradlab fuzz --architectures cnn,transformer --examples 300
   gradlab fuzz --architectures mlp          # the dense-only networks of the first fuzzer
+  gradlab fuzz --examples 1000 --executor local --workers 4   # judged in parallel, same finds
 """
 
 
@@ -66,9 +76,44 @@ def _check(data: dict) -> None:
         ])
 
 
-def fuzz(examples: int = 100, seed: int = 0, architectures=("mlp",)) -> FuzzResult:
+def judge(data: dict) -> tuple:
+    """One drawn spec's verdict, as a picklable value: ("pass",), ("refused", why) or ("disagree", lines, crash)."""
+    try:
+        _check(data)
+    except Refused as exc:
+        return ("refused", str(exc))
+    except Disagreement as exc:
+        return ("disagree", exc.lines, exc.crash)
+    return ("pass",)
+
+
+def judge_all(datas: list, judge=judge) -> list:
+    """One executor job: the verdicts of a batch of drawn specs."""
+    return [judge(d) for d in datas]
+
+
+def fuzz(examples: int = 100, seed: int = 0, architectures=("mlp",), *, executor=None, judge=judge) -> FuzzResult:
     """Search `examples` random specs (gradlab.strategies.specs, of the given architectures) for one the
-    engines disagree on."""
+    engines disagree on; with `executor` (gradlab.executors) the specs are judged there in parallel, and
+    the result is the same. `judge(data) -> verdict` decides one spec (a module-level function)."""
+    known: dict[str, tuple] = {}
+    t0 = time.perf_counter()
+    if executor is not None:
+        _judge_ahead(executor, known, examples, seed, architectures, judge)
+
+    def verdict(data):
+        key = repr(data)
+        if key not in known:
+            known[key] = judge(data)
+        return known[key]
+
+    out = _search(examples, seed, architectures, verdict, shrink=True)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _search(examples: int, seed: int, architectures, verdict, *, shrink: bool) -> FuzzResult:
+    """Hypothesis' search over drawn specs; `verdict(data)` says what each is (None: unknown, taken as a pass)."""
     from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
     from hypothesis import seed as hypothesis_seed
 
@@ -79,16 +124,17 @@ def fuzz(examples: int = 100, seed: int = 0, architectures=("mlp",)) -> FuzzResu
     @given(specs(architectures=tuple(architectures)))
     def probe(data):
         out.examples += 1
-        try:
-            _check(data)
-        except Refused as exc:  # not a valid example: Hypothesis draws another in its place
+        said = verdict(data) or ("pass",)
+        if said[0] == "refused":  # not a valid example: Hypothesis draws another in its place
             out.examples -= 1
-            out.refused.append(str(exc))
+            out.refused.append(said[1])
             reject()
+        if said[0] == "disagree":
+            raise Disagreement(data, said[1], crash=said[2])
 
+    phases = (Phase.explicit, Phase.generate) + ((Phase.shrink,) if shrink else ())
     test = settings(max_examples=examples, deadline=None, database=None, report_multiple_bugs=True, verbosity=Verbosity.quiet,
-                    phases=(Phase.explicit, Phase.generate, Phase.shrink), suppress_health_check=list(HealthCheck), print_blob=False)(probe)
-    t0 = time.perf_counter()
+                    phases=phases, suppress_health_check=list(HealthCheck), print_blob=False)(probe)
     try:
         hypothesis_seed(seed)(test)()
     except Disagreement as exc:
@@ -97,8 +143,38 @@ def fuzz(examples: int = 100, seed: int = 0, architectures=("mlp",)) -> FuzzResu
         out.found += [e for e in group.exceptions if isinstance(e, Disagreement)]
         if len(out.found) < len(group.exceptions):
             raise
-    out.seconds = time.perf_counter() - t0
     return out
+
+
+def _judge_ahead(executor, known: dict, examples: int, seed: int, architectures, judge) -> None:
+    """Fill `known` with the verdicts of every spec the search draws before it shrinks, judged on `executor`."""
+    import os
+
+    while True:
+        unjudged: dict[str, dict] = {}
+
+        def verdict(data):
+            key = repr(data)
+            if key not in known:
+                unjudged.setdefault(key, data)
+            return known.get(key)
+
+        _search(examples, seed, architectures, verdict, shrink=False)
+        if not unjudged:
+            return
+        keys = list(unjudged)
+        jobs = 4 * (getattr(executor, "workers", None) or os.cpu_count() or 1)  # small enough to balance the load
+        size = -(-len(keys) // jobs)
+        batches = [keys[i:i + size] for i in range(0, len(keys), size)]
+        futures = [executor.submit(judge_all, [unjudged[k] for k in batch], judge) for batch in batches]
+        lost = False
+        for batch, future in zip(batches, futures):
+            try:
+                known.update(zip(batch, future.result()))
+            except Exception:  # a worker crashed or timed out: the search judges these itself, in this process
+                lost = True
+        if lost:
+            return
 
 
 def write_spec(found: Disagreement, path: Path, seed: int) -> None:
@@ -132,7 +208,8 @@ def _architectures(ctx, param, value: str) -> tuple[str, ...]:
                    "cnn (conv1d/conv2d, pools, norms, dropout, flatten/global_avgpool, dense head on (C, L) or (C, H, W)), "
                    "residual (residual MLP and CNN blocks, with and without projection), transformer (layernorm, "
                    "attention, gelu MLP blocks on (T, D)); or all. The first listed is where shrinking heads.")
-def command(examples, seed, output_dir, architectures):
+@executor_options
+def command(examples, seed, output_dir, architectures, executor=None):
     """Property-test gradlab itself on random valid specs.
 
     Draws small networks (depth, widths, activations and their hyperparameters, losses,
@@ -143,12 +220,17 @@ def command(examples, seed, output_dir, architectures):
     they disagree -- or on which gradlab crashes -- is shrunk to a minimal one and
     written as YAML, ready for `gradlab check`. A spec gradlab refuses at its point (a
     SpecError from the run, e.g. a float32 loss saturated to inf) is counted and replaced
-    by another draw. Exit code 0: the engines agreed on every spec; 1: a disagreement was
+    by another draw. With --executor the specs are judged in parallel, with the same
+    finds as without for the same seed. Exit code 0: the engines agreed on every spec; 1: a disagreement was
     found; 2: bad usage.
     """
     from ..batch import EXIT_FAIL, EXIT_OK
 
-    result = fuzz(examples, seed, architectures)
+    if executor is None:
+        result = fuzz(examples, seed, architectures)
+    else:
+        with executor.make() as pool:
+            result = fuzz(examples, seed, architectures, executor=pool)
     if not result.found:
         click.echo(f"PASS: the engines agree on all {result.examples} random specs ({', '.join(architectures)}; seed {seed}, {result.seconds:.1f} s)")
         if result.refused:
