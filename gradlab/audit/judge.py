@@ -362,12 +362,20 @@ def examine(subject: Subject, case: Case, draw_upstream: Callable[[tuple], np.nd
     _check_mutation(subject, case, seen, upstream, upstream_seen)
     grads = _check_grads(subject, case, upstream, raw)
     checks = []
+    surrogate = subject.surrogate
     for name, x in case.inputs.items():
+        if surrogate is not None and not surrogate.needs_numeric:
+            none = np.zeros(x.shape, bool)
+            value, error = surrogate.intended(name, np.zeros(x.shape), np.zeros(x.shape), case.inputs, upstream)
+            checks.append(judge(name, grads[name], value, error, none, none, tol))
+            continue
         try:
             value, error, kinks, undetermined = differentiate(lambda v, name=name: subject.scalar(case, upstream, name, v), x)
         except _StencilRaised as exc:
             _fail("raised", f"forward {exc} at a point of the finite-difference stencil next to this {name}",
                   case=case, upstream=upstream, stage="forward", traceback=user_traceback(exc.exc))
+        if surrogate is not None:  # the backward is meant to give this function of the true gradient
+            value, error = surrogate.intended(name, value, error, case.inputs, upstream)
         checks.append(judge(name, grads[name], value, error, kinks, undetermined, tol))
     if isinstance(subject, LayerSubject):
         subject._write(case)  # the differences moved the parameters; leave them at the case's values
@@ -376,5 +384,6 @@ def examine(subject: Subject, case: Case, draw_upstream: Callable[[tuple], np.nd
         n = sum(int(c.mismatch.sum()) for c in bad)
         total = sum(c.judged for c in checks)
         names = ", ".join(f"d/d{c.name}" for c in bad)
-        _fail("mismatch", f"backward disagrees with differences of forward on {n} of {total} judged elements ({names})", case=case, upstream=upstream, stage="backward", checks=checks)
+        what = "differences of forward" if surrogate is None else f"the declared surrogate {surrogate.text()} of differences of forward"
+        _fail("mismatch", f"backward disagrees with {what} on {n} of {total} judged elements ({names})", case=case, upstream=upstream, stage="backward", checks=checks)
     return checks

@@ -283,6 +283,7 @@ class PairSubject(Subject):
     def __init__(self, pair: Pair, target: str, *, max_abs: float = S.MAX_ABS):
         super().__init__(pair.forward, target, max_abs=max_abs)
         self.pair = pair
+        self.surrogate = self.declared_surrogate(pair.arrays)
         self.needs_upstream = pair.mode != "loss"
 
     @property

@@ -179,6 +179,8 @@ def text(result: AuditResult) -> str:
         + (f"; global generators reseeded to {result.reseed} before every call" if result.reseed is not None else "") + ")",
         f"  rule: |backward - numeric| <= {tol['atol']:g} + {tol['rtol']:g} |numeric| + {tol['err_factor']:g} (err + {tol['rounding']:.1e} max|grad|); err: the numeric estimate; kinks not judged",
     ]
+    if result.surrogate:
+        lines.append(f"  checked against the declared surrogate: {result.surrogate}, not the true gradient")
     if result.domain:
         how = f"inferred: {result.domain_note}; declare `domain` to override" if result.domain_note else "declared"
         lines.append(f"  domain: {result.domain} ({how})")
@@ -236,6 +238,7 @@ def as_dict(result: AuditResult) -> dict:
     return _clean({
         "target": result.target, "kind": result.kind, "name": result.name, "passed": result.passed, "seed": result.seed,
         "budget": result.budget, "seconds": round(result.seconds, 3), "tolerance": result.tolerance, "reseed": result.reseed,
+        "surrogate": result.surrogate or None,
         "domain": result.domain or None, "domain_inferred": result.domain_note or None, "coverage": result.coverage.to_dict(),
         "counterexamples": [finding_dict(result, f) for f in result.findings],
     })

@@ -99,6 +99,7 @@ class AuditResult:
     domain: str = ""  # '(0, 1]' when the op declares or gradlab inferred one; '' for the whole line
     domain_note: str = ""  # why it was inferred ('' when declared)
     reseed: int | None = None  # --reseed: the seed the global generators got before every call into the op
+    surrogate: str = ""  # the declared surrogate the backward was checked against ('' for the true gradient)
 
     @property
     def passed(self) -> bool:
@@ -192,4 +193,4 @@ def run(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, to
     domain = env.text() if np.isfinite(env.low) or np.isfinite(env.high) else ""
     return AuditResult(subject.target, subject.kind, subject.name, seed, examples, tol, coverage, findings,
                        seconds=time.perf_counter() - t0, call=subject.call_signature(), domain=domain, domain_note=subject.domain_note,
-                       reseed=subject.reseed)
+                       reseed=subject.reseed, surrogate=subject.surrogate.text() if subject.surrogate else "")

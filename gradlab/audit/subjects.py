@@ -24,7 +24,7 @@ import numpy as np
 
 from ..usercode import Timeout, interrupted
 from ..userops import contracts
-from . import randomness
+from . import randomness, surrogates
 from . import strategies as S
 from .strategies import Case, Envelope
 
@@ -45,6 +45,11 @@ class Subject:
         self.envelope = Envelope(low, high, contracts.parse_kinks(getattr(obj, "kinks", None), target), max_abs).reaching_domain()
         self.domain_note = ""  # why the domain was inferred, when the op declares none
         self.reseed: int | None = None  # --reseed: the global generators' seed before every call into the op
+        self.surrogate = self.declared_surrogate(())
+
+    def declared_surrogate(self, inputs: tuple[str, ...]) -> surrogates.Surrogate | None:
+        """What the op's `surrogate` attribute says its backward computes instead of the true gradient."""
+        return surrogates.parse(getattr(self.obj, "surrogate", None), self.obj, f"{self.target}", inputs)
 
     def fresh(self) -> None:
         """Called right before each call into user code: with --reseed, every call draws the same numbers."""
@@ -255,6 +260,7 @@ class FunctionSubject(Subject):
     def __init__(self, obj, target, **kw):
         super().__init__(obj, target, **kw)
         self.arg_names = contracts.function_inputs(obj, target)
+        self.surrogate = self.declared_surrogate(self.arg_names)
 
     def strategy(self):
         return S.activation_cases(self.envelope, self.arg_names)
