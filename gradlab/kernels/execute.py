@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 
 from . import inputs as I
-from .rule import RuleCheck, judge
+from .rule import judge
 from .targets import Target, call, float_params, instance
 from ..userops.loading import TargetError
 from ..usercode import user_code

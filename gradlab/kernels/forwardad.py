@@ -16,7 +16,7 @@ from .execute import Pair, no_tf32
 from .rule import RuleCheck, judge
 from .targets import Target, call, instance
 from ..userops.loading import TargetError
-from ..usercode import UserCodeError, describe, user_code
+from ..usercode import UserCodeError, describe
 
 NO_FORWARD_AD = ("jvp", "forward AD", "forward-mode", "not implemented")
 

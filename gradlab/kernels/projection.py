@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import fastcheck
 from ..engines.numeric import DEFAULT_STEP, differences, gradient_of
+from .rule import ratio
 
 ELEMENTWISE_LIMIT = 64  # tensors up to this size are differenced element by element; larger ones by projections
 STEP_SHRINK = (1.0, 1 / 16, 1 / 256)  # a projection whose stencil looks kinked is differenced again with smaller steps
@@ -48,9 +49,7 @@ class Verdict:
 
     @property
     def ratio(self) -> float:
-        if self.err == 0:
-            return 0.0
-        return self.err / self.bound if self.bound > 0 else math.inf
+        return ratio(self.err, self.bound)
 
     @property
     def passed(self) -> bool:

@@ -28,6 +28,13 @@ NOISE_SHIFT = 0.3  # FlashAttention-3's constant: (x + 0.3 - 0.3) - x is x's rou
 FLOAT64 = TOLERANCES["float64"]
 
 
+def ratio(err: float, bound: float) -> float:
+    """err / bound: below 1 passes; 0/0 is 0, x/0 is inf."""
+    if err == 0:
+        return 0.0
+    return err / bound if bound > 0 else math.inf
+
+
 @dataclass(frozen=True)
 class RuleCheck:
     """The verdict on one tensor, with the numbers behind it."""
@@ -52,10 +59,7 @@ class RuleCheck:
 
     @property
     def ratio(self) -> float:
-        """err_cand / bound: below 1 passes; 0/0 is 0, x/0 is inf."""
-        if self.err_cand == 0:
-            return 0.0
-        return self.err_cand / self.bound if self.bound > 0 else math.inf
+        return ratio(self.err_cand, self.bound)
 
     @property
     def passed(self) -> bool:
