@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..userops.loading import TargetError
+from ..userops.loading import TargetError, is_file, load_module
 from ..usercode import user_code
 
 VALUE_STYLES = ("normal", "zeros", "large", "small", "offset")  # simplest first: the shrinker moves left
@@ -142,13 +142,23 @@ def _shape(shape: Any, where: str) -> tuple[int, ...]:
     return dims
 
 
+def _home(spec: str):
+    """The file or module the target was loaded from (an instance of a torch class lives in the user's file,
+    while its __module__ names torch's)."""
+    source, _, _ = spec.rpartition(":")
+    if is_file(source):
+        return load_module(source)
+    return sys.modules.get(source)
+
+
 def declared(raw_candidate: Any, spec: str) -> tuple[InputSpec, ...]:
-    """The candidate's `example_inputs` (an attribute or method of it, else a function in its module)."""
+    """The candidate's `example_inputs` (an attribute or method of it, else a function in the file or module that
+    TARGET names, else in the module that defines the candidate's class)."""
     where = f"{spec}: example_inputs"
     source = getattr(raw_candidate, "example_inputs", None)
-    if source is None:
-        module = sys.modules.get(getattr(raw_candidate, "__module__", "") or "")
-        source = getattr(module, "example_inputs", None) if module else None
+    for module in (_home(spec), sys.modules.get(getattr(raw_candidate, "__module__", "") or "")):
+        if source is None and module is not None:
+            source = getattr(module, "example_inputs", None)
     if source is None:
         raise TargetError(f"{spec}: no example_inputs() in the candidate or its module; declare the inputs with --shapes 'x=8,64;w=64'")
     if callable(source):

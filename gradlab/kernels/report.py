@@ -47,6 +47,10 @@ class Outcome:
         return " ".join(shlex.quote(w) for w in words)
 
 
+def _mode(name: str) -> str:
+    return "double backward" if name.startswith("hvp") else "forward AD" if name.startswith("jvp") else name
+
+
 def _where(s) -> str:
     return "on the replayed case" if s.replayed else f"after {s.examples} passing example(s); shrunk to the case below"
 
@@ -85,7 +89,7 @@ def _tables(checks) -> list[str]:
         if c.note:
             lines.append(f"  note: {c.name}: {c.note}")
         if c.unsupported:
-            lines.append(f"  not supported: {c.name}: {c.unsupported}")
+            lines.append(f"  {_mode(c.name)} not supported: {c.name}: {c.unsupported}")
     lines += _verdict_notes(diffs, "candidate", "differences")
     return lines
 
@@ -136,7 +140,10 @@ def text(o: Outcome) -> str:
     missing = o.unsupported
     verdict = "PASS" if o.passed else "FAIL"
     if missing and o.passed:
-        verdict = f"PASS for what was checked; NOT SUPPORTED by the candidate, not checked: {', '.join(missing)}"
+        modes = {}
+        for name in missing:
+            modes.setdefault(_mode(name), []).append(name)
+        verdict = "PASS for what was checked; not checked: " + "; ".join(f"{m} not supported by the candidate ({', '.join(n)})" for m, n in modes.items())
     lines.append(f"{verdict} ({s.seconds:.1f} s)")
     return "\n".join(lines)
 

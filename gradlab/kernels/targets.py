@@ -104,6 +104,15 @@ def instance(target: Target, dtype: torch.dtype, device: str, params: dict[str, 
     return module
 
 
+def _leaves(out: Any):
+    """The tensors of a (nested) tuple or list of outputs, in order; None entries are skipped."""
+    if isinstance(out, (tuple, list)):
+        for o in out:
+            yield from _leaves(o)
+    elif out is not None:
+        yield out
+
+
 def call(target: Target, callee: Any, inputs: dict[str, torch.Tensor], extra: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """Run one forward; `extra` are the candidate module's parameters, for a reference function. Returns the floating outputs."""
     names = list(inputs)
@@ -119,7 +128,7 @@ def call(target: Target, callee: Any, inputs: dict[str, torch.Tensor], extra: di
                 out = callee(**kwargs)
             else:
                 out = callee(*inputs.values(), *extra.values())
-    outs = tuple(o for o in out if o is not None) if isinstance(out, (tuple, list)) else (out,)  # (out, None): weights not asked for
+    outs = tuple(_leaves(out))  # (out, None): attention weights not asked for; (out, (h, c)): an LSTM
     if not outs or not all(isinstance(o, torch.Tensor) for o in outs):
         raise TargetError(f"{where}: returned {type(out).__name__}; expected a tensor or a tuple of tensors")
     del names
