@@ -102,3 +102,10 @@ def test_a_module_that_raises_exits_2_and_a_refused_size_is_only_skipped(tmp_pat
     assert code == 0, out
     code, out = audit(f"{path}:Boom")
     assert code == 2 and "raised ValueError: nope" in out
+
+
+def test_kinks_are_not_judged_and_the_rest_still_is():
+    audit = modules.audit_module(f"{CUSTOM}:Rectified", case="x=5,6|values=zeros|seed=1")  # 30 elements: projections
+    assert audit.passed, audit.result.failure
+    x = audit.result.worst["grad x"]
+    assert x.mode == "projections" and 0 < x.kinks < 30 and x.ratio < 1 and "not judged" in x.note

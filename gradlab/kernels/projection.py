@@ -27,6 +27,7 @@ from .rule import ratio
 ELEMENTWISE_LIMIT = 64  # tensors up to this size are differenced element by element; larger ones by projections
 STEP_SHRINK = (1.0, 1 / 16, 1 / 256)  # a projection whose stencil looks kinked is differenced again with smaller steps
 QUIET = 1e-6  # ... until its error estimate is below this fraction of its value
+MAX_KINK_PROJECTIONS = 64  # projections spent splitting kinked ones (inputs with exact zeros into a ReLU) per tensor
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class _Probe:
     tol: dict
     count: int = 0
     kinks: int = 0
+    last_kink: bool = False  # the latest projection's stencil straddled a kink (it passed without being judged)
+    worst: tuple = (0.0, 1.0, math.nan, math.nan)  # err, bound, claimed, numeric of the judged projection closest to failing
 
     def project(self, u: np.ndarray) -> tuple[bool, float, float, float]:
         self.count += 1
@@ -102,15 +105,44 @@ class _Probe:
             if self.method == "complex_step" or not got[2] and got[1] <= QUIET * abs(got[0]):
                 break
         num, est, kink = best
-        self.kinks += kink
+        self.last_kink = kink
         claimed = float(np.dot(self.cand, u))
         scale = float(np.max(np.abs(self.cand))) if self.cand.size else 0.0
         bound = float(_bound(self.tol, num, est, float(np.sum(np.abs(u))), scale))
+        if not kink and ratio(abs(claimed - num), bound) >= ratio(*self.worst[:2]):
+            self.worst = (abs(claimed - num), bound, claimed, num)
         return kink or abs(claimed - num) <= bound, num, claimed, bound
 
 
 def _index(flat: int, shape: tuple) -> tuple:
     return tuple(int(j) for j in np.unravel_index(flat, shape)) if shape else ()
+
+
+def _around_kinks(probe: _Probe, u: np.ndarray, idx: np.ndarray, found: list, budget: list) -> None:
+    """A projection that straddled a kink judged nothing: split it, judge the halves that are smooth (bisecting
+    the failing ones to their wrong elements), split the kinked halves again; a kinked single element, or a
+    part left when the budget of projections runs out, is counted as not judged (probe.kinks)."""
+    half = len(idx) // 2
+    for part in (idx[:half], idx[half:]):
+        if len(part) == 0 or len(found) >= fastcheck.MAX_LOCALISED:
+            continue
+        if budget[0] <= 0:
+            probe.kinks += len(part)
+            continue
+        budget[0] -= 1
+        sub = np.zeros_like(u)
+        sub[part] = u[part]
+        ok, num, _, bound = probe.project(sub)
+        if probe.last_kink:
+            if len(part) == 1:
+                probe.kinks += 1
+            else:
+                _around_kinks(probe, u, part, found, budget)
+        elif not ok and len(part) == 1:  # as fastcheck._localise records a single wrong element
+            i = int(part[0])
+            found.append((i, num / u[i], float(probe.cand[i]), bound / abs(u[i])))
+        elif not ok:
+            fastcheck._localise(probe, u, part, found)
 
 
 def by_projections(name: str, phi: Callable, theta: np.ndarray, claimed: np.ndarray, *, method: str, tol: dict, seed: int) -> Verdict:
@@ -119,19 +151,23 @@ def by_projections(name: str, phi: Callable, theta: np.ndarray, claimed: np.ndar
     probe = _Probe(phi, np.asarray(theta, np.float64).reshape(-1), shape, np.asarray(claimed, np.float64).reshape(-1), method, tol)
     rng = np.random.default_rng([seed, probe.theta.size])
     found: list = []
-    worst = (0.0, 1.0, math.nan, math.nan)  # err, bound, claimed, numeric of the worst projection
+    budget = [MAX_KINK_PROJECTIONS]
     for _ in range(fastcheck.PROJECTIONS):
         u = rng.choice([-1.0, 1.0], size=probe.theta.size) * rng.uniform(1.0, 2.0, size=probe.theta.size)
-        ok, num, c, bound = probe.project(u)
-        if abs(c - num) / max(bound, 1e-300) > worst[0] / max(worst[1], 1e-300):
-            worst = (abs(c - num), bound, c, num)
-        if not ok:
+        ok, *_ = probe.project(u)
+        if probe.last_kink:
+            _around_kinks(probe, u, np.arange(probe.theta.size), found, budget)
+        elif not ok:
             fastcheck._localise(probe, u, np.arange(probe.theta.size), found)
+        if found:
             break
     base = dict(name=name, shape=shape, mode="projections", method=method, kinks=probe.kinks, evaluations=probe.count)
     if not found:
-        note = "" if worst[0] <= worst[1] else "a projection failed but bisection named no single element (errors spread thinly)"
-        return Verdict(err=worst[0], bound=worst[1], claimed=worst[2], numeric=worst[3], note=note, **base)
+        err, bound, c, num = probe.worst
+        note = "" if err <= bound else "a projection failed but bisection named no single element (errors spread thinly)"
+        if probe.kinks:
+            note = (note + "; " if note else "") + f"{probe.kinks} element(s) not judged (on a kink, or left when the projections for kinks ran out)"
+        return Verdict(err=err, bound=bound, claimed=c, numeric=num, note=note, **base)
     found.sort(key=lambda f: -abs(f[2] - f[1]) / max(f[3], 1e-300))
     wrong = [(_index(i, shape), c, n, b) for i, n, c, b in found]
     index, c, n, b = wrong[0]

@@ -83,3 +83,14 @@ class NeedsArgs(torch.nn.Module):
     def __init__(self, width):
         super().__init__()
         self.lin = torch.nn.Linear(width, width)
+
+
+class Rectified(torch.nn.Module):
+    """relu(x) * w: inputs with exact zeros sit on the kink."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(6))
+
+    def forward(self, x):
+        return torch.relu(x) * self.w
