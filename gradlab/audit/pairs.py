@@ -43,6 +43,7 @@ class Pair:
     family: str
     args: tuple[tuple[str, str], ...]  # (name, role) in call order; role: array | labels | hyper | groups
     path: str
+    declared: Any = None  # an audit file's declaration (auditfile.Declared): draws the case instead of the conventions
 
     @property
     def name(self) -> str:
@@ -291,6 +292,8 @@ class PairSubject(Subject):
         return self.pair.label
 
     def strategy(self):
+        if self.pair.declared is not None:
+            return self.pair.declared.cases(self.pair, self.envelope)
         return pair_cases(self.pair, self.envelope)
 
     def _call_forward(self, case: Case, hyper: dict | None = None):

@@ -17,6 +17,8 @@ Examples:
   gradlab audit my_fn.py:Cubic          # a torch.autograd.Function subclass
   gradlab audit layers.py               # every forward/backward pair and (loss, dx) loss of a file
   gradlab audit layers.py:batchnorm_forward --backward batchnorm_backward_alt
+  gradlab audit examples/audit/audit.yaml  # ops declared in an audit file: shapes, hyperparameters, labels
+  gradlab audit layers.py:dropout_forward --reseed   # an unseeded dropout, reseeded before every call
 """
 
 
@@ -64,6 +66,10 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, time
         sys.exit(run_module_audit(target, examples=examples, seed=seed, fmt=fmt, output=output, rtol=rtol, atol=atol, timeout=timeout))
     if ":" not in target and target.endswith(".py"):
         _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed)
+    from ..audit.auditfile import is_audit_file
+
+    if is_audit_file(target):
+        _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed, declared=True)
     with deadline(timeout, f"gradlab audit {target}"):
         result = audit(target, kind=kind, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, backward=backward, reseed=reseed)
     if fmt == "json":
@@ -79,19 +85,20 @@ def _summary(result) -> str:
     return f"{status}  {result.name}  ({result.coverage.examples} examples, {result.seconds:.1f} s{'; ' + kinds if kinds else ''})"
 
 
-def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed):
-    """`gradlab audit layers.py`: one line per op as it finishes, then the failing ones in full."""
+def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed, declared=False):
+    """`gradlab audit layers.py` (or `audit.yaml`, `declared`): one line per op as it finishes, then the failing ones in full."""
     import json
 
     from ..audit import audit_file, report
+    from ..audit.auditfile import audit_yaml
     from ..batch import EXIT_FAIL, EXIT_OK
     from ..output import write_report_text, write_text
     from ..usercode import deadline
 
     live = fmt == "table" and not output
     with deadline(timeout, f"gradlab audit {path}"):
-        result = audit_file(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, reseed=reseed,
-                            progress=(lambda r: click.echo(_summary(r))) if live else None)
+        result = (audit_yaml if declared else audit_file)(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, reseed=reseed,
+                                                          progress=(lambda r: click.echo(_summary(r))) if live else None)
     if fmt == "json":
         doc = {"passed": result.passed, "path": path, "seconds": round(result.seconds, 3), "skipped": result.notes,
                "ops": [report.as_dict(r) for r in result.results]}
