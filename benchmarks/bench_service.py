@@ -61,6 +61,15 @@ def start_server(folder: Path, workers: int) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"the server did not start:\n{log.read_text()}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process itself has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -97,13 +106,15 @@ def main() -> None:
             assert status == 202, answer
             with lock:
                 ids.append(answer["id"])
-            while True:
+            pause = 0.1
+            while True:  # polled as `gradlab check --remote` polls: 0.1 s, then 1.5x longer each time, at most 1 s
                 status, run, seconds, _ = call(f"{url}/api/runs/{answer['id']}")
                 with lock:
                     latencies["GET /api/runs/{id}"].append(seconds)
                 if run["status"] not in ("queued", "running"):
                     break
-                time.sleep(0.2)
+                time.sleep(pause)
+                pause = min(1.0, pause * 1.5)
 
     def prober() -> None:
         while busy.is_set():
@@ -130,6 +141,7 @@ def main() -> None:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     details = [call(f"{url}/api/runs/{i}")[1] for i in ids]
     names_ok = all(d["result"] and [s["spec"] for s in d["result"]["specs"]] == d["specs"] for d in details)
+    web_cpu = cpu_seconds(proc.pid)
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(30)
 
@@ -147,6 +159,7 @@ def main() -> None:
         print(f"{name:24} {len(ms):>8} {statistics.median(ms):>8.1f} {percentile(ms, 99):>8.1f} {max(ms):>8.1f}")
     everything = [v * 1000 for values in latencies.values() for v in values]
     print(f"{'all API calls':24} {len(everything):>8} {statistics.median(everything):>8.1f} {percentile(everything, 99):>8.1f} {max(everything):>8.1f}")
+    print(f"web process CPU: {web_cpu:.1f} s over the run ({web_cpu / served_s:.0%} of one core)")
     print(f"throughput: service {args.runs / served_s:.2f} specs/s ({served_s:.1f} s, submit to last result); "
           f"`gradlab check` of the same {args.runs} specs in one process {args.runs / local_s:.2f} specs/s ({local_s:.1f} s, exit {local.returncode})")
 

@@ -2,6 +2,8 @@
 
     db.py      the tables (SQLAlchemy 2; SQLite by default, a PostgreSQL URL works the same) and the schema check
     runs.py    the queue: accepts runs, feeds the executor (gradlab.executors), stores results and reports
+    jobs.py    what a worker process runs (kept light: a fresh worker imports it for every spec)
+    intake.py  what a client may submit: size and count caps, options, spec validation without user code
     app.py     the FastAPI routes: the JSON API and the web UI (ui/ holds its templates)
     history.py what a spec's page and /api/specs/{name}/history show: trends over runs, the diff of two runs
     client.py  `gradlab check --remote URL`: submit, wait, print what a local check prints

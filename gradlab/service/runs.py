@@ -223,6 +223,8 @@ class RunQueue:
         return active
 
     def _submit_next(self, active: _Active) -> None:
+        from .jobs import check_below_the_api
+
         index = active.submitted
         active.submitted += 1
         self._in_flight += 1
@@ -346,22 +348,6 @@ def _names_code(active: _Active) -> str | None:
         if where:
             return code_refused(name, where)
     return None
-
-
-WORKER_NICENESS = 10  # a check yields the CPU to the web process: the API answers while every worker is busy
-
-
-def check_below_the_api(name: str, text: str, options: dict, timeout: float, *, allow_code: bool):
-    """The executor's job: gradlab.executors.check_spec_text at a lower CPU priority than the server's."""
-    import os
-
-    from ..executors import check_spec_text
-
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICENESS)
-    except (AttributeError, OSError):  # Windows; or a worker already lower than that
-        pass
-    return check_spec_text(name, text, options, timeout, allow_code=allow_code)
 
 
 def spec_timeout(text: str, requested: float | None, default: float) -> float:
