@@ -25,7 +25,7 @@ Examples:
 @click.argument("candidate")
 @click.argument("reference")
 @click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32", "float64"]), default="bfloat16", show_default=True,
-              help="The low dtype the candidate runs in (float64: for --double-backward's differences; the bound is then gradlab's float64 rtol).")
+              help="The low dtype the candidate runs in (float64: for --double-backward's differences; the noise is then gradlab's float64 atol + rtol * max|ref|).")
 @click.option("--ref-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True, help="The high-precision reference's dtype (TF32 off).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where all three runs happen.")
 @click.option("--shapes", help="Input shapes, e.g. 'x=8,64;w=64;labels=8:int<10' (default: the candidate's example_inputs()).")

@@ -80,7 +80,7 @@ def _why_not(target: Target) -> str:
     code = getattr(backward, "__code__", None)
     if backward is not None and hasattr(backward, "__wrapped__") and code is not None and code.co_filename.replace("\\", "/").endswith("torch/autograd/function.py"):
         return "its backward is marked @once_differentiable"
-    return "@once_differentiable, torch.no_grad() or detached tensors"
+    return "@once_differentiable, torch.no_grad(), detached tensors, or only intermediates saved in forward"
 
 
 def _unsupported_row(name: str, reason: str, factor: float) -> RuleCheck:
