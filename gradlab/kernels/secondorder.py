@@ -98,6 +98,9 @@ def checks(pair: Pair, case: I.Case, low: dict, params: dict, cotangents: list) 
     if ref.unsupported:
         raise TargetError(f"reference {pair.reference.spec}: cannot be differentiated twice: {ref.unsupported}; --double-backward needs a twice-differentiable reference")
     ref_low = second_order(pair, pair.reference, cfg.dtype, low, params, cotangents, v)
+    if ref_low.unsupported:  # without it the bound would be the whole of max|ref|: refuse rather than pass anything
+        raise TargetError(f"reference {pair.reference.spec}: cannot be differentiated twice in {str(cfg.dtype).replace('torch.', '')}: "
+                          f"{ref_low.unsupported}")
     cand = second_order(pair, pair.candidate, cfg.dtype, low, params, cotangents, v)
     if cand.unsupported:
         return [_unsupported_row("hvp", cand.unsupported, cfg.factor)]
