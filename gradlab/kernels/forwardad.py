@@ -64,8 +64,10 @@ def checks(pair: Pair, case: I.Case, low: dict, params: dict) -> list[RuleCheck]
         raise TargetError(f"reference {pair.reference.spec}: {ref}; --forward-ad needs a reference that supports forward-mode AD")
     ref_low = jvp(pair, pair.reference, cfg.dtype, low, params, t)
     cand = jvp(pair, pair.candidate, cfg.dtype, low, params, t)
-    if isinstance(cand, str) or isinstance(ref_low, str):
-        return [RuleCheck("jvp", (), 0.0, 0.0, 0.0, cfg.factor, unsupported=cand if isinstance(cand, str) else f"the reference in the low dtype: {ref_low}")]
+    if isinstance(ref_low, str):
+        raise TargetError(f"reference {pair.reference.spec}: in {str(cfg.dtype).replace('torch.', '')}: {ref_low}")
+    if isinstance(cand, str):
+        return [RuleCheck("jvp", (), 0.0, 0.0, 0.0, cfg.factor, unsupported=cand)]
     if len(cand) != len(ref):
         raise TargetError(f"candidate {pair.candidate.spec}: returned {len(cand)} floating output(s), the reference {len(ref)}")
     rows = []
