@@ -17,6 +17,7 @@ import json
 import math
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,8 @@ class RunQueue:
         self._waiting: deque[int] = deque()
         self._active: dict[int, _Active] = {}
         self._in_flight = 0
-        self._spec_seconds: deque[float] = deque(maxlen=64)  # recent specs' times, for Retry-After
+        self._spec_seconds: deque[float] = deque(maxlen=64)  # recent specs' wall times on a worker, for Retry-After
+        self._submitted_at: dict[tuple[int, int], float] = {}
         self._events: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._dispatch, name="gradlab-dispatcher", daemon=True)
         # Writing a finished run (its document, rows and reports) happens beside the dispatching, never in its way.
@@ -172,10 +174,11 @@ class RunQueue:
             raise QueueFull(self._retry_after())
 
     def _retry_after(self) -> int:
-        """Seconds until about one run's worth of specs has gone through the workers (at least 1, at most 10 minutes)."""
+        """Seconds until a queue slot is likely free: the specs the nearest-to-done active run has left, through
+        the workers at the recent seconds per spec (at least 1, at most 10 minutes)."""
         per_spec = sum(self._spec_seconds) / len(self._spec_seconds) if self._spec_seconds else 1.0
-        waiting_runs = max(1, len(self._waiting))
-        return int(min(600, max(1, math.ceil(per_spec * waiting_runs / self.capacity))))
+        left = min((len(a.names) - a.returned for a in list(self._active.values())), default=1)
+        return int(min(600, max(1, math.ceil(per_spec * left / self.capacity))))
 
     # --- the dispatcher thread ---------------------------------------------------------------------
 
@@ -229,10 +232,12 @@ class RunQueue:
         active.submitted += 1
         self._in_flight += 1
         name, text = active.names[index], active.texts[index]
+        self._submitted_at[active.id, index] = time.monotonic()
         options = {k: v for k, v in active.options.items() if k not in ("label", "timeout")}
         limit = spec_timeout(text, active.options.get("timeout"), self.timeout)
         try:
             future = self.executor.submit(check_below_the_api, name, text, options, limit, allow_code=self.allow_code,
+                                          nice=getattr(self.executor, "name", "") == "local",
                                           gpus=self._gpus(name, text, options), timeout=2 * limit + 10)
         except Exception as exc:  # the executor itself is gone (a lost Ray cluster)
             self._events.put(("done", active.id, index, exc))
@@ -262,12 +267,14 @@ class RunQueue:
         self._in_flight -= 1
         active = self._active[run_id]
         active.returned += 1
+        started = self._submitted_at.pop((run_id, index), None)
         name = active.names[index]
         try:
             if isinstance(outcome, BaseException):
                 raise outcome
             result = outcome.result()
-            self._spec_seconds.append(float(getattr(result, "seconds", 0.0) or 0.0))
+            if started is not None:
+                self._spec_seconds.append(time.monotonic() - started)
         except JobTimeout as exc:  # user code that ignored its deadline: that spec's error, like a local check's
             result = error_result(name, f"{name}: {exc} (raise the limit with --timeout or check.timeout)")
         except WorkerCrashed as exc:
