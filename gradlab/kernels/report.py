@@ -73,6 +73,8 @@ MODULE_HEADER = ["tensor", "shape", "mode", "err", "bound", "ratio", "worst at",
 
 def _diff_row(v: Verdict) -> list[str]:
     mode = f"{v.evaluations} {'elements' if v.mode == 'elements' else 'projections'} ({v.method})"
+    if v.kinks:
+        mode += f", {v.kinks} not judged"  # on a kink (see the note)
     return [v.name, "x".join(map(str, v.shape)) or "()", mode, _g(v.err), _g(v.bound), _g(v.ratio), str(list(v.index)) if v.index or not v.shape else "-",
             _g(v.claimed), _g(v.numeric), "ok" if v.passed else "FAIL"]
 
