@@ -183,6 +183,8 @@ def test_usage_errors_exit_2_with_a_clear_message(args, fragments):
     ("LogNoDomain", "non-finite", "declare domain"),
     ("InPlace", "mutation", "grad_out"),
     ("SGDInBackward", "mutation", "'W'"),
+    ("SGDReplacesAttribute", "mutation", "replaced self.W (params['W']) with new arrays"),  # was a mismatch: forward read the new self.W
+    ("SGDReplacesParams", "mutation", "replaced params['W'] with new arrays"),
     ("Float32Forward", "precision", "float32"),
     ("WrongShape", "contract", "shape"),
     ("Stateful", "nondeterministic", "keep state between calls"),

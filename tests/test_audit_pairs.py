@@ -99,6 +99,18 @@ def test_cache_mutated_in_place_is_named():
     assert "cache[2]" in result.findings[0].message  # var += eps
 
 
+def test_weight_replaced_in_the_cache_is_a_mutation_naming_the_argument():
+    result = audit(op("mutating", "affine_forward"), examples=10)
+    assert [f.kind for f in result.findings] == ["mutation"]
+    assert "replaced its cache['w'] (the forward's argument w) with a new array" in result.findings[0].message
+
+
+def test_backward_must_agree_with_itself_on_one_cache():
+    result = audit(op("mutating", "relu_forward"), examples=10)
+    assert [f.kind for f in result.findings] == ["mutation"]
+    assert "different answer when called twice on one cache" in result.findings[0].message
+
+
 def test_plain_function_with_grad_twin():
     result = audit_file(COURSE / "plain.py", examples=BUDGET)
     verdicts = {r.name: r.passed for r in result.results}

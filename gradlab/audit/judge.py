@@ -256,6 +256,11 @@ def _check_mutation(subject: Subject, case: Case, seen: Case, upstream, upstream
     if upstream is not None and not np.array_equal(upstream, upstream_seen):
         _fail("mutation", "backward wrote into grad_out in place", case=case, upstream=upstream)
     if isinstance(subject, LayerSubject):
+        replaced = subject.params_replaced()
+        if replaced:
+            subject.reinstall()
+            _fail("mutation", f"the layer replaced {', '.join(replaced)} with new arrays during forward/backward (an optimizer step "
+                  "inside backward, like self.W = self.W - lr * dW?); backward must leave the parameters alone", case=case, upstream=upstream)
         changed = subject.params_changed(case)
         if changed:
             _fail("mutation", f"the layer changed params {', '.join(map(repr, changed))} during forward/backward (an update step inside backward?); backward must leave them alone", case=case, upstream=upstream)

@@ -274,6 +274,19 @@ def _changed(before: Any, after: Any, path: str = "cache") -> str | None:
     return None
 
 
+def _identities(obj: Any, path: str = "cache", depth: int = 0) -> dict[str, int]:
+    """path -> id of each array inside a cache: a backward that replaces one (an optimizer step) is told from one that writes into it."""
+    if depth > 6:
+        return {}
+    if isinstance(obj, np.ndarray):
+        return {path: id(obj)}
+    out: dict[str, int] = {}
+    items = enumerate(obj) if isinstance(obj, (tuple, list)) else obj.items() if isinstance(obj, dict) else ()
+    for k, v in items:
+        out.update(_identities(v, f"{path}[{k!r}]", depth + 1))
+    return out
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
 
@@ -372,7 +385,7 @@ class PairSubject(Subject):
         return upstream * g if g.shape == upstream.shape else g
 
     def _pair_backward(self, case, work: Case, cache, upstream):
-        before_cache = _snapshot(cache)
+        before_cache, before_ids = _snapshot(cache), _identities(cache)
         dout = upstream.copy()
         bwd = self.pair.backward.__name__
         self.fresh()
@@ -381,7 +394,12 @@ class PairSubject(Subject):
             fail("mutation", f"{bwd} wrote into its argument dout in place", case=case, upstream=upstream, stage="backward")
         where = _changed(before_cache, cache)
         if where:
-            fail("mutation", f"{bwd} changed its {where} in place (a second backward on the same cache sees other values); "
+            owner = {id(v): n for n, v in work.inputs.items()}.get(before_ids.get(where))
+            whose = f" (the forward's argument {owner})" if owner else ""
+            if where in before_ids and _identities(cache).get(where) != before_ids[where]:
+                fail("mutation", f"{bwd} replaced its {where}{whose} with a new array (an optimizer step inside backward, like "
+                     f"cache['w'] = w - lr * dw?); backward must leave its cache and the parameters alone", case=case, upstream=upstream, stage="backward")
+            fail("mutation", f"{bwd} changed its {where}{whose} in place (a second backward on the same cache sees other values); "
                  "compute into a new array instead (var + eps, not var += eps)", case=case, upstream=upstream, stage="backward")
         for name, x in work.inputs.items():
             if not _same(x, case.inputs[name]):

@@ -213,6 +213,8 @@ class LayerSubject(Subject):
             low, high = contracts.parse_domain(domains.get(k), f"{target}: param_domains[{k!r}]")
             self.param_envs[k] = Envelope(low, high, (), max_abs=3.0).reaching_domain()
         self.keys = {S.param_key(k): k for k in self.original}
+        self.objects = dict(obj.params)  # the arrays themselves: an optimizer step may replace them
+        self.aliases = {attr: k for attr, v in _attributes(obj) for k, p in self.objects.items() if v is p}  # self.W is params['W']
 
     def strategy(self):
         return S.layer_cases(self.envelope, self.input_shape, self.original, self.param_envs)
@@ -244,9 +246,31 @@ class LayerSubject(Subject):
         """Parameters the op changed in place during the calls (e.g. an SGD step inside backward)."""
         return [name for key, name in self.keys.items() if not np.array_equal(self.obj.params[name], case.inputs[key])]
 
+    def params_replaced(self) -> list[str]:
+        """Parameters the op swapped for new arrays (self.W = self.W - lr * dW, params['W'] = ...): the
+        forward then reads arrays the audit does not set, so differences would show a false mismatch."""
+        out = [f"params[{k!r}]" for k, v in self.objects.items() if self.obj.params.get(k) is not v]
+        out += [f"self.{a} (params[{k!r}])" for a, k in self.aliases.items() if getattr(self.obj, a, None) is not self.objects[k]]
+        return out
+
+    def reinstall(self) -> None:
+        """Put the original parameter arrays back where the layer keeps them."""
+        for k, v in self.objects.items():
+            self.obj.params[k] = v
+        for a, k in self.aliases.items():
+            setattr(self.obj, a, self.objects[k])
+
     def restore(self):
+        self.reinstall()
         for name, value in self.original.items():
             self.obj.params[name][...] = value
+
+
+def _attributes(obj: Any) -> list[tuple[str, Any]]:
+    try:
+        return [(k, v) for k, v in vars(obj).items() if isinstance(v, np.ndarray)]
+    except TypeError:  # __slots__
+        return []
 
     def call_signature(self):
         return "forward(x), backward(x, grad_out)"

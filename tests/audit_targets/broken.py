@@ -127,3 +127,33 @@ class Stateful:
 
 
 sigmoid_instance = Sigmoid()
+
+
+class SGDReplacesAttribute:
+    """A from-scratch library's dense layer: forward reads self.W, the optimizer step inside backward
+    rebinds it (self.W = self.W - lr * dW): params['W'] is no longer the array forward uses."""
+
+    in_features = 3
+
+    def __init__(self):
+        self.W = np.arange(15.0).reshape(3, 5) / 10
+        self.b = np.zeros(5)
+        self.params = {"W": self.W, "b": self.b}
+
+    def forward(self, x):
+        return x @ self.W + self.b
+
+    def backward(self, x, grad_out):
+        grads = {"W": x.T @ grad_out, "b": grad_out.sum(axis=0)}
+        grad_x = grad_out @ self.W.T
+        self.W = self.W - 0.01 * grads["W"]
+        return grad_x, grads
+
+
+class SGDReplacesParams(Dense):
+    """params['W'] = params['W'] - lr * dW inside backward: a new array in the dict."""
+
+    def backward(self, x, grad_out):
+        grad_x, grads = super().backward(x, grad_out)
+        self.params["W"] = self.params["W"] - 0.1 * grads["W"]
+        return grad_x, grads
