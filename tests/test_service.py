@@ -122,8 +122,20 @@ def multipart(files: list[tuple[str, bytes]], fields: dict[str, str] | None = No
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def local_check(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gradlab", "check", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+def local_check(*args: str, env: dict | None = None, cwd=None):
+    """`gradlab check ARGS` in this process (CliRunner): .returncode, .stdout, .stderr; `env` is added to os.environ."""
+    from click.testing import CliRunner
+
+    from gradlab.cli import main
+
+    before = os.getcwd()
+    os.chdir(cwd or before)
+    try:
+        result = CliRunner().invoke(main, ["check", *args], env=env)
+    finally:
+        os.chdir(before)
+    result.returncode = result.exit_code
+    return result
 
 
 def without_timings(text: str) -> str:
@@ -252,7 +264,7 @@ def test_token_is_required(server):
 
 def test_remote_check_prints_what_a_local_check_prints(server, tmp_path):
     (tmp_path / "bad.yaml").write_text(BAD_SPEC)
-    env = {**os.environ, "GRADLAB_TOKEN": TOKEN}
+    env = {"GRADLAB_TOKEN": TOKEN}
     args = [str(SEED003), str(TANH), str(tmp_path / "bad.yaml"), "--stats"]
     remote = local_check("--remote", server.url, "--label", "test", *args, "--report", str(tmp_path / "r.md"), env=env)
     local = local_check(*args)
@@ -265,5 +277,5 @@ def test_remote_check_prints_what_a_local_check_prints(server, tmp_path):
     assert stats and stats[-1]["summary"]["verdict"] == "ok" and stats[-1]["layers"][0]["layer"].startswith("layers.")
     as_json = local_check("--remote", server.url, str(SEED003), "--format", "json", env=env)
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["specs"][0]["spec"] == str(SEED003)
-    no_token = local_check("--remote", server.url, str(SEED003), env={k: v for k, v in env.items() if k != "GRADLAB_TOKEN"})
+    no_token = local_check("--remote", server.url, str(SEED003), env={"GRADLAB_TOKEN": None})
     assert no_token.returncode == 2 and "GRADLAB_TOKEN" in no_token.stderr

@@ -123,11 +123,12 @@ def test_history_and_diff_show_what_started_failing(server, setup):
     assert "Started failing (" in page and "layers.0.weight" in page and "data:image/png;base64," in page
 
 
-def test_remote_check_of_a_failing_spec_prints_and_exits_as_local(server, setup):
+def test_remote_check_of_a_failing_spec_prints_and_exits_as_local(server, setup, monkeypatch):
     flag(setup, "wrong")
     folder, env = setup[1], setup[2]
-    remote = local_check("--remote", server.url, "flaky.yaml", env=env, cwd=folder)
-    local = local_check("flaky.yaml", env=env, cwd=folder)
+    monkeypatch.syspath_prepend(env["PYTHONPATH"])  # the local check imports the op here
+    remote = local_check("--remote", server.url, "flaky.yaml", cwd=folder)
+    local = local_check("flaky.yaml", env={"GL_FLAGS": env["GL_FLAGS"]}, cwd=folder)
     assert remote.returncode == local.returncode == 1, remote.stderr
     assert without_timings(remote.stdout) == without_timings(local.stdout)
     assert "layers.0.weight" in remote.stdout and "FAIL" in remote.stdout

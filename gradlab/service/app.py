@@ -55,13 +55,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from ..environment import environment
-
         interrupt_unfinished(sessions)
-        env = {k: v for k, v in environment([]).items() if k != "specs"}
         app.state.runs = RunQueue(sessions, config.executor, capacity=config.capacity, max_queued=config.max_queued,
-                                  reports=ReportStore(config.reports_dir), environment=env, allow_code=config.allow_code,
-                                  timeout=config.timeout)
+                                  reports=ReportStore(config.reports_dir), allow_code=config.allow_code, timeout=config.timeout)
         app.state.runs.start()
         try:
             yield

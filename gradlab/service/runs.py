@@ -98,11 +98,12 @@ class _Active:
 class RunQueue:
     """Bounded FIFO of runs; `capacity` specs at a time on `executor`; results into the database."""
 
-    def __init__(self, sessions, executor, *, capacity: int, max_queued: int, reports: ReportStore, environment: dict,
-                 allow_code: bool = False, timeout: float = 600.0):
+    def __init__(self, sessions, executor, *, capacity: int, max_queued: int, reports: ReportStore, allow_code: bool = False,
+                 timeout: float = 600.0):
         self.sessions, self.executor, self.reports, self.allow_code = sessions, executor, reports, allow_code
         self.timeout = timeout  # seconds per spec when neither the client nor the spec says
-        self.capacity, self.max_queued, self.environment = max(1, capacity), max_queued, environment
+        self.capacity, self.max_queued = max(1, capacity), max_queued
+        self._server_environment: dict | None = None  # versions and devices, taken when the first run is written
         self._lock = threading.Lock()
         self._waiting: deque[int] = deque()
         self._active: dict[int, _Active] = {}
@@ -338,9 +339,13 @@ class RunQueue:
 
     def _environment(self, active: _Active, results) -> dict:
         """The server's environment, with each spec's hash taken from the text it was sent (never from a path)."""
+        if self._server_environment is None:  # imports torch: once, here, not while the server starts
+            from ..environment import environment
+
+            self._server_environment = {k: v for k, v in environment([]).items() if k != "specs"}
         specs = {r.path: {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], "seed": r.seed, "dtype": r.dtype}
                  for r, text in zip(results, active.texts)}
-        return {**self.environment, "specs": specs}
+        return {**self._server_environment, "specs": specs}
 
 
 def _names_code(active: _Active) -> str | None:
