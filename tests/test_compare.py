@@ -220,11 +220,13 @@ def test_double_backward_not_supported_is_reported_not_passed(tmp_path):
     code, out = run(f"{GELU}:GeluOnce", f"{GELU}:reference", "--double-backward", "--examples", 4, "--format", "json")
     assert code == 0, out
     doc = json.loads(out)
-    assert "once_differentiable" in doc["not_supported"]["hvp"]
-    assert [w["passed"] for w in doc["worst"] if w["name"] == "hvp"] == [None]
+    assert "once_differentiable" in doc["not_supported"]["hvp x"]
+    assert [w["passed"] for w in doc["worst"] if w["name"] == "hvp x"] == [None]
+    code, out = run(f"{SC}:GatherRowsSorted", f"{SC}:reference", "--double-backward", "--dtype", "float32", "--examples", 4)
+    assert code == 0 and "hvp table" in out and "not supported" not in out, out  # linear: both second derivatives are zero
     code, out = run(f"{LN}:FusedLayerNorm", f"{LN}:reference", "--double-backward", "--examples", 6)
     assert code == 0, out  # hvp x: its backward uses xhat and rstd saved from forward, constants to autograd
-    assert "double backward not supported: hvp x: the candidate's gradients do not depend on x" in out
+    assert "double backward not supported: hvp x: its gradients do not depend on x" in out
     assert out.strip().splitlines()[-1].startswith("PASS for what was checked; not checked: double backward not supported by the candidate (hvp x)")
 
 

@@ -8,8 +8,10 @@ candidate in the low dtype) are judged by the same rule as the first order ("hvp
 
 A candidate whose backward cannot be differentiated -- @once_differentiable, results computed under
 no_grad or from detached tensors, or gradients that do not depend on theta_k at all through autograd
-(a backward built from intermediates saved in forward) where the reference's h_k is not zero -- is
-reported as not supported, not judged and not passed.
+(a backward built from intermediates saved in forward) -- where the reference's h_k is not zero, or whose
+backward raises when differentiated, is reported as not supported, not judged and not passed. Where the
+reference's h_k is zero (a linear op: a gather's gradient does not depend on the table) an unconnected
+h_k is zero and judged as such.
 
 In float64 (--dtype float64) h_k is also checked against differences of the candidate's own first-order
 gradient along v (like torch's gradgradcheck, but per element or by projections with bisection, so the
@@ -34,10 +36,15 @@ from ..usercode import UserCodeError, describe, user_code
 NOT_DIFFERENTIABLE = ("once_differentiable", "does not require grad", "not implemented", "does not have a grad_fn")
 
 
+DISCONNECTED = ("its gradients do not depend on {k} through autograd (a backward built from intermediates saved in forward, "
+                "or no_grad math)")
+
+
 @dataclass
 class Second:
-    hvps: dict[str, torch.Tensor | None] = field(default_factory=dict)  # None: not connected to that tensor
-    unsupported: str = ""  # why the whole backward cannot be differentiated
+    hvps: dict[str, torch.Tensor | None] = field(default_factory=dict)  # None: not connected to that tensor (zero if linear)
+    unsupported: str = ""  # differentiating the backward raised: why
+    disconnected: str = DISCONNECTED  # why an h_k is None, with {k}
 
 
 def directions(shapes: dict[str, tuple], seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -61,8 +68,8 @@ def second_order(pair: Pair, target: Target, dtype: torch.dtype, case_inputs: di
     check_cotangents(target, prep.floating, cotangents)
     first = _first_order(target, prep, cotangents, create_graph=True)
     terms = [(g * v[k].to(dtype=g.dtype, device=g.device)).sum() for k, g in zip(prep.wrt, first) if g is not None and g.requires_grad]
-    if not terms:
-        return Second(unsupported=f"its backward's results do not require grad ({_why_not(target)})")
+    if not terms:  # a linear op's gradients do not depend on its inputs either: None, judged against the reference
+        return Second(dict.fromkeys(prep.wrt), disconnected=f"its backward's results do not require grad ({_why_not(target)})")
     try:
         with user_code(f"{target.role} {target.spec}: double backward"):
             got = torch.autograd.grad(sum(terms), list(prep.wrt.values()), allow_unused=True)
@@ -113,8 +120,8 @@ def checks(pair: Pair, case: I.Case, low: dict, params: dict, cotangents: list) 
         if c is None:
             as_zero = judge(f"hvp {k}", torch.zeros_like(r), r, rl, low_dtype=cfg.dtype, factor=cfg.factor)
             if not as_zero.passed:
-                rows.append(_unsupported_row(f"hvp {k}", f"the candidate's gradients do not depend on {k} through autograd (a backward "
-                                             "built from intermediates saved in forward, or no_grad math), but the reference's do", cfg.factor))
+                reason = cand.disconnected.format(k=k)
+                rows.append(_unsupported_row(f"hvp {k}", f"{reason}, but the reference's second derivative is not zero", cfg.factor))
                 continue
             c = torch.zeros_like(r)
         rows.append(judge(f"hvp {k}", c, r, rl, low_dtype=cfg.dtype, factor=cfg.factor))
