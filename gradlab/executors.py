@@ -202,7 +202,9 @@ class Executor:
         self.shutdown(wait=exc_type is None)  # on an error or Ctrl-C: kill what runs, drop what waits
 
 
-PRELOAD = ["gradlab.executors", "gradlab.batch", "gradlab.runner", "gradlab.stats", "gradlab.cli", "gradlab.commands.fuzz", "torch"]
+# What a job imports, imported once in the forkserver (what a first check in a fresh process would import lazily).
+PRELOAD = ["gradlab.executors", "gradlab.batch", "gradlab.runner", "gradlab.stats", "gradlab.cli", "gradlab.commands.fuzz",
+           "gradlab.report.progress", "gradlab.userops.loading", "numpy.random", "torch"]
 
 
 class LocalExecutor(Executor):
@@ -264,7 +266,6 @@ class LocalExecutor(Executor):
                 if proc.is_alive():
                     proc.kill()
                 proc.join()
-                proc.close()
             with self._lock:
                 self._live.discard(proc)
 
