@@ -9,6 +9,8 @@ the template prints is escaped by jinja2's autoescape (spec names and paths are 
 
 from __future__ import annotations
 
+import functools
+
 from ..compare import WORST_DEFINITION, WORST_HEADER
 from .depth import DepthProfile
 from .escape import visible
@@ -26,6 +28,7 @@ def _shown(value):
     return visible(value) if isinstance(value, str) and not isinstance(value, Markup) else value
 
 
+@functools.cache  # one Environment: it keeps the compiled template (compiling it was most of a report's time)
 def _env():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
