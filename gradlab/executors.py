@@ -357,8 +357,9 @@ class RayExecutor(Executor):
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                          configure_logging=True, **local)
-            except ConnectionError as exc:
-                raise GradlabError(f"--address {address}: cannot reach a Ray cluster there ({exc})") from None
+            except Exception as exc:  # ConnectionError, a ray:// address without ray[client], a local start that failed
+                where = f"--address {address}: cannot join the Ray cluster there" if address else "--executor ray: cannot start a local Ray instance"
+                raise GradlabError(f"{where} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from None
         self.shares_files = address is None or address in ("local", "auto")
         self._task = ray.remote(_ray_job)
         resources = ray.cluster_resources()

@@ -233,6 +233,21 @@ def test_cli_check_on_ray_matches(ray_pool):
     assert on_ray.stdout == alone.stdout
 
 
+def test_a_cluster_without_our_files_gets_the_spec_text(pool, monkeypatch):
+    """On a Ray cluster elsewhere the workers cannot read the spec's path: run_on sends the text, and the
+    result still names the path as given."""
+    from gradlab.batch import load_all
+    from gradlab.executors import run_on
+
+    monkeypatch.setattr(pool, "shares_files", False)
+    weird = ROOT / "specs" / "seed000_tanh.yaml"
+    loaded, _ = load_all([str(weird), str(SMALL[2])])
+    got = run_on(pool, loaded, progress=False)
+    assert [r.path for r in got] == [str(weird), str(SMALL[2])]
+    assert [_rows(r) for r in got] == [_rows(runner.check_file(p)) for p, _ in loaded]
+    assert {c.spec for c in got[0].comparisons} == {str(weird)}
+
+
 def test_check_specs_order_is_kept(pool):
     from gradlab.executors import run_on
     from gradlab.batch import load_all
