@@ -223,6 +223,8 @@ def test_bad_spec_is_422_with_the_cli_message_and_nothing_queued(server, tmp_pat
     bad_options = server.call("POST", "/api/runs", {"specs": [{"name": "a.yaml", "yaml": SEED003.read_text()}], "options": {"mode": "slow"}})
     assert bad_options[0] == 422 and bad_options[1]["detail"].startswith("options.mode")
     assert server.call("POST", "/api/runs", {"specs": []})[0] == 422
+    odd_name = server.call("POST", "/api/runs", {"specs": [{"name": "../my spec.yaml", "yaml": SEED003.read_text()}]})
+    assert odd_name[0] == 422 and odd_name[1]["detail"].startswith("specs[0].name: expected a spec file name")
     assert server.call("POST", "/api/runs", {"specs": [{"name": "x.yaml", "yaml": "[1, 2"}]})[0] == 422
     assert _run_count(server) == before
 

@@ -20,6 +20,7 @@ import click
 from ..errors import GradlabError
 
 POLL_S = (0.1, 1.0)  # first and longest wait between two polls
+UNREACHABLE_S = 60.0  # how long a server that stopped answering is waited for (a restart)
 TOKEN_ENV = "GRADLAB_TOKEN"
 
 
@@ -132,13 +133,25 @@ def _wait(server: Server, run_id: int) -> dict:
     console = Console(stderr=True)
     bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, transient=True, disable=not console.is_terminal or console.is_dumb_terminal)
-    pause = POLL_S[0]
+    pause, retried, unreachable_since = POLL_S[0], False, None
     with bar:
         task = None
         while True:
-            status, run, _ = server.call("GET", f"/api/runs/{run_id}")
+            try:
+                status, run, _ = server.call("GET", f"/api/runs/{run_id}")
+                unreachable_since = None
+            except GradlabError:  # the server restarts: wait for it a while
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > UNREACHABLE_S:
+                    raise
+                time.sleep(1.0)
+                continue
             if status != 200 or not isinstance(run, dict):
                 raise GradlabError(f"--remote {server.url}: run {run_id}: the server answered {status}: {str(run)[:300]}")
+            if run["status"] == "interrupted" and not retried:  # the server was restarted mid-run: once more
+                retried = True
+                server.call("POST", f"/api/runs/{run_id}/retry")
+                continue
             if run["status"] not in ("queued", "running"):
                 return run
             done, total = run["progress"]["done"], run["progress"]["total"]
