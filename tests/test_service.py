@@ -122,8 +122,8 @@ def multipart(files: list[tuple[str, bytes]], fields: dict[str, str] | None = No
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def local_check(*args: str, env: dict | None = None, cwd=None):
-    """`gradlab check ARGS` in this process (CliRunner): .returncode, .stdout, .stderr; `env` is added to os.environ."""
+def gradlab_cli(*args: str, env: dict | None = None, cwd=None):
+    """`gradlab ARGS` in this process (CliRunner): .returncode, .stdout, .stderr; `env` is added to os.environ."""
     from click.testing import CliRunner
 
     from gradlab.cli import main
@@ -131,11 +131,15 @@ def local_check(*args: str, env: dict | None = None, cwd=None):
     before = os.getcwd()
     os.chdir(cwd or before)
     try:
-        result = CliRunner().invoke(main, ["check", *args], env=env)
+        result = CliRunner().invoke(main, list(args), env=env)
     finally:
         os.chdir(before)
     result.returncode = result.exit_code
     return result
+
+
+def local_check(*args: str, env: dict | None = None, cwd=None):
+    return gradlab_cli("check", *args, env=env, cwd=cwd)
 
 
 def without_timings(text: str) -> str:
@@ -281,3 +285,25 @@ def test_remote_check_prints_what_a_local_check_prints(server, tmp_path):
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["specs"][0]["spec"] == str(SEED003)
     no_token = local_check("--remote", server.url, str(SEED003), env={"GRADLAB_TOKEN": None})
     assert no_token.returncode == 2 and "GRADLAB_TOKEN" in no_token.stderr
+
+
+def test_database_of_another_schema_version_is_refused(tmp_path):
+    from sqlalchemy import create_engine, text
+
+    from gradlab.errors import GradlabError
+    from gradlab.service.db import SCHEMA_VERSION, open_db
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    open_db(url)
+    with create_engine(url).begin() as conn:
+        conn.execute(text("UPDATE gradlab_meta SET value = :v WHERE key = 'schema_version'"), {"v": str(SCHEMA_VERSION + 1)})
+    with pytest.raises(GradlabError, match=f"schema version {SCHEMA_VERSION + 1}, this gradlab reads version {SCHEMA_VERSION}"):
+        open_db(url)
+    foreign = f"sqlite:///{tmp_path / 'foreign.db'}"
+    with create_engine(foreign).begin() as conn:
+        conn.execute(text("CREATE TABLE users (id INTEGER)"))
+    with pytest.raises(GradlabError, match="tables that are not gradlab's"):
+        open_db(foreign)
+    result = gradlab_cli("serve", "--db", "nosuchdriver://x")
+    assert result.exit_code == 2 and result.output.startswith("Error: --db 'nosuchdriver://x'")
+

@@ -70,7 +70,7 @@ def setup(tmp_path_factory):
     (folder / "flags").mkdir()
     (folder / "flaky.yaml").write_text(FLAKY_SPEC)
     env = {**os.environ, "PYTHONPATH": str(folder / "ops"), "GL_FLAGS": str(folder / "flags")}
-    service = Service(folder, "--allow-code", "--workers", "1", "--max-queue", "3", env=env)
+    service = Service(folder, "--allow-code", "--workers", "1", "--max-queue", "3", "--reports-dir", str(folder / "reports"), env=env)
     yield service, folder, env
     (folder / "flags" / "hang").unlink(missing_ok=True)
     service.stop()
@@ -119,6 +119,8 @@ def test_history_and_diff_show_what_started_failing(server, setup):
     started = {(d["parameter"], d["pair"]) for d in diff["started_failing"]}
     assert ("layers.0.weight", "analytic vs numeric") in started and diff["fixed"] == []
     assert any(d["parameter"] == "layers.0.weight" and d["factor"] > 10 for d in diff["changed"])
+    report = setup[1] / "reports" / str(bad["id"]) / "report.md"  # --reports-dir: files named by the run id only
+    assert report.read_text() == server.call("GET", f"/api/runs/{bad['id']}/report.md")[1] and "flaky" in report.read_text()
     page = server.call("GET", f"/specs/flaky?before={good['id']}&after={bad['id']}")[1]
     assert "Started failing (" in page and "layers.0.weight" in page and "data:image/png;base64," in page
 
