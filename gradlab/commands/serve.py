@@ -33,7 +33,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 @click.option("--reports-dir", type=click.Path(file_okay=False), help="Keep each run's reports as files DIR/<run id>/report.* [default: in the database].")
 @click.option("--max-queue", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Runs waiting or running at most; more are refused with 429 and Retry-After.")
-@click.option("--timeout", type=float, default=600.0, show_default=True, metavar="SECONDS",
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=7 * 86_400), default=600.0, show_default=True, metavar="SECONDS",
               help="Deadline of a spec whose client and check.timeout name none.")
 def command(host, port, db_url, workers, executor, address, allow_code, token_file, reports_dir, max_queue, timeout):
     """Check specs submitted over HTTP, keep every result, and show them in a web UI.
