@@ -237,8 +237,13 @@ class LocalExecutor(Executor):
         return self._threads.submit(self._run, fn, args, kwargs, timeout, state)
 
     def _run(self, fn, args, kwargs, timeout, state):
+        import tempfile
+
         receive, send = self._ctx.Pipe(duplex=False)
-        proc = self._ctx.Process(target=_child, args=(send, fn, args, kwargs, state), daemon=True, name="gradlab-job")
+        handle, stderr = tempfile.mkstemp(prefix="gradlab-job-", suffix=".stderr")
+        os.close(handle)
+        proc = self._ctx.Process(target=_child, args=(send, fn, args, kwargs, state, stderr), daemon=True, name="gradlab-job")
+        last_words = False
         try:
             with self._lock:
                 if self._closed:
@@ -253,7 +258,8 @@ class LocalExecutor(Executor):
                 payload = receive.recv_bytes()
             except EOFError:
                 proc.join()
-                raise WorkerCrashed(_death(proc.exitcode)) from None
+                last_words = True
+                raise WorkerCrashed(_death(proc.exitcode, _said(stderr, last=True))) from None
             ok, value = pickle.loads(payload)
             if ok:
                 return value
@@ -268,6 +274,8 @@ class LocalExecutor(Executor):
                 proc.join()
             with self._lock:
                 self._live.discard(proc)
+            sys.stderr.write(_said(stderr, last=False, drop_last=last_words))  # the job's warnings, --debug tracebacks
+            os.unlink(stderr)
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
@@ -310,8 +318,12 @@ class _ProcessState:
         _debug["on"] = self.debug
 
 
-def _child(send, fn, args, kwargs, state: _ProcessState) -> None:
-    """A job's process: run fn and send back (True, value) or (False, the exception), pickled."""
+def _child(send, fn, args, kwargs, state: _ProcessState, stderr: str) -> None:
+    """A job's process: run fn and send back (True, value) or (False, the exception), pickled. Its stderr
+    goes to a file the parent passes on (and whose last line says why, when the process dies)."""
+    handle = os.open(stderr, os.O_WRONLY | os.O_APPEND)
+    os.dup2(handle, 2)
+    os.close(handle)
     try:
         state.apply()
         outcome = (True, fn(*args, **kwargs))
@@ -327,8 +339,25 @@ def _child(send, fn, args, kwargs, state: _ProcessState) -> None:
     send.close()
 
 
-def _death(exitcode: int | None) -> str:
+def _said(stderr: str, *, last: bool, drop_last: bool = False) -> str:
+    """What a job wrote on stderr: its last non-empty line (`last`), or all of it (without that line: `drop_last`)."""
+    try:
+        with open(stderr, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if last:
+        return lines[-1].removeprefix("Error: ")[:500] if lines else ""
+    lines = lines[:-1] if drop_last else lines
+    return "".join(line + "\n" for line in lines)
+
+
+def _death(exitcode: int | None, said: str = "") -> str:
     import signal
+
+    said = f": {said}" if said else ""
 
     if exitcode is not None and exitcode < 0:
         try:
@@ -336,8 +365,8 @@ def _death(exitcode: int | None) -> str:
         except ValueError:
             sig = f"signal {-exitcode}"
         why = {"SIGKILL": " (out of memory? the OOM killer sends SIGKILL)", "SIGSEGV": " (a segmentation fault)"}.get(sig, "")
-        return f"the worker process was killed by {sig}{why}"
-    return f"the worker process exited with code {exitcode} before it answered"
+        return f"the worker process was killed by {sig}{why}{said}"
+    return f"the worker process exited with code {exitcode} before it answered{said}"
 
 
 class RayExecutor(Executor):
@@ -353,9 +382,9 @@ class RayExecutor(Executor):
         if self._owns:
             import logging
 
-            local = dict(num_cpus=workers, object_store_memory=RAY_OBJECT_STORE_BYTES) if address is None else {}
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+            local = dict(num_cpus=workers, object_store_memory=RAY_OBJECT_STORE_BYTES) if address in (None, "local") else {}
+            try:  # "local": a new instance, even where a cluster runs on this machine (None would join that one)
+                ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                          configure_logging=True, **local)
             except Exception as exc:  # ConnectionError, a ray:// address without ray[client], a local start that failed
                 where = f"--address {address}: cannot join the Ray cluster there" if address else "--executor ray: cannot start a local Ray instance"
@@ -508,7 +537,7 @@ def run_on(executor: Executor, loaded, *, progress: bool = True, timeout: float 
         except JobTimeout as exc:
             results.append(error_result(path, f"{path}: {exc} (raise the limit with --timeout or check.timeout)"))
         except WorkerCrashed as exc:
-            results.append(error_result(path, f"{path}: {exc}"))
+            results.append(error_result(path, f"{path}: {_crash_text(exc, path)}"))
         except Exception as exc:
             results.append(error_result(path, internal_message(exc), kind="internal"))
     return results
@@ -538,11 +567,18 @@ def _submit_check(executor: Executor, path: str, spec, timeout: float | None, op
     return shown
 
 
+def _crash_text(exc: WorkerCrashed, path: str) -> str:
+    """A dead worker's last words about one spec, naming it once, as given. The watchdog's own tail (that
+    the specs after this one were not checked) speaks of an in-process run: here only this spec stopped."""
+    text = str(exc).replace(os.path.abspath(path), path).replace(f": {path}: ", ": ")
+    return text.split("; gradlab stopped here")[0]
+
+
 def _verdict(future: cf.Future) -> str:
     try:
         result = future.result()
-    except BaseException as exc:  # noqa: BLE001
-        return f"ERROR ({exc})"
+    except BaseException:  # noqa: BLE001 - the Error line after the table says why
+        return "ERROR"
     if result.error is not None:
         return "ERROR"
     return f"{'PASS' if result.passed else 'FAIL'} ({result.seconds:.1f} s)"

@@ -72,9 +72,11 @@ def test_a_job_past_its_timeout_is_killed(pool):
     assert pool.submit(os.getpid).result(timeout=30) != os.getpid()  # each job its own process, and the pool is alive
 
 
-def test_a_job_raising_fails_with_its_own_exception(pool):
+def test_a_job_raising_fails_with_its_own_exception_and_its_stderr_is_passed_on(pool, capsys):
     with pytest.raises(ZeroDivisionError):
         pool.submit(divmod, 1, 0).result(timeout=30)
+    assert pool.submit(os.write, 2, b"a warning from the job\n").result(timeout=30) == 23
+    assert "a warning from the job" in capsys.readouterr().err
 
 
 def test_a_bad_spec_is_an_error_result_not_an_exception(pool):
@@ -128,7 +130,9 @@ def test_the_deadline_holds_in_a_worker_and_a_hard_stop_is_that_specs_error(pool
     assert "timed out after 1 s while running" in slept.error
     loaded, _ = load_all([str(HOSTILE / "impl_loop_swallows_timeout.yaml"), str(SMALL[0])])
     swallowed, fine = run_on(pool, loaded, progress=False)
-    assert swallowed.error.endswith("impl_loop_swallows_timeout.yaml: the worker process exited with code 2 before it answered")
+    name = str(HOSTILE / "impl_loop_swallows_timeout.yaml")
+    assert swallowed.error.startswith(f"{name}: the worker process exited with code 2 before it answered: timed out after 1 s while running ")
+    assert name not in swallowed.error[len(name):] and "specs after this one" not in swallowed.error
     assert fine.passed
 
 
