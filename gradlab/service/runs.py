@@ -205,8 +205,10 @@ class RunQueue:
                 with self._lock:
                     if not self._waiting:
                         return
-                    run_id = self._waiting.popleft()
+                    run_id = self._waiting[0]  # counted as waiting until it counts as active: the bound stays exact
                 active = self._begin(run_id)
+                with self._lock:
+                    self._waiting.popleft()  # only this thread takes from the left
                 if active is None:
                     continue
             self._submit_next(active)
