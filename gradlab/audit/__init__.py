@@ -87,6 +87,7 @@ def audit(
     max_abs: float = MAX_ABS,
     backward: str | None = None,
     reseed: bool = False,
+    live=None,
 ) -> AuditResult:
     """Search up to `examples` cases for one on which the op's backward is wrong.
 
@@ -100,6 +101,7 @@ def audit(
         backward: for a function pair, the backward twin to audit (`batchnorm_backward_alt`).
         reseed: reseed np.random, random and torch (with `seed`) before every call into the op, so an
             unseeded random forward (dropout) is one deterministic function that can be audited.
+        live: a progress.Progress that shows how far the search is (the CLI's line on stderr).
     Raises:
         TargetError: the op cannot be loaded or breaks its contract (the CLI's exit code 2).
     """
@@ -108,7 +110,7 @@ def audit(
     subject = prepare(op, kind=kind, max_abs=max_abs, backward=backward)
     subject.reseed = seed if reseed else None
     with user_stdout_to_stderr():
-        return run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol))
+        return run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol), progress=live)
 
 
 @contextlib.contextmanager
@@ -133,10 +135,11 @@ class FileAuditResult:
 
 
 def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, rtol: float | None = None,
-               atol: float | None = None, max_abs: float = MAX_ABS, reseed: bool = False, progress=None) -> FileAuditResult:
+               atol: float | None = None, max_abs: float = MAX_ABS, reseed: bool = False, progress=None, live=None) -> FileAuditResult:
     """Audit every function pair, (loss, dx) loss and f / f_grad twin a Python file defines.
 
-    `progress(result)` is called after each op (the CLI prints its one-line summary)."""
+    `progress(result)` is called after each op (the CLI prints its one-line summary); `live` (a
+    progress.Progress) hears how far the running op is."""
     if examples < 1:
         raise TargetError(f"examples must be at least 1, got {examples}")
     t0 = time.perf_counter()
@@ -154,7 +157,7 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
         subject = pairs.PairSubject(pair, target, max_abs=max_abs)
         subject.reseed = seed if reseed else None
         with user_stdout_to_stderr():
-            result = run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol))
+            result = run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol), progress=live)
         out.results.append(result)
         if progress is not None:
             progress(result)

@@ -264,7 +264,7 @@ class _Plan:
 
 
 def audit_yaml(path: str | Path, *, examples: int, seed: int = 0, rtol: float | None = None, atol: float | None = None,
-               max_abs: float = S.MAX_ABS, reseed: bool = False, progress=None):
+               max_abs: float = S.MAX_ABS, reseed: bool = False, progress=None, live=None):
     """Audit every op an audit file declares; per-op settings win over `defaults:`, which win over the arguments."""
     from . import FileAuditResult, user_stdout_to_stderr
     from .judge import tolerance
@@ -285,7 +285,7 @@ def audit_yaml(path: str | Path, *, examples: int, seed: int = 0, rtol: float | 
     for plan in plans:  # every entry is validated and loaded before the first op runs
         plan.subject.reseed = plan.seed if reseed else None
         with user_stdout_to_stderr():
-            result = run(plan.subject, examples=plan.examples, seed=plan.seed, tol=tolerance(plan.rtol, plan.atol))
+            result = run(plan.subject, examples=plan.examples, seed=plan.seed, tol=tolerance(plan.rtol, plan.atol), progress=live)
         out.results.append(result)
         if progress is not None:
             progress(result)

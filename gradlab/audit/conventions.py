@@ -64,6 +64,11 @@ DIMENSIONS: dict[str, tuple[int, int]] = {
     "Ho": (1, 3), "Wo": (1, 3),  # output height and width of conv and pool layers
     "G": (1, 3),  # groups of a group norm; C is drawn as a multiple of G
 }
+# A naive conv is four nested Python loops run once per stencil point: its cases stay small (a bug in
+# batch, channel or filter indexing shows with two of each), and its budget is a share of the default.
+FAMILY_DIMENSIONS: dict[str, dict[str, tuple[int, int]]] = {"conv": {"N": (1, 2), "C": (1, 2), "F": (1, 2)}}
+BUDGET_SHARE_BY_RANK = {4: 0.5}  # rank of the main input -> share of --examples (an image batch is not an activation)
+MIN_BUDGET = 20
 PARAM_MAX_ABS = 3.0  # weights, gamma and beta: moderate values (x gets the full range of regimes)
 
 
@@ -75,6 +80,17 @@ def conv_input_size(out: int, window: int, stride: int, pad: int) -> int:
 def valid_conv(H: int, HH: int, stride: int, pad: int) -> bool:
     """(H + 2 pad - HH) % stride == 0 and the window fits the padded input."""
     return H >= 1 and H + 2 * pad >= HH and (H + 2 * pad - HH) % stride == 0
+
+
+def dimension(fam: str, dim: str) -> tuple[int, int]:
+    """The sizes `dim` is drawn from in a `fam` op."""
+    return FAMILY_DIMENSIONS.get(fam, {}).get(dim, DIMENSIONS[dim])
+
+
+def budget(examples: int, rank: int) -> int:
+    """The examples an op whose main input has `rank` axes gets out of `examples`."""
+    share = BUDGET_SHARE_BY_RANK.get(rank, 1.0)
+    return examples if share >= 1 else max(min(examples, MIN_BUDGET), round(examples * share))
 
 
 def family(func_name: str, arg_names: tuple[str, ...]) -> str:

@@ -160,8 +160,8 @@ def discover(module, path: str) -> tuple[list[Pair], list[str]]:
 # --- drawing a case -----------------------------------------------------------------------------
 
 
-def _size(draw, dim: str) -> int:
-    lo, hi = C.DIMENSIONS[dim]
+def _size(draw, dim: str, fam: str = "") -> int:
+    lo, hi = C.dimension(fam, dim)
     return draw(st.integers(lo, hi), label=dim)
 
 
@@ -181,11 +181,11 @@ def _tie_free(shape) -> st.SearchStrategy[np.ndarray]:
 def pair_cases(draw, pair: Pair, env: Envelope):
     fam = pair.family
     hyper = {name: _hyper(draw, name) for name, role in pair.args if role == "hyper"}
-    dims: dict[str, int] = {"1": 1, "N": _size(draw, "N")}
+    dims: dict[str, int] = {"1": 1, "N": _size(draw, "N", fam)}
     if fam == "conv":
         cp = next(iter(hyper.values()))
         for k, o in (("HH", "Ho"), ("WW", "Wo")):
-            dims[k], dims[o] = _size(draw, k), _size(draw, o)
+            dims[k], dims[o] = _size(draw, k, fam), _size(draw, o, fam)
             # the largest pad that leaves an input of at least one pixel: H = (Ho - 1) stride + HH - 2 pad >= 1
             cp["pad"] = min(cp["pad"], (C.conv_input_size(dims[o], dims[k], cp["stride"], 0) - 1) // 2)
         for a, k, o in (("H", "HH", "Ho"), ("W", "WW", "Wo")):
@@ -225,7 +225,7 @@ def pair_cases(draw, pair: Pair, env: Envelope):
                     shape.append(dims.setdefault("D", _size(draw, "D")))
                 continue
             if d not in dims:
-                dims[d] = _size(draw, d)
+                dims[d] = _size(draw, d, fam)
             shape.append(dims[d])
         shape = tuple(shape)
         if name == "x" and fam == "pool":
@@ -303,6 +303,12 @@ class PairSubject(Subject):
     @property
     def name(self) -> str:
         return self.pair.label
+
+    def budget(self, examples: int) -> int:
+        """A share of `examples` by the rank of the main input (conventions.BUDGET_SHARE_BY_RANK)."""
+        layout = C.LAYOUTS.get(self.pair.family, {}).get(self.pair.arrays[0]) if self.pair.declared is None else \
+            self.pair.declared.entry.inputs[self.pair.arrays[0]]
+        return C.budget(examples, len(layout or ()))
 
     def strategy(self):
         if self.pair.declared is not None:

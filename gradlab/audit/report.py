@@ -176,6 +176,7 @@ def text(result: AuditResult) -> str:
     tol = result.tolerance
     lines = [
         f"gradlab audit {result.target}  ({result.kind} {result.name}: {result.call}; seed {result.seed}, budget {result.budget}"
+        + (f" of {result.requested}: an op on image batches gets a share" if result.requested > result.budget else "")
         + (f"; global generators reseeded to {result.reseed} before every call" if result.reseed is not None else "") + ")",
         f"  rule: |backward - numeric| <= {tol['atol']:g} + {tol['rtol']:g} |numeric| + {tol['err_factor']:g} (err + {tol['rounding']:.1e} max|grad|); err: the numeric estimate; kinks not judged",
     ]
@@ -237,7 +238,7 @@ def finding_dict(result: AuditResult, f: Finding) -> dict:
 def as_dict(result: AuditResult) -> dict:
     return _clean({
         "target": result.target, "kind": result.kind, "name": result.name, "passed": result.passed, "seed": result.seed,
-        "budget": result.budget, "seconds": round(result.seconds, 3), "tolerance": result.tolerance, "reseed": result.reseed,
+        "budget": result.budget, "requested_budget": result.requested or result.budget, "seconds": round(result.seconds, 3), "tolerance": result.tolerance, "reseed": result.reseed,
         "surrogate": result.surrogate or None,
         "domain": result.domain or None, "domain_inferred": result.domain_note or None, "coverage": result.coverage.to_dict(),
         "counterexamples": [finding_dict(result, f) for f in result.findings],

@@ -100,6 +100,7 @@ class AuditResult:
     domain_note: str = ""  # why it was inferred ('' when declared)
     reseed: int | None = None  # --reseed: the seed the global generators got before every call into the op
     surrogate: str = ""  # the declared surrogate the backward was checked against ('' for the true gradient)
+    requested: int = 0  # --examples, when the op's budget is a share of it (`budget`)
 
     @property
     def passed(self) -> bool:
@@ -138,8 +139,10 @@ def _nondeterministic(exc: BaseException) -> Finding:
     return Finding("nondeterministic", f"{message}; the first time: {f.kind}: {f.message}", case=f.case, upstream=f.upstream, stage=f.stage, checks=f.checks, traceback=f.traceback)
 
 
-def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, tol: dict) -> tuple[list[Finding], Coverage]:
-    """Run the Hypothesis search; returns the shrunk findings (one per kind) and the coverage."""
+def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, tol: dict, progress=None) -> tuple[list[Finding], Coverage]:
+    """Run the Hypothesis search; returns the shrunk findings (one per kind) and the coverage.
+
+    `progress` (progress.Progress) hears after every case how far the search is."""
     coverage = Coverage()
     state = {"failed": False}
 
@@ -150,6 +153,8 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
             checks = examine(subject, case, draw, tol)
         except Counterexample:
             state["failed"] = True
+            if progress is not None:
+                progress.update(coverage.examples, True)
             raise
         except Undetermined as exc:
             if not state["failed"]:
@@ -160,6 +165,8 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
             reject()
         if not state["failed"]:  # shrinking replays cases; count only the search
             coverage.add(subject, case.inputs, checks)
+        if progress is not None:
+            progress.update(coverage.examples, state["failed"])
 
     test = hypothesis_seed(seed)(_settings(examples)(probe))
     findings: list[Finding] = []
@@ -185,12 +192,19 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
     return findings, coverage
 
 
-def run(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, tol: dict) -> AuditResult:
+def run(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, tol: dict, progress=None) -> AuditResult:
     t0 = time.perf_counter()
-    with randomness.kept():
-        findings, coverage = search(subject, examples=examples, seed=seed, tol=tol)
+    requested, examples = examples, subject.budget(examples)
+    if progress is not None:
+        progress.start(subject.name.split(" / ")[0], examples)
+    try:
+        with randomness.kept():
+            findings, coverage = search(subject, examples=examples, seed=seed, tol=tol, progress=progress)
+    finally:
+        if progress is not None:
+            progress.finish()
     env = subject.envelope
     domain = env.text() if np.isfinite(env.low) or np.isfinite(env.high) else ""
     return AuditResult(subject.target, subject.kind, subject.name, seed, examples, tol, coverage, findings,
                        seconds=time.perf_counter() - t0, call=subject.call_signature(), domain=domain, domain_note=subject.domain_note,
-                       reseed=subject.reseed, surrogate=subject.surrogate.text() if subject.surrogate else "")
+                       reseed=subject.reseed, surrogate=subject.surrogate.text() if subject.surrogate else "", requested=requested)

@@ -63,6 +63,10 @@ class Subject:
     def strategy(self):
         raise NotImplementedError
 
+    def budget(self, examples: int) -> int:
+        """The examples this op gets out of --examples (a naive conv gets a share: see conventions)."""
+        return examples
+
     def settle(self, case: Case) -> None:
         """Complete a drawn case before it is judged (a function pair's test mode gets its running
         statistics from a training-mode forward); runs once per case, user code included."""

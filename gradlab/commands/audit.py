@@ -71,12 +71,20 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, time
     if is_audit_file(target):
         _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed, declared=True)
     with deadline(timeout, f"gradlab audit {target}"):
-        result = audit(target, kind=kind, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, backward=backward, reseed=reseed)
+        result = audit(target, kind=kind, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, backward=backward, reseed=reseed,
+                       live=_live(fmt))
     if fmt == "json":
         write_text(report.to_json(result), output)
     else:
         write_report_text(report.text(result), output)
     sys.exit(EXIT_OK if result.passed else EXIT_FAIL)
+
+
+def _live(fmt: str):
+    """The progress line on stderr while an op runs (table output only: JSON runs stay silent)."""
+    from ..audit.progress import Progress
+
+    return Progress() if fmt == "table" else None
 
 
 def _summary(result) -> str:
@@ -97,7 +105,7 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout,
 
     live = fmt == "table" and not output
     with deadline(timeout, f"gradlab audit {path}"):
-        result = (audit_yaml if declared else audit_file)(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, reseed=reseed,
+        result = (audit_yaml if declared else audit_file)(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, reseed=reseed, live=_live(fmt),
                                                           progress=(lambda r: click.echo(_summary(r))) if live else None)
     if fmt == "json":
         doc = {"passed": result.passed, "path": path, "seconds": round(result.seconds, 3), "skipped": result.notes,

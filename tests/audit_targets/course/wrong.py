@@ -113,3 +113,22 @@ def svm_loss(x, y):  # forgot the correct class's share of the gradient
     margins[np.arange(n), y] = 0
     dx = (margins > 0).astype(float)
     return margins.sum() / n, dx / n
+
+
+def conv_backward_naive_nostride(dout, cache):  # windows advance by one pixel, whatever the stride: right only at stride 1
+    x, w, b, conv_param = cache
+    pad = conv_param["pad"]
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    _, _, H_out, W_out = dout.shape
+    x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="constant")
+    dx_pad, dw, db = np.zeros_like(x_pad), np.zeros_like(w), np.zeros_like(b)
+    for n in range(N):
+        for f in range(F):
+            db[f] += dout[n, f].sum()
+            for i in range(H_out):
+                for j in range(W_out):
+                    sl = (n, slice(None), slice(i, i + HH), slice(j, j + WW))
+                    dw[f] += x_pad[sl] * dout[n, f, i, j]
+                    dx_pad[sl] += w[f] * dout[n, f, i, j]
+    return dx_pad[:, :, pad:pad + H, pad:pad + W], dw, db
