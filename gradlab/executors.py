@@ -298,11 +298,13 @@ class _ProcessState:
     threads: int
 
     @classmethod
-    def here(cls, threads: int) -> "_ProcessState":
+    def here(cls, threads: int, *, local: bool = True) -> "_ProcessState":
+        """This process's state; not `local` (a Ray task): only gradlab's switches, never the environment."""
         from .batch import _debug
         from .usercode import _code
 
-        return cls(os.getcwd(), dict(os.environ), _code["forbidden"], _debug["on"], threads)
+        where = (os.getcwd(), dict(os.environ)) if local else ("", {})
+        return cls(*where, _code["forbidden"], _debug["on"], threads)
 
     def apply(self, *, local: bool = True) -> None:
         from .batch import _debug
@@ -398,7 +400,7 @@ class RayExecutor(Executor):
 
     def submit(self, fn, *args, gpus: float = 0.0, timeout: float | None = None, **kwargs) -> cf.Future:
         ray = self._ray
-        state = _ProcessState.here(threads=1)
+        state = _ProcessState.here(threads=1, local=False)
         if gpus and not self._has_gpus:
             gpus = 0  # a cluster without GPUs would hold the task forever; its cuda comparisons are skipped, as locally
         ref = self._task.options(num_gpus=gpus or 0, num_cpus=1, max_retries=0).remote(fn, args, kwargs, state)
