@@ -196,6 +196,15 @@ def test_fuzz_on_an_executor_finds_what_the_sequential_search_finds(pool):
     assert _summary(fuzz(20, 1, ("mlp",), executor=pool, judge=planted_judge)) == _summary(alone)
 
 
+def test_cli_fuzz_on_an_executor_prints_what_it_prints_alone(tmp_path):
+    import re
+
+    args = ["fuzz", "--examples", "6", "--architectures", "mlp", "--seed", "4", "--output-dir", str(tmp_path)]
+    alone, pooled = CliRunner().invoke(main, args), CliRunner().invoke(main, [*args, "--executor", "local", "--workers", "2"])
+    assert alone.exit_code == pooled.exit_code == 0
+    assert re.sub(r"\d+\.\d+ s", "", pooled.output) == re.sub(r"\d+\.\d+ s", "", alone.output)
+
+
 @pytest.mark.slow
 def test_fuzz_with_the_engines_on_an_executor_matches(pool):
     assert _summary(fuzz(8, 2, ("mlp", "cnn"), executor=pool)) == _summary(fuzz(8, 2, ("mlp", "cnn")))
