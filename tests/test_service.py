@@ -43,11 +43,12 @@ class Service:
         self.proc = None
         self.start()
 
-    def start(self) -> None:
+    def start(self, port: int = 0) -> None:
+        """Start the server (again: pass the port it had, so that its clients find it)."""
         log = self.folder / f"server-{uuid.uuid4().hex[:6]}.log"
         self.log = log
         with open(log, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "gradlab", "serve", "--port", "0", "--db", self.db, *self.args],
+            self.proc = subprocess.Popen([sys.executable, "-m", "gradlab", "serve", "--port", str(port), "--db", self.db, *self.args],
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env, cwd=self.folder)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

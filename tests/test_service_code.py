@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -152,20 +153,43 @@ def test_full_queue_is_429_and_a_killed_worker_fails_only_its_run(server, setup)
         assert run["status"] == "done" and run["exit_code"] == 0
 
 
-def test_restart_marks_a_running_run_interrupted_and_retry_completes_it(server, setup):
+@pytest.mark.slow
+def test_remote_client_waits_through_a_restart_and_retries_the_interrupted_run(server, setup):
+    """A server killed while `gradlab check --remote` waits: the client waits for the restart and retries the run."""
+    from urllib.parse import urlsplit
+
+    flag(setup, "hang")
+    client = subprocess.Popen([sys.executable, "-m", "gradlab", "check", "--remote", server.url, "flaky.yaml"], cwd=setup[1],
+                              env=setup[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        hung_worker(setup)
+        run_id = server.call("GET", "/api/runs?limit=1")[1]["runs"][0]["id"]
+        assert server.call("GET", f"/api/runs/{run_id}")[1]["status"] == "running"
+        server.kill()
+        flag(setup, "hang", False)
+        server.start(port=urlsplit(server.url).port)
+        out, err = client.communicate(timeout=120)
+    finally:
+        client.kill()
+    assert client.returncode == 0, err
+    assert out.splitlines()[-1].startswith("PASS: 1 spec(s)")
+    run = server.call("GET", f"/api/runs/{run_id}")[1]
+    assert run["status"] == "done" and run["exit_code"] == 0 and run["attempts"] == 2 and run["error"] is None
+    assert server.call("POST", f"/api/runs/{run_id}/retry")[0] == 409
+
+
+def test_a_run_left_running_is_interrupted_at_start_up(server, setup):
+    """A server killed mid-run: at the restart the run is `interrupted`; POST retry completes it."""
     flag(setup, "hang")
     run_id = submit_flaky(server)
     hung_worker(setup)
-    assert server.wait(run_id, until=("running",))["status"] == "running"
     server.kill()
     flag(setup, "hang", False)
     server.start()
     run = server.call("GET", f"/api/runs/{run_id}")[1]
     assert run["status"] == "interrupted" and "retry" in run["error"]
     assert server.call("POST", f"/api/runs/{run_id}/retry")[0] == 202
-    run = server.wait(run_id)
-    assert run["status"] == "done" and run["exit_code"] == 0 and run["attempts"] == 2 and run["error"] is None
-    assert server.call("POST", f"/api/runs/{run_id}/retry")[0] == 409
+    assert server.wait(run_id)["status"] == "done"
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
