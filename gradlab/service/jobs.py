@@ -20,3 +20,11 @@ def check_below_the_api(name: str, text: str, options: dict, timeout: float, *, 
         except (AttributeError, OSError):  # Windows; or a worker already lower than that
             pass
     return check_spec_text(name, text, options, timeout, allow_code=allow_code)
+
+
+def worker_environment() -> dict:
+    """Versions and devices where the checks run (a worker's machine: with Ray, a cluster node), without the
+    spec hashes; asked once at start-up, so that the web process never imports torch."""
+    from ..environment import environment
+
+    return {k: v for k, v in environment([]).items() if k != "specs"}

@@ -103,7 +103,8 @@ class RunQueue:
         self.sessions, self.executor, self.reports, self.allow_code = sessions, executor, reports, allow_code
         self.timeout = timeout  # seconds per spec when neither the client nor the spec says
         self.capacity, self.max_queued = max(1, capacity), max_queued
-        self._server_environment: dict | None = None  # versions and devices, taken when the first run is written
+        self._environment_job = None  # versions and devices where the checks run, asked of a worker at start-up
+        self._worker_environment: dict | None = None
         self._lock = threading.Lock()
         self._waiting: deque[int] = deque()
         self._active: dict[int, _Active] = {}
@@ -123,6 +124,9 @@ class RunQueue:
         """Queue again the runs the database holds as `queued` (a server stopped before starting them), then dispatch."""
         with self.sessions() as session:
             self._waiting.extend(session.scalars(select(Run.id).where(Run.status == "queued").order_by(Run.id)).all())
+        from .jobs import worker_environment
+
+        self._environment_job = self.executor.submit(worker_environment)
         self._thread.start()
         self._writer.start()
         self._events.put(("wake",))
@@ -340,14 +344,17 @@ class RunQueue:
             run.passed, run.exit_code, run.stats_output = doc["passed"], exit_code(results), stats_output
 
     def _environment(self, active: _Active, results) -> dict:
-        """The server's environment, with each spec's hash taken from the text it was sent (never from a path)."""
-        if self._server_environment is None:  # imports torch: once, here, not while the server starts
-            from ..environment import environment
+        """The workers' environment, with each spec's hash taken from the text it was sent (never from a path)."""
+        if self._worker_environment is None:
+            try:
+                self._worker_environment = self._environment_job.result(timeout=300)
+            except Exception:  # the worker could not say: this process's view (imports torch here, once)
+                from .jobs import worker_environment
 
-            self._server_environment = {k: v for k, v in environment([]).items() if k != "specs"}
+                self._worker_environment = worker_environment()
         specs = {r.path: {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], "seed": r.seed, "dtype": r.dtype}
                  for r, text in zip(results, active.texts)}
-        return {**self._server_environment, "specs": specs}
+        return {**self._worker_environment, "specs": specs}
 
 
 def _names_code(active: _Active) -> str | None:
