@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
 from .db import ComparisonRow, Report, Run, RunSpec, SpecResultRow, utcnow
 
@@ -331,16 +331,19 @@ class RunQueue:
                             "skipped": [f.error for f in failed if getattr(f, "error_kind", "") == "user"]}
             results = results + [f for f in failed if getattr(f, "error_kind", "") == "internal"]  # as in the CLI: exit 3
         reports = _render_reports(active.results, environment)
+        document = json.dumps(doc, default=float)  # compact: the C encoder (indent= takes the pure-Python one); clients indent
+        rows = [dict(run_id=active.id, spec=r.name, parameter=c.parameter, candidate=c.candidate, reference=c.reference,
+                     device=c.device, dtype=c.dtype, status=c.status, max_rel_err=_finite(c.max_rel_err))
+                for r in active.results for c in r.comparisons]
         with self.sessions() as session, session.begin():
             run = session.get(Run, active.id)
-            for position, (r, st) in enumerate(zip(active.results, stats)):
-                session.add(SpecResultRow(run_id=run.id, position=position, name=r.name, path=r.path, passed=r.passed,
-                                          error=r.error, seconds=float(r.seconds or 0.0), stats=_stats_summary(st)))
-                session.add_all(ComparisonRow(run_id=run.id, spec=r.name, parameter=c.parameter, candidate=c.candidate,
-                                              reference=c.reference, device=c.device, dtype=c.dtype, status=c.status,
-                                              max_rel_err=_finite(c.max_rel_err)) for c in r.comparisons)
+            session.add_all(SpecResultRow(run_id=run.id, position=position, name=r.name, path=r.path, passed=r.passed, error=r.error,
+                                          seconds=float(r.seconds or 0.0), stats=_stats_summary(st))
+                            for position, (r, st) in enumerate(zip(active.results, stats)))
+            if rows:
+                session.execute(insert(ComparisonRow), rows)  # one executemany, not an ORM object per row
             self.reports.save(session, run.id, reports)
-            run.status, run.finished, run.result = "done", utcnow(), json.dumps(doc, indent=2, default=float)
+            run.status, run.finished, run.result = "done", utcnow(), document
             run.passed, run.exit_code, run.stats_output = doc["passed"], exit_code(results), stats_output
 
     def _environment(self, active: _Active, results) -> dict:
