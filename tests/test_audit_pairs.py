@@ -230,3 +230,15 @@ def test_progress_goes_to_stderr_never_into_json():
     assert table.exit_code == 0 and "auditing" not in table.stdout
     out = runner.invoke(main, ["audit", op("layers", "relu_forward"), "--examples", "5", "--format", "json"])
     assert json.loads(out.stdout)["passed"] is True
+
+
+def test_layer_utils_sandwiches_are_drawn_from_their_names():
+    """conv_relu_pool: the conv's output sized to fit the pool; affine_bn_relu: gamma and beta follow the
+    affine's width, and its test mode (template batchnorm: cache None inside the sandwich's) is not audited;
+    temporal_affine: x (N, T, D). Before, two were false 'raised' findings and one was skipped."""
+    result = audit_file(COURSE / "layer_utils.py", examples=10)
+    assert {r.name: [f.kind for f in r.findings] for r in result.results} == {
+        "affine_relu_forward / affine_relu_backward": [], "affine_bn_relu_forward / affine_bn_relu_backward": [],
+        "conv_relu_pool_forward / conv_relu_pool_backward": [], "temporal_affine_forward / temporal_affine_backward": []}
+    bn = next(r for r in result.results if r.name.startswith("affine_bn"))
+    assert bn.coverage.no_backward > 0

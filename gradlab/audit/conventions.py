@@ -44,14 +44,17 @@ WARM_UP: dict[str, tuple[str, str, str]] = {"bn_param": ("mode", "test", "train"
 
 # --- array shapes per family, in named dimensions ----------------------------------------------
 # `*` after x: affine layers reshape x to (N, D), so x is drawn (N, D) or (N, d1, d2) with d1 d2 = D.
+# A conv sandwich with a pool after it draws the pool first and sizes the conv's output to fit it.
 
 LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
-    "conv": {"x": ("N", "C", "H", "W"), "w": ("F", "C", "HH", "WW"), "b": ("F",)},
+    "conv": {"x": ("N", "C", "H", "W"), "w": ("F", "C", "HH", "WW"), "b": ("F",), "gamma": ("F",), "beta": ("F",)},
     "pool": {"x": ("N", "C", "H", "W")},
     "norm": {"x": ("N", "D"), "gamma": ("D",), "beta": ("D",)},
     "spatial_norm": {"x": ("N", "C", "H", "W"), "gamma": ("C",), "beta": ("C",)},
     "groupnorm": {"x": ("N", "C", "H", "W"), "gamma": ("1", "C", "1", "1"), "beta": ("1", "C", "1", "1")},
     "affine": {"x": ("N", "D*"), "w": ("D", "M"), "b": ("M",)},
+    "affine_norm": {"x": ("N", "D*"), "w": ("D", "M"), "b": ("M",), "gamma": ("M",), "beta": ("M",)},
+    "temporal_affine": {"x": ("N", "T", "D"), "w": ("D", "M"), "b": ("M",)},
     "dropout": {"x": ("N", "D")},
     "elementwise": {"x": ("N", "D")},
     "loss": {"x": ("N", "C")},
@@ -63,6 +66,7 @@ DIMENSIONS: dict[str, tuple[int, int]] = {
     "N": (1, 4), "C": (1, 3), "D": (1, 5), "M": (1, 4), "F": (1, 3), "HH": (1, 3), "WW": (1, 3),
     "Ho": (1, 3), "Wo": (1, 3),  # output height and width of conv and pool layers
     "G": (1, 3),  # groups of a group norm; C is drawn as a multiple of G
+    "T": (1, 3),  # time steps of a temporal layer
 }
 # A naive conv is four nested Python loops run once per stencil point: its cases stay small (a bug in
 # batch, channel or filter indexing shows with two of each), and its budget is a share of the default.
@@ -94,13 +98,24 @@ def budget(examples: int, rank: int) -> int:
 
 
 def family(func_name: str, arg_names: tuple[str, ...]) -> str:
-    """The family of a forward, from its hyperparameter dict, then from its argument names."""
-    for arg in arg_names:
-        if arg in HYPERPARAMETERS:
-            fam = HYPERPARAMETERS[arg][0]
-            if fam == "norm" and "spatial" in func_name:
-                return "spatial_norm"
-            return fam
+    """The family of a forward, from its hyperparameter dicts, then from its argument names.
+
+    Sandwiches of the course's layer_utils take the family of their first array layer: a conv
+    (with its relu, pool and spatial norm after it: conv_relu_pool_forward, conv_bn_relu_forward),
+    an affine with a norm after it (affine_bn_relu_forward: gamma and beta follow the output width)."""
+    fams = [HYPERPARAMETERS[a][0] for a in arg_names if a in HYPERPARAMETERS]
+    if "conv" in fams:
+        return "conv"
+    if "w" in arg_names and "temporal" in func_name:
+        return "temporal_affine"
+    if fams:
+        if fams[0] == "norm" and "w" in arg_names:
+            return "affine_norm"
+        if fams[0] == "norm" and "spatial" in func_name:
+            return "spatial_norm"
+        if fams[0] == "dropout" and "w" in arg_names:
+            return "affine"
+        return fams[0]
     if any(a in LABEL_NAMES for a in arg_names):
         return "loss"
     if "w" in arg_names:
