@@ -136,6 +136,8 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
 
     engine_list = parse_engines(engines)
     check_devices(devices)
+    if label is not None and not remote:
+        raise GradlabError("--label names a run on a gradlab serve server; use it with --remote URL")
     if remote:
         from .service.client import check_remote
 
