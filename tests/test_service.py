@@ -204,10 +204,12 @@ def test_history_and_runs_by_spec(server):
     weight = next(s for s in series if s["parameter"] == "layers.0.weight" and s["candidate"] == "analytic")
     assert {p["run"] for p in weight["points"]} >= set(ids)
     assert all(p["status"] == "pass" and p["max_rel_err"] is not None for p in weight["points"])
+    server.wait(server.submit([("some/folder/seed003_two_layer.yaml", SEED003.read_text())]))
     by_file = server.call("GET", "/api/specs/seed003_two_layer.yaml/history")[1]
-    assert by_file["spec"] == "seed003-two-layer" and len(by_file["runs"]) == len(history["runs"])
-    listed = server.call("GET", "/api/runs?spec=seed003-two-layer&limit=2")[1]["runs"]
-    assert [r["id"] for r in listed] == sorted(ids, reverse=True)
+    assert by_file["spec"] == "seed003-two-layer" and len(by_file["runs"]) == len(history["runs"]) + 1
+    listed = server.call("GET", "/api/runs?spec=seed003-two-layer&limit=3")[1]["runs"]
+    assert [r["id"] for r in listed][1:] == sorted(ids, reverse=True)
+    assert [r["specs"] for r in server.call("GET", "/api/runs?spec=seed003_two_layer.yaml&limit=1")[1]["runs"]] == [["some/folder/seed003_two_layer.yaml"]]
     assert server.call("GET", "/api/runs?spec=no-such-spec")[1]["runs"] == []
 
 

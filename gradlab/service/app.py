@@ -27,7 +27,7 @@ from sqlalchemy import or_, select
 
 from . import intake
 from .db import Run, RunSpec, SpecResultRow, interrupt_unfinished, iso
-from .history import diff_runs, spec_history, trend_png
+from .history import diff_runs, sent_as, spec_history, trend_png
 from .runs import REPORT_SUFFIXES, NotRetryable, QueueFull, ReportStore, RunQueue
 
 COOKIE = "gradlab_token"
@@ -253,11 +253,11 @@ def _summary(run: Run, names, progress) -> dict:
 
 
 def _runs(session, spec: str | None, limit: int, queue: RunQueue) -> list[dict]:
-    """Newest first; with `spec`, the runs that hold a spec of that name (its `name:` or the file name sent)."""
+    """Newest first; with `spec`, the runs that hold a spec of that name (its `name:`, or the file name or path sent)."""
     query = select(Run).order_by(Run.id.desc()).limit(limit)
     if spec:
         query = query.where(or_(Run.id.in_(select(SpecResultRow.run_id).where(SpecResultRow.name == spec)),
-                                Run.id.in_(select(RunSpec.run_id).where(RunSpec.name == spec))))
+                                Run.id.in_(select(RunSpec.run_id).where(sent_as(RunSpec.name, spec)))))
     runs = session.scalars(query).all()
     names: dict[int, list[str]] = {}
     for run_id, name in session.execute(select(RunSpec.run_id, RunSpec.name).where(RunSpec.run_id.in_([r.id for r in runs]))

@@ -5,7 +5,7 @@ Read from the `comparisons` and `spec_results` rows a finished run leaves, keyed
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from .db import ComparisonRow, Run, SpecResultRow, iso
 
@@ -21,8 +21,13 @@ def resolve(session, name: str) -> str:
     """A spec's name (its `name:`, else its file's stem), also when given as the file name a client sent."""
     if session.scalar(select(SpecResultRow.name).where(SpecResultRow.name == name).limit(1)) is not None:
         return name
-    found = session.scalar(select(SpecResultRow.name).where(SpecResultRow.path == name).order_by(SpecResultRow.run_id.desc()).limit(1))
+    found = session.scalar(select(SpecResultRow.name).where(sent_as(SpecResultRow.path, name)).order_by(SpecResultRow.run_id.desc()).limit(1))
     return found or name
+
+
+def sent_as(column, name: str):
+    """The spec was sent under this name, or under a path ending in it (`specs/a.yaml` for `a.yaml`)."""
+    return or_(column == name, column.endswith("/" + name, autoescape=True))
 
 
 def spec_runs(session, name: str, limit: int = 50) -> list[dict]:
