@@ -173,7 +173,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             if (before is None or after is None) and len(runs) >= 2:
                 before, after = runs[-2], runs[-1]
             changes = diff_runs(session, name, before, after) if before is not None and after is not None else None
-        return _page("spec.html.j2", name=name, history=found, plot=trend_png(found), diff=changes, runs=runs)
+        return _page("spec.html.j2", name=found["spec"], history=found, plot=trend_png(found), diff=changes, runs=runs)
 
     login = APIRouter()
 
