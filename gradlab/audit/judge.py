@@ -39,8 +39,9 @@ METHOD = "richardson"
 RETRY_STEPS = (1e-6, 1e-8)  # relative steps tried for elements whose stencil left the domain
 ROUNDING = 16 * np.finfo(np.float64).eps  # a correct float64 backward's rounding, per unit of its largest element
 NOISE_ULPS = 4  # ... and moved by this many units in their last place
-NOISE_PROBES = 8  # elements whose stencil is replayed to measure F's rounding noise (plus the largest |x|)
-QUOTIENT_OFFSETS = (0.375, 0.625, 0.875, 1.0)  # steps (units of h) of the quotients whose spread is F's noise
+ULP_PROBES = 3  # elements moved by a few ulps to measure the rounding of x + h (plus the largest |x|)
+QUOTIENT_STEP = 0.75  # the extra quotient per element, off the Richardson grid (h, h/2)
+TRUNCATION = 2.4  # |D(3h/4) - R| a smooth F may show, in units of Richardson's err (9/4 in leading order)
 
 
 def tolerance(rtol: float | None = None, atol: float | None = None) -> dict[str, float]:
@@ -295,34 +296,31 @@ def differentiate(f: Callable[[np.ndarray], float], x: np.ndarray):
         bad &= ~use
     # The numeric engine floors F's rounding at eps |F|; a normalisation divides x - mean(x) by
     # sqrt(var + eps), so near a constant batch the quotients carry rounding amplified by 1/sigma.
-    # Measure it where it shows: in the quotients at several steps.
-    error = error + 16 * measured_noise(safe, x, h, kinks | bad) / h
+    # Measure it where it shows: in one more quotient per element.
+    error = error + 16 * measured_noise(safe, x, h, kinks | bad, value, error) / h
     return value, error, kinks & ~bad, bad
 
 
-def measured_noise(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarray, skip: np.ndarray) -> float:
-    """F's rounding noise as the difference quotients see it, in units of F (the largest over a few
-    elements off the kinks, the largest |x| among them).
+def measured_noise(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarray, skip: np.ndarray,
+                   value: np.ndarray, error: np.ndarray) -> float:
+    """F's rounding noise as the difference quotients see it, in units of F: the largest over the
+    tensor's elements (off the kinks).
 
     Central differences see only the odd part of F(x + s h), and that is where normalisation's
     amplified rounding lands: on a constant batch, F(x + s h) - F(x - s h) is rounding of mean(x)
-    divided by sqrt(eps), odd in s and, at s = 1 and 1/2, close to a straight line, so neither
-    Richardson's |D(h) - D(h/2)| nor a fourth difference of F sees it. The quotients
-    D(s) = (F(x + s h) - F(x - s h)) / 2 s h at several s in [3/8, 1] do: a smooth F gives
-    D(s) = a + b s^2 up to h^4, so what a least-squares fit of that leaves over is noise; its
-    largest |residual|, times s h, is the noise in F a quotient divides by h. About one element
-    in four is probed (at most NOISE_PROBES, plus the largest |x|), so the probes never cost much
-    more than the differences themselves (4 evaluations per element)."""
+    divided by sqrt(eps), odd in s, and at s = 1 and 1/2 it can look like a slope, so neither
+    Richardson's |D(h) - D(h/2)| nor a fourth difference of F sees it. One more quotient per
+    element, at the off-grid step 3/4 h, does: for a smooth F it differs from Richardson's value
+    R by 9/4 err at the most (the h^2 term both share; err = |D(h) - D(h/2)| / 3), so what lies
+    beyond TRUNCATION err is noise -- of that element, where a few probes could miss the one
+    constant group among many. The largest, times h, is the noise level every quotient divides by h.
+    A few elements (the largest |x| among them) are also moved by NOISE_ULPS units in their last
+    place: x + h is itself rounded, a bias no quotient can see."""
     flat, hf = x.reshape(-1), h.reshape(-1)
+    vf, ef = value.reshape(-1), error.reshape(-1)
     candidates = np.flatnonzero(~skip.reshape(-1))
     if candidates.size == 0:
         return 0.0
-    rng = np.random.default_rng(0)
-    probes = min(NOISE_PROBES, max(1, candidates.size // 4))
-    picked = set(rng.choice(candidates, size=probes, replace=False).tolist())
-    picked.add(int(candidates[np.argmax(np.abs(flat[candidates]))]))  # rounding grows with |x|
-    s = np.asarray(QUOTIENT_OFFSETS)
-    basis = np.stack([np.ones_like(s), s**2], axis=1)
     f0 = f(x)
 
     def at(i: int, offset: float) -> float:
@@ -331,13 +329,15 @@ def measured_noise(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarra
         return f(moved.reshape(x.shape))
 
     levels = []
+    for i in candidates:
+        d = (at(i, QUOTIENT_STEP * hf[i]) - at(i, -QUOTIENT_STEP * hf[i])) / (2 * QUOTIENT_STEP * hf[i])
+        excess = abs(d - vf[i]) - TRUNCATION * ef[i]
+        if np.isfinite(excess) and excess > 0:
+            levels.append(float(excess) * hf[i])
+    rng = np.random.default_rng(0)
+    picked = set(rng.choice(candidates, size=min(ULP_PROBES, candidates.size), replace=False).tolist())
+    picked.add(int(candidates[np.argmax(np.abs(flat[candidates]))]))  # rounding grows with |x|
     for i in sorted(picked):
-        quotients = np.array([(at(i, k * hf[i]) - at(i, -k * hf[i])) / (2 * k * hf[i]) for k in s])
-        if np.all(np.isfinite(quotients)):
-            fit, *_ = np.linalg.lstsq(basis, quotients, rcond=None)
-            levels.append(float(np.max(np.abs(quotients - basis @ fit) * s)) * hf[i])
-        # x_i + h is itself rounded to x_i's last place, a bias the quotients cannot see:
-        # how far F moves when x_i moves by a few units in its last place
         for k in (-NOISE_ULPS, NOISE_ULPS):
             level = abs(at(i, k * np.spacing(max(abs(flat[i]), abs(hf[i])))) - f0)
             if np.isfinite(level):
