@@ -92,3 +92,36 @@ def test_a_bad_audit_file_is_one_error_line_exit_2(example, text, line):
     out = CliRunner().invoke(main, ["audit", str(path)])
     assert out.exit_code == 2, out.output
     assert out.output.startswith(line.format(f=path)) and len(out.output.strip().splitlines()) == 1
+
+
+def test_declared_ops_reproduce_from_their_printed_line(tmp_path):
+    """Argument names no convention knows (centers, margin, labels), a declared loss and a declared
+    surrogate: the line rebuilds all of it, from another folder."""
+    import shlex
+    import subprocess
+    import sys
+
+    from gradlab.audit import report
+
+    (tmp_path / "ops.py").write_text(
+        "import numpy as np\n\n"
+        "def hinge(scores, labels, margin):  # forgets the correct class's share\n"
+        "    n = scores.shape[0]\n    m = np.maximum(0, scores - scores[np.arange(n), labels][:, None] + margin)\n"
+        "    m[np.arange(n), labels] = 0\n    return m.sum() / n, (m > 0) / n\n\n"
+        "def flip(x):\n    return x.copy()\n\n"
+        "def flip_backward(dout, x):  # declared reverse x -1, returns x -2\n    return -2 * dout\n")
+    (tmp_path / "audit.yaml").write_text(
+        "defaults: {examples: 20}\nops:\n"
+        "  - target: ops.py:hinge\n    inputs: {scores: [N, C]}\n    dims: {N: [1, 2], C: [2, 3]}\n"
+        "    labels: {labels: {classes: C}}\n    hyper: {margin: [1.0, 0.5]}\n"
+        "  - target: ops.py:flip\n    inputs: {x: [N]}\n    dims: {N: 2}\n    surrogate: reverse\n")
+    result = audit_yaml(tmp_path / "audit.yaml", examples=200)
+    assert [[f.kind for f in r.findings] for r in result.results] == [["mismatch"], ["mismatch"]]
+    for r in result.results:
+        line = report.reproduce_line(r.target, r.pair_mode, r.findings[0], r.reseed, r.surrogate_declared)
+        out = subprocess.run([sys.executable, *shlex.split(line)[1:]], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "FAIL  mismatch" in out.stdout, (line, out.stdout)
+        assert ("the declared surrogate reverse (x -1)" in out.stdout) == (r.name.startswith("flip"))
+    assert "surrogate='reverse'" in report.reproduce_line(result.results[1].target, "plain", result.results[1].findings[0], None,
+                                                          result.results[1].surrogate_declared)

@@ -25,7 +25,7 @@ import numpy as np
 from ..userops import contracts, loading
 from ..userops.contracts import KINDS
 from ..userops.loading import TargetError
-from . import pairs, randomness, report, subjects
+from . import pairs, randomness, report, subjects, surrogates
 from .judge import Counterexample, Finding, Undetermined, examine, tolerance
 from .search import DEFAULT_EXAMPLES, AuditResult, run
 from .strategies import MAX_ABS, Case, param_key
@@ -42,7 +42,7 @@ def _load(op: Any, base_dir) -> tuple[Any, str]:
 
 def _pair_subject(fn: Any, label: str, backward: str | None, kind: str | None, max_abs: float, module=None) -> subjects.Subject:
     """`module`: where the target was named (a forward imported from a sibling file pairs with this file's backward)."""
-    if kind not in (None, "pair"):
+    if kind not in (None, *pairs.MODES):
         raise TargetError(f"{label}: is a function: it is audited as a function pair (forward/backward twins), not as {kind!r}")
     module = module or sys.modules.get(fn.__module__)
     if module is None:
@@ -52,6 +52,14 @@ def _pair_subject(fn: Any, label: str, backward: str | None, kind: str | None, m
         raise TargetError(f"--max-abs must be a positive number, got {max_abs!r}")
     shown = label if backward is None else f"{label} --backward {backward}"
     return pairs.PairSubject(pair, shown, max_abs=max_abs)
+
+
+def _called_pair(op: str, mode: str, backward: str | None, arrays: dict, hyper: dict) -> subjects.Subject:
+    """A function op whose arguments no convention names, with roles read off the reproduce call."""
+    source, name = loading.split(op)
+    module = loading.load_module(source) if loading.is_file(source) else sys.modules.get(source)
+    pair = pairs.pair_from_call(module, name, source, mode=mode, backward=backward, arrays=arrays, hyper=hyper)
+    return pairs.PairSubject(pair, op if backward is None else f"{op} --backward {backward}")
 
 
 def prepare(op: Any, *, kind: str | None = None, base_dir: str | Path | None = None, max_abs: float = MAX_ABS,
@@ -166,17 +174,25 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
 
 
 def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dict | None = None, hyper: dict | None = None,
-              backward: str | None = None, reseed: int | None = None, rtol: float | None = None, atol: float | None = None,
-              quiet: bool = False, **arrays) -> Finding | None:
+              backward: str | None = None, reseed: int | None = None, surrogate: Any = None, rtol: float | None = None,
+              atol: float | None = None, quiet: bool = False, **arrays) -> Finding | None:
     """Re-run one case (the arguments a counterexample printed) and print the verdict.
 
     A function pair takes its array arguments by name (x=, w=, b=, y= for labels), its
     hyperparameter dicts and group count as `hyper={'conv_param': {...}}`, and `backward=` for a
-    variant twin; `reseed=` as the audit printed it (--reseed). Returns the Finding, or None when the op's backward is right on this input (or
+    variant twin; `reseed=` as the audit printed it (--reseed), `surrogate=` as an audit file declared it.
+    Returns the Finding, or None when the op's backward is right on this input (or
     the input lies on a bound of the domain, where the op is not finite: undetermined).
     """
-    subject = prepare(op, kind=kind, backward=backward)
+    try:
+        subject = prepare(op, kind=kind, backward=backward)
+    except TargetError:
+        if not (isinstance(op, str) and kind in pairs.MODES):
+            raise
+        subject = _called_pair(op, kind, backward, arrays, hyper or {})  # an op an audit file declared
     subject.reseed = reseed
+    if surrogate is not None:
+        subject.surrogate = surrogates.parse(surrogate, subject.obj, subject.target, tuple(subject.pair.arrays if subject.kind == "pair" else ()))
     inputs: dict[str, np.ndarray] = {}
     const: dict[str, np.ndarray] = {}
     if subject.kind == "pair":

@@ -207,9 +207,9 @@ def subject_for(entry: OpEntry, file: str, index: int, base_dir: Path, max_abs: 
     """The op an entry names, as the audit's subject (a function pair with its declared shapes, or a class op)."""
     from . import prepare, user_stdout_to_stderr
 
-    where = (file, f"ops[{index}]")
+    target = loading.resolve(entry.target, base_dir)  # reproduction lines work from any folder
     with user_stdout_to_stderr():
-        raw = loading.load_raw(entry.target, base_dir)
+        raw = loading.load_raw(target)
     if not inspect.isfunction(raw):
         extra = [k for k in ("inputs", "hyper", "labels", "backward") if getattr(entry, k)] + (["dims"] if entry.dims else [])
         if extra:
@@ -217,22 +217,23 @@ def subject_for(entry: OpEntry, file: str, index: int, base_dir: Path, max_abs: 
                                                               f"and backward are for function ops (its own contract says them)")
         if entry.kind in FUNCTION_KINDS:
             raise SpecError(file, f"ops[{index}].kind", f"{entry.target} is not a function; expected one of {', '.join(CLASS_KINDS)}")
-        subject = prepare(entry.target, kind=entry.kind, base_dir=base_dir, max_abs=max_abs)
+        subject = prepare(target, kind=entry.kind, max_abs=max_abs)
     else:
         if entry.kind in CLASS_KINDS:
             raise SpecError(file, f"ops[{index}].kind", f"{entry.target} is a function; expected one of {', '.join(FUNCTION_KINDS)}")
-        source = loading.split(entry.target)[0]
-        module = loading.load_module(source, base_dir) if loading.is_file(source) else sys.modules.get(source)
+        source = loading.split(target)[0]
+        module = loading.load_module(source) if loading.is_file(source) else sys.modules.get(source)
         if entry.inputs is None:  # a known convention: gradlab draws it as it would without the file
             pair = pairs.make_pair(module, raw.__name__, source, backward=entry.backward)
         else:
             pair = _declared_pair(entry, module, raw, source, (file, f"ops[{index}].inputs"))
-        shown = entry.target + (f" --backward {entry.backward}" if entry.backward else "")
+        shown = target + (f" --backward {entry.backward}" if entry.backward else "")
         subject = pairs.PairSubject(pair, shown, max_abs=max_abs)
     if entry.surrogate is not None:
+        inputs = subject.pair.arrays if isinstance(subject, pairs.PairSubject) else getattr(subject, "arg_names", ())
         try:
-            subject.surrogate = _surrogate(entry, subject.obj, entry.target, tuple(getattr(subject, "arg_names", ()) or
-                                                                                 (subject.pair.arrays if hasattr(subject, "pair") else ())))
+            subject.surrogate = _surrogate(entry, subject.obj, entry.target, tuple(inputs))
+            subject.surrogate_external = True  # not on the op itself: its reproduction line must say it
         except TargetError as exc:
             raise SpecError(file, f"ops[{index}].surrogate", str(exc)) from None
     return subject

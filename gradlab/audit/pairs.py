@@ -131,6 +131,32 @@ def make_pair(module, name: str, path: str, backward: str | None = None) -> Pair
     return Pair(fn, funcs[twins[0]], mode, fam, _roles(fn, fam, where), path)
 
 
+def pair_from_call(module, name: str, path: str, *, mode: str, backward: str | None, arrays: dict, hyper: dict) -> Pair:
+    """The op `name` with the roles of its arguments read off one call (what `reproduce` was handed):
+    float arrays are differentiated, integer arrays are labels, `hyper` holds the rest. For ops an
+    audit file declares, whose argument names no convention knows."""
+    funcs = _functions(module)
+    fn = funcs.get(name) or getattr(module, name, None)
+    where = f"{path}:{name}"
+    if not callable(fn):
+        raise TargetError(f"{where}: not a function")
+    roles = []
+    for p in _positional(fn):
+        if p.name in arrays:
+            roles.append((p.name, "labels" if np.asarray(arrays[p.name]).dtype.kind in "iub" else "array"))
+        elif p.name in hyper:
+            roles.append((p.name, "hyper"))
+        elif p.default is p.empty:
+            raise TargetError(f"reproduce: {where} takes {p.name!r}: pass it (an array) or put it in hyper={{...}}")
+    twin = None
+    if mode != "loss":
+        names = [backward] if backward else backward_twins(name, funcs)
+        if not names or names[0] not in funcs:
+            raise TargetError(f"{where}: no backward twin; pass backward=NAME")
+        twin = funcs[names[0]]
+    return Pair(fn, twin, mode, "declared", tuple(roles), path)
+
+
 def discover(module, path: str) -> tuple[list[Pair], list[str]]:
     """Every pair (each backward variant apart), every (loss, dx) loss and every f / f_grad in a module;
     and a note for each function that looks like an op but cannot be audited (why)."""

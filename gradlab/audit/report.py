@@ -46,7 +46,7 @@ def literal_value(v: Any) -> str:
     return repr(v)
 
 
-def reproduce_line(result_target: str, kind: str, f: Finding, reseed: int | None = None) -> str:
+def reproduce_line(result_target: str, kind: str, f: Finding, reseed: int | None = None, surrogate: Any = None) -> str:
     """One shell line that re-runs this exact case through `gradlab.audit.reproduce`."""
     if f.case is None:
         return ""
@@ -66,6 +66,8 @@ def reproduce_line(result_target: str, kind: str, f: Finding, reseed: int | None
         args.append("params={" + ", ".join(f"{k!r}: {literal(v)}" for k, v in params.items()) + "}")
     if f.case.hyper:
         args.append(f"hyper={literal_value(f.case.hyper)}")
+    if surrogate is not None:
+        args.append(f"surrogate={literal_value(surrogate)}")
     code = f"import numpy as np; from gradlab.audit import reproduce; reproduce({', '.join(args)})"
     return f'python -c "{code}"'
 
@@ -139,7 +141,7 @@ def finding_lines(result: AuditResult, f: Finding, *, shrunk: bool = True) -> li
         lines += _table(header, _rows(c, f.case.inputs[c.name] if same else None, f.upstream), "    ")
         for label, a in (("backward", c.backward), ("numeric", c.numeric), ("abs err", c.abs_err)):
             lines.append(f"    {label:<{w}} = {_array(a, w)}")
-    line = reproduce_line(result.target, result.kind, f, result.reseed)
+    line = reproduce_line(result.target, result.pair_mode or result.kind, f, result.reseed, result.surrogate_declared)
     if line:
         lines += ["  reproduce:", "    " + line]
     return lines
@@ -231,7 +233,7 @@ def finding_dict(result: AuditResult, f: Finding) -> dict:
          "mismatched": _indices(c.mismatch), "kinks": _indices(c.kinks), "undetermined": _indices(c.undetermined)}
         for c in f.checks
     ]
-    d["reproduce"] = reproduce_line(result.target, result.kind, f, result.reseed)
+    d["reproduce"] = reproduce_line(result.target, result.pair_mode or result.kind, f, result.reseed, result.surrogate_declared)
     return d
 
 

@@ -101,6 +101,8 @@ class AuditResult:
     reseed: int | None = None  # --reseed: the seed the global generators got before every call into the op
     surrogate: str = ""  # the declared surrogate the backward was checked against ('' for the true gradient)
     requested: int = 0  # --examples, when the op's budget is a share of it (`budget`)
+    pair_mode: str = ""  # a function op's mode (pair, loss, plain): how `reproduce` calls it
+    surrogate_declared: Any = None  # the surrogate as declared outside the op (an audit file): reproduce lines repeat it
 
     @property
     def passed(self) -> bool:
@@ -207,4 +209,6 @@ def run(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, to
     domain = env.text() if np.isfinite(env.low) or np.isfinite(env.high) else ""
     return AuditResult(subject.target, subject.kind, subject.name, seed, examples, tol, coverage, findings,
                        seconds=time.perf_counter() - t0, call=subject.call_signature(), domain=domain, domain_note=subject.domain_note,
-                       reseed=subject.reseed, surrogate=subject.surrogate.text() if subject.surrogate else "", requested=requested)
+                       reseed=subject.reseed, surrogate=subject.surrogate.text() if subject.surrogate else "", requested=requested,
+                       pair_mode=getattr(getattr(subject, "pair", None), "mode", ""),
+                       surrogate_declared=subject.surrogate.declared if subject.surrogate and getattr(subject, "surrogate_external", False) else None)

@@ -36,6 +36,7 @@ class Surrogate:
     factor: float | str = 1.0  # a number, or the name of the input holding lambda (reverse with lambda as an argument)
     fn: Callable | None = None
     label: str = ""
+    declared: Any = None  # what was declared, when it can be written back (a word or ("scale", k)): reproduce lines carry it
 
     def text(self) -> str:
         if self.kind == "scale":
@@ -100,15 +101,15 @@ def parse(declared: Any, obj: Any, where: str, inputs: tuple[str, ...] = ()) -> 
         word = declared.strip().lower()
         if word in REVERSE:
             factor = _lambda(obj, inputs)
-            return Surrogate("scale", factor if isinstance(factor, str) else factor, label="reverse")
+            return Surrogate("scale", factor, label="reverse", declared=word)
         if word in STRAIGHT_THROUGH:
-            return Surrogate("straight-through", label="straight-through (grad_out passed through)")
+            return Surrogate("straight-through", label="straight-through (grad_out passed through)", declared=word)
     elif isinstance(declared, dict) and set(declared) == {"scale"}:
         return parse(("scale", declared["scale"]), obj, where, inputs)
     elif isinstance(declared, (tuple, list)) and len(declared) == 2 and declared[0] == "scale":
         k = declared[1]
         if isinstance(k, (int, float)) and not isinstance(k, bool) and np.isfinite(k):
-            return Surrogate("scale", float(k), label="scale")
+            return Surrogate("scale", float(k), label="scale", declared=("scale", float(k)))
     elif callable(declared):
         fn = getattr(declared, "__func__", declared)
         args = "true_grad, *inputs" + (", grad_out" if _takes_grad_out(fn) else "")
