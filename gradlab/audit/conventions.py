@@ -4,11 +4,14 @@ A forward `name_forward(x, *arrays, [hyperparameter dict])` returns (out, cache)
 `name_backward(dout, cache)` returns dx, or a tuple of gradients in the order of the forward's
 array arguments. A loss `name_loss(x, y)` returns (loss, dx) with integer labels y in [0, C).
 A plain function `f(x)` has a twin `f_grad(x)` (the elementwise derivative) or
-`f_backward(dout, x)` (the vector-Jacobian product).
+`f_backward(dout, x)` (the vector-Jacobian product). A forward may return several arrays before
+its cache (lstm_step_forward -> next_h, next_c, cache): its backward then takes one upstream
+gradient per output, in order, before the cache (the backward's own signature says how many).
 
 What gradlab draws follows from the names alone:
   HYPERPARAMETERS  a known dict argument -> the op's family and the values searched for its keys
   LAYOUTS          family -> the shape of each array argument, in named dimensions
+  CONSTANTS        family -> its arguments that are not differentiated (labels, indices, masks)
   DIMENSIONS       a dimension -> the sizes it is drawn from (shrinks towards the smallest)
 Hyperparameter values shrink towards the first value listed, so a failure is shown at the
 simplest setting that still breaks the backward (pad 0, stride 1, window 1 x 1, ...).
@@ -16,12 +19,15 @@ simplest setting that still breaks the backward (pad 0, stride 1, window 1 x 1, 
 
 from __future__ import annotations
 
+import re
+
 # --- twins: how a forward's backward, and a plain function's derivative, are named ---------------
 
 FORWARD_WORD, BACKWARD_WORD = "forward", "backward"
 PLAIN_TWINS = ("{name}_backward", "{name}_grad", "{name}_derivative", "{name}_prime")
 LOSS_SUFFIX = "_loss"  # softmax_loss(x, y) -> (loss, dx)
 LABEL_NAMES = ("y",)  # integer class labels of a loss, in [0, C)
+LOSS_FAMILIES = ("loss", "temporal_loss")  # a `_loss` of these returns (loss, dx)
 
 # --- the well-known hyperparameter dicts -------------------------------------------------------
 # name -> (family, {key: values searched}); every combination of the listed values is valid
@@ -58,7 +64,35 @@ LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
     "dropout": {"x": ("N", "D")},
     "elementwise": {"x": ("N", "D")},
     "loss": {"x": ("N", "C")},
+    # recurrent layers (CS231n rnn_layers.py): "4H" is four gates of width H side by side
+    "rnn_step": {"x": ("N", "D"), "prev_h": ("N", "H"), "Wx": ("D", "H"), "Wh": ("H", "H"), "b": ("H",)},
+    "rnn": {"x": ("N", "T", "D"), "h0": ("N", "H"), "Wx": ("D", "H"), "Wh": ("H", "H"), "b": ("H",)},
+    "lstm_step": {"x": ("N", "D"), "prev_h": ("N", "H"), "prev_c": ("N", "H"), "Wx": ("D", "4H"), "Wh": ("H", "4H"), "b": ("4H",)},
+    "lstm": {"x": ("N", "T", "D"), "h0": ("N", "H"), "Wx": ("D", "4H"), "Wh": ("H", "4H"), "b": ("4H",)},
+    "embedding": {"W": ("V", "D")},
+    "temporal_loss": {"x": ("N", "T", "V")},
 }
+
+# Arguments that are passed, never differentiated: name -> (what, shape, the dimension that bounds it).
+# "indices" are integers in [0, bound) (class labels, word ids: few values, so repeats are common);
+# a "mask" is boolean, drawn all True, all False or mixed.
+CONSTANTS: dict[str, dict[str, tuple[str, tuple[str, ...], str | None]]] = {
+    "loss": {"y": ("indices", ("N",), "C")},
+    "temporal_loss": {"y": ("indices", ("N", "T"), "V"), "mask": ("mask", ("N", "T"), None)},
+    "embedding": {"x": ("indices", ("N", "T"), "V")},
+}
+
+# The first rule whose argument names are all present (and whose word, if any, is in the function's
+# name) gives the family of a forward no hyperparameter dict names.
+FAMILY_BY_ARGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("prev_c",), "", "lstm_step"),
+    (("prev_h",), "lstm", "lstm_step"),
+    (("prev_h",), "", "rnn_step"),
+    (("h0",), "lstm", "lstm"),
+    (("h0",), "", "rnn"),
+    (("y", "mask"), "", "temporal_loss"),
+    (("x", "W"), "embed", "embedding"),
+)
 
 # Sizes each dimension is drawn from (small: a naive conv is a Python loop). H and W of conv and
 # pool layers are not drawn: they follow from the output size, the window, the stride and the pad.
@@ -67,6 +101,8 @@ DIMENSIONS: dict[str, tuple[int, int]] = {
     "Ho": (1, 3), "Wo": (1, 3),  # output height and width of conv and pool layers
     "G": (1, 3),  # groups of a group norm; C is drawn as a multiple of G
     "T": (1, 3),  # time steps of a temporal layer
+    "H": (1, 3),  # hidden width of a recurrent layer (an image's H is derived from its output, never drawn)
+    "V": (1, 4),  # vocabulary of a word embedding, classes of a temporal softmax
 }
 # A naive conv is four nested Python loops run once per stencil point: its cases stay small (a bug in
 # batch, channel or filter indexing shows with two of each), and its budget is a share of the default.
@@ -74,6 +110,9 @@ FAMILY_DIMENSIONS: dict[str, dict[str, tuple[int, int]]] = {"conv": {"N": (1, 2)
 BUDGET_SHARE_BY_RANK = {4: 0.5}  # rank of the main input -> share of --examples (an image batch is not an activation)
 MIN_BUDGET = 20
 PARAM_MAX_ABS = 3.0  # weights, gamma and beta: moderate values (x gets the full range of regimes)
+# tanh and sigmoid gates of a recurrent layer sum D + H products: with |v| <= 1.5 most stay off
+# saturation, where a missing (1 - tanh^2) or a dropped forget-gate term shows
+FAMILY_MAX_ABS = {"rnn_step": 1.5, "rnn": 1.5, "lstm_step": 1.5, "lstm": 1.5}
 
 
 def conv_input_size(out: int, window: int, stride: int, pad: int) -> int:
@@ -89,6 +128,12 @@ def valid_conv(H: int, HH: int, stride: int, pad: int) -> bool:
 def dimension(fam: str, dim: str) -> tuple[int, int]:
     """The sizes `dim` is drawn from in a `fam` op."""
     return FAMILY_DIMENSIONS.get(fam, {}).get(dim, DIMENSIONS[dim])
+
+
+def split_dimension(dim: str) -> tuple[int, str]:
+    """'4H' -> (4, 'H'): a layout's multiple of a drawn dimension (four LSTM gates); 'D' -> (1, 'D')."""
+    m = re.fullmatch(r"(\d+)([A-Za-z]\w*)", dim)
+    return (int(m[1]), m[2]) if m else (1, dim)
 
 
 def budget(examples: int, rank: int) -> int:
@@ -116,6 +161,9 @@ def family(func_name: str, arg_names: tuple[str, ...]) -> str:
         if fams[0] == "dropout" and "w" in arg_names:
             return "affine"
         return fams[0]
+    for needs, word, fam in FAMILY_BY_ARGS:
+        if all(a in arg_names for a in needs) and word in func_name:
+            return fam
     if any(a in LABEL_NAMES for a in arg_names):
         return "loss"
     if "w" in arg_names:

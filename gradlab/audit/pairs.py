@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -73,7 +73,7 @@ def _roles(fn: Callable, fam: str, where: str) -> tuple[tuple[str, str], ...]:
     for p in _positional(fn):
         if p.name in C.HYPERPARAMETERS:
             roles.append((p.name, "hyper"))
-        elif p.name in C.LABEL_NAMES:
+        elif p.name in C.CONSTANTS.get(fam, {}):
             roles.append((p.name, "labels"))
         elif p.name == "G" and fam == "groupnorm":
             roles.append((p.name, "groups"))
@@ -82,7 +82,7 @@ def _roles(fn: Callable, fam: str, where: str) -> tuple[tuple[str, str], ...]:
         elif p.default is not p.empty:
             continue  # an optional argument: left at its default
         else:
-            known = ", ".join(sorted(set(layout) | set(C.HYPERPARAMETERS)))
+            known = ", ".join(sorted(set(layout) | set(C.CONSTANTS.get(fam, {})) | set(C.HYPERPARAMETERS)))
             raise TargetError(f"{where}: cannot tell what to pass as {p.name!r} (gradlab knows {known} for a {fam} op); "
                               f"rename it after the convention, or wrap the op in a class (see the layer contract)")
     if not any(role == "array" for _, role in roles):
@@ -120,7 +120,7 @@ def make_pair(module, name: str, path: str, backward: str | None = None) -> Pair
         if backward not in funcs:
             raise TargetError(f"{where}: --backward {backward!r}: the file defines no such function (it defines: {', '.join(sorted(funcs))})")
         twins = [backward]
-    elif fam == "loss" and name.endswith(C.LOSS_SUFFIX) or fam == "loss" and not backward_twins(name, funcs):
+    elif fam in C.LOSS_FAMILIES and (name.endswith(C.LOSS_SUFFIX) or not backward_twins(name, funcs)):
         return Pair(fn, None, "loss", fam, _roles(fn, fam, where), path)
     else:
         twins = backward_twins(name, funcs)
@@ -169,7 +169,7 @@ def discover(module, path: str) -> tuple[list[Pair], list[str]]:
         if name in twin_names:
             continue
         args = tuple(p.name for p in _positional(funcs[name]))
-        is_loss = C.family(name, args) == "loss" and name.endswith(C.LOSS_SUFFIX)
+        is_loss = C.family(name, args) in C.LOSS_FAMILIES and name.endswith(C.LOSS_SUFFIX)
         twins = [t for t in backward_twins(name, funcs) if _own(module, funcs[name]) or _own(module, funcs[t])]
         if not twins and not (is_loss and _own(module, funcs[name])):
             continue
@@ -189,6 +189,28 @@ def discover(module, path: str) -> tuple[list[Pair], list[str]]:
 def _size(draw, dim: str, fam: str = "") -> int:
     lo, hi = C.dimension(fam, dim)
     return draw(st.integers(lo, hi), label=dim)
+
+
+def _shape(draw, layout: tuple[str, ...], dims: dict[str, int], fam: str) -> tuple[int, ...]:
+    """A layout's sizes; a dimension first met here is drawn once and shared by every later argument."""
+    shape = []
+    for d in layout:
+        k, base = C.split_dimension(d)
+        if base not in dims:
+            dims[base] = _size(draw, base, fam)
+        shape.append(k * dims[base])
+    return tuple(shape)
+
+
+def _constant(draw, name: str, fam: str, dims: dict[str, int]) -> np.ndarray:
+    """A non-differentiated argument (conventions.CONSTANTS): integer indices below a bound, or a mask."""
+    what, layout, bound = C.CONSTANTS[fam][name]
+    shape = _shape(draw, layout, dims, fam)
+    if what == "mask":
+        every = st.sampled_from((True, False)).map(lambda v: np.full(shape, v))
+        return draw(st.one_of(hnp.arrays(np.bool_, shape), every), label=name)
+    _shape(draw, (bound,), dims, fam)
+    return draw(hnp.arrays(np.int64, shape, elements=st.integers(0, dims[bound] - 1)), label=name)
 
 
 def _hyper(draw, arg: str) -> dict:
@@ -236,7 +258,9 @@ def pair_cases(draw, pair: Pair, env: Envelope):
         dims["C"] = groups * draw(st.integers(1, 2), label="C per group")
     inputs: dict[str, np.ndarray] = {}
     const: dict[str, np.ndarray] = {}
-    param_env = Envelope(max_abs=C.PARAM_MAX_ABS)
+    param_env = Envelope(max_abs=C.FAMILY_MAX_ABS.get(fam, C.PARAM_MAX_ABS))
+    if fam in C.FAMILY_MAX_ABS:
+        env = replace(env, max_abs=min(env.max_abs, C.FAMILY_MAX_ABS[fam]))
     for name, role in pair.args:
         if role == "hyper":
             continue
@@ -244,24 +268,19 @@ def pair_cases(draw, pair: Pair, env: Envelope):
             hyper[name] = groups
             continue
         if role == "labels":
-            n, c = inputs["x"].shape[0], inputs["x"].shape[1]
-            const[name] = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1)), label=name)
+            const[name] = _constant(draw, name, fam, dims)
             continue
         layout = C.LAYOUTS[fam][name]
-        shape = []
-        for d in layout:
-            if d == "D*":  # affine: x is (N, D) or (N, d1, d2) with d1 d2 = D
-                if draw(st.booleans(), label="x is 3-D"):
-                    d1, d2 = draw(st.integers(1, 3), label="d1"), draw(st.integers(1, 3), label="d2")
-                    dims["D"] = d1 * d2
-                    shape += [d1, d2]
-                else:
-                    shape.append(dims.setdefault("D", _size(draw, "D")))
-                continue
-            if d not in dims:
-                dims[d] = _size(draw, d, fam)
-            shape.append(dims[d])
-        shape = tuple(shape)
+        if layout[-1] == "D*":  # affine: x is (N, D) or (N, d1, d2) with d1 d2 = D
+            shape = _shape(draw, layout[:-1], dims, fam)
+            if draw(st.booleans(), label="x is 3-D"):
+                d1, d2 = draw(st.integers(1, 3), label="d1"), draw(st.integers(1, 3), label="d2")
+                dims["D"] = d1 * d2
+                shape += (d1, d2)
+            else:
+                shape += (dims.setdefault("D", _size(draw, "D")),)
+        else:
+            shape = _shape(draw, layout, dims, fam)
         if name == "x" and fam == "pool":
             inputs[name] = draw(_tie_free(shape), label=name)
         else:
@@ -342,6 +361,9 @@ class PairSubject(Subject):
         self.pair = pair
         self.surrogate = self.declared_surrogate(pair.arrays)
         self.needs_upstream = pair.mode != "loss"
+        # arrays the forward returns before its cache (lstm_step_forward: next_h, next_c): the backward
+        # takes one upstream gradient for each, in order, then the cache
+        self.outputs = max(1, len(_positional(pair.backward)) - 1) if pair.mode == "pair" else 1
 
     @property
     def name(self) -> str:
@@ -397,15 +419,30 @@ class PairSubject(Subject):
             if raw is None:
                 fail("not implemented", f"{fn} returned None: the forward is not implemented yet", case=case, stage="forward")
             return raw, None
-        if raw is None or isinstance(raw, (tuple, list)) and len(raw) == 2 and raw[0] is None:
+        k = self.outputs
+        if raw is None or isinstance(raw, (tuple, list)) and len(raw) == k + 1 and raw[0] is None:
             fail("not implemented", f"{fn} returned {'None' if raw is None else '(None, ...)'}: the forward is not implemented yet (a TODO stub?)", case=case, stage="forward")
-        if not (isinstance(raw, (tuple, list)) and len(raw) == 2):
-            what = "(loss, dx)" if self.pair.mode == "loss" else "(out, cache)"
-            fail("contract", f"{fn} must return {what}, got {type(raw).__name__}", case=case, stage="forward")
-        return raw[0], raw[1]
+        if not (isinstance(raw, (tuple, list)) and len(raw) == k + 1):
+            what = "(loss, dx)" if self.pair.mode == "loss" else "(out, cache)" if k == 1 else \
+                f"{k} arrays and then the cache (its backward {self.pair.backward.__name__} takes {k} upstream gradients before the cache)"
+            got = f"{len(raw)} values" if isinstance(raw, (tuple, list)) else type(raw).__name__
+            fail("contract", f"{fn} must return {what}, got {got}", case=case, stage="forward")
+        return (raw[0] if k == 1 else tuple(raw[:k])), raw[k]
 
     def forward(self, case):
-        return as_float_array(self._split(case, self._call_forward(case))[0])
+        out = self._split(case, self._call_forward(case))[0]
+        if self.outputs == 1:
+            return as_float_array(out)
+        # several outputs are judged as one flat vector: one upstream vector covers them all, in order
+        return np.concatenate([as_float_array(o).reshape(-1) for o in out])
+
+    def _upstreams(self, out, upstream: np.ndarray) -> list[np.ndarray]:
+        """One upstream gradient per output of the forward, cut from the flat vector `forward` judged."""
+        if self.outputs == 1:
+            return [upstream.copy()]
+        shapes = [np.shape(o) for o in out]
+        cuts = np.cumsum([int(np.prod(sh)) for sh in shapes])[:-1]
+        return [piece.reshape(sh).copy() for piece, sh in zip(np.split(upstream, cuts), shapes)]
 
     def backward(self, case, upstream):
         work = case.copy()
@@ -418,7 +455,7 @@ class PairSubject(Subject):
             grads = self._plain_backward(case, upstream)
         else:
             try:
-                grads = self._pair_backward(case, work, cache, upstream)
+                grads = self._pair_backward(case, work, cache, self._upstreams(out, upstream), upstream)
             except Counterexample:
                 raise
             except Exception:
@@ -442,14 +479,14 @@ class PairSubject(Subject):
         g = as_float_array(g)
         return upstream * g if g.shape == upstream.shape else g
 
-    def _pair_backward(self, case, work: Case, cache, upstream):
+    def _pair_backward(self, case, work: Case, cache, douts: list[np.ndarray], upstream):
         before_cache, before_ids = _snapshot(cache), _identities(cache)
-        dout = upstream.copy()
+        given = [d.copy() for d in douts]
         bwd = self.pair.backward.__name__
         self.fresh()
-        first = self.pair.backward(dout, cache)
-        if not _same(dout, upstream):
-            fail("mutation", f"{bwd} wrote into its argument dout in place", case=case, upstream=upstream, stage="backward")
+        first = self.pair.backward(*given, cache)
+        if not all(_same(g, d) for g, d in zip(given, douts)):
+            fail("mutation", f"{bwd} wrote into its upstream gradient argument in place", case=case, upstream=upstream, stage="backward")
         where = _changed(before_cache, cache)
         if where:
             owner = {id(v): n for n, v in work.inputs.items()}.get(before_ids.get(where))
@@ -465,7 +502,7 @@ class PairSubject(Subject):
         if self._is_stub(first):
             return first
         self.fresh()
-        second = self.pair.backward(upstream.copy(), cache)
+        second = self.pair.backward(*[d.copy() for d in douts], cache)
         a, b = self._as_list(first), self._as_list(second)
         if len(a) != len(b) or any(not _same(as_float_array(u), as_float_array(v)) for u, v in zip(a, b) if u is not None and v is not None):
             fail("mutation", f"{bwd} gave a different answer when called twice on one cache (it keeps or changes state)", case=case, upstream=upstream, stage="backward")
@@ -511,4 +548,6 @@ class PairSubject(Subject):
             return f"loss, d{self.pair.arrays[0]} = {self.pair.name}({args})"
         if self.pair.mode == "plain":
             return f"{self.pair.name}({args}), {self.pair.backward.__name__}"
-        return f"out, cache = {self.pair.name}({args}); {self.pair.backward.__name__}(dout, cache)"
+        outs = "out" if self.outputs == 1 else ", ".join(f"out{i + 1}" for i in range(self.outputs))
+        douts = "dout" if self.outputs == 1 else ", ".join(f"dout{i + 1}" for i in range(self.outputs))
+        return f"{outs}, cache = {self.pair.name}({args}); {self.pair.backward.__name__}({douts}, cache)"
