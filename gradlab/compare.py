@@ -13,7 +13,7 @@ with a floor so that elements a hundred-millionth of the tensor's scale do not d
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -67,8 +67,9 @@ class Comparison:
     rel_err_map: object = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("rel_err_map")
+        # field by field, not asdict: that deep-copies every field (the service serialises each tensor's row twice a run)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rel_err_map"}
+        d["worst"] = [dict(w) for w in self.worst]
         d["shape"] = list(self.shape)
         d["worst_index"] = list(self.worst_index) if self.worst_index is not None else None
         d["kink_indices"] = [list(i) for i in self.kink_indices]
