@@ -33,6 +33,9 @@ from .runs import REPORT_SUFFIXES, NotRetryable, QueueFull, ReportStore, RunQueu
 COOKIE = "gradlab_token"
 MEDIA = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "junit": "application/xml",
          "csv": "text/csv; charset=utf-8", "json": "application/json"}
+# the columns GET /api/runs/{id} answers with (_summary's, the options, --stats output and the stored document)
+POLLED = (Run.id, Run.status, Run.label, Run.n_specs, Run.created, Run.started, Run.finished, Run.attempts, Run.passed,
+          Run.exit_code, Run.error, Run.options, Run.stats_output, Run.result)
 # A report is the user's data shown in the browser: no scripts, nothing fetched, images inline only.
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
 
@@ -98,13 +101,16 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @api.get("/runs/{run_id}")
     def get_run(run_id: int, request: Request):
+        # the most frequent request (every client polls its run): plain rows through SQLAlchemy Core, no ORM objects
         with sessions() as session:
-            run = _run_or_404(session, run_id)
+            run = session.execute(select(*POLLED).where(Run.id == run_id)).first()
+            if run is None:
+                raise HTTPException(404, f"no run {run_id}")
             names = session.scalars(select(RunSpec.name).where(RunSpec.run_id == run_id).order_by(RunSpec.position)).all()
-            head = json.dumps({**_summary(run, names, request.app.state.runs.progress(run_id)), "options": run.options,
-                               "stats_output": run.stats_output})
-            # the stored document goes out as it was written: no parse and re-encode of every tensor's row per poll
-            return Response(f'{head[:-1]}, "result": {run.result or "null"}}}', media_type="application/json")
+        head = json.dumps({**_summary(run, names, request.app.state.runs.progress(run_id)), "options": run.options,
+                           "stats_output": run.stats_output})
+        # the stored document goes out as it was written: no parse and re-encode of every tensor's row per poll
+        return Response(f'{head[:-1]}, "result": {run.result or "null"}}}', media_type="application/json")
 
     @api.get("/runs/{run_id}/report.{suffix}")
     def get_report(run_id: int, suffix: str):
@@ -245,7 +251,8 @@ def _run_or_404(session, run_id: int) -> Run:
     return run
 
 
-def _summary(run: Run, names, progress) -> dict:
+def _summary(run, names, progress) -> dict:
+    """A run's status as the API shows it; `run` a Run or a row of the same columns."""
     done, total = progress if progress is not None else ((run.n_specs if run.status == "done" else 0), run.n_specs)
     return {"id": run.id, "status": run.status, "label": run.label, "specs": list(names), "progress": {"done": done, "total": total},
             "created": iso(run.created), "started": iso(run.started), "finished": iso(run.finished), "attempts": run.attempts,
