@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..errors import GradlabError
@@ -77,6 +79,10 @@ def command(host, port, db_url, workers, executor, address, allow_code, token_fi
     if host not in LOOPBACK and token is None:
         click.echo("warning: listening beyond this machine without --token-file: anyone who reaches the port can submit runs", err=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+    # The writer thread renders each finished run's reports in this process; a request's thread waiting for the GIL
+    # behind it waits up to the switch interval at each hand-over (5 ms by default, several per request): 1 ms keeps
+    # the API's tail short while reports are written.
+    sys.setswitchinterval(0.001)
     server.run(sockets=[sock])
 
 

@@ -33,9 +33,10 @@ from .runs import REPORT_SUFFIXES, NotRetryable, QueueFull, ReportStore, RunQueu
 COOKIE = "gradlab_token"
 MEDIA = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "junit": "application/xml",
          "csv": "text/csv; charset=utf-8", "json": "application/json"}
-# the columns GET /api/runs/{id} answers with (_summary's, the options, --stats output and the stored document)
-POLLED = (Run.id, Run.status, Run.label, Run.n_specs, Run.created, Run.started, Run.finished, Run.attempts, Run.passed,
-          Run.exit_code, Run.error, Run.options, Run.stats_output, Run.result)
+# the columns a run's summary shows, read as plain rows (SQLAlchemy Core) by the routes clients poll: no ORM object per run
+SUMMARY = (Run.id, Run.status, Run.label, Run.n_specs, Run.created, Run.started, Run.finished, Run.attempts, Run.passed,
+           Run.exit_code, Run.error)
+POLLED = (*SUMMARY, Run.options, Run.stats_output, Run.result)  # GET /api/runs/{id} adds these
 # A report is the user's data shown in the browser: no scripts, nothing fetched, images inline only.
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
 
@@ -101,7 +102,6 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @api.get("/runs/{run_id}")
     def get_run(run_id: int, request: Request):
-        # the most frequent request (every client polls its run): plain rows through SQLAlchemy Core, no ORM objects
         with sessions() as session:
             run = session.execute(select(*POLLED).where(Run.id == run_id)).first()
             if run is None:
@@ -129,7 +129,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @api.get("/runs")
     def list_runs(request: Request, spec: str | None = Query(None, max_length=300), limit: int = Query(50, ge=1, le=1000)):
         with sessions() as session:
-            return {"runs": _runs(session, spec, limit, request.app.state.runs)}
+            runs = _runs(session, spec, limit, request.app.state.runs)
+        return JSONResponse({"runs": runs})  # already JSON's types: no pass through jsonable_encoder
 
     @api.get("/specs/{name}/history")
     def history(name: str, limit: int = Query(50, ge=1, le=1000)):
@@ -261,11 +262,11 @@ def _summary(run, names, progress) -> dict:
 
 def _runs(session, spec: str | None, limit: int, queue: RunQueue) -> list[dict]:
     """Newest first; with `spec`, the runs that hold a spec of that name (its `name:`, or the file name or path sent)."""
-    query = select(Run).order_by(Run.id.desc()).limit(limit)
+    query = select(*SUMMARY).order_by(Run.id.desc()).limit(limit)
     if spec:
         query = query.where(or_(Run.id.in_(select(SpecResultRow.run_id).where(SpecResultRow.name == spec)),
                                 Run.id.in_(select(RunSpec.run_id).where(sent_as(RunSpec.name, spec)))))
-    runs = session.scalars(query).all()
+    runs = session.execute(query).all()
     names: dict[int, list[str]] = {}
     for run_id, name in session.execute(select(RunSpec.run_id, RunSpec.name).where(RunSpec.run_id.in_([r.id for r in runs]))
                                         .order_by(RunSpec.run_id, RunSpec.position)):
