@@ -3,6 +3,8 @@
 A forward `name_forward(x, *arrays, [hyperparameter dict])` returns (out, cache) and its twin
 `name_backward(dout, cache)` returns dx, or a tuple of gradients in the order of the forward's
 array arguments. A loss `name_loss(x, y)` returns (loss, dx) with integer labels y in [0, C).
+A linear classifier's loss `name(W, X, y, reg)` (linear_svm.py, softmax.py) returns (loss, dW):
+W is differentiated, X is data and y labels (both drawn, never differentiated), reg a float.
 A plain function `f(x)` has a twin `f_grad(x)` (the elementwise derivative) or
 `f_backward(dout, x)` (the vector-Jacobian product). A forward may return several arrays before
 its cache (lstm_step_forward -> next_h, next_c, cache): its backward then takes one upstream
@@ -27,7 +29,9 @@ FORWARD_WORD, BACKWARD_WORD = "forward", "backward"
 PLAIN_TWINS = ("{name}_backward", "{name}_grad", "{name}_derivative", "{name}_prime")
 LOSS_SUFFIX = "_loss"  # softmax_loss(x, y) -> (loss, dx)
 LABEL_NAMES = ("y",)  # integer class labels of a loss, in [0, C)
-LOSS_FAMILIES = ("loss", "temporal_loss")  # a `_loss` of these returns (loss, dx)
+LOSS_FAMILIES = ("loss", "temporal_loss", "classifier")  # a `_loss` of these returns (loss, dx)
+# families whose arguments alone say the function is a loss, whatever its name (svm_loss_naive, softmax_loss_vectorized)
+LOSS_BY_ARGUMENTS = ("classifier",)
 
 # --- the well-known hyperparameter dicts -------------------------------------------------------
 # name -> (family, {key: values searched}); every combination of the listed values is valid
@@ -41,6 +45,11 @@ HYPERPARAMETERS: dict[str, tuple[str, dict[str, tuple]]] = {
     "gn_param": ("groupnorm", {"eps": (1e-5,)}),
     "dropout_param": ("dropout", {"p": (0.5, 0.3, 0.8), "mode": ("train", "test"), "seed": (123,)}),
 }
+
+# Float hyperparameters passed as plain numbers: name -> the values searched (shrinking towards the first).
+# reg: 0 leaves the data term alone; a positive one shows a regularisation gradient with the wrong factor,
+# whatever convention (reg * sum(W * W) or 0.5 * reg * ...) the loss uses, for the truth is its own loss.
+SCALAR_HYPERPARAMETERS: dict[str, tuple[float, ...]] = {"reg": (0.0, 0.1, 1.5)}
 
 # A dict whose `mode` is "test" reads running statistics a training-mode forward leaves in it:
 # before a test-mode case, the forward runs once on the case's own arrays with mode "train"
@@ -71,15 +80,17 @@ LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
     "lstm": {"x": ("N", "T", "D"), "h0": ("N", "H"), "Wx": ("D", "4H"), "Wh": ("H", "4H"), "b": ("4H",)},
     "embedding": {"W": ("V", "D")},
     "temporal_loss": {"x": ("N", "T", "V")},
+    "classifier": {"W": ("D", "C")},  # a linear classifier's weights: scores X @ W, C classes
 }
 
 # Arguments that are passed, never differentiated: name -> (what, shape, the dimension that bounds it).
 # "indices" are integers in [0, bound) (class labels, word ids: few values, so repeats are common);
-# a "mask" is boolean, drawn all True, all False or mixed.
+# a "mask" is boolean, drawn all True, all False or mixed; "data" is a float array (a classifier's X).
 CONSTANTS: dict[str, dict[str, tuple[str, tuple[str, ...], str | None]]] = {
     "loss": {"y": ("indices", ("N",), "C")},
     "temporal_loss": {"y": ("indices", ("N", "T"), "V"), "mask": ("mask", ("N", "T"), None)},
     "embedding": {"x": ("indices", ("N", "T"), "V")},
+    "classifier": {"X": ("data", ("N", "D"), None), "y": ("indices", ("N",), "C")},
 }
 
 # The first rule whose argument names are all present (and whose word, if any, is in the function's
@@ -91,6 +102,7 @@ FAMILY_BY_ARGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("h0",), "lstm", "lstm"),
     (("h0",), "", "rnn"),
     (("y", "mask"), "", "temporal_loss"),
+    (("W", "X", "y"), "", "classifier"),
     (("x", "W"), "embed", "embedding"),
 )
 
@@ -106,7 +118,10 @@ DIMENSIONS: dict[str, tuple[int, int]] = {
 }
 # A naive conv is four nested Python loops run once per stencil point: its cases stay small (a bug in
 # batch, channel or filter indexing shows with two of each), and its budget is a share of the default.
-FAMILY_DIMENSIONS: dict[str, dict[str, tuple[int, int]]] = {"conv": {"N": (1, 2), "C": (1, 2), "F": (1, 2)}}
+# A naive classifier loss loops over samples and classes: small too, with at least two classes (an
+# SVM margin needs a wrong class).
+FAMILY_DIMENSIONS: dict[str, dict[str, tuple[int, int]]] = {"conv": {"N": (1, 2), "C": (1, 2), "F": (1, 2)},
+                                                            "classifier": {"N": (1, 5), "D": (1, 6), "C": (2, 5)}}
 BUDGET_SHARE_BY_RANK = {4: 0.5}  # rank of the main input -> share of --examples (an image batch is not an activation)
 MIN_BUDGET = 20
 PARAM_MAX_ABS = 3.0  # weights, gamma and beta: moderate values (x gets the full range of regimes)

@@ -2,6 +2,7 @@
 
     out, cache = conv_forward_naive(x, w, b, conv_param)    dx, dw, db = conv_backward_naive(dout, cache)
     loss, dx = softmax_loss(x, y)                           (y: integer labels in [0, C))
+    loss, dW = svm_loss_naive(W, X, y, reg)                 (X: data, y: labels, reg: a float; any name)
     out = sigmoid(x)                                        sigmoid_grad(x) or sigmoid_backward(dout, x)
 
 `discover` finds every such op in a module; `PairSubject` adapts one to the search and the judge
@@ -41,7 +42,7 @@ class Pair:
     backward: Callable | None  # None for a loss: the forward returns (loss, dx)
     mode: str
     family: str
-    args: tuple[tuple[str, str], ...]  # (name, role) in call order; role: array | labels | hyper | groups
+    args: tuple[tuple[str, str], ...]  # (name, role) in call order; role: array | labels (passed, never differentiated) | hyper | groups
     path: str
     declared: Any = None  # an audit file's declaration (auditfile.Declared): draws the case instead of the conventions
 
@@ -71,7 +72,7 @@ def _roles(fn: Callable, fam: str, where: str) -> tuple[tuple[str, str], ...]:
     layout = C.LAYOUTS[fam]
     roles = []
     for p in _positional(fn):
-        if p.name in C.HYPERPARAMETERS:
+        if p.name in C.HYPERPARAMETERS or p.name in C.SCALAR_HYPERPARAMETERS:
             roles.append((p.name, "hyper"))
         elif p.name in C.CONSTANTS.get(fam, {}):
             roles.append((p.name, "labels"))
@@ -82,7 +83,7 @@ def _roles(fn: Callable, fam: str, where: str) -> tuple[tuple[str, str], ...]:
         elif p.default is not p.empty:
             continue  # an optional argument: left at its default
         else:
-            known = ", ".join(sorted(set(layout) | set(C.CONSTANTS.get(fam, {})) | set(C.HYPERPARAMETERS)))
+            known = ", ".join(sorted(set(layout) | set(C.CONSTANTS.get(fam, {})) | set(C.HYPERPARAMETERS) | set(C.SCALAR_HYPERPARAMETERS)))
             raise TargetError(f"{where}: cannot tell what to pass as {p.name!r} (gradlab knows {known} for a {fam} op); "
                               f"rename it after the convention, or wrap the op in a class (see the layer contract)")
     if not any(role == "array" for _, role in roles):
@@ -107,6 +108,11 @@ def backward_twins(name: str, funcs: dict[str, Callable]) -> list[str]:
     return [t.format(name=name) for t in C.PLAIN_TWINS if t.format(name=name) in funcs]
 
 
+def is_loss(name: str, fam: str) -> bool:
+    """softmax_loss(x, y) by its name; svm_loss_naive(W, X, y, reg) by its arguments alone."""
+    return fam in C.LOSS_FAMILIES and (name.endswith(C.LOSS_SUFFIX) or fam in C.LOSS_BY_ARGUMENTS)
+
+
 def make_pair(module, name: str, path: str, backward: str | None = None) -> Pair:
     """The op `name` of `module`, with its backward twin (or the one `backward` names)."""
     funcs = _functions(module)
@@ -120,7 +126,7 @@ def make_pair(module, name: str, path: str, backward: str | None = None) -> Pair
         if backward not in funcs:
             raise TargetError(f"{where}: --backward {backward!r}: the file defines no such function (it defines: {', '.join(sorted(funcs))})")
         twins = [backward]
-    elif fam in C.LOSS_FAMILIES and (name.endswith(C.LOSS_SUFFIX) or not backward_twins(name, funcs)):
+    elif is_loss(name, fam) or fam in C.LOSS_FAMILIES and not backward_twins(name, funcs):
         return Pair(fn, None, "loss", fam, _roles(fn, fam, where), path)
     else:
         twins = backward_twins(name, funcs)
@@ -169,12 +175,12 @@ def discover(module, path: str) -> tuple[list[Pair], list[str]]:
         if name in twin_names:
             continue
         args = tuple(p.name for p in _positional(funcs[name]))
-        is_loss = C.family(name, args) in C.LOSS_FAMILIES and name.endswith(C.LOSS_SUFFIX)
+        loss = is_loss(name, C.family(name, args))
         twins = [t for t in backward_twins(name, funcs) if _own(module, funcs[name]) or _own(module, funcs[t])]
-        if not twins and not (is_loss and _own(module, funcs[name])):
+        if not twins and not (loss and _own(module, funcs[name])):
             continue
         try:
-            if is_loss:
+            if loss:
                 pairs.append(make_pair(module, name, path))
             for twin in twins:
                 pairs.append(make_pair(module, name, path, backward=twin))
@@ -206,6 +212,8 @@ def _constant(draw, name: str, fam: str, dims: dict[str, int]) -> np.ndarray:
     """A non-differentiated argument (conventions.CONSTANTS): integer indices below a bound, or a mask."""
     what, layout, bound = C.CONSTANTS[fam][name]
     shape = _shape(draw, layout, dims, fam)
+    if what == "data":
+        return draw(S.arrays(shape, Envelope(max_abs=C.PARAM_MAX_ABS)), label=name)
     if what == "mask":
         every = st.sampled_from((True, False)).map(lambda v: np.full(shape, v))
         return draw(st.one_of(hnp.arrays(np.bool_, shape), every), label=name)
@@ -213,7 +221,9 @@ def _constant(draw, name: str, fam: str, dims: dict[str, int]) -> np.ndarray:
     return draw(hnp.arrays(np.int64, shape, elements=st.integers(0, dims[bound] - 1)), label=name)
 
 
-def _hyper(draw, arg: str) -> dict:
+def _hyper(draw, arg: str) -> dict | float:
+    if arg in C.SCALAR_HYPERPARAMETERS:
+        return draw(st.sampled_from(C.SCALAR_HYPERPARAMETERS[arg]), label=arg)
     _, keys = C.HYPERPARAMETERS[arg]
     return {k: draw(st.sampled_from(v), label=f"{arg}[{k!r}]") for k, v in keys.items()}
 
