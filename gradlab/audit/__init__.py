@@ -25,7 +25,7 @@ import numpy as np
 from ..userops import contracts, loading
 from ..userops.contracts import KINDS
 from ..userops.loading import TargetError
-from . import pairs, randomness, report, subjects, surrogates
+from . import pairs, randomness, report, stateful, subjects, surrogates
 from .judge import Counterexample, Finding, Undetermined, examine, tolerance
 from .search import DEFAULT_EXAMPLES, AuditResult, run
 from .strategies import MAX_ABS, Case, param_key
@@ -155,7 +155,8 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
     with user_stdout_to_stderr():
         module = loading.load_module(shown)
     found, notes = pairs.discover(module, shown)
-    if not found and not notes:
+    classes = stateful.stateful_classes(module)
+    if not found and not notes and not classes:
         raise TargetError(f"{shown}: no function pairs found (name_forward / name_backward, name_loss(x, y), f / f_grad); "
                           f"for a class or an object, expected {loading.FORMAT}")
     out = FileAuditResult(shown, notes=notes)
@@ -163,6 +164,18 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
         target = f"{shown}:{pair.name}" + ("" if pair.backward is None or pair.backward.__name__ == pair.name.replace("forward", "backward")
                                            else f" --backward {pair.backward.__name__}")
         subject = pairs.PairSubject(pair, target, max_abs=max_abs)
+        subject.reseed = seed if reseed else None
+        with user_stdout_to_stderr():
+            result = run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol), progress=live)
+        out.results.append(result)
+        if progress is not None:
+            progress(result)
+    for name in classes:  # stateful layer classes the file defines: forward(x) caching on self, backward(dout)
+        try:
+            subject = prepare(f"{shown}:{name}", kind="stateful", max_abs=max_abs)
+        except TargetError as exc:
+            out.notes.append(str(exc))
+            continue
         subject.reseed = seed if reseed else None
         with user_stdout_to_stderr():
             result = run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol), progress=live)
@@ -201,7 +214,7 @@ def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dic
         if set(hyper or {}) != wanted:
             raise TargetError(f"reproduce: {subject.name} needs hyper={{{', '.join(repr(n) + ': ...' for n in sorted(wanted))}}}")
     else:
-        names = {"activation": ("z",), "loss": ("pred",), "layer": ("x",), "function": getattr(subject, "arg_names", ())}[subject.kind]
+        names = {"activation": ("z",), "loss": ("pred",), "layer": ("x",), "stateful": ("x",), "function": getattr(subject, "arg_names", ())}[subject.kind]
         labels = ("target",) if subject.kind == "loss" else ()
     for name in names:
         if name not in arrays:
@@ -212,7 +225,7 @@ def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dic
             raise TargetError(f"reproduce: {subject.name} needs {name}=...")
         value = np.asarray(arrays.pop(name))
         const[name] = value if subject.kind == "pair" else value.astype(np.float64)
-    if subject.kind == "layer":
+    if subject.kind in ("layer", "stateful"):
         for name, value in subject.original.items():
             inputs[param_key(name)] = np.asarray((params or {}).get(name, value), dtype=np.float64)
     if arrays:

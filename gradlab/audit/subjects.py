@@ -15,6 +15,7 @@ pred = 0, where the loss itself is undefined.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import replace
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..usercode import Timeout, interrupted
 from ..userops import contracts
-from . import randomness, surrogates
+from . import randomness, stateful, surrogates
 from . import strategies as S
 from .strategies import Case, Envelope
 
@@ -270,14 +271,97 @@ class LayerSubject(Subject):
             self.obj.params[name][...] = value
 
 
+    def call_signature(self):
+        return "forward(x), backward(x, grad_out)"
+
+
 def _attributes(obj: Any) -> list[tuple[str, Any]]:
     try:
         return [(k, v) for k, v in vars(obj).items() if isinstance(v, np.ndarray)]
     except TypeError:  # __slots__
         return []
 
+
+class StatefulSubject(LayerSubject):
+    """forward(x) caches on self, backward(dout) -> dx, parameter gradients left on self (stateful.py).
+
+    Every forward runs on a fresh deep copy of the constructed instance with the case's parameter
+    values set as its attributes; backward runs a forward on the case and then backward on that same
+    instance, as the library would. A LayerSubject otherwise: the judge's parameter checks apply."""
+
+    kind = "stateful"
+
+    def __init__(self, obj, target, **kw):
+        Subject.__init__(self, obj, target, **kw)
+        self.layout = stateful.inspect_layer(obj, target)
+        self.input_shape = self.layout.input_shape
+        self.original = {k: v.copy() for k, v in self.layout.params.items()}
+        self.param_envs = {k: Envelope(max_abs=3.0) for k in self.original}
+        self.keys = {S.param_key(k): k for k in self.original}
+        self.current: Any = None  # the instance of the last call: what the judge's parameter checks look at
+        self.objects: dict[str, np.ndarray] = {}
+        self.aliases: dict[str, str] = {}
+
+    def strategy(self):
+        return stateful.cases(self.envelope, self.input_shape, self.original, self.param_envs, self.layout.tie_free)
+
+    def _instance(self, case: Case):
+        inst = copy.deepcopy(self.layout.template)
+        for key, name in self.keys.items():
+            setattr(inst, name, case.inputs[key].copy())
+        stateful.clear_gradients(inst)
+        self.current, self.objects = inst, {name: getattr(inst, name) for name in self.keys.values()}
+        return inst
+
+    def _write(self, case):
+        """Parameters live on each call's fresh instance: nothing to put back."""
+
+    def forward(self, case):
+        inst = self._instance(case)
+        self.fresh()
+        return as_float_array(stateful.call_forward(inst, self.layout.forward, case.inputs["x"]))
+
+    def backward(self, case, upstream):
+        from .judge import fail
+
+        inst = self._instance(case)
+        self.fresh()
+        stateful.call_forward(inst, self.layout.forward, case.inputs["x"])
+        cache = {k: (v, v.copy()) for k, v in _attributes(inst) if k not in self.objects}
+        self.fresh()
+        dx = stateful.call_backward(inst, self.layout.backward, upstream)
+        for k, (v, before) in cache.items():
+            if getattr(inst, k, None) is v and not np.array_equal(v, before, equal_nan=True):
+                fail("mutation", f"{self.layout.backward} changed self.{k} in place (a second backward sees other values); "
+                     "compute into a new array instead", case=case, upstream=upstream, stage="backward")
+        grads = {"x": dx}
+        for key, name in self.keys.items():
+            got = stateful.found_gradient(inst, name)
+            grads[key] = None if got is None else got[0]
+        return grads
+
+    def params_replaced(self):
+        return [f"self.{k}" for k, v in self.objects.items() if getattr(self.current, k, None) is not v]
+
+    def params_changed(self, case):
+        return [k for key, k in self.keys.items() if not np.array_equal(self.objects[k], case.inputs[key])]
+
+    def reinstall(self):
+        """Each call gets a fresh instance: nothing to put back."""
+
+    def restore(self):
+        """The user's object is never called: only copies of it are."""
+
     def call_signature(self):
-        return "forward(x), backward(x, grad_out)"
+        lay = self.layout
+        parts = [f"{lay.forward}(x), {lay.backward}(dout) -> dx on a fresh instance per call",
+                 f"x (N, {', '.join(map(str, self.input_shape[1:]))}) from {lay.shape_how}"]
+        if lay.params:
+            parts.append("parameters " + ", ".join(f"{k} (gradient {w})" for k, w in lay.grad_where.items()))
+        parts += [f"not judged (no gradient found for {k})" for k in lay.unjudged]
+        if lay.tie_free:
+            parts.append("x drawn without ties (a max-pool)")
+        return "; ".join(parts)
 
 
 class FunctionSubject(Subject):
@@ -321,7 +405,7 @@ class FunctionSubject(Subject):
         return f"apply({', '.join(self.arg_names)})"
 
 
-SUBJECTS = {"activation": ActivationSubject, "loss": LossSubject, "layer": LayerSubject, "function": FunctionSubject}
+SUBJECTS = {"activation": ActivationSubject, "loss": LossSubject, "layer": LayerSubject, "function": FunctionSubject, "stateful": StatefulSubject}
 
 
 def make(obj: Any, kind: str, target: str, *, max_abs: float = S.MAX_ABS) -> Subject:

@@ -24,7 +24,7 @@ Examples:
 
 @click.command("audit", epilog=EXAMPLES)
 @click.argument("target")
-@click.option("--kind", type=click.Choice(["activation", "loss", "layer", "function", "module"]), help="The op's contract; default: its `kind` attribute or what its methods make plain. `module`: an nn.Module class, every parameter and input gradient against forward-only differences in float64.")
+@click.option("--kind", type=click.Choice(["activation", "loss", "layer", "function", "stateful", "module"]), help="The op's contract; default: its `kind` attribute or what its methods make plain. `module`: an nn.Module class, every parameter and input gradient against forward-only differences in float64.")
 @click.option("--examples", type=click.IntRange(min=1), default=200, show_default=True, help="Hypothesis budget: cases tried before declaring a pass.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the search; the same seed gives the same cases and verdict.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format.")

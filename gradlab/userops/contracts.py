@@ -7,6 +7,9 @@
   layer       `params` {name: float64 ndarray}, `input_shape` (batch first) or `in_features`,
               forward(x) -> y, backward(x, grad_out) -> (grad_x, {name: grad})
   function    a torch.autograd.Function subclass, applied to float64 tensors
+  stateful    forward(x) (or forward_pass, __call__) caching on self, backward(dout) -> dx (or
+              backward_pass) with one argument; parameters and their gradients found on self
+              (gradlab/audit/stateful.py)
 
 A broken contract is a usage error (exit code 2) that names the target and what is missing;
 what the op *computes* is judged later, by the search.
@@ -23,7 +26,9 @@ import numpy as np
 
 from .loading import TargetError, is_torch_function
 
-KINDS = ("activation", "loss", "layer", "function")
+KINDS = ("activation", "loss", "layer", "function", "stateful")
+STATEFUL_FORWARDS = ("forward", "forward_pass", "__call__")
+STATEFUL_BACKWARDS = ("backward", "backward_pass")
 TARGET_KINDS = ("regression", "onehot", "probabilities", "binary")
 
 # What each kind must provide: (method, its arguments, what it returns), for error messages.
@@ -67,6 +72,25 @@ def _name(obj: Any) -> str:
     return obj.__name__ if isinstance(obj, type) else type(obj).__name__
 
 
+def _own(obj: Any, name: str) -> bool:
+    """The class itself defines `name` (not object.__call__)."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return any(name in vars(k) for k in cls.__mro__ if k is not object) and callable(getattr(obj, name, None))
+
+
+def stateful_methods(obj: Any) -> tuple[str, str] | None:
+    """(forward, backward) method names when `obj` is a stateful layer: its backward takes one argument."""
+    fwd = next((m for m in STATEFUL_FORWARDS if _own(obj, m)), None)
+    bwd = next((m for m in STATEFUL_BACKWARDS if _own(obj, m)), None)
+    if fwd is None or bwd is None:
+        return None
+    fn = getattr(obj, bwd)
+    arity = positional_arity(fn)
+    if arity is not None and isinstance(obj, type) and inspect.isfunction(fn):
+        arity = (arity[0] - 1, arity[1] - 1)  # self, looked up on the class
+    return (fwd, bwd) if arity is not None and arity[0] == 1 else None
+
+
 def detect_kind(obj: Any, target: str, kind: str | None = None) -> str:
     """--kind, else the object's `kind` attribute, else its shape; ambiguous is an error."""
     if kind is not None:
@@ -80,6 +104,8 @@ def detect_kind(obj: Any, target: str, kind: str | None = None) -> str:
         return declared
     if is_torch_function(obj):
         return "function"
+    if stateful_methods(obj) is not None:
+        return "stateful"
     fwd, bwd = getattr(obj, "forward", None), getattr(obj, "backward", None)
     if callable(fwd) and callable(bwd) and hasattr(obj, "params"):
         return "layer"
@@ -91,7 +117,7 @@ def detect_kind(obj: Any, target: str, kind: str | None = None) -> str:
     found = f"it has {', '.join(has)}" if has else "it has neither forward nor backward"
     raise TargetError(
         f"{target}: cannot tell what kind of op {_name(obj)} is ({found}); "
-        f"add `kind = 'activation'` (or loss, layer, function) to the class, or pass --kind"
+        f"add `kind = 'activation'` (or loss, layer, function, stateful) to the class, or pass --kind"
     )
 
 
@@ -203,6 +229,11 @@ def check(obj: Any, kind: str, target: str) -> None:
         return
     if is_torch_function(obj):
         raise TargetError(f"{target}: {obj.__name__} is a torch.autograd.Function; audit it with --kind function")
+    if kind == "stateful":
+        if stateful_methods(obj) is None:
+            raise TargetError(f"{target}: a stateful layer needs forward(x) (or forward_pass, __call__) and backward(dout) -> dx "
+                              f"(or backward_pass) taking one argument; {_name(obj)} has {', '.join(m for m in STATEFUL_FORWARDS + STATEFUL_BACKWARDS if _own(obj, m)) or 'neither'}")
+        return
     for method, args, _ in METHODS[kind]:
         _need_method(obj, kind, method, len(args), target)
     if kind == "loss":
