@@ -316,28 +316,43 @@ class StatefulSubject(LayerSubject):
     def _write(self, case):
         """Parameters live on each call's fresh instance: nothing to put back."""
 
-    def forward(self, case):
-        inst = self._instance(case)
+    def _forward(self, inst, case):
+        from .judge import fail
+
         self.fresh()
-        return as_float_array(stateful.call_forward(inst, self.layout.forward, case.inputs["x"]))
+        out = stateful.call_forward(inst, self.layout.forward, case.inputs["x"])
+        if out is None:
+            fail("not implemented", f"{self.layout.forward} returned None: the forward is not implemented yet", case=case, stage="forward")
+        return out
+
+    def forward(self, case):
+        return as_float_array(self._forward(self._instance(case), case))
 
     def backward(self, case, upstream):
         from .judge import fail
 
-        inst = self._instance(case)
-        self.fresh()
-        stateful.call_forward(inst, self.layout.forward, case.inputs["x"])
+        inst, bwd = self._instance(case), self.layout.backward
+        self._forward(inst, case)
         cache = {k: (v, v.copy()) for k, v in _attributes(inst) if k not in self.objects}
+        given = upstream.copy()  # for the second call: the first may write into upstream (the judge sees that)
         self.fresh()
-        dx = stateful.call_backward(inst, self.layout.backward, upstream)
+        dx = stateful.call_backward(inst, bwd, upstream)
+        if dx is None:
+            fail("not implemented", f"{bwd} returned None: the backward is not implemented yet (it must return dx)", case=case, upstream=upstream, stage="backward")
         for k, (v, before) in cache.items():
             if getattr(inst, k, None) is v and not np.array_equal(v, before, equal_nan=True):
-                fail("mutation", f"{self.layout.backward} changed self.{k} in place (a second backward sees other values); "
+                fail("mutation", f"{bwd} changed self.{k} in place (a second backward sees other values); "
                      "compute into a new array instead", case=case, upstream=upstream, stage="backward")
-        grads = {"x": dx}
+        grads = {"x": as_float_array(dx).copy()}
         for key, name in self.keys.items():
             got = stateful.found_gradient(inst, name)
-            grads[key] = None if got is None else got[0]
+            grads[key] = None if got is None else as_float_array(got[0]).copy()  # a second backward may add into it
+        if not self.params_replaced():
+            self.fresh()
+            again = stateful.call_backward(inst, bwd, given)
+            if again is None or not np.array_equal(as_float_array(again), grads["x"], equal_nan=True):
+                fail("mutation", f"{bwd} gave a different dx when called twice after one forward (it keeps or changes state)",
+                     case=case, upstream=upstream, stage="backward")
         return grads
 
     def params_replaced(self):
