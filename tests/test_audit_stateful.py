@@ -17,7 +17,7 @@ def _audit(name: str):
     return audit(f"{TARGETS}:{name}", examples=EXAMPLES, seed=0)
 
 
-@pytest.mark.parametrize("name", ["Sigmoid", "ReLU", "Upsample2x", "MaxPool2x2", "Dense", "DenseGradsDict", "OptimizerDense"])
+@pytest.mark.parametrize("name", ["Sigmoid", "ReLU", "Upsample2x", "MaxPool2x2", "Dense", "DenseGradsDict", "OptimizerDense", "BatchNormTrainFlag"])
 def test_correct_stateful_layers_pass(name):
     result = _audit(name)
     assert result.kind == "stateful"
@@ -44,6 +44,11 @@ def test_where_shape_and_gradients_were_found_is_reported():
     assert "input_shape, batch prepended" in prepare(f"{TARGETS}:OptimizerDense").call_signature()
     assert "self.W_opt.update(w, grad)" in prepare(f"{TARGETS}:OptimizerDense").call_signature()
     assert "x (N, 2, 4, 4) from probing" in prepare(f"{TARGETS}:Upsample2x").call_signature()
+
+
+def test_a_required_training_flag_is_passed_true_and_running_statistics_are_no_parameters():
+    call = prepare(f"{TARGETS}:BatchNormTrainFlag").call_signature()
+    assert "gamma (gradient self.dgamma), beta (gradient self.dbeta)" in call and "running" not in call
 
 
 def test_a_parameter_without_gradient_is_not_judged():

@@ -7,8 +7,9 @@ self, backward(dout) returns dx and leaves the parameters' gradients on self.
 
 What this module finds on such a class, so that StatefulSubject (subjects.py) can audit it:
   methods     forward | forward_pass | __call__, and backward | backward_pass taking one argument
-  parameters  float ndarray attributes after construction (and `initialize(optimizer)`), less the
-              ones a forward replaces or changes (caches, running statistics)
+  parameters  float ndarray attributes after construction (and `initialize(optimizer)`), less running
+              statistics (running_mean) and what a forward replaces or changes (its caches)
+  forward     extra arguments left at their defaults; a required training flag (train_flg) gets True
   gradients   after backward: d<name>, grad_<name>, <name>_grad, d_<name>, a dict grads / gradients /
               param_grads / dparams keyed by name, or what backward handed `<name>_opt.update(w, grad)`
   input shape input_shape / in_features, else the parameters' shapes, else probed candidates
@@ -17,6 +18,8 @@ What this module finds on such a class, so that StatefulSubject (subjects.py) ca
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -33,6 +36,7 @@ from .strategies import Envelope
 GRAD_DICTS = ("grads", "gradients", "param_grads", "dparams")
 PROBE_BATCH = 2
 PROBES = ((PROBE_BATCH, 4), (PROBE_BATCH, 2, 4, 4), (PROBE_BATCH, 3, 4))  # (N, D), (N, C, H, W) with H, W even, (N, T, D)
+STATISTICS = ("running_", "moving_", "_running", "_moving")  # a norm's running statistics: no parameters
 MAX_POOL = re.compile(r"max_?pool", re.IGNORECASE)  # inputs without ties: the argmax no step can move
 
 
@@ -102,8 +106,22 @@ class Layout:
     tie_free: bool
 
 
+TRAINING_FLAGS = ("training", "train", "train_flg", "is_training", "train_mode")
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_flags(cls: type, method: str) -> tuple[str, ...]:
+    """Required arguments after x that are a training flag (forward_pass(X, training)): passed True.
+    Others with defaults are left at them; any other required one cannot be filled in."""
+    try:
+        params = list(inspect.signature(getattr(cls, method)).parameters.values())[2:]  # self, x
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name.lower() in TRAINING_FLAGS)
+
+
 def call_forward(inst: Any, method: str, x: np.ndarray):
-    return getattr(inst, method)(x)
+    return getattr(inst, method)(x, **{k: True for k in _forward_flags(type(inst), method)})
 
 
 def call_backward(inst: Any, method: str, dout: np.ndarray):
@@ -181,7 +199,8 @@ def inspect_layer(obj: Any, target: str) -> Layout:
         raise TargetError(str(exc)) from None
     arrays = float_arrays(template)
     grads_of = {g for k in arrays for g in gradient_names(k)}
-    params = {k: v for k, v in arrays.items() if k.lower() not in grads_of}  # a dW made zero in __init__ is no parameter
+    params = {k: v for k, v in arrays.items() if k.lower() not in grads_of  # a dW made zero in __init__ is no parameter
+              and not k.lower().startswith(STATISTICS)}
     errors = []
     for shape, how in _candidates(template, params):
         try:

@@ -204,3 +204,29 @@ class TodoLayer:
 
     def backward(self, dout):
         pass  # TODO
+
+
+class BatchNormTrainFlag:
+    """Textbook style: forward(x, train_flg) with the flag required (gradlab passes True);
+    running statistics replaced by forward are caches, not parameters."""
+
+    def __init__(self):
+        self.gamma, self.beta = np.array([1.5, 0.5, 1.0]), np.array([0.1, -0.2, 0.0])
+        self.running_mean, self.running_var = np.zeros(3), np.ones(3)
+
+    def forward(self, x, train_flg):
+        mu = x.mean(axis=0) if train_flg else self.running_mean
+        self.xc = x - mu
+        self.std = np.sqrt(np.mean(self.xc**2, axis=0) + 1e-3)
+        self.xn = self.xc / self.std
+        self.running_mean = 0.9 * self.running_mean + 0.1 * mu
+        return self.gamma * self.xn + self.beta
+
+    def backward(self, dout):
+        n = dout.shape[0]
+        self.dbeta, self.dgamma = dout.sum(axis=0), np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dvar = 0.5 * -np.sum(dxn * self.xc / self.std**2, axis=0) / self.std
+        dxc = dxc + (2.0 / n) * self.xc * dvar
+        return dxc - dxc.sum(axis=0) / n
