@@ -197,6 +197,11 @@ def inspect_layer(obj: Any, target: str) -> Layout:
         template = construct(obj, target)
     except UserCodeError as exc:
         raise TargetError(str(exc)) from None
+    try:
+        copy.deepcopy(template)
+    except Exception as exc:  # noqa: BLE001 -- a lock, a file, a generator: whatever deepcopy refuses
+        raise TargetError(f"{target}: every case runs on a fresh copy of {type(template).__name__}, but copy.deepcopy "
+                          f"refuses it ({type(exc).__name__}: {exc}); keep only arrays and numbers on the instance") from None
     arrays = float_arrays(template)
     grads_of = {g for k in arrays for g in gradient_names(k)}
     params = {k: v for k, v in arrays.items() if k.lower() not in grads_of  # a dW made zero in __init__ is no parameter

@@ -127,7 +127,9 @@ def _need_method(obj: Any, kind: str, method: str, n_args: int, target: str) -> 
         raise TargetError(f"{target}: {_a(kind)} needs {_signature(kind, method)}; {_name(obj)} has no method {method!r}")
     arity = positional_arity(fn)
     if arity is not None and not arity[0] <= n_args <= arity[1]:
-        raise TargetError(f"{target}: {_name(obj)}.{method} takes {arity[0]} argument(s); {_a(kind)} needs {_signature(kind, method)}")
+        hint = ("; a backward(dout) with one argument, caching on self, is a stateful layer: pass --kind stateful or leave --kind out"
+                if method in STATEFUL_BACKWARDS and stateful_methods(obj) is not None else "")
+        raise TargetError(f"{target}: {_name(obj)}.{method} takes {arity[0]} argument(s); {_a(kind)} needs {_signature(kind, method)}{hint}")
 
 
 def parse_domain(value: Any, where: str) -> tuple[float, float]:
