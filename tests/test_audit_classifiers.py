@@ -2,7 +2,9 @@
 configuration: `loss, dW = f(W, X, y, reg)` is found by its arguments (not its name), W is
 differentiated, X and y are drawn and passed, reg ranges over 0 and positive values. Every correct
 loss passes (the SVM's hinge kinks over several seeds too), every wrong one
-(tests/audit_targets/course/classifiers_wrong.py) is a mismatch."""
+(tests/audit_targets/course/classifiers_wrong.py) is a mismatch. Course model classes
+(TwoLayerNet(input_dim=..., ...).loss(X, y) -> (loss, grads)) are built small and every params entry
+is differentiated."""
 
 import numpy as np
 import pytest
@@ -98,3 +100,24 @@ def test_reproduce_takes_the_data_and_the_reg():
     assert reproduce(f"{COURSE / 'classifiers.py'}:svm_loss_naive", kind="loss", **args) is None
     finding = reproduce(f"{COURSE / 'classifiers_wrong.py'}:svm_loss_naive", kind="loss", **args)
     assert finding.kind == "mismatch"
+
+
+# --- course model classes: TwoLayerNet(input_dim=..., ...).loss(X, y) -> (loss, grads) --------------
+
+
+def test_a_correct_two_layer_net_passes_with_small_sizes_and_reg():
+    result = audit(f"{COURSE / 'classifiers_net.py'}:TwoLayerNet", examples=15)
+    assert result.passed, [f.message for f in result.findings]
+    assert result.kind == "model" and "TwoLayerNet(input_dim=4, hidden_dim=3, num_classes=3, reg=...).loss(X, y)" in result.call
+
+
+def test_a_wrong_two_layer_net_is_a_mismatch_in_its_params_and_reproduces():
+    file = audit_file(COURSE / "classifiers_net_wrong.py", examples=15)
+    (result,) = file.results
+    assert result.name == "TwoLayerNet" and [f.kind for f in result.findings] == ["mismatch"]
+    finding = result.findings[0]
+    assert "d/dparams['b1']" in finding.message and set(finding.case.const) == {"X", "y"}
+    params = {k[len("params['"):-2]: v for k, v in finding.case.inputs.items()}
+    again = reproduce(f"{COURSE / 'classifiers_net_wrong.py'}:TwoLayerNet", kind="model", quiet=True, params=params,
+                      hyper=finding.case.hyper, **finding.case.const)
+    assert again is not None and again.kind == "mismatch"

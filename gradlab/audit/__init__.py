@@ -25,7 +25,7 @@ import numpy as np
 from ..userops import contracts, loading
 from ..userops.contracts import KINDS
 from ..userops.loading import TargetError
-from . import pairs, randomness, report, stateful, subjects, surrogates
+from . import models, pairs, randomness, report, stateful, subjects, surrogates
 from .judge import Counterexample, Finding, Undetermined, examine, tolerance
 from .search import DEFAULT_EXAMPLES, AuditResult, run
 from .strategies import MAX_ABS, Case, param_key
@@ -75,6 +75,8 @@ def prepare(op: Any, *, kind: str | None = None, base_dir: str | Path | None = N
             source = loading.split(op)[0]
             module = loading.load_module(source, base_dir) if loading.is_file(source) else sys.modules.get(source)
             return _pair_subject(raw, op, backward, kind, max_abs, module)
+        if kind in (None, "model") and models.is_model(raw):  # a course model: TwoLayerNet(input_dim=...).loss(X, y)
+            return models.ModelSubject(raw, op, max_abs=max_abs)
     elif inspect.isfunction(op):
         return _pair_subject(op, f"{op.__module__}:{op.__name__}", backward, kind, max_abs)
     if backward is not None:
@@ -155,7 +157,9 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
     with user_stdout_to_stderr():
         module = loading.load_module(shown)
     found, notes = pairs.discover(module, shown)
-    classes = stateful.stateful_classes(module)
+    stateful_names = stateful.stateful_classes(module)
+    model_names = [name for name in models.model_classes(module) if name not in stateful_names]  # TwoLayerNet(...).loss(X, y)
+    classes = stateful_names + model_names
     if not found and not notes and not classes:
         raise TargetError(f"{shown}: no function pairs found (name_forward / name_backward, name_loss(x, y), f / f_grad); "
                           f"for a class or an object, expected {loading.FORMAT}")
@@ -172,7 +176,7 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
             progress(result)
     for name in classes:  # stateful layer classes the file defines: forward(x) caching on self, backward(dout)
         try:
-            subject = prepare(f"{shown}:{name}", kind="stateful", max_abs=max_abs)
+            subject = prepare(f"{shown}:{name}", kind="model" if name in model_names else "stateful", max_abs=max_abs)
         except TargetError as exc:
             out.notes.append(str(exc))
             continue
@@ -214,8 +218,8 @@ def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dic
         if set(hyper or {}) != wanted:
             raise TargetError(f"reproduce: {subject.name} needs hyper={{{', '.join(repr(n) + ': ...' for n in sorted(wanted))}}}")
     else:
-        names = {"activation": ("z",), "loss": ("pred",), "layer": ("x",), "stateful": ("x",), "function": getattr(subject, "arg_names", ())}[subject.kind]
-        labels = ("target",) if subject.kind == "loss" else ()
+        names = {"activation": ("z",), "loss": ("pred",), "layer": ("x",), "stateful": ("x",), "model": (), "function": getattr(subject, "arg_names", ())}[subject.kind]
+        labels = {"loss": ("target",), "model": ("X", "y")}.get(subject.kind, ())
     for name in names:
         if name not in arrays:
             raise TargetError(f"reproduce: a {subject.kind} needs {name}=...")
@@ -224,8 +228,8 @@ def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dic
         if name not in arrays:
             raise TargetError(f"reproduce: {subject.name} needs {name}=...")
         value = np.asarray(arrays.pop(name))
-        const[name] = value if subject.kind == "pair" else value.astype(np.float64)
-    if subject.kind in ("layer", "stateful"):
+        const[name] = value if subject.kind in ("pair", "model") else value.astype(np.float64)
+    if subject.kind in ("layer", "stateful", "model"):
         for name, value in subject.original.items():
             inputs[param_key(name)] = np.asarray((params or {}).get(name, value), dtype=np.float64)
     if arrays:
