@@ -121,3 +121,13 @@ def test_a_wrong_two_layer_net_is_a_mismatch_in_its_params_and_reproduces():
     again = reproduce(f"{COURSE / 'classifiers_net_wrong.py'}:TwoLayerNet", kind="model", quiet=True, params=params,
                       hyper=finding.case.hyper, **finding.case.const)
     assert again is not None and again.kind == "mismatch"
+
+
+def test_a_model_whose_constructor_needs_an_unknown_argument_is_skipped_with_the_reason(tmp_path):
+    path = tmp_path / "nets.py"
+    path.write_text("import numpy as np\n\nclass Net:\n    def __init__(self, layer_sizes, input_dim=5):\n"
+                    "        self.params = {'W': np.zeros((input_dim, 2))}\n\n    def loss(self, X, y):\n"
+                    "        return 0.0, {'W': np.zeros((5, 2))}\n")
+    file = audit_file(path, examples=3)
+    assert file.results == [] and len(file.notes) == 1
+    assert "'layer_sizes'" in file.notes[0] and "give it a default" in file.notes[0]
