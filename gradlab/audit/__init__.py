@@ -164,28 +164,26 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
         raise TargetError(f"{shown}: no function pairs found (name_forward / name_backward, name_loss(x, y), f / f_grad); "
                           f"for a class or an object, expected {loading.FORMAT}")
     out = FileAuditResult(shown, notes=notes)
-    for pair in found:
-        target = f"{shown}:{pair.name}" + ("" if pair.backward is None or pair.backward.__name__ == pair.name.replace("forward", "backward")
-                                           else f" --backward {pair.backward.__name__}")
-        subject = pairs.PairSubject(pair, target, max_abs=max_abs)
+
+    def audit_one(subject) -> None:
         subject.reseed = seed if reseed else None
         with user_stdout_to_stderr():
             result = run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol), progress=live)
         out.results.append(result)
         if progress is not None:
             progress(result)
+
+    for pair in found:
+        target = f"{shown}:{pair.name}" + ("" if pair.backward is None or pair.backward.__name__ == pair.name.replace("forward", "backward")
+                                           else f" --backward {pair.backward.__name__}")
+        audit_one(pairs.PairSubject(pair, target, max_abs=max_abs))
     for name in classes:  # stateful layer classes the file defines: forward(x) caching on self, backward(dout)
         try:
             subject = prepare(f"{shown}:{name}", kind="model" if name in model_names else "stateful", max_abs=max_abs)
         except TargetError as exc:
             out.notes.append(str(exc))
             continue
-        subject.reseed = seed if reseed else None
-        with user_stdout_to_stderr():
-            result = run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol), progress=live)
-        out.results.append(result)
-        if progress is not None:
-            progress(result)
+        audit_one(subject)
     out.seconds = time.perf_counter() - t0
     return out
 
