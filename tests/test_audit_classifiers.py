@@ -131,3 +131,11 @@ def test_a_model_whose_constructor_needs_an_unknown_argument_is_skipped_with_the
     file = audit_file(path, examples=3)
     assert file.results == [] and len(file.notes) == 1
     assert "'layer_sizes'" in file.notes[0] and "give it a default" in file.notes[0]
+
+
+def test_other_spellings_of_the_arguments_are_found_and_judged():
+    result = audit_file(COURSE / "classifiers_spellings.py", examples=BUDGET)
+    verdicts = {r.name: [f.kind for f in r.findings] for r in result.results}
+    assert verdicts == {"svm_loss_naive": [], "softmax_loss_vectorized": [], "softmax_loss_wrong": ["mismatch"]}
+    wrong = next(r for r in result.results if r.name == "softmax_loss_wrong")
+    assert "d/dw" in wrong.findings[0].message

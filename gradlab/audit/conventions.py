@@ -80,7 +80,7 @@ LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
     "lstm": {"x": ("N", "T", "D"), "h0": ("N", "H"), "Wx": ("D", "4H"), "Wh": ("H", "4H"), "b": ("4H",)},
     "embedding": {"W": ("V", "D")},
     "temporal_loss": {"x": ("N", "T", "V")},
-    "classifier": {"W": ("D", "C")},  # a linear classifier's weights: scores X @ W, C classes
+    "classifier": {"W": ("D", "C"), "w": ("D", "C")},  # a linear classifier's weights: scores X @ W, C classes
 }
 
 # Arguments that are passed, never differentiated: name -> (what, shape, the dimension that bounds it).
@@ -90,7 +90,8 @@ CONSTANTS: dict[str, dict[str, tuple[str, tuple[str, ...], str | None]]] = {
     "loss": {"y": ("indices", ("N",), "C")},
     "temporal_loss": {"y": ("indices", ("N", "T"), "V"), "mask": ("mask", ("N", "T"), None)},
     "embedding": {"x": ("indices", ("N", "T"), "V")},
-    "classifier": {"X": ("data", ("N", "D"), None), "y": ("indices", ("N",), "C")},
+    "classifier": {"X": ("data", ("N", "D"), None), "x": ("data", ("N", "D"), None),
+                   "y": ("indices", ("N",), "C"), "Y": ("indices", ("N",), "C")},
 }
 
 # The first rule whose argument names are all present (and whose word, if any, is in the function's
@@ -102,7 +103,9 @@ FAMILY_BY_ARGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("h0",), "lstm", "lstm"),
     (("h0",), "", "rnn"),
     (("y", "mask"), "", "temporal_loss"),
-    (("W", "X", "y"), "", "classifier"),
+    (("W", "X", "y"), "", "classifier"),  # linear_svm.py / softmax.py; the other spellings seen in such files:
+    (("w", "x", "y"), "", "classifier"),
+    (("W", "X", "Y"), "", "classifier"),
     (("x", "W"), "embed", "embedding"),
 )
 
