@@ -92,7 +92,7 @@ def check_spec_text(name: str, text: str, options: dict | None = None, timeout: 
     """
     from . import batch
 
-    base = _plain_name(name)
+    base = plain_name(name)
     if base is None:
         shown = _printable(name)
         return batch.error_result(shown, f"{shown}: (name): expected a spec file name such as net.yaml "
@@ -130,7 +130,7 @@ def check_options(options: dict | None) -> dict:
     return options
 
 
-def _plain_name(name) -> str | None:
+def plain_name(name) -> str | None:
     """The file-name part of `name` when it is a plain, printable file name; else None."""
     import re
 

@@ -228,13 +228,6 @@ def _hyper(draw, arg: str) -> dict | float:
     return {k: draw(st.sampled_from(v), label=f"{arg}[{k!r}]") for k, v in keys.items()}
 
 
-def _tie_free(shape) -> st.SearchStrategy[np.ndarray]:
-    """Distinct values (a shuffled ramp, 0.25 apart): a max-pool input with no ties, whose argmax
-    no finite-difference step can change; shrinks to the plain ramp."""
-    n = int(np.prod(shape))
-    return st.permutations(range(n)).map(lambda p: (np.asarray(p, dtype=np.float64) - n / 2).reshape(shape) * 0.25)
-
-
 def _dict_of(hyper: dict, fam: str) -> dict | None:
     """The drawn hyperparameter dict of family `fam` (conv_param, pool_param), if the op takes one."""
     return next((v for k, v in hyper.items() if k in C.HYPERPARAMETERS and C.HYPERPARAMETERS[k][0] == fam), None)
@@ -292,7 +285,7 @@ def pair_cases(draw, pair: Pair, env: Envelope):
         else:
             shape = _shape(draw, layout, dims, fam)
         if name == "x" and fam == "pool":
-            inputs[name] = draw(_tie_free(shape), label=name)
+            inputs[name] = draw(S.tie_free(shape), label=name)
         else:
             inputs[name] = draw(S.arrays(shape, env if name == "x" else param_env), label=name)
     return Case(inputs, const, hyper)

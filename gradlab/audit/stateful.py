@@ -226,9 +226,7 @@ def cases(draw, env: Envelope, input_shape: tuple[int, ...], params: dict[str, n
     """A layer's cases; a max-pool's x without ties, as the pool convention draws it."""
     case = draw(S.layer_cases(env, input_shape, params, param_envs))
     if tie_free:
-        from .pairs import _tie_free  # pairs imports subjects, which imports this module
-
-        case.inputs["x"] = draw(_tie_free(case.inputs["x"].shape), label="x without ties")
+        case.inputs["x"] = draw(S.tie_free(case.inputs["x"].shape), label="x without ties")
     return case
 
 

@@ -194,3 +194,10 @@ def layer_cases(draw, env: Envelope, input_shape: tuple[int, ...], params: dict[
 def param_key(name: str) -> str:
     """How a layer parameter is named among the inputs (never clashes with x)."""
     return f"params[{name!r}]"
+
+
+def tie_free(shape) -> st.SearchStrategy[np.ndarray]:
+    """Distinct values (a shuffled ramp, 0.25 apart): a max-pool input with no ties, whose argmax
+    no finite-difference step can change; shrinks to the plain ramp."""
+    n = int(np.prod(shape))
+    return st.permutations(range(n)).map(lambda p: (np.asarray(p, dtype=np.float64) - n / 2).reshape(shape) * 0.25)

@@ -97,10 +97,10 @@ def counted(specs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         raise Refused(422, [(None, "specs: expected at least one spec")])
     if len(specs) > MAX_SPECS:
         raise Refused(413, [(None, f"specs: at most {MAX_SPECS} specs in one run; split the submission")])
-    from ..executors import _plain_name  # the worker's rule for the name it writes the spec under
+    from ..executors import plain_name  # the worker's rule for the name it writes the spec under
 
     for i, (name, _) in enumerate(specs):
-        if len(name) > MAX_NAME or _CONTROL.search(name) or _plain_name(name) is None:
+        if len(name) > MAX_NAME or _CONTROL.search(name) or plain_name(name) is None:
             raise Refused(422, [(i, f"specs[{i}].name: expected a spec file name such as net.yaml (its last part: letters, digits, "
                                     f"'.', '_', '-', '+'; at most {MAX_NAME} characters in all), got {name[:80]!r}")])
     return specs
