@@ -279,6 +279,12 @@ def _moved_row(values, b, j, off):
     return rows, r
 
 
+def _one_row(rows, ndim: int) -> np.ndarray:
+    """Rows (P, features) as a batch of P samples of one row each, (P, 1, ..., 1, features) with `ndim` axes:
+    a row-wise layer must see its input's rank (a layernorm after a conv2d reads (C, H, W), not (T, D))."""
+    return rows.reshape((rows.shape[0],) + (1,) * (ndim - 2) + rows.shape[-1:])
+
+
 def _moved_units(before, after, layer, b, j, off):
     """(rows, applied): the rows of samples b with flattened unit j of `before` moved by off. When `layer`
     (the next one) is elementwise it moves only that unit, so it is applied to that unit alone and the rows
@@ -357,7 +363,7 @@ class _Base:
     def row_rest(self, start: int, rows: np.ndarray, b: np.ndarray, r: np.ndarray) -> np.ndarray:
         """Per-sample loss when only row r[p] of sample b[p] changed, to `rows` (P, features) entering layer
         `start`: the other rows' losses are the base pass's."""
-        h = rows[:, None, :]
+        h = _one_row(rows, self.hs[start].ndim)
         for layer in self.net.layers[start:]:
             h = layer.forward(self.params, h)
         t = self.net.as_rows(self.target)[b, r][:, None, :]
@@ -605,11 +611,11 @@ class _InnerSite:
                 and self.base.rowwise_from(self.block.index + 1) and (self.block.projection is None or self.block.projection.rowwise):
             # everything after the site acts row by row: only row r of sample b moves
             rows, r = _moved_row(u_site, b, j, off)
-            h = rows[:, None, :]
+            h = _one_row(rows, u_site.ndim)
             for layer in rest:
                 h = layer.forward(params, h)
             skip = self.skip.reshape(self.skip.shape[0], -1, self.skip.shape[-1])[b, r]
-            return self.base.row_rest(self.block.index + 1, h[:, 0, :] + skip, b, r)
+            return self.base.row_rest(self.block.index + 1, h.reshape(len(b), -1) + skip, b, r)
         first = rest[0] if rest else None
         rows, applied = _moved_units(u_site, self.values[self.j + 2] if first is not None else None, first, b, j, off)
         for layer in rest[1:] if applied else rest:
