@@ -182,9 +182,9 @@ def _forward_errors(layers, params, xs, rng, eps: float) -> list:
         with np.errstate(all="ignore"):
             for _ in range(PROBES):
                 p = {**params, **{n: _jiggled(params[n], rng) for n in names_of[i]}}
-                own = np.maximum(own, np.abs(layer.forward(p, _jiggled(x, rng)) - y))
+                own = np.fmax(own, np.abs(layer.forward(p, _jiggled(x, rng)) - y))
                 if np.any(e_x):
-                    car = np.maximum(car, np.abs(layer.forward(params, _pushed(x, e_x, rng)) - y))
+                    car = np.fmax(car, np.abs(layer.forward(params, _pushed(x, e_x, rng)) - y))
         hint = _op_rounding(layer, params, x, np.zeros_like(y), eps)
         extra = hint[0] if hint else 0.0
         errs.append(np.nan_to_num(car + 8.0 * (eps / PROBE) * own + eps * np.abs(y) + extra, nan=0.0, posinf=0.0))
@@ -220,18 +220,18 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
     for _ in range(PROBES):
         p = {**params, **{n: _jiggled(params[n], rng) for n in names}}
         gx, gp = layer.backward(p, _jiggled(x, rng), _jiggled(y, rng), _jiggled(g, rng))
-        own_x = np.maximum(own_x, np.abs(gx - base_x))
+        own_x = np.fmax(own_x, np.abs(gx - base_x))
         for n in names:
-            own_p[n] = np.maximum(own_p[n], np.abs(gp[n] - base_p[n]))
+            own_p[n] = np.fmax(own_p[n], np.abs(gp[n] - base_p[n]))
         gx, gp = layer.backward(params, x, y, _pushed(g, e_g, rng))
-        car_x = np.maximum(car_x, np.abs(gx - base_x))
+        car_x = np.fmax(car_x, np.abs(gx - base_x))
         for n in names:
-            car_p[n] = np.maximum(car_p[n], np.abs(gp[n] - base_p[n]))
+            car_p[n] = np.fmax(car_p[n], np.abs(gp[n] - base_p[n]))
         if e_x is not None and (np.any(e_x) or np.any(e_y)):  # the forward values it reads carry rounding too
             gx, gp = layer.backward(params, _pushed(x, e_x, rng), _pushed(y, e_y, rng), g)
-            car_x = np.maximum(car_x, np.abs(gx - base_x))
+            car_x = np.fmax(car_x, np.abs(gx - base_x))
             for n in names:
-                car_p[n] = np.maximum(car_p[n], np.abs(gp[n] - base_p[n]))
+                car_p[n] = np.fmax(car_p[n], np.abs(gp[n] - base_p[n]))
     scale = eps / PROBE
     # the dot products inside: a sum of n terms rounds to ~sqrt(n) eps of their size; PROBE-relative
     # perturbations see each term once, so a factor covers the accumulation
@@ -315,12 +315,28 @@ def composite_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> di
     bounds = {}
     for n in names:
         gv = np.asarray(exact.grad_input if n == INPUT else exact.grads[n], float)
-        gl = np.asarray(low.grad_input if n == INPUT else low.grads[n], float)
-        drift = np.abs(gl - gv)
-        spread = float(np.sqrt(np.mean(drift**2))) if drift.size else 0.0
-        own = e_x if n == INPUT else model.get(n, eps * np.abs(gv))
+        own = _finite(np.asarray(e_x if n == INPUT else model.get(n, eps * np.abs(gv)), float))
+        drift, spread = _drift(np.asarray(low.grad_input if n == INPUT else low.grads[n], float), gv)
         if proxy is not None:
-            d32 = np.abs(np.asarray(proxy.grad_input if n == INPUT else proxy.grads[n], float) - gv)
-            drift = drift + (eps / f32) * (d32 + float(np.sqrt(np.mean(d32**2))) if d32.size else 0.0)
-        bounds[n] = drift + spread + np.asarray(own, float)
-    return {k: np.nan_to_num(np.asarray(v, float), nan=0.0, posinf=0.0) + 64 * tiny for k, v in bounds.items()}
+            d32, s32 = _drift(np.asarray(proxy.grad_input if n == INPUT else proxy.grads[n], float), gv)
+            drift = drift + (eps / f32) * (d32 + s32)
+        bounds[n] = drift + spread + own
+    return {k: _finite(np.asarray(v, float)) + 64 * tiny for k, v in bounds.items()}
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    """A term that could not be measured (NaN, inf) contributes nothing, and only to its own elements."""
+    return np.where(np.isfinite(a), a, 0.0)
+
+
+def _drift(low: np.ndarray, exact: np.ndarray) -> tuple[np.ndarray, float]:
+    """|low - exact| per element and its RMS, over the elements where the lower-precision run is finite.
+
+    A lower dtype that saturates where float64 does not (sigmoid(19.5) is 1.0 in float32, and the binary
+    cross-entropy's (p - t) / (p (1 - p)) is then 0/0) says nothing about those elements; a NaN there
+    must not erase the rest of the bound (it did, through the RMS: the whole tensor's bound fell to 0).
+    """
+    d = np.abs(low - exact)
+    ok = np.isfinite(d)
+    spread = float(np.sqrt(np.mean(d[ok] ** 2))) if ok.any() else 0.0
+    return np.where(ok, d, 0.0), spread
