@@ -169,6 +169,45 @@ def _backward(x, y, g, p, o):
     return np.asarray(dx).astype(dtype, copy=False), {name: grads[name].astype(dtype, copy=False) for name in order}
 
 
+# --- rounding the error model cannot see by perturbing the inputs --------------------------------
+
+
+def _rounding(x, g, p, o, eps):
+    """Bounds on the rounding of a correct backward in a dtype of unit roundoff `eps`: (output, dL/dx, {param}).
+
+    The softmax VJP dS = A (dA - sum_j A dA) cancels: where the scores barely depend on the key (small or
+    nearly equal scores, nearly equal value rows) dA's entries agree to many digits and dS is their tiny
+    difference, but every implementation rounds dA = dO V^T (dot products of length D/H) and the sum at the
+    scale of |dO| |V|, not of dS (torch's float32 autograd: 2e-18 on a q gradient of 1e-20 whose terms are
+    1e-11). Relative perturbations of x, the weights and g move those entries together and cannot see it.
+    The probabilities A carry the rounding of the scores (dot products at the scale of |Q| |K|) too. The
+    bound on dS is carried to the q and k projections, their weights and biases, and to dL/dx.
+    """
+    w = {k: p[f"{k}.weight"] for k in PROJECTIONS}
+    bias = {k: p.get(f"{k}.bias") if k != "k" else None for k in PROJECTIONS}
+    q, k, v = (x @ w[n].T + (bias[n] if bias[n] is not None else 0) for n in "qkv")
+    (qh, kh, vh), a, _ = _attend(q, k, v, o)
+    dh = x.shape[-1] // o.heads
+    scale = 1.0 / math.sqrt(dh)
+    t = x.shape[-2]
+    d_heads = np.abs(_split(g @ w["o"], o.heads))
+    da_size = np.matmul(d_heads, np.swapaxes(np.abs(vh), -1, -2))  # the scale dA = dO V^T rounds at, (B, H, T, T)
+    s_size = np.matmul(np.abs(qh), np.swapaxes(np.abs(kh), -1, -2)) * scale  # and S = Q K^T / sqrt(D/H)
+    e_a = a * (2 * (dh + 2) * eps * np.max(s_size, axis=-1, keepdims=True) + 4 * eps)  # softmax of rounded scores
+    ds_size = a * (da_size + np.sum(a * da_size, axis=-1, keepdims=True))
+    e_ds = (dh + t + 4) * eps * ds_size + a * np.sum(e_a * da_size, axis=-1, keepdims=True) + e_a * da_size
+    e_dq = _merge(np.matmul(e_ds, np.abs(kh)) * scale)
+    e_dk = _merge(np.matmul(np.swapaxes(e_ds, -1, -2), np.abs(qh)) * scale)
+    ax = np.abs(x)
+    grads = {}
+    for n, e in (("q", e_dq), ("k", e_dk)):
+        grads[f"{n}.weight"] = np.einsum("btd,bte->de", e, ax)
+        if bias[n] is not None:
+            grads[f"{n}.bias"] = e.sum(axis=(0, 1))
+    e_dx = e_dq @ np.abs(w["q"]) + e_dk @ np.abs(w["k"])
+    return np.zeros(np.shape(x)), e_dx, grads
+
+
 # --- torch mirror ---------------------------------------------------------------------------------
 
 
@@ -203,6 +242,7 @@ OPS = (
         torch=_torch,
         params=_params,
         complex_safe=True,
+        rounding=_rounding,
         linear_in=(),
         workspace=lambda s, o: 3 * o.heads * s[0] * s[0] + 6 * s[0] * s[1],  # scores, exp, weights; q, k, v and heads
         examples=(
