@@ -7,6 +7,8 @@ finite at its point) becomes a SpecResult with `error` set; the other specs stil
   1  a comparison failed, and every spec could be checked
   2  a spec or the usage is wrong, or user code failed (one `Error: file: key.path: message` line each)
   3  an internal error of gradlab (a bug: one line, the traceback with --debug)
+  4  incomplete: nothing disagrees, but something asked for or found was not checked (each named, with
+     its reason, in every output); `--allow-unchecked` makes it 0, except when nothing at all was checked
   130 interrupted (Ctrl-C)
 """
 
@@ -19,7 +21,7 @@ import click
 from .errors import GradlabError, SpecError
 from .usercode import Timeout, deadline, describe, forbid_code, interrupted
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 _debug = {"on": False}
 
@@ -40,8 +42,32 @@ def _set_no_code(ctx, param, value):
         forbid_code()
 
 
+def _set_allow_unchecked(ctx, param, value):
+    _allow["unchecked"] = bool(value)  # every invocation sets it: a CliRunner run never inherits the last one's
+
+
+_allow = {"unchecked": False}
+
+
+def allow_unchecked() -> bool:
+    """--allow-unchecked (or GRADLAB_ALLOW_UNCHECKED=1): what could not be checked is named, and exit 0 stands."""
+    import os
+
+    return _allow["unchecked"] or os.environ.get("GRADLAB_ALLOW_UNCHECKED", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def incomplete_code(*, unchecked: bool, nothing: bool) -> int:
+    """EXIT_INCOMPLETE when something was not checked (the switch accepts it), always when nothing was."""
+    if nothing:
+        return EXIT_INCOMPLETE
+    return EXIT_INCOMPLETE if unchecked and not allow_unchecked() else EXIT_OK
+
+
 def safety_options(f):
-    """--no-code and --debug, on every command that may run user code."""
+    """--no-code, --debug and --allow-unchecked, on every command that may run user code."""
+    f = click.option("--allow-unchecked", is_flag=True, expose_value=False, is_eager=True, callback=_set_allow_unchecked,
+                     help="Exit 0 although something asked for or found could not be checked (no CUDA device, an op gradlab could "
+                          "not build); it is still named in every output. Without it such a run exits 4 (also GRADLAB_ALLOW_UNCHECKED=1).")(f)
     f = click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
                      help="On an internal error, print the traceback (also GRADLAB_DEBUG=1).")(f)
     f = click.option("--no-code", is_flag=True, expose_value=False, is_eager=True, callback=_set_no_code,
@@ -157,7 +183,7 @@ def progress_work(spec, *, mode=None, devices=None, engines=None) -> tuple[int, 
         from .engines.autograd import device_unavailable
 
         candidates += sum(device_unavailable(d) is None for d in dict.fromkeys(devices or check.devices))
-    params = sum(n for *_, n in layer_sizes(spec))  # fast mode never differentiates the input
+    params = sum(n for *_, n in layer_sizes(spec)) + (spec.input.batch * spec.input.size if check.wrt_input else 0)
     return max(params * candidates, 1), "projections"
 
 
@@ -229,11 +255,30 @@ def check_devices(devices) -> None:
 
 
 def exit_code(results) -> int:
+    """3 a bug > 2 a spec not checked > 1 a discrepancy > 4 something not checked > 0 (gradlab.coverage)."""
     if any(getattr(r, "error_kind", "") == "internal" for r in results):
         return EXIT_INTERNAL
     if any(r.error is not None for r in results):
         return EXIT_USAGE
-    return EXIT_OK if all(r.passed for r in results) else EXIT_FAIL
+    if not all(r.passed for r in results):
+        return EXIT_FAIL
+    from .coverage import nothing_checked, of_run
+
+    checked = [r for r in results if hasattr(r, "comparisons")]  # a stats-only result has no rows to account for
+    return incomplete_code(unchecked=bool(of_run(checked)), nothing=bool(checked) and nothing_checked(checked))
+
+
+def check_document(results, environment: dict) -> dict:
+    """`gradlab check --format json`'s document (the service stores and serves the same one).
+
+    `passed` is true only when everything asked for was checked and agrees; `complete` and `unchecked`
+    name what was not checked and why (gradlab.coverage)."""
+    from .coverage import of_run
+    from .report.rows import complete
+
+    return {"passed": complete(results), "complete": not of_run(results),
+            "unchecked": [{"spec": name, **u.to_dict()} for name, u in of_run(results)],
+            "environment": environment, "specs": [r.to_dict() for r in results]}
 
 
 def echo_errors(results) -> None:

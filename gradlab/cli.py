@@ -84,7 +84,9 @@ def main():
 def results_json(results) -> str:
     from .environment import environment
 
-    doc = {"passed": all(r.passed for r in results), "environment": environment(results), "specs": [r.to_dict() for r in results]}
+    from .batch import check_document
+
+    doc = check_document(results, environment(results))
     return json.dumps(doc, indent=2, default=float)
 
 

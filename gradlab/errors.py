@@ -12,3 +12,10 @@ class SpecError(GradlabError):
         self.file, self.path, self.message, self.more = file, path, message, more
         extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         super().__init__(f"{file}: {path}: {message}{extra}")
+
+    def __reduce__(self):  # pickled across a process boundary (a supervised pytest item, an executor's worker)
+        return _spec_error, (self.file, self.path, self.message, self.more)
+
+
+def _spec_error(file: str, path: str, message: str, more: int) -> SpecError:
+    return SpecError(file, path, message, more=more)

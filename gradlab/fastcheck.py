@@ -21,7 +21,7 @@ import numpy as np
 
 from .compare import SAFETY, Comparison
 from .engines import numeric
-from .gradients import Gradients
+from .gradients import INPUT, Gradients
 from .network import Network
 
 MAX_LOCALISED = 16  # stop bisecting after naming this many wrong elements in one tensor
@@ -42,13 +42,18 @@ class _Probe:
     def project(self, u_flat: np.ndarray) -> tuple[bool, float, float, float]:
         """(agrees, numeric, candidate, bound) for direction u_flat (zero outside the tested set)."""
         self.count += 1
-        shape = self.net.params[self.name].shape
+        shape = _tensor(self.net, self.name).shape
         d = numeric.directional(self.net, {self.name: u_flat.reshape(shape)}, method=self.method)
         self.kinks += d.kink
         cand = float(np.dot(self.cand, u_flat))
         bound = SAFETY * (d.error + float(np.dot(np.abs(u_flat), self.model)) + 4 * self.cand.size * np.finfo(float).eps * float(np.dot(np.abs(self.cand), np.abs(u_flat))))
         bound += self.tol["atol"] * float(np.sum(np.abs(u_flat))) + self.tol["rtol"] * abs(d.value)
         return d.kink or abs(cand - d.value) <= bound, d.value, cand, bound
+
+
+def _tensor(net: Network, name: str) -> np.ndarray:
+    """A parameter, or the batch itself for `input` (check.wrt_input)."""
+    return net.x if name == INPUT else net.params[name]
 
 
 def _localise(probe: _Probe, u: np.ndarray, idx: np.ndarray, found: list) -> None:
@@ -71,7 +76,7 @@ def _localise(probe: _Probe, u: np.ndarray, idx: np.ndarray, found: list) -> Non
 
 def check_tensor(spec: str, net: Network, cand: Gradients, name: str, *, model: np.ndarray, method: str, tol: dict, seed: int = 0) -> Comparison:
     """Fast-mode Comparison of one tensor of `cand` against the numeric engine."""
-    theta = net.params[name]
+    theta = _tensor(net, name)
     probe = _Probe(net, name, cand.values[name].reshape(-1), model.reshape(-1), method, tol)
     rng = np.random.default_rng([seed, theta.size])
     found: list = []

@@ -165,7 +165,10 @@ class SpecFile(pytest.File):
         from .spec import load_spec
 
         try:
-            spec = load_spec(self.path)
+            if self.names_code():  # loading imports the user's module and probes its ops: in a child it cannot end
+                spec = _supervised(_describe, str(self.path))
+            else:
+                spec = load_spec(self.path)
         except (KeyboardInterrupt, pytest.skip.Exception):
             raise
         except BaseException as exc:  # noqa: BLE001 -- a failing item, never a collection error that stops the suite
@@ -178,18 +181,63 @@ class SpecFile(pytest.File):
             yield SpecItem.from_parent(self, name=name if len(devices) == 1 else f"{name}[{device}]", spec=spec,
                                        device=device, others=tuple(devices) if i == 0 else None)
 
+    def names_code(self) -> bool:
+        """The spec may name user code (`impl:`): its loading and checking run in a supervised child."""
+        if self._names_code is None:
+            try:
+                self._names_code = b"impl" in self.path.read_bytes()[: 1 << 20]
+            except OSError:
+                self._names_code = False
+        return self._names_code
+
+    _names_code = None
+
     def result(self, spec):
         if self._result is None:
-            from . import runner
-            from .errors import GradlabError
-            from .usercode import Timeout, deadline
-
-            try:
-                with deadline(spec.check.timeout, str(self.path)):
-                    self._result = runner.run(spec, path=str(self.path))
-            except Timeout as exc:  # a BaseException: pytest must see an ordinary failure
-                raise GradlabError(exc.message()) from None
+            if self.names_code():
+                self._result = _supervised(_check, str(self.path))
+            else:
+                self._result = _check(str(self.path), spec)
         return self._result
+
+
+def _describe(path: str):
+    """What collection needs of a spec with user code, loaded in the child (the Spec is plain data)."""
+    from .spec import load_spec
+
+    return load_spec(path)
+
+
+def _check(path: str, spec=None):
+    from . import runner
+    from .errors import GradlabError
+    from .spec import load_spec
+    from .usercode import Timeout, deadline
+
+    spec = spec if spec is not None else load_spec(path)
+    try:
+        with deadline(spec.check.timeout, path):
+            return runner.run(spec, path=path)
+    except Timeout as exc:  # a BaseException: pytest must see an ordinary failure
+        raise GradlabError(exc.message()) from None
+
+
+def _supervised(fn, path: str):
+    """fn(path) in a child process that user code cannot end: what it returns or raises, or why it died.
+
+    A KeyboardInterrupt or SystemExit the user's op raises comes back as that op's error (this item
+    fails, the session goes on); a real Ctrl-C reaches pytest itself.
+    """
+    from .errors import GradlabError
+    from .supervise import ProcessEnded, call
+    from .usercode import describe
+
+    try:
+        return call(fn, path)
+    except ProcessEnded as exc:
+        raise GradlabError(f"user code ended the check: {exc}") from None
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise GradlabError(f"user code {describe(exc)}") from None
 
 
 class SpecItem(pytest.Item):

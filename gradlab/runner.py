@@ -45,6 +45,13 @@ class SpecResult:
         return self.error is None and not any(c.status == "fail" for c in self.comparisons)
 
     @property
+    def unchecked(self) -> list:
+        """What this spec asked for and did not get checked, with the reasons (gradlab.coverage)."""
+        from .coverage import of_spec
+
+        return of_spec(self)
+
+    @property
     def failures(self) -> list[cmp.Comparison]:
         return [c for c in self.comparisons if c.status == "fail"]
 
@@ -53,6 +60,8 @@ class SpecResult:
             "spec": self.path,
             "name": self.name,
             "passed": self.passed,
+            "complete": self.error is None and not self.unchecked,
+            "unchecked": [u.to_dict() for u in self.unchecked],
             "diagnosis": [d.to_dict() for d in self.diagnosis],
             "dtype": self.dtype,
             "seed": self.seed,
@@ -111,7 +120,7 @@ def run(
     engines = engines or chk.engines
     mode = resolve_mode(mode or chk.mode, net)
     method = numeric.resolve_method(net, method or chk.numeric.method)
-    wrt = chk.wrt_input and mode == "full"
+    wrt = chk.wrt_input  # fast mode checks `input` by projections too: what is asked for is checked
     grads: list[Gradients] = []
     if "analytic" in engines:
         grads.append(analytic.gradients(net, wrt_input=wrt))
@@ -198,10 +207,11 @@ def _fast_rows(path, net, grads, names, rounding, method, override, progress) ->
                 continue
             model = rounding.get(cand.dtype, {}).get(name)
             tol = cmp.tolerance(cand.dtype, override, model=model is not None)
-            model = model if model is not None else np.zeros(net.params[name].shape)
+            size = net.x.size if name == INPUT else net.params[name].size
+            model = model if model is not None else np.zeros(size)
             rows.append(fastcheck.check_tensor(path, net, cand, name, model=model, method=method, tol=tol, seed=net.seed))
             if progress:
-                progress(net.params[name].size)
+                progress(size)
     return rows
 
 

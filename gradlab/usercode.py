@@ -10,6 +10,8 @@ it runs, that is the user's error, reported as such -- never gradlab's end, neve
 
 from __future__ import annotations
 
+import functools
+import contextlib
 import signal
 import threading
 import traceback
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import GradlabError
+from .supervise import breadcrumb
 
 _sigint = {"installed": False, "received": False}
 
@@ -55,28 +58,97 @@ def interrupted() -> bool:
     return _sigint["received"] or not _sigint["installed"]
 
 
+@functools.lru_cache(maxsize=1)
+def _library_roots() -> tuple[str, ...]:
+    """Folders whose frames are not the user's: gradlab itself, the standard library, installed packages."""
+    import sysconfig
+
+    roots = {str(Path(__file__).resolve().parent)}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        try:
+            roots.add(str(Path(sysconfig.get_paths()[key]).resolve()))
+        except (KeyError, OSError, RuntimeError):
+            pass
+    return tuple(r.rstrip("/\\") + "/" for r in roots)
+
+
+def _is_user_file(filename: str) -> bool:
+    name = filename.replace("\\", "/")
+    if name.startswith("<") or "site-packages/" in name or "dist-packages/" in name:
+        return False  # <frozen importlib._bootstrap>, <string>, installed packages
+    try:
+        name = str(Path(filename).resolve()).replace("\\", "/")
+    except (OSError, RuntimeError):
+        pass
+    return not name.startswith(_library_roots())
+
+
+def user_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    """The frames of `exc`'s traceback in the user's own files (not gradlab's, not the libraries'), outermost first."""
+    try:
+        return [f for f in traceback.extract_tb(exc.__traceback__) if _is_user_file(f.filename)]
+    except Exception:  # noqa: BLE001 -- a traceback is gradlab's last resort for a line; never fail on it
+        return []
+
+
+def raised_by_user(exc: BaseException) -> bool:
+    """`exc` came out of the user's code: a frame in the user's files lies deeper than gradlab's innermost one
+    (gradlab reading an attribute ran a property or __getattr__ that raised). A gradlab bug has gradlab innermost."""
+    try:
+        frames = traceback.extract_tb(exc.__traceback__)
+    except Exception:  # noqa: BLE001
+        return False
+    own = str(Path(__file__).resolve().parent).replace("\\", "/") + "/"
+    last_gradlab = max((i for i, f in enumerate(frames) if f.filename.replace("\\", "/").startswith(own)), default=-1)
+    return any(_is_user_file(f.filename) for f in frames[last_gradlab + 1:])
+
+
 def user_line(exc: BaseException) -> str:
-    """' (file.py, line 12)': the innermost frame of the traceback outside gradlab and the libraries."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "/gradlab/" not in f.filename.replace("\\", "/") and "site-packages" not in f.filename and "importlib" not in f.filename]
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        return f" ({Path(exc.filename or '?').name}, line {exc.lineno})"
+    """' (file.py, line 12)': the innermost frame of the traceback in the user's files (a SyntaxError: where it is)."""
+    if isinstance(exc, SyntaxError) and exc.lineno and exc.filename and not str(exc.filename).startswith("<"):
+        return f" ({Path(exc.filename).name}, line {exc.lineno})"
+    frames = user_frames(exc)
     return f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
+
+
+def _shown(show, obj, name: str) -> str:
+    """str() / repr() of a user's object; one whose __str__ / __repr__ raises is described, never re-raised."""
+    try:
+        text = show(obj)
+        if not isinstance(text, str):
+            raise TypeError(f"returned {type(text).__name__}")
+        return text
+    except Exception as exc:  # noqa: BLE001 -- the user's __str__ is user code too
+        try:
+            why = type(exc).__name__
+        except Exception:  # noqa: BLE001
+            why = "an exception"
+        return f"<{name} of the user's object raised {why}>"
+
+
+def _type_name(obj) -> str:
+    try:
+        name = type(obj).__name__
+        return name if isinstance(name, str) else "object"
+    except Exception:  # noqa: BLE001 -- a metaclass whose __name__ raises
+        return "object"
 
 
 def describe(exc: BaseException) -> str:
     """'called sys.exit(0)', 'raised ValueError: bad shape', short enough for one line."""
     if isinstance(exc, SystemExit):
-        return f"called sys.exit({exc.code!r})"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"called sys.exit({_shown(repr, exc.code, '__repr__')})"
+    text = _shown(str, exc, "__str__").strip()
+    text = text.splitlines()[0] if text else ""
     text = text if len(text) <= 200 else text[:197] + "..."
-    return f"raised {type(exc).__name__}" + (f": {text}" if text else "")
+    return f"raised {_type_name(exc)}" + (f": {text}" if text else "")
 
 
 @contextmanager
 def user_code(where: str) -> Iterator[None]:
     """Run user code; anything it raises or exits with becomes a UserCodeError naming `where`."""
     _running.append(where)
+    breadcrumb(where)
     try:
         yield
     except Timeout as exc:
@@ -92,6 +164,7 @@ def user_code(where: str) -> Iterator[None]:
         raise UserCodeError(f"{where} {describe(exc)}{user_line(exc)}") from None
     finally:
         _running.pop()
+        breadcrumb(_running[-1] if _running else None)
 
 
 _running: list[str] = []  # the user code being run now, innermost last (the watchdog names it)
@@ -106,8 +179,14 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
         return
     import torch  # noqa: F401  -- never let a deadline cut an import of torch in half (it cannot be imported again)
 
+    state = {"open": True}
+
     def _expired(signum, frame):
-        raise Timeout(seconds, what)
+        # A tick while the block is being left (here or in contextlib's __exit__, before this generator's
+        # finally runs) is not a timeout: raising there would leave the timer armed past the block.
+        if state["open"] and not (frame is not None and frame.f_code.co_filename in _LEAVING):
+            _expiry.append(Timeout(seconds, what))
+            raise _expiry[-1]
 
     # Code that swallows every exception in a loop never lets the Timeout out: after a grace period the
     # watchdog ends the process with exit code 2 and says why -- a hang is never an option.
@@ -115,25 +194,50 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
     watchdog = threading.Timer(seconds + grace, _hard_stop, args=(seconds, what))
     watchdog.daemon = True
     previous = signal.signal(signal.SIGALRM, _expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 0.25)  # and again every 0.25 s until the block is left
-    watchdog.start()
     try:
+        # armed inside the try: a deadline shorter than starting the watchdog must still be disarmed below
+        watchdog.start()
+        signal.setitimer(signal.ITIMER_REAL, seconds, 0.25)  # and again every 0.25 s until the block is left
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        watchdog.cancel()
+        # A tick can land on any line here: keep disarming until it is done (a timer left running after the
+        # handler is restored would kill the process with SIGALRM once the results are printed).
+        while True:
+            try:
+                state["open"] = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+                watchdog.cancel()
+                break
+            except Timeout:
+                continue
+        _expiry.clear()
+
+
+_expiry: list[Timeout] = []  # the Timeout of the deadline now open, once it has fired
+_LEAVING = (__file__, contextlib.__file__)  # frames where a deadline is entered or left, never cut by its tick
+
+
+def expired() -> Timeout | None:
+    """The open deadline's Timeout once it has fired: code that catches broadly (a Hypothesis search that turns
+    an exception into 'flaky') re-raises it instead of judging the op by it."""
+    return _expiry[-1] if _expiry else None
 
 
 def _hard_stop(seconds: float, what: str) -> None:
     import os
     import sys
 
-    inside = f" while running {_running[-1]}" if _running else ""
-    sys.stderr.write(f"Error: {what}: timed out after {seconds:g} s{inside}, and the user code caught every interrupt; "
+    if _running:
+        why = f" while running {_running[-1]}, and the user code caught every interrupt"
+    else:  # no user code: a long call inside numpy or torch does not return to Python to hear the interrupt
+        why = ", inside a computation that did not return within the grace period (shrink the spec, or raise the limit)"
+    sys.stderr.write(f"Error: {what}: timed out after {seconds:g} s{why}; "
                      "gradlab stopped here (specs after this one were not checked, no report was written)\n")
     sys.stderr.flush()
-    os._exit(2)
+    from .supervise import exit_now
+
+    exit_now(2)
 
 
 # --- the switch: `--no-code`, GRADLAB_NO_CODE=1, pytest's `gradlab_no_code = true` ----------------

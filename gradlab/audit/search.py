@@ -23,6 +23,7 @@ from . import randomness
 from . import strategies as S
 from .judge import Counterexample, Finding, NoBackward, TensorCheck, Undetermined, examine
 from ..userops.loading import TargetError
+from ..usercode import expired
 from .subjects import Subject
 
 DEFAULT_EXAMPLES = 200
@@ -175,6 +176,8 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
     try:
         test()
     except Flaky as exc:
+        if expired() is not None:  # the deadline fired inside Hypothesis' own drawing: a timeout, not a flaky op
+            raise expired() from None
         findings.append(_nondeterministic(exc))
     except Unsatisfiable:
         raise TargetError(f"{subject.target}: every input drawn was discarded: the op is not finite on its domain's bounds "
@@ -182,6 +185,8 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
     except Counterexample as exc:
         findings.append(exc.finding)
     except BaseExceptionGroup as group:
+        if expired() is not None:
+            raise expired() from None
         for leaf in _leaves(group):
             if not isinstance(leaf, Counterexample):
                 raise leaf

@@ -99,7 +99,7 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout,
 
     from ..audit import audit_file, report
     from ..audit.auditfile import audit_yaml
-    from ..batch import EXIT_FAIL, EXIT_OK
+    from ..batch import EXIT_FAIL, incomplete_code
     from ..output import write_report_text, write_text
     from ..usercode import deadline
 
@@ -107,9 +107,11 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout,
     with deadline(timeout, f"gradlab audit {path}"):
         result = (audit_yaml if declared else audit_file)(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, reseed=reseed, live=_live(fmt),
                                                           progress=(lambda r: click.echo(_summary(r))) if live else None)
+    judged, skipped = len(result.results), len(result.notes)
+    complete = judged > 0 and not skipped
     if fmt == "json":
-        doc = {"passed": result.passed, "path": path, "seconds": round(result.seconds, 3), "skipped": result.notes,
-               "ops": [report.as_dict(r) for r in result.results]}
+        doc = {"passed": result.passed and complete, "complete": complete, "path": path, "seconds": round(result.seconds, 3),
+               "judged": judged, "skipped": result.notes, "ops": [report.as_dict(r) for r in result.results]}
         write_text(json.dumps(doc, indent=2), output)
     else:
         lines = [] if live else [_summary(r) for r in result.results]
@@ -118,6 +120,20 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout,
             if not r.passed:
                 lines += ["", report.text(r)]
         failed = sum(not r.passed for r in result.results)
-        lines.append(f"{'PASS' if result.passed else 'FAIL'}: {len(result.results) - failed} of {len(result.results)} op(s) passed ({result.seconds:.1f} s)")
+        lines.append(_file_verdict(result.passed, judged, failed, skipped, result.seconds))
         write_report_text("\n".join(lines), output)
-    sys.exit(EXIT_OK if result.passed else EXIT_FAIL)
+    sys.exit(EXIT_FAIL if not result.passed else incomplete_code(unchecked=bool(skipped), nothing=judged == 0))
+
+
+def _file_verdict(passed: bool, judged: int, failed: int, skipped: int, seconds: float) -> str:
+    """PASS only when every op found was judged; ops found and not judged make the run INCOMPLETE (exit 4), never a pass."""
+    took = f"({seconds:.1f} s)"
+    if not passed:
+        more = f"; {skipped} more op(s) found but not judged (SKIP above)" if skipped else ""
+        return f"FAIL: {judged - failed} of {judged} op(s) passed{more} {took}"
+    if judged == 0:
+        found = f"{skipped} op(s) found, none could be judged (SKIP above)" if skipped else "no op found to audit"
+        return f"INCOMPLETE: nothing was checked: {found} {took}"
+    if skipped:
+        return f"INCOMPLETE: {judged} of {judged} judged op(s) passed, but {skipped} op(s) found were not judged (SKIP above) {took}"
+    return f"PASS: {judged} of {judged} op(s) passed {took}"

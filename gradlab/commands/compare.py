@@ -55,7 +55,7 @@ def command(candidate, reference, dtype, ref_dtype, device, shapes, init, exampl
     way (what the candidate cannot do is reported as not supported). Exit code 0: every example passes; 1: a counterexample or nondeterminism; 2: bad usage,
     a target that cannot be loaded, or user code that raised; 130: Ctrl-C.
     """
-    from ..batch import EXIT_FAIL, EXIT_OK
+    from ..batch import EXIT_FAIL, incomplete_code
     from ..errors import GradlabError
     from ..kernels import determinism as D
     from ..kernels import inputs as I
@@ -108,4 +108,4 @@ def command(candidate, reference, dtype, ref_dtype, device, shapes, init, exampl
         write_text(report.to_json(outcome), output)
     else:
         write_report_text(report.text(outcome), output)
-    sys.exit(EXIT_OK if outcome.passed else EXIT_FAIL)
+    sys.exit(incomplete_code(unchecked=bool(outcome.unsupported), nothing=False) if outcome.passed else EXIT_FAIL)

@@ -864,12 +864,13 @@ def directional(net: Network, direction: dict[str, np.ndarray], *, method: str =
     """The derivative of the loss along `direction` (some or all parameters at once): O(1) forward passes."""
     method = resolve_method(net, method)
     params, x, target = net.cast(np.float64)
-    scale = max(float(np.sqrt(np.mean(np.concatenate([params[k].ravel() for k in direction]) ** 2))), 1e-2)
+    point = {**params, INPUT: x}  # `input` (dL/dx, check.wrt_input) moves the batch itself
+    scale = max(float(np.sqrt(np.mean(np.concatenate([point[k].ravel() for k in direction]) ** 2))), 1e-2)
     unorm = max(float(np.max(np.abs(np.concatenate([u.ravel() for u in direction.values()])))), 1e-300)
 
     def per_sample(t):
-        moved = {**params, **{k: params[k] + t * u for k, u in direction.items()}}
-        return net.sample_losses(net.forward(moved, x))
+        moved = {**params, **{k: params[k] + t * u for k, u in direction.items() if k != INPUT}}
+        return net.sample_losses(net.forward(moved, x + t * direction[INPUT] if INPUT in direction else x))
 
     if method == "complex_step":
         h = DEFAULT_STEP["complex_step"] * scale / unorm

@@ -145,7 +145,7 @@ def text(o: Outcome) -> str:
         modes = {}
         for name in missing:
             modes.setdefault(_mode(name), []).append(name)
-        verdict = "PASS for what was checked; not checked: " + "; ".join(f"{m} not supported by the candidate ({', '.join(n)})" for m, n in modes.items())
+        verdict = "INCOMPLETE: what was checked passes; not checked: " + "; ".join(f"{m} not supported by the candidate ({', '.join(n)})" for m, n in modes.items())
     lines.append(f"{verdict} ({s.seconds:.1f} s)")
     return "\n".join(lines)
 
@@ -156,7 +156,7 @@ def as_dict(o: Outcome) -> dict:
     if s.failure:
         case, checks = s.failure
         failure = {"case": case.text(), "checks": [c.to_dict() for c in checks], "reproduce": o.reproduce()}
-    return {"passed": o.passed, "candidate": o.candidate, "reference": o.reference, "dtype": o.dtype, "ref_dtype": o.ref_dtype,
+    return {"passed": o.passed and not o.unsupported, "complete": not o.unsupported, "candidate": o.candidate, "reference": o.reference, "dtype": o.dtype, "ref_dtype": o.ref_dtype,
             "device": o.device, "factor": o.factor, "seed": o.seed, "examples": o.examples, "examples_run": s.examples,
             "shapes_tried": sorted(s.shapes), "value_styles": sorted(s.styles), "failure": failure, "flaky": s.flaky or None,
             "worst": [c.to_dict() for c in s.worst.values()],

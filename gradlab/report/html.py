@@ -17,7 +17,7 @@ from .escape import visible
 from .failure import MISSING, worst_rows
 from .labels import STATUSES, breadcrumb, fmt_cosine, fmt_err, fmt_index, pair_label, status_text
 from .plots import depth_png, heatmap_png
-from .rows import devices, ordered_results, status_counts, table_rows, verdict
+from .rows import complete, devices, ordered_results, status_counts, table_rows, verdict
 from .worst import tensor_worst
 
 
@@ -98,7 +98,7 @@ def render(results, environment: dict, *, depth: dict[str, DepthProfile] | None 
         rows, skipped = _rows(r)
         specs.append({
             "anchor": f"spec-{i}", "name": r.name, "path": r.path, "passed": r.passed, "dtype": r.dtype, "seed": r.seed,
-            "error": r.error, "badge": "error" if r.error is not None else "pass" if r.passed else "fail",
+            "error": r.error, "badge": "error" if r.error is not None else "fail" if not r.passed else "incomplete" if r.unchecked else "pass",
             "n_params": r.n_params, "method": r.method or "-", "seconds": f"{r.seconds:.2f}",
             "sha256": specs_env.get(r.path, {}).get("sha256") or "-", "network": r.network,
             "counts": status_counts(r.comparisons), "counts_text": _counts_text(r), "rows": rows, "skipped": skipped,
@@ -106,7 +106,8 @@ def render(results, environment: dict, *, depth: dict[str, DepthProfile] | None 
         })
     used, absent = devices(results)
     return _env().get_template("report.html.j2").render(
-        passed=all(r.passed for r in results), verdict=verdict(results), specs=specs, statuses=STATUSES,
+        passed=all(r.passed for r in results), verdict=verdict(results),
+        outcome="fail" if not all(r.passed for r in results) else "pass" if complete(results) else "incomplete", specs=specs, statuses=STATUSES,
         diagnosis=[{"spec": r.name, "headline": d.headline(), "evidence": d.evidence, "first": k == 0}
                    for r in ordered_results(results) for k, d in enumerate((getattr(r, "diagnosis", None) or [])[:3])],
         env=environment, devices=used, absent_devices=absent, missing=MISSING, worst_header=WORST_HEADER, worst_definition=WORST_DEFINITION,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 
-from .rows import flat_rows, ordered_results, status_counts, verdict
+from ..coverage import of_run
+from .rows import complete, flat_rows, ordered_results, status_counts, verdict
 
 
 def _finite(v):
@@ -31,7 +32,9 @@ def _spec(result) -> dict:
 
 def render(results, environment: dict) -> str:
     doc = {
-        "passed": all(r.passed for r in results),
+        "passed": complete(results),  # true only when everything asked for was checked and agrees
+        "complete": not of_run(results),
+        "unchecked": [{"spec": name, **u.to_dict()} for name, u in of_run(results)],
         "verdict": verdict(results),
         "environment": environment,
         "specs": [_spec(r) for r in ordered_results(results)],

@@ -20,7 +20,7 @@ from ..compare import WORST_HEADER
 from .escape import md_code, md_html, md_text
 from .failure import worst_rows
 from .labels import breadcrumb, fmt_cosine, fmt_err, fmt_index, status_text
-from .rows import devices, ordered_results, status_counts, table_rows, verdict
+from .rows import complete, devices, ordered_results, status_counts, table_rows, verdict
 from .worst import tensor_worst
 
 PR_COMMENT_LIMIT = 65_536
@@ -43,7 +43,7 @@ def _table(header: list[str], rows: list[list], right: set[int] = frozenset()) -
 
 
 def _icon(result) -> str:
-    return "⛔" if result.error is not None else "✅" if result.passed else "❌"
+    return "⛔" if result.error is not None else "❌" if not result.passed else "⚠️" if result.unchecked else "✅"
 
 
 def _counts(result) -> str:
@@ -170,8 +170,8 @@ def _document(results, environment, level: int) -> str:
     """The report at one level of detail: 0 everything; 1 without passing specs' tables; 2 also
     without failing specs' passing rows; 3 the summary and as many failing specs (collapsed) as fit;
     4 as 3, with the summary table itself cut to the failing specs that fit."""
-    passed = all(r.passed for r in results)
-    lines = [f"## {'✅' if passed else '❌'} gradlab {md_text(verdict(results))}", ""]
+    icon = "❌" if not all(r.passed for r in results) else "✅" if complete(results) else "⚠️"
+    lines = [f"## {icon} gradlab {md_text(verdict(results))}", ""]
     lines += diagnosis_lines(results)
     if level >= 4:  # one diagnosis per failing spec: hundreds of them get a quarter of the comment
         lines = lines[:2] + _head_lines(lines[2:], PR_COMMENT_LIMIT // 4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..coverage import of_run, summary
 from .labels import STATUSES
 
 
@@ -53,7 +54,15 @@ def verdict(results) -> str:
     if failed:
         names = ", ".join(r.name for r in failed)
         return f"FAIL: {len(failed)} of {n} spec(s) have gradient discrepancies ({names}){_suspect(failed)}; {detail}"
+    missing = of_run(results)
+    if missing:
+        return f"INCOMPLETE: what was checked agrees, but not everything was checked: {summary(missing)}; {detail or 'nothing compared'}"
     return f"PASS: {n} spec(s), gradients agree; {detail}"
+
+
+def complete(results) -> bool:
+    """Everything asked for was checked and agrees: the only state a report may show as a plain pass."""
+    return all(r.passed for r in results) and not of_run(results)
 
 
 def _suspect(failed) -> str:

@@ -30,7 +30,7 @@ from rich.text import Text
 from .escape import rich_text, visible
 from .failure import MISSING, worst_rows
 from .labels import breadcrumb, fmt_cosine, fmt_err, fmt_index, fmt_value, short_engine, short_pair, short_param, status_text
-from .rows import status_counts, table_rows, verdict
+from .rows import complete, status_counts, table_rows, verdict
 from .worst import tensor_worst
 
 _SHORT_HEADER = {"difference": "diff", "numeric err": "num err"}
@@ -249,6 +249,7 @@ def _skip_lines(result) -> list[str]:
 def _notes(result) -> list[tuple[str, str]]:
     """Skipped pairs, zero gradients and kinks: never a silent pass."""
     out = [(line, STATUS_STYLE["skipped"]) for line in _skip_lines(result)]
+    out += [(f"  not checked: {u.text()}", STATUS_STYLE["skipped"]) for u in result.unchecked if u.kind != "skipped"]
     zero = [c.parameter for c in result.comparisons if c.status == "zero-gradient" and c.candidate == "analytic" and c.reference == "numeric"]
     if zero:
         out.append((f"  note: zero gradient for {', '.join(zero)}: nothing flows back through this network", "magenta"))
@@ -294,5 +295,5 @@ def render(results, *, console: Console | None = None, quiet: bool = False, verb
                     emit(console, "")
                     emit(console, worst_table(t, console=console))
             emit(console, "")
-    style = "bold green" if all(r.passed for r in results) else "bold red"
+    style = "bold red" if not all(r.passed for r in results) else "bold green" if complete(results) else "bold yellow"
     emit(console, rich_text(verdict(results), style))

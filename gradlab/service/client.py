@@ -199,9 +199,10 @@ def _print(results, run: dict | None, *, fmt: str, output: str | None, quiet: bo
     for reason in stats["skipped"]:
         click.echo(f"note: --stats skipped: {reason}", err=True)
     if fmt == "json":
-        doc = dict(run["result"]) if run is not None else {"passed": False, "environment": {}, "specs": []}
-        doc["specs"] = [r.to_dict() for r in results]  # specs refused here keep their place, as in a local run
-        doc["passed"] = all(r.passed for r in results)
+        from ..batch import check_document
+
+        # specs refused here keep their place, as in a local run
+        doc = check_document(results, (run or {}).get("result", {}).get("environment", {}) if run is not None else {})
         write_text(json.dumps(doc, indent=2, default=float), output)
         return
     if output:

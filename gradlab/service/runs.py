@@ -313,11 +313,11 @@ class RunQueue:
 
     def _finish(self, active: _Active) -> None:
         """The run's document, rows and reports, written in one transaction: a run is done whole or not at all."""
-        from ..batch import exit_code
+        from ..batch import check_document, exit_code
 
         results = active.results
         environment = self._environment(active, results)
-        doc = {"passed": all(r.passed for r in results), "environment": environment, "specs": [r.to_dict() for r in results]}
+        doc = check_document(results, environment)
         stats = [_stats_of(r) for r in results]
         stats_output = None
         if active.options.get("stats"):

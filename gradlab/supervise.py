@@ -1,0 +1,423 @@
+"""User code never decides gradlab's verdict: the verdict comes from a process it cannot end or silence.
+
+`gradlab` (the console script) is a small supervisor. It forks once, before torch is imported, and the
+child runs the command; the child's last act is a *completion record* (its pid and exit code) written
+to a pipe. The supervisor exits with the record's code, and only with it:
+
+- no record (user code called `os._exit(0)`, a signal killed the child, a user `atexit` ended it, a
+  forked grandchild tried to answer for it) -> `Error: ...` naming what was running, exit 2;
+- a record, then user code that lingers (a non-daemon thread, an `atexit` handler that hangs or calls
+  `os._exit(0)`) -> the record's code stands, and the child is killed after GRACE seconds.
+
+In the child, file descriptor 1 is a copy of stderr, so `os.write(1, ...)` and `os.system("echo")`
+cannot reach gradlab's stdout; gradlab's own output goes to a private duplicate of the real stdout,
+through a stream that sends writes from user code (any frame outside gradlab, click and rich) to
+stderr and ignores a `close()` from user code. A shared page holds what user code is running now
+(`usercode.user_code` writes it), so that a death can be named.
+
+`call(fn, *args)` runs one function the same way (the pytest plugin's items for specs with user code):
+the value comes back pickled, or `ProcessEnded` says how the process ended without one.
+`GRADLAB_NO_SUPERVISOR=1` runs the command in this process (debuggers, profilers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+GRACE = 5.0  # seconds a child may take to exit after its record (gradlab's own atexit clean-up)
+FORWARDED = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+_CRUMB_BYTES = 2048
+
+_state: dict = {"crumb": None, "supervised": False}
+_OURS: tuple[str, ...] = ()  # folders whose frames may write gradlab's stdout (set in the supervised child)
+
+
+# --- what user code is running now: written by the child, read by the supervisor after a death ----------
+
+
+def breadcrumb(text: str | None) -> None:
+    """Record what is running now (None: nothing of the user's); free when not supervised."""
+    page = _state["crumb"]
+    if page is None:
+        return
+    data = (text or "").encode("utf-8", "replace")[: _CRUMB_BYTES - 1]
+    page[: len(data) + 1] = data + b"\0"
+
+
+def _read_crumb(page) -> str:
+    raw = bytes(page[:_CRUMB_BYTES])
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _new_crumb():
+    import mmap
+
+    return mmap.mmap(-1, _CRUMB_BYTES)  # anonymous and MAP_SHARED: the child's writes are seen here
+
+
+def supervised() -> bool:
+    """This process is a supervised child (its stdout is the private stream)."""
+    return _state["supervised"]
+
+
+# --- how a process ended, in words ---------------------------------------------------------------------
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def ended_how(status: int, crumb: str) -> str:
+    """'called os._exit(0) while running X' / 'was killed by SIGSEGV while running X'."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        how = f"was killed by {_signal_name(sig)}" + (" (the out-of-memory killer, or another process)" if sig == signal.SIGKILL else "")
+    else:
+        how = f"ended with exit status {os.WEXITSTATUS(status)} (os._exit, or an atexit handler)"
+    where = f" while running {crumb}" if crumb else " outside any op gradlab was running (a thread or handler the user's code left behind?)"
+    return how + where
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """The `gradlab` console script: run the click command in a supervised child."""
+    if os.environ.get("GRADLAB_NO_SUPERVISOR", "") not in ("", "0") or not hasattr(os, "fork"):
+        from .cli import main as cli_main
+
+        cli_main(prog_name="gradlab")
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    read_end, write_end = os.pipe()
+    crumb = _new_crumb()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _child(write_end, crumb)  # never returns
+    os.close(write_end)
+    os._exit(_supervise(pid, read_end, crumb))
+
+
+def _child(record_fd: int, crumb) -> None:
+    _state.update(crumb=crumb, supervised=True, record_fd=record_fd)
+    code = 3
+    try:
+        _private_stdout()
+        from .cli import main as cli_main
+
+        try:
+            cli_main(prog_name="gradlab", standalone_mode=True)
+            code = 0
+        except SystemExit as exc:
+            code = _exit_code(exc.code)
+        except KeyboardInterrupt:
+            code = 130
+    except BaseException as exc:  # noqa: BLE001 -- the supervisor must get a record whatever happened here
+        try:
+            sys.stderr.write(f"Error: internal error of gradlab ({type(exc).__name__}: {str(exc)[:200]}); this is a bug: report it\n")
+        except BaseException:  # noqa: BLE001
+            pass
+        code = 3
+    _finish(record_fd, code)
+
+
+def _exit_code(value) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value & 0xFF
+    try:
+        sys.stderr.write(f"{value}\n")
+    except BaseException:  # noqa: BLE001
+        pass
+    return 1
+
+
+def exit_now(code: int) -> None:
+    """End this process now with `code`, as its verdict (the deadline's watchdog: a hang is never an option)."""
+    fd = _state.get("record_fd")
+    if fd is not None:
+        try:
+            os.write(fd, json.dumps({"pid": os.getpid(), "exit": int(code)}).encode() + b"\n")
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def _finish(record_fd: int, code: int) -> None:
+    """Flush gradlab's output, hand the record over, run the clean-up handlers, and end without waiting for threads."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a late Ctrl-C must not cut the record in half
+    out = _state.get("stdout")
+    for stream in (out, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BrokenPipeError:
+            code = code if code else 2
+        except (OSError, ValueError):
+            pass
+    record = json.dumps({"pid": os.getpid(), "exit": int(code)}).encode() + b"\n"
+    try:
+        os.write(record_fd, record)
+    except OSError:
+        pass
+    breadcrumb("the clean-up handlers (atexit) after gradlab finished")
+    if out is not None:  # what runs from here on (atexit handlers, threads) can no longer reach stdout
+        out.retire()
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001 -- the verdict is already recorded
+        pass
+    os._exit(code)
+
+
+def _supervise(pid: int, read_end: int, crumb) -> int:
+    """Wait for the child; its record's exit code, or 2 (130 for Ctrl-C) with the reason when it has none."""
+    import select
+
+    interrupts = {"n": 0}
+    forwarded: set[int] = set()
+
+    def on_interrupt(signum, frame):
+        interrupts["n"] += 1
+        if interrupts["n"] > 1 or not _from_terminal():
+            _kill(pid, signal.SIGKILL if interrupts["n"] > 1 else signal.SIGINT)
+
+    def forward(signum, frame):
+        forwarded.add(signum)
+        _kill(pid, signum)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    for name in FORWARDED:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), forward)
+    buffer, record, deadline, status, open_pipe = b"", None, None, None, True
+    while status is None:
+        wait = 0.05 if deadline is None else 0.005
+        if open_pipe:
+            ready, _, _ = select.select([read_end], [], [], wait)
+            if ready:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    open_pipe = False
+                buffer += chunk
+                record = record or _record_of(buffer, pid)
+                if record is not None and deadline is None:
+                    deadline = time.monotonic() + GRACE
+        else:
+            time.sleep(wait)
+        done, status_now = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = status_now
+        elif deadline is not None and time.monotonic() > deadline:
+            _kill(pid, signal.SIGKILL)  # a thread or handler user code left behind; the verdict is in
+    if record is None:  # the record is written before the child exits: whatever is left in the pipe
+        try:
+            os.set_blocking(read_end, False)
+            while True:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                buffer += chunk
+        except (BlockingIOError, OSError):
+            pass
+        record = _record_of(buffer, pid)
+    if record is not None:
+        return record
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGINT or interrupts["n"]:
+            sys.stderr.write("Interrupted (Ctrl-C).\n")
+            return 130
+        if sig in forwarded:
+            return 128 + sig
+    sys.stderr.write(f"Error: gradlab's run did not finish: its process {ended_how(status, _read_crumb(crumb))}; "
+                     "nothing is reported as checked (exit code 2: the user's code ended the run)\n")
+    return 2
+
+
+def _record_of(buffer: bytes, pid: int) -> int | None:
+    """The exit code the child `pid` recorded (a forked grandchild's record does not count)."""
+    for line in buffer.split(b"\n"):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("pid") == pid and isinstance(doc.get("exit"), int):
+            return doc["exit"]
+    return None
+
+
+def _from_terminal() -> bool:
+    """A Ctrl-C typed at the terminal reaches the child too (same foreground group); a `kill -INT` does not."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _kill(pid: int, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --- gradlab's stdout in the child ------------------------------------------------------------------------
+
+
+def _private_stdout() -> None:
+    """fd 1 becomes a copy of stderr; sys.stdout writes to a private copy of the real stdout, for gradlab only."""
+    import io
+
+    global _OURS
+    _OURS = _roots()
+    old = sys.stdout
+    private = os.dup(1)
+    os.dup2(2, 1)
+    raw = io.FileIO(private, "w", closefd=True)
+    interactive = raw.isatty()
+    text = io.TextIOWrapper(io.BufferedWriter(raw) if not interactive else raw, encoding=getattr(old, "encoding", None) or "utf-8",
+                            errors=getattr(old, "errors", None) or "strict", line_buffering=interactive, write_through=interactive)
+    stream = _GradlabStdout(text)
+    _state["stdout"] = stream
+    sys.stdout = sys.__stdout__ = stream
+
+
+def _ours(filename: str) -> bool:
+    return filename.startswith(_OURS)
+
+
+def _roots() -> tuple[str, ...]:
+    """The folders whose code may write gradlab's stdout: gradlab's, click's (echo) and rich's (tables)."""
+    import click
+    import rich
+
+    return tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (sys.modules[__package__], click, rich))
+
+
+class _GradlabStdout:
+    """gradlab's stdout: writes from gradlab, click and rich go out; writes from anything else (the user's
+    `print`, a thread it started) go to stderr; `close()` from user code is ignored."""
+
+    def __init__(self, stream):
+        self._stream, self._retired = stream, False
+
+    def _target(self, depth: int = 2):
+        if self._retired:
+            return sys.__stderr__
+        frame = sys._getframe(depth)
+        return self._stream if _ours(frame.f_code.co_filename) else sys.__stderr__
+
+    def write(self, text):
+        return self._target().write(text)
+
+    def writelines(self, lines):
+        return self._target().writelines(lines)
+
+    def flush(self):
+        if not self._retired:
+            self._stream.flush()
+
+    def close(self):
+        if _ours(sys._getframe(1).f_code.co_filename):
+            self._stream.close()
+
+    def retire(self):
+        """From now on every write goes to stderr (the run is over: what comes now is left-over user code)."""
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+        self._retired = True
+
+    @property
+    def closed(self):
+        return False
+
+    def __getattr__(self, name):  # fileno, isatty, encoding, buffer, ...
+        return getattr(self._stream, name)
+
+
+# --- one function in a supervised child (the pytest plugin) -------------------------------------------------
+
+
+class ProcessEnded(Exception):
+    """The child running user code ended without handing back a value."""
+
+
+def call(fn, *args, **kwargs):
+    """fn(*args, **kwargs) in a forked child: its value (or the exception it raised) comes back pickled.
+
+    User code that ends the child (os._exit, a signal, an atexit handler) raises ProcessEnded naming
+    what was running; a KeyboardInterrupt or SystemExit it raises comes back as that exception.
+    """
+    import pickle
+
+    if not hasattr(os, "fork"):  # pragma: no cover - Windows: no isolation
+        return fn(*args, **kwargs)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    read_end, write_end = os.pipe()
+    crumb = _new_crumb()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        _state.update(crumb=crumb)
+        try:
+            try:
+                payload = pickle.dumps((os.getpid(), True, fn(*args, **kwargs)))
+            except BaseException as exc:  # noqa: BLE001 -- handed back to the parent, raised there
+                try:
+                    payload = pickle.dumps((os.getpid(), False, exc))
+                except BaseException:  # noqa: BLE001 -- an exception that does not pickle: its words
+                    payload = pickle.dumps((os.getpid(), False, RuntimeError(f"{type(exc).__name__}: {str(exc)[:500]}")))
+            _write_all(write_end, len(payload).to_bytes(8, "big") + payload)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    chunks, status = [], None
+    try:
+        while True:
+            chunk = os.read(read_end, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            data = b"".join(chunks)
+            if len(data) >= 8 and len(data) >= 8 + int.from_bytes(data[:8], "big"):
+                break
+    finally:
+        os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+    data = b"".join(chunks)
+    if len(data) >= 8 and len(data) >= 8 + int.from_bytes(data[:8], "big"):
+        who, ok, value = pickle.loads(data[8: 8 + int.from_bytes(data[:8], "big")])
+        if who == pid:
+            if ok:
+                return value
+            raise value
+    raise ProcessEnded(f"the process running it {ended_how(status, _read_crumb(crumb))}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
