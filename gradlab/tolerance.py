@@ -170,6 +170,28 @@ def _pushed(a, err, rng):
     return a + err * rng.choice((-1.0, 1.0), np.shape(a))
 
 
+SMALL = 64  # up to this many elements, an error already carried is pushed element by element (see `_one_by_one`)
+
+
+def _one_by_one(respond, err: np.ndarray):
+    """sum_j |respond(e_j)| over the unit pushes e_j = err[j] at element j alone: |J| err for a map with
+    Jacobian J, with no cancellation between elements. Random signs can cancel where few elements meet
+    (a conv bias summing two samples' gradients, g_1 + g_2: with signs (+, -) and equal errors the push
+    measures 0, one draw in two); the errors of two engines need not cancel alike. `respond(d)` returns an
+    array or a dict of arrays (the response to the push d); None when nothing was pushed."""
+    flat = np.asarray(err, float).reshape(-1)
+    total = None
+    for j in np.flatnonzero(flat):
+        d = np.zeros(flat.size)
+        d[j] = flat[j]
+        r = respond(d.reshape(np.shape(err)))
+        if isinstance(r, dict):
+            total = {k: np.abs(v) + (total[k] if total else 0.0) for k, v in r.items()}
+        else:
+            total = np.abs(r) + (total if total is not None else 0.0)
+    return total
+
+
 def _forward_errors(layers, params, xs, rng, eps: float) -> list:
     """Bounds on the rounding each layer's output carries in the dtype: its own (the response to relative
     perturbations of what it reads, as in `_sensitivity`) plus its input's error carried through it. A
@@ -185,6 +207,8 @@ def _forward_errors(layers, params, xs, rng, eps: float) -> list:
                 own = np.fmax(own, np.abs(layer.forward(p, _jiggled(x, rng)) - y))
                 if np.any(e_x):
                     car = np.fmax(car, np.abs(layer.forward(params, _pushed(x, e_x, rng)) - y))
+            if np.any(e_x) and np.size(x) <= SMALL:
+                car = np.fmax(car, _one_by_one(lambda d: layer.forward(params, x + d) - y, e_x))
         hint = _op_rounding(layer, params, x, np.zeros_like(y), eps)
         extra = hint[0] if hint else 0.0
         errs.append(np.nan_to_num(car + 8.0 * (eps / PROBE) * own + eps * np.abs(y) + extra, nan=0.0, posinf=0.0))
@@ -210,7 +234,8 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
     relative perturbations of size PROBE, scaled to eps, measures the rounding a correct implementation
     in that dtype commits, cancellations included (batchnorm over two values, a key bias, a
     normalisation followed by the mean it removed), without per-op formulas. The error e_g already
-    carried by g moves it by J^T e_g, measured the same way with random signs.
+    carried by g moves it by J^T e_g, measured the same way with random signs, and exactly (|J|^T e_g,
+    element by element) where g is small enough for random signs to cancel by chance.
     """
     names = layer.param_names
     base_x, base_p = layer.backward(params, x, y, g)
@@ -232,17 +257,30 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
             car_x = np.fmax(car_x, np.abs(gx - base_x))
             for n in names:
                 car_p[n] = np.fmax(car_p[n], np.abs(gp[n] - base_p[n]))
+    if np.size(g) <= SMALL and np.any(e_g):  # the VJP is linear in g: |J|^T e_g exactly, one backward per element
+        each = _one_by_one(lambda d: _as_dict(layer.backward(params, x, y, d)), e_g)
+        car_x = np.fmax(car_x, each[None])
+        for n in names:
+            car_p[n] = np.fmax(car_p[n], each[n])
     scale = eps / PROBE
     # the dot products inside: a sum of n terms rounds to ~sqrt(n) eps of their size; PROBE-relative
     # perturbations see each term once, so a factor covers the accumulation
     k = 8.0
     bound_x = car_x + k * scale * own_x + eps * np.abs(base_x)
     bounds = {n: car_p[n] + k * scale * own_p[n] + eps * np.abs(base_p[n]) for n in names}
-    hint = _op_rounding(layer, params, x, g, eps)
+    # at the size the incoming gradient may have in the dtype: its value and the error it already carries (a
+    # normalisation over two values maps any g to 0 exactly, yet rounds at the scale of what it is given)
+    hint = _op_rounding(layer, params, x, np.abs(g) + e_g, eps)
     if hint:
         bound_x = bound_x + hint[1]
         bounds = {n: b + hint[2].get(n, 0.0) for n, b in bounds.items()}
     return bound_x, bounds
+
+
+def _as_dict(vjp) -> dict:
+    """(dL/dx, {param: grad}) as one dict, dL/dx under None (for `_one_by_one`)."""
+    gx, gp = vjp
+    return {None: gx, **gp}
 
 
 def _propagate(layers, params, xs, g, e_g, rng, eps: float, out: dict, e_xs=None):

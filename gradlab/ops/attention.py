@@ -190,7 +190,7 @@ def _rounding(x, g, p, o, eps):
     dh = x.shape[-1] // o.heads
     scale = 1.0 / math.sqrt(dh)
     t = x.shape[-2]
-    d_heads = np.abs(_split(g @ w["o"], o.heads))
+    d_heads = _split(np.abs(g) @ np.abs(w["o"]), o.heads)  # |dO|, bounded by |g| |Wo|
     da_size = np.matmul(d_heads, np.swapaxes(np.abs(vh), -1, -2))  # the scale dA = dO V^T rounds at, (B, H, T, T)
     s_size = np.matmul(np.abs(qh), np.swapaxes(np.abs(kh), -1, -2)) * scale  # and S = Q K^T / sqrt(D/H)
     e_a = a * (2 * (dh + 2) * eps * np.max(s_size, axis=-1, keepdims=True) + 4 * eps)  # softmax of rounded scores
