@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import SpecError
+from .errors import GradlabError, SpecError
 
 # The numeric engine evaluates perturbations in chunks of at most this many bytes.
 NUMERIC_CHUNK_BYTES = 64 * 2**20
@@ -258,3 +258,62 @@ def check_stats(spec, file: str, *, seeds: int, batch: int | None = None, seeds_
         raise SpecError(file, seeds_key if most >= 1 else batch_key,
                         f"{seeds:,} initialisations x batch {rows:,} x {weights:,} weights and units is {cost:.2g} multiply-adds, "
                         f"over gradlab stats' budget of {STATS_WORK_BUDGET:.0e} (about a minute); {fix}")
+
+
+# --- gradlab compare / audit: the user's declared sizes, bounded before anything is drawn -------------------
+
+# Bytes one case of `gradlab compare` (and of `gradlab audit --kind module`) holds per element of its inputs:
+# the float64 draw and its low-dtype rounding, each of the three runs' casts, outputs, cotangents, gradients and
+# autograd's saved tensors, the rule's float64 temporaries (~20 float64 copies). The search draws every declared
+# size up to twice over (kernels/search.size_strategy), so the largest case is what is counted.
+KERNEL_BYTES_PER_ELEMENT = 160
+KERNEL_SIZE_GROWTH = 2
+# The limit they are held to: check.memory_limit's default.
+DEFAULT_LIMIT = 2 * 2**30
+
+
+def kernel_bytes(shapes, *, growth: int = KERNEL_SIZE_GROWTH) -> int:
+    """Peak bytes of one compare case at the largest sizes the search draws; `shapes`: {name: shape}."""
+    return KERNEL_BYTES_PER_ELEMENT * sum(math.prod(growth * int(d) for d in shape) for shape in shapes.values()) + FIXED_BYTES
+
+
+def check_kernel_inputs(where: str, shapes, fix: str, *, growth: int = KERNEL_SIZE_GROWTH, limit: int = DEFAULT_LIMIT) -> None:
+    """Refuse declared inputs (example_inputs(), --shapes, --case) whose largest case would not fit in `limit`.
+
+    `where` starts the message (`--shapes`, `my_kernels.py:Fused: example_inputs`); `fix` says how to lower them.
+    """
+    need = kernel_bytes(shapes, growth=growth)
+    if need > limit:
+        total = sum(math.prod(int(d) for d in shape) for shape in shapes.values())
+        drawn = f" (the search also draws each size up to {growth}x)" if growth > 1 else ""
+        raise GradlabError(f"{where}: {total:,} input elements need ~{_gib(need)} per case{drawn}, limit {_gib(limit)}; {fix}")
+
+
+# `gradlab audit` differences a layer's input and parameters element by element: ~6 forwards per element
+# (Richardson's four quotients and the noise probe's two), each touching every element, so a case with E
+# elements costs ~6 E^2; this keeps one case within a few seconds (E <= ~20,000).
+AUDIT_FORWARDS_PER_ELEMENT = 6
+AUDIT_CASE_WORK = 25 * 10**8
+
+
+def audit_max_elements() -> int:
+    return math.isqrt(AUDIT_CASE_WORK // AUDIT_FORWARDS_PER_ELEMENT)
+
+
+def audit_elements_problem(elements: int, what: str, fix: str) -> str | None:
+    """What is wrong with an audited op whose largest case differences `elements` elements (None: within the bound).
+
+    `what` lists what was counted (`x (6, 1000000) and W (3, 2)`); `fix` says how to lower it.
+    """
+    most = audit_max_elements()
+    if elements <= most:
+        return None
+    return (f"a case differences {what}, {elements:,} elements one by one (~{AUDIT_FORWARDS_PER_ELEMENT} forwards each), "
+            f"over gradlab audit's limit of {most:,} elements per case; {fix}")
+
+
+def check_audit_elements(where: str, elements: int, what: str, fix: str) -> None:
+    """Refuse (a GradlabError starting with `where`) what audit_elements_problem finds."""
+    problem = audit_elements_problem(elements, what, fix)
+    if problem:
+        raise GradlabError(f"{where}: {problem}")

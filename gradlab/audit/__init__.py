@@ -68,6 +68,18 @@ def prepare(op: Any, *, kind: str | None = None, base_dir: str | Path | None = N
 
     A plain function (`layers.py:conv_forward_naive`) is audited with its backward twin (or the
     function `backward` names) in the course-assignment convention: see pairs.py."""
+    with loading.inspecting(op if isinstance(op, str) else _label(op)):
+        return _prepare(op, kind=kind, base_dir=base_dir, max_abs=max_abs, backward=backward)
+
+
+def _label(op: Any) -> str:
+    try:
+        return op.__name__ if isinstance(op, type) or inspect.isfunction(op) else type(op).__name__
+    except Exception:  # noqa: BLE001 -- a user's class whose __name__ raises
+        return "the op"
+
+
+def _prepare(op: Any, *, kind: str | None, base_dir, max_abs: float, backward: str | None) -> subjects.Subject:
     if isinstance(op, str):
         with user_stdout_to_stderr():
             raw = loading.load_raw(op, base_dir)
@@ -156,9 +168,10 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
     shown = str(path)
     with user_stdout_to_stderr():
         module = loading.load_module(shown)
-    found, notes = pairs.discover(module, shown)
-    stateful_names = stateful.stateful_classes(module)
-    model_names = [name for name in models.model_classes(module) if name not in stateful_names]  # TwoLayerNet(...).loss(X, y)
+    with loading.inspecting(shown):
+        found, notes = pairs.discover(module, shown)
+        stateful_names = stateful.stateful_classes(module)
+        model_names = [name for name in models.model_classes(module) if name not in stateful_names]  # TwoLayerNet(...).loss(X, y)
     classes = stateful_names + model_names
     if not found and not notes and not classes:
         raise TargetError(f"{shown}: no function pairs found (name_forward / name_backward, name_loss(x, y), f / f_grad); "

@@ -23,6 +23,7 @@ max_abs, tolerance and surrogate. Validation errors are one line each:
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -223,12 +224,20 @@ def subject_for(entry: OpEntry, file: str, index: int, base_dir: Path, max_abs: 
             raise SpecError(file, f"ops[{index}].kind", f"{entry.target} is a function; expected one of {', '.join(FUNCTION_KINDS)}")
         source = loading.split(target)[0]
         module = loading.load_module(source) if loading.is_file(source) else sys.modules.get(source)
+        if entry.backward is not None and entry.backward not in pairs._functions(module):
+            raise SpecError(file, f"ops[{index}].backward", f"{entry.target.rpartition(':')[0]} defines no function {entry.backward!r} "
+                                                            f"(it defines: {', '.join(sorted(pairs._functions(module)))})")
         if entry.inputs is None:  # a known convention: gradlab draws it as it would without the file
-            pair = pairs.make_pair(module, raw.__name__, source, backward=entry.backward)
+            try:
+                pair = pairs.make_pair(module, raw.__name__, source, backward=entry.backward, backward_key="`backward: NAME` in this entry")
+            except TargetError as exc:
+                raise SpecError(file, f"ops[{index}].target", str(exc).replace(f"{source}:", f"{entry.target.rpartition(':')[0]}:", 1)) from None
         else:
             pair = _declared_pair(entry, module, raw, source, (file, f"ops[{index}].inputs"))
         shown = target + (f" --backward {entry.backward}" if entry.backward else "")
         subject = pairs.PairSubject(pair, shown, max_abs=max_abs)
+        if entry.inputs is not None:
+            _bound(entry, file, index)
     if entry.surrogate is not None:
         inputs = subject.pair.arrays if isinstance(subject, pairs.PairSubject) else getattr(subject, "arg_names", ())
         try:
@@ -237,6 +246,27 @@ def subject_for(entry: OpEntry, file: str, index: int, base_dir: Path, max_abs: 
         except TargetError as exc:
             raise SpecError(file, f"ops[{index}].surrogate", str(exc)) from None
     return subject
+
+
+def _largest(value: Any) -> int:
+    """The largest size a declared dimension space reaches."""
+    if isinstance(value, Range):
+        return int(value.max)
+    return max(value) if isinstance(value, list) else int(value)
+
+
+def _bound(entry: OpEntry, file: str, index: int) -> None:
+    """Refuse declared shapes whose largest case has more elements to difference than gradlab.memory allows,
+    before the first draw allocates them."""
+    from .. import memory
+
+    size = lambda axis: axis if isinstance(axis, int) else _largest(entry.dims[axis])  # noqa: E731
+    shapes = {name: tuple(size(a) for a in axes) for name, axes in (entry.inputs or {}).items()}
+    total = sum(math.prod(s) for s in shapes.values())
+    what = " and ".join(f"{name} {s}" for name, s in shapes.items())
+    problem = memory.audit_elements_problem(total, what, "lower the dimensions' max under dims (a wrong backward shows on small sizes as well)")
+    if problem:
+        raise SpecError(file, f"ops[{index}].dims", problem)
 
 
 def _declared_pair(entry: OpEntry, module, fn, source: str, where: tuple[str, str]) -> "pairs.Pair":
@@ -279,7 +309,12 @@ def audit_yaml(path: str | Path, *, examples: int, seed: int = 0, rtol: float | 
     for i, entry in enumerate(doc.ops):
         pick = lambda key: next((v for v in (getattr(entry, key), getattr(doc.defaults, key)) if v is not None), None)  # noqa: E731
         tol = entry.tolerance or doc.defaults.tolerance or Tolerance()
-        subject = subject_for(entry, file, i, base_dir, float(pick("max_abs") or max_abs))
+        try:
+            subject = subject_for(entry, file, i, base_dir, float(pick("max_abs") or max_abs))
+        except SpecError:
+            raise
+        except TargetError as exc:  # the op cannot be loaded or breaks its contract: at the entry that names it
+            raise SpecError(file, f"ops[{i}].target", _as_written(str(exc), entry.target, base_dir)) from None
         plans.append(_Plan(subject, pick("examples") or examples, pick("seed") if pick("seed") is not None else seed,
                            tol.rtol if tol.rtol is not None else rtol, tol.atol if tol.atol is not None else atol))
     out = FileAuditResult(file)
@@ -292,6 +327,15 @@ def audit_yaml(path: str | Path, *, examples: int, seed: int = 0, rtol: float | 
             progress(result)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _as_written(text: str, target: str, base_dir: Path) -> str:
+    """A message about the resolved target, with the file as the audit file spells it."""
+    try:
+        resolved = loading.resolve(target, base_dir).rpartition(":")[0]
+    except TargetError:
+        return text
+    return text.replace(resolved, target.rpartition(":")[0])
 
 
 def is_audit_file(target: str) -> bool:

@@ -33,7 +33,7 @@ from .. import compare
 from ..engines.numeric import DEFAULT_STEP, gradient_of, steps
 from ..usercode import describe
 from .strategies import Case
-from .subjects import LayerSubject, Subject, as_float_array, passes_through
+from .subjects import BadReturn, LayerSubject, Subject, as_float_array, passes_through
 
 METHOD = "richardson"
 RETRY_STEPS = (1e-6, 1e-8)  # relative steps tried for elements whose stencil left the domain
@@ -148,6 +148,10 @@ def user_traceback(exc: BaseException) -> str:
     return "".join(lines).rstrip()
 
 
+RETURNS = {"forward": "a forward must return a real float64 ndarray (or a torch tensor)",
+           "backward": "a backward must return real float64 ndarrays, one gradient per input, each of its input's shape"}
+
+
 def _call(stage: str, thunk: Callable[[], Any], case: Case, upstream=None):
     """Run the user's forward or backward; whatever it raises or exits with becomes a `raised`
     finding with its traceback -- a Counterexample, an Exception, so Hypothesis shrinks it like any
@@ -158,6 +162,9 @@ def _call(stage: str, thunk: Callable[[], Any], case: Case, upstream=None):
             return thunk()
         except (Counterexample, Undetermined):  # a subject's own verdict (a function pair's stub, random forward, mutated cache)
             raise
+        except BadReturn as exc:  # a str, a dict, complex values: the op's return type breaks its contract
+            _fail("contract", f"{stage} returned {exc.what}; {RETURNS[stage]}" + (f" ({exc.why})" if exc.why else ""),
+                  case=case, upstream=upstream, stage=stage)
         except BaseException as exc:  # noqa: BLE001 -- sys.exit() in user code must not end gradlab
             if passes_through(exc):
                 raise
@@ -206,8 +213,9 @@ def _check_grads(subject: Subject, case: Case, upstream, raw: dict) -> dict[str,
             _fail("contract", f"backward returned no gradient for {name}", case=case, upstream=upstream, stage="backward")
         try:
             g = as_float_array(g)
-        except Exception:
-            _fail("contract", f"backward's gradient for {name} is a {type(g).__name__}, not an array", case=case, upstream=upstream, stage="backward")
+        except BadReturn as exc:
+            _fail("contract", f"backward returned {exc.what} as the gradient for {name}; expected a real float64 ndarray of {name}'s shape "
+                  f"{x.shape}" + (f" ({exc.why})" if exc.why else ""), case=case, upstream=upstream, stage="backward")
         if g.shape != x.shape:
             _fail("contract", f"backward's gradient for {name} has shape {g.shape}, but {name} has shape {x.shape}", case=case, upstream=upstream, stage="backward")
         if g.dtype.kind == "f" and g.dtype.itemsize < 8:

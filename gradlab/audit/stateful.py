@@ -146,7 +146,7 @@ def _probe(template: Any, fwd: str, bwd: str, shape: tuple[int, ...], target: st
     return inst, after_forward
 
 
-def _candidates(template: Any, params: dict[str, np.ndarray]) -> list[tuple[tuple[int, ...], str]]:
+def _candidates(template: Any, params: dict[str, np.ndarray], target: str) -> list[tuple[tuple[int, ...], str]]:
     """Input shapes to try, in order, each with how it was found."""
     out: list[tuple[tuple[int, ...], str]] = []
     declared = getattr(template, "input_shape", None)
@@ -155,7 +155,11 @@ def _candidates(template: Any, params: dict[str, np.ndarray]) -> list[tuple[tupl
             shape = tuple(int(s) for s in declared)
         except (TypeError, ValueError):
             shape = ()
+        if shape and min(shape) <= 0:
+            raise TargetError(f"{target}: input_shape must be a tuple of positive integers (batch first, e.g. (4, 3)), got {declared!r}")
         if shape:
+            # before the probe allocates an input of that size
+            S.bound_layer(target, shape if len(shape) >= 2 else (PROBE_BATCH,) + shape, params)
             if len(shape) >= 2:
                 out.append((shape, "input_shape (batch first)"))
             out.append(((PROBE_BATCH,) + shape, "input_shape, batch prepended"))
@@ -207,7 +211,7 @@ def inspect_layer(obj: Any, target: str) -> Layout:
     params = {k: v for k, v in arrays.items() if k.lower() not in grads_of  # a dW made zero in __init__ is no parameter
               and not k.lower().startswith(STATISTICS)}
     errors = []
-    for shape, how in _candidates(template, params):
+    for shape, how in _candidates(template, params, target):
         try:
             inst, after = _probe(template, fwd, bwd, shape, target)
         except UserCodeError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
@@ -178,6 +179,19 @@ def activation_cases(draw, env: Envelope, names=("z",)):
 def loss_cases(draw, env: Envelope, target_kind: str):
     shape = draw(st.tuples(st.integers(1, MAX_BATCH), st.integers(1, MAX_WIDTH)), label="shape")
     return Case({"pred": draw(arrays(shape, env), label="pred")}, {"target": draw(targets(target_kind, shape), label="target")})
+
+
+def bound_layer(target: str, input_shape: tuple[int, ...], params: dict[str, Any], how: str = "input_shape") -> None:
+    """Refuse a layer whose largest drawn case (layer_cases: batch up to max(MAX_BATCH, the declared one)) has more
+    elements to difference than gradlab.memory's audit work bound, before anything of that size is allocated."""
+    from .. import memory
+
+    x = (max(MAX_BATCH, int(input_shape[0])),) + tuple(int(d) for d in input_shape[1:])
+    sizes = {name: tuple(int(d) for d in (v if isinstance(v, tuple) else np.shape(v))) for name, v in params.items()}  # arrays or shapes
+    total = math.prod(x) + sum(math.prod(s) for s in sizes.values())
+    shown = [f"x {x}"] + [f"{name} {s}" for name, s in list(sizes.items())[:3]] + (["..."] if len(sizes) > 3 else [])
+    memory.check_audit_elements(target, total, " and ".join(shown),
+                                f"declare a smaller {how} (batch first, e.g. (4, 3)); a wrong backward shows on small sizes as well")
 
 
 @st.composite

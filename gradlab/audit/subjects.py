@@ -16,6 +16,7 @@ pred = 0, where the loss itself is undefined.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import warnings
 from dataclasses import replace
@@ -93,11 +94,50 @@ class Subject:
         return ""
 
 
+class BadReturn(Exception):
+    """The user's forward or backward returned something that is no array of real numbers: a str, a dict, a
+    generator, objects, complex values. `what` says what came back ('a str ('nope')'), `why` (may be empty) why
+    that is refused; the judge makes it a contract finding of the op, never an error of gradlab's own checks."""
+
+    def __init__(self, what: str, why: str = ""):
+        self.what, self.why = what, why
+        super().__init__(f"returned {what}" + (f" ({why})" if why else ""))
+
+
+def _what(value: Any) -> str:
+    """'a str ('nope')', 'a generator': what the user's code returned, short, whatever its __repr__ does."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 -- the user's __repr__
+        text = ""
+    text = " ".join(text.split())
+    text = text if len(text) <= 60 else text[:57] + "..."
+    name = type(value).__name__
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}" + (f" ({text})" if text and not text.startswith("<") else "")
+
+
 def as_float_array(value: Any) -> np.ndarray:
-    """The user's return value as an ndarray (torch tensors detached), without changing its dtype."""
+    """The user's return value as an ndarray of real numbers (torch tensors detached), without changing its dtype;
+    anything else (a str, dict, generator, object or complex array) raises BadReturn saying what it was."""
+    original = value
     if hasattr(value, "detach") and hasattr(value, "numpy"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
+        try:
+            value = value.detach().cpu().numpy()
+        except Exception as exc:  # noqa: BLE001 -- a bfloat16 tensor numpy cannot hold, a tensor subclass
+            raise BadReturn(f"a tensor numpy cannot read ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+    if isinstance(value, (str, bytes, dict)) or inspect.isgenerator(value):
+        raise BadReturn(_what(original))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 -- ragged lists, objects whose __array__ raises
+        raise BadReturn(_what(original), f"no array: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}") from None
+    if arr.dtype.kind == "c":
+        raise BadReturn(f"complex values ({arr.dtype})", "the derivatives of a real function are real, and dropping the imaginary part would hide a bug")
+    if arr.dtype.kind not in "fiub":
+        raise BadReturn(f"an array of {arr.dtype}" if isinstance(original, np.ndarray) else _what(original))
+    return arr
 
 
 class ActivationSubject(Subject):
@@ -211,6 +251,7 @@ class LayerSubject(Subject):
         super().__init__(obj, target, **kw)
         shape = contracts.layer_shape(obj, target)
         self.input_shape = shape.input_shape
+        S.bound_layer(target, self.input_shape, shape.params)
         self.original = {k: v.copy() for k, v in obj.params.items()}
         domains = getattr(obj, "param_domains", None) or {}
         self.param_envs = {}
@@ -282,6 +323,14 @@ def _attributes(obj: Any) -> list[tuple[str, Any]]:
         return []
 
 
+def _copied(value: Any) -> Any:
+    """A copy of a returned gradient; what is no array of reals stays as it is, for the judge to report."""
+    try:
+        return as_float_array(value).copy()
+    except BadReturn:
+        return value
+
+
 class StatefulSubject(LayerSubject):
     """forward(x) caches on self, backward(dout) -> dx, parameter gradients left on self (stateful.py).
 
@@ -295,6 +344,7 @@ class StatefulSubject(LayerSubject):
         Subject.__init__(self, obj, target, **kw)
         self.layout = stateful.inspect_layer(obj, target)
         self.input_shape = self.layout.input_shape
+        S.bound_layer(target, self.input_shape, self.layout.params, "input_shape (or smaller parameters)")
         self.original = {k: v.copy() for k, v in self.layout.params.items()}
         self.param_envs = {k: Envelope(max_abs=3.0) for k in self.original}
         self.keys = {S.param_key(k): k for k in self.original}
@@ -343,14 +393,15 @@ class StatefulSubject(LayerSubject):
             if getattr(inst, k, None) is v and not np.array_equal(v, before, equal_nan=True):
                 fail("mutation", f"{bwd} changed self.{k} in place (a second backward sees other values); "
                      "compute into a new array instead", case=case, upstream=upstream, stage="backward")
-        grads = {"x": as_float_array(dx).copy()}
+        grads = {"x": _copied(dx)}
         for key, name in self.keys.items():
             got = stateful.found_gradient(inst, name)
-            grads[key] = None if got is None else as_float_array(got[0]).copy()  # a second backward may add into it
-        if not self.params_replaced():
+            grads[key] = None if got is None else _copied(got[0])  # a second backward may add into it
+        if not self.params_replaced() and isinstance(grads["x"], np.ndarray):
             self.fresh()
             again = stateful.call_backward(inst, bwd, given)
-            if again is None or not np.array_equal(as_float_array(again), grads["x"], equal_nan=True):
+            again = None if again is None else _copied(again)
+            if not isinstance(again, np.ndarray) or not np.array_equal(again, grads["x"], equal_nan=True):
                 fail("mutation", f"{bwd} gave a different dx when called twice after one forward (it keeps or changes state)",
                      case=case, upstream=upstream, stage="backward")
         return grads

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from ..userops.loading import TargetError, is_file, load_module
+from ..userops.loading import TargetError, inspecting, is_file, load_module
+from .. import memory
 from ..usercode import user_code
 
 VALUE_STYLES = ("normal", "zeros", "large", "small", "offset")  # simplest first: the shrinker moves left
@@ -92,7 +93,14 @@ def parse_shapes(text: str, option: str = "--shapes") -> tuple[InputSpec, ...]:
             if high < 1:
                 raise TargetError(f"{where}: HIGH must be >= 1")
         specs.append(InputSpec(name, _dims(rest, where), integer, high))
+    if option == "--shapes":  # --case replays one case at exactly its sizes: parse_case bounds it without the search's growth
+        _bounded(specs, option, f"declare smaller sizes with {option}")
     return tuple(specs)
+
+
+def _bounded(specs, where: str, fix: str, growth: int = memory.KERNEL_SIZE_GROWTH) -> None:
+    """Refuse inputs whose largest drawn case would not fit (gradlab.memory), before anything is allocated."""
+    memory.check_kernel_inputs(where, {s.name: s.shape for s in specs}, fix, growth=growth)
 
 
 def parse_case(text: str) -> Case:
@@ -111,7 +119,9 @@ def parse_case(text: str) -> Case:
         seed = int(options.get("seed", "0"))
     except ValueError:
         raise TargetError(f"--case: seed must be an integer, got {options['seed']!r}") from None
-    return Case(parse_shapes(shapes, "--case"), values, seed)
+    specs = parse_shapes(shapes, "--case")
+    _bounded(specs, "--case", "replay a case with smaller sizes", growth=1)
+    return Case(specs, values, seed)
 
 
 def _from_object(decl: Any, where: str) -> tuple[InputSpec, ...]:
@@ -155,16 +165,19 @@ def declared(raw_candidate: Any, spec: str) -> tuple[InputSpec, ...]:
     """The candidate's `example_inputs` (an attribute or method of it, else a function in the file or module that
     TARGET names, else in the module that defines the candidate's class)."""
     where = f"{spec}: example_inputs"
-    source = getattr(raw_candidate, "example_inputs", None)
-    for module in (_home(spec), sys.modules.get(getattr(raw_candidate, "__module__", "") or "")):
-        if source is None and module is not None:
-            source = getattr(module, "example_inputs", None)
+    with inspecting(spec):
+        source = getattr(raw_candidate, "example_inputs", None)
+        for module in (_home(spec), sys.modules.get(getattr(raw_candidate, "__module__", "") or "")):
+            if source is None and module is not None:
+                source = getattr(module, "example_inputs", None)
     if source is None:
         raise TargetError(f"{spec}: no example_inputs() in the candidate or its module; declare the inputs with --shapes 'x=8,64;w=64'")
     if callable(source):
         with user_code(f"{where}()"):
             source = source()
-    return _from_object(source, where)
+    specs = _from_object(source, where)
+    _bounded(specs, where, "return smaller shapes from example_inputs(), or declare them with --shapes 'x=8,64'")
+    return specs
 
 
 def sizes(specs) -> list[int]:

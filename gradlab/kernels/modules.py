@@ -34,7 +34,7 @@ from . import projection
 from .search import SearchResult, replay, search
 from .targets import Target, call, float_params, load
 from ..audit.judge import tolerance
-from ..userops.loading import TargetError, load_raw
+from ..userops.loading import TargetError, inspecting, load_raw
 from ..usercode import UserCodeError, deadline, user_code
 
 # A module's tensors are differenced element by element up to this size, by projections above it: a forward of
@@ -106,6 +106,11 @@ def _required_args(cls: type) -> list[str]:
 
 def prepare(spec: str, *, rtol: float | None = None, atol: float | None = None) -> ModuleSubject:
     """Load the module and its declared inputs; anything but an nn.Module is a TargetError (exit 2)."""
+    with inspecting(spec):
+        return _prepare(spec, rtol=rtol, atol=atol)
+
+
+def _prepare(spec: str, *, rtol: float | None, atol: float | None) -> ModuleSubject:
     raw = load_raw(spec)
     if not (isinstance(raw, torch.nn.Module) or isinstance(raw, type) and issubclass(raw, torch.nn.Module)):
         raise TargetError(f"{spec}: --kind module needs an nn.Module class or instance, got {getattr(raw, '__name__', type(raw).__name__)} "

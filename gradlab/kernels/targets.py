@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..userops.loading import TargetError, is_torch_function, load_raw
+from ..userops.loading import TargetError, inspecting, is_torch_function, load_raw
 from ..usercode import UserCodeError, user_code
 
 
@@ -37,6 +37,11 @@ class Target:
 
 def load(spec: str, role: str, init: dict | None = None) -> Target:
     """Load one side of the comparison; a target that is none of the three kinds is a TargetError."""
+    with inspecting(spec):
+        return _load(spec, role, init)
+
+
+def _load(spec: str, role: str, init: dict | None) -> Target:
     raw = load_raw(spec)
     if is_torch_function(raw):
         return Target(spec, role, "autograd", raw)

@@ -45,13 +45,19 @@ def _sample_shape(obj: Any, impl: str) -> tuple[int, ...]:
 
 
 def _as_target_error(fn):
-    """At load time the user's code failing (raise, sys.exit, ...) is a TargetError, shown at the spec's key path."""
+    """At load time the user's code failing (raise, sys.exit, ...) is a TargetError, shown at the spec's key path;
+    so is a property or __getattr__ of the op that raises while gradlab reads it (loading.inspecting)."""
     import functools
+    import inspect
+
+    signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        impl = signature.bind(*args, **kwargs).arguments.get("impl", "")
         try:
-            return fn(*args, **kwargs)
+            with loading.inspecting(short(impl) if impl else "the custom op"):
+                return fn(*args, **kwargs)
         except UserCodeError as exc:
             raise TargetError(str(exc)) from None
 
@@ -202,6 +208,7 @@ def _rows(fn, z, *more):
     return out.astype(z.dtype, copy=False) if np.isrealobj(z) and z.dtype.kind == "f" and np.isrealobj(out) else out
 
 
+@_as_target_error
 def activation_record(impl: str) -> CustomActivation:
     """A user's activation as a registry record (a fresh object per network); every call into it is checked."""
     obj = loading.load(impl)
@@ -250,6 +257,7 @@ def _per_slice(fn, y, t, reduce: bool):
     return np.stack(outs).reshape(y.shape)
 
 
+@_as_target_error
 def loss_record(impl: str) -> CustomLoss:
     """A user's loss as a registry record; every call into it is checked."""
     obj = loading.load(impl)
@@ -282,10 +290,12 @@ def loss_record(impl: str) -> CustomLoss:
     )
 
 
+@_as_target_error
 def loss_target(impl: str) -> str:
     return loading.load(impl).target
 
 
+@_as_target_error
 def gives_probabilities(impl: str) -> bool:
     return bool(getattr(loading.load(impl), "produces_probabilities", False))
 

@@ -11,17 +11,17 @@ name, with their folder on `sys.path` while they import so sibling imports work.
 from __future__ import annotations
 
 import copy
+import errno
 import difflib
 import importlib
 import importlib.util
 import sys
-import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import GradlabError
-from ..usercode import UserCodeError, code_allowed, describe, user_code
+from ..usercode import Timeout, UserCodeError, code_allowed, describe, interrupted, raised_by_user, user_code, user_line
 
 FORMAT = "path/to/file.py:Name or package.module:Name"
 
@@ -53,19 +53,43 @@ def resolve(target: str, base_dir: str | Path | None = None) -> str:
     path = Path(source).expanduser()
     if not path.is_absolute():
         path = Path(base_dir or Path.cwd()) / path
-    return f"{path.resolve()}:{name}"
+    return f"{_resolved(path, source)}:{name}"
+
+
+def _resolved(path: Path, shown: str) -> Path:
+    """path.resolve(), with a symlink loop (RuntimeError before Python 3.13, OSError ELOOP after) as the user's error."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:
+        why = "is a symlink loop" if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP else f"cannot be read ({exc.strerror or exc})"
+        raise TargetError(f"{shown}: {why}; point at the .py file itself") from None
 
 
 def _import_error(where: str, exc: BaseException) -> TargetError:
-    frames = traceback.extract_tb(exc.__traceback__)
-    user = [f for f in frames if "importlib" not in f.filename]
-    at = f" (line {user[-1].lineno})" if user else ""
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        at = f" (line {exc.lineno})"
+    # The innermost line in the user's own files (a sibling module they import included), never gradlab's
+    # loader or a library's; a SyntaxError says where it is itself (describe() already carries it).
+    at = "" if isinstance(exc, SyntaxError) and "line " in describe(exc) else user_line(exc)
     hint = ""
     if isinstance(exc, ImportError) and "relative import" in str(exc):
         hint = "; a file loaded by path has no package: import siblings absolutely, or name the target as package.module:Name"
     return TargetError(f"{where}: cannot import: {describe(exc)}{at}{hint}")
+
+
+@contextmanager
+def inspecting(target: str) -> Iterator[None]:
+    """gradlab reading the user's object runs the user's code (a property, __getattr__, __len__, __eq__):
+    whatever comes out of that code is the op's error, a TargetError naming the target and the user's line.
+    An exception with gradlab's own frame innermost is gradlab's (a bug) and passes on unchanged."""
+    try:
+        yield
+    except (GradlabError, Timeout):
+        raise
+    except BaseException as exc:  # noqa: BLE001 -- SystemExit or a KeyboardInterrupt of the user's own included
+        if isinstance(exc, KeyboardInterrupt) and interrupted() or not raised_by_user(exc):
+            raise
+        raise TargetError(f"{target}: reading its attributes {describe(exc)}{user_line(exc)}; gradlab looks up names such as "
+                          "forward, backward, kind, domain and params on the op, and a property or __getattr__ must raise "
+                          "AttributeError for a name it does not have") from None
 
 
 def _refuse_if_no_code(target: str) -> None:
@@ -160,7 +184,7 @@ def load_module(source: str, base_dir: str | Path | None = None):
     path = Path(source).expanduser()
     if not path.is_absolute():
         path = Path(base_dir or Path.cwd()) / path
-    return _load_file(path.resolve(), source)
+    return _load_file(_resolved(path, source), source)
 
 
 def is_torch_function(obj: Any) -> bool:

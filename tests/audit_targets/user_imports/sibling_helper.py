@@ -1,0 +1,5 @@
+def _build():
+    raise ValueError("helper failed")
+
+
+THING = _build()

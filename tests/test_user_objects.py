@@ -1,0 +1,190 @@
+"""The user's objects are the user's: whatever they do where gradlab looks at them is reported as the user's
+error (exit 2, one `Error:` line naming the file or op), a contract counterexample of the op, or refused up
+front when it would be unbounded work -- never an internal error of gradlab (exit 3), never a pass.
+
+In-process (CliRunner on gradlab.cli.main, or the functions themselves): each test costs well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gradlab.audit import audit
+from gradlab.cli import main
+from gradlab.usercode import describe, user_line
+
+TARGETS = Path(__file__).parent / "audit_targets"
+OBJECTS = TARGETS / "user_objects.py"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def target(name: str) -> str:
+    return f"{OBJECTS}:{name}"
+
+
+def refused(args: list[str], *fragments: str) -> str:
+    """Run gradlab in-process; it must exit 2 with exactly one `Error:` line holding every fragment, no traceback."""
+    result = CliRunner().invoke(main, args)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 2, result.output
+    assert len(errors) == 1, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+# --- 5: internal errors caused by the user's objects ---------------------------------------------
+
+
+def test_an_exception_whose_str_raises_is_described_not_reraised():
+    from tests.audit_targets.user_objects import Unprintable
+
+    assert describe(Unprintable()) == "raised Unprintable: <__str__ of the user's object raised RuntimeError>"
+
+    class Code(Exception):
+        pass
+
+    class BadRepr:
+        def __repr__(self):
+            raise ValueError
+
+    assert describe(SystemExit(BadRepr())) == "called sys.exit(<__repr__ of the user's object raised ValueError>)"
+
+
+def test_a_forward_raising_an_unprintable_exception_is_the_ops_finding():
+    result = audit(target("ForwardRaisesUnprintable"), examples=5)
+    assert [f.kind for f in result.findings] == ["raised"]
+    assert "raised Unprintable" in result.findings[0].message
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("GetattrRaises", "raised RuntimeError: no attribute kind here"),
+    ("ForwardPropertyRaises", "raised RuntimeError: property boom"),
+])
+def test_an_attribute_read_that_raises_is_the_users_error(name, fragment):
+    refused(["audit", target(name), "--examples", "5"], "user_objects.py:" + name, fragment, "(user_objects.py, line", "AttributeError")
+
+
+def test_an_attribute_read_that_raises_in_a_spec_names_the_impl_key(write_spec):
+    spec = write_spec(f"""
+name: getattr
+input: {{dim: 3, batch: 2}}
+target: {{kind: regression}}
+network:
+  layers:
+    - {{type: dense, units: 2}}
+    - {{type: activation, fn: custom, impl: "{target('ForwardPropertyRaises')}"}}
+loss: {{fn: sse}}
+""")
+    refused(["check", str(spec), "-q"], "network.layers[1].impl", "property boom")
+
+
+def test_a_negative_input_shape_is_refused():
+    refused(["audit", target("NegativeInputShape"), "--examples", "5"],
+            "user_objects.py:NegativeInputShape", "input_shape must be a tuple of positive integers", "(-3, 4)")
+
+
+def test_a_symlink_loop_is_the_users_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.symlink("b.py", "a.py")
+    os.symlink("a.py", "b.py")
+    refused(["audit", "a.py:Op"], "a.py: is a symlink loop")
+    refused(["audit", "a.py"], "a.py: is a symlink loop")
+
+
+def test_example_inputs_of_a_trillion_elements_are_refused_up_front():
+    refused(["compare", target("tanh_candidate"), target("tanh_reference"), "--examples", "2"],
+            "user_objects.py:tanh_candidate: example_inputs", "limit 2 GiB", "return smaller shapes from example_inputs()")
+
+
+# --- 6: unbounded work refused up front ----------------------------------------------------------
+
+
+def test_compare_shapes_beyond_the_memory_limit_are_refused_up_front():
+    gelu = EXAMPLES / "kernels" / "gelu.py"
+    refused(["compare", f"{gelu}:FusedGelu", f"{gelu}:reference", "--shapes", "x=100000,100000"],
+            "--shapes", "10,000,000,000 input elements", "limit 2 GiB", "declare smaller sizes with --shapes")
+    refused(["compare", f"{gelu}:FusedGelu", f"{gelu}:reference", "--case", "x=100000,100000|values=normal|seed=1"],
+            "--case", "limit 2 GiB")
+
+
+@pytest.mark.parametrize("name", ["HugeInputShape", "HugeLayer"])
+def test_an_audited_layer_with_a_huge_input_shape_is_refused_up_front(name):
+    refused(["audit", target(name), "--examples", "5"], f"user_objects.py:{name}", "x (1000000, 1000000)",
+            "over gradlab audit's limit of", "declare a smaller input_shape")
+
+
+def test_an_audit_file_with_huge_dims_is_refused_at_its_key(tmp_path):
+    (tmp_path / "audit.yaml").write_text(f"""
+ops:
+  - target: {EXAMPLES / 'audit' / 'layers.py'}:leaky_forward
+    inputs: {{x: [N, D]}}
+    dims: {{N: {{min: 1, max: 1000000}}, D: 1000000}}
+    hyper: {{slope: [0.01, 0.2]}}
+""")
+    refused(["audit", str(tmp_path / "audit.yaml")], "audit.yaml: ops[0].dims:", "x (1000000, 1000000)", "lower the dimensions' max")
+
+
+# --- 7: what a backward returns ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, what", [
+    ("ComplexBackward", "complex values (complex128)"),
+    ("StrBackward", "a str ('nope')"),
+    ("DictBackward", "a dict ({'z': array([2.])})"),
+    ("GeneratorBackward", "a generator"),
+    ("ObjectArrayBackward", "an array of object"),
+    ("double_forward", "a str ('nope')"),  # a function pair: was `backward raised TypeError: ufunc 'isnan'` from gradlab's own check
+    ("cube_forward", "complex values (complex128)"),  # a function pair: passed, the imaginary part dropped
+    ("StatefulStrBackward", "a str ('nope')"),
+])
+def test_a_backward_returning_no_real_array_is_a_contract_finding(name, what, recwarn):
+    result = audit(target(name), examples=5)
+    assert [f.kind for f in result.findings] == ["contract"], [f.message for f in result.findings]
+    message = result.findings[0].message
+    assert f"backward returned {what} as the gradient for" in message and "expected a real float64 ndarray" in message, message
+    assert not [w for w in recwarn if "Complex" in type(w.message).__name__]  # no ComplexWarning flood
+
+
+# --- 8: messages that name the user's file, line and key -----------------------------------------
+
+
+def test_an_audit_file_names_its_backward_key_not_a_cli_flag(tmp_path):
+    layers = EXAMPLES / "audit" / "layers.py"
+    (tmp_path / "audit.yaml").write_text(f"ops:\n  - target: {layers}:grad_reverse\n  - target: {layers}:rbf_forward\n    backward: nope\n")
+    line = refused(["audit", str(tmp_path / "audit.yaml")], "audit.yaml: ops[1].backward:", "defines no function 'nope'")
+    assert "--backward" not in line
+
+
+def test_an_audit_file_entry_that_cannot_load_is_named_by_its_key(tmp_path):
+    (tmp_path / "audit.yaml").write_text(f"ops:\n  - target: {target('GetattrRaises')}\n")
+    refused(["audit", str(tmp_path / "audit.yaml")], "audit.yaml: ops[0].target:", "no attribute kind here")
+
+
+@pytest.mark.parametrize("name, at", [
+    ("json_at_import.py", "(json_at_import.py, line 4)"),  # was json's decoder line
+    ("sibling_fails.py", "(sibling_helper.py, line 2)"),  # was line 2 with no file: the sibling's line in this file's name
+])
+def test_an_import_error_points_at_the_users_file_and_line(name, at):
+    refused(["audit", f"{TARGETS / 'user_imports' / name}:Op"], f"{name}: cannot import", at)
+
+
+def test_a_file_that_cannot_compile_never_points_at_gradlabs_loader(tmp_path):
+    (tmp_path / "nul.py").write_bytes(b"class Op:\n    pass\n\x00\n")
+    line = refused(["audit", f"{tmp_path / 'nul.py'}:Op"], "nul.py: cannot import", "null bytes")
+    assert "line" not in line.split("null bytes")[1]  # was `(line 105)`: gradlab's loader
+
+
+def test_user_line_skips_gradlab_and_the_standard_library():
+    import json
+
+    try:
+        json.loads("{bad")
+    except ValueError as exc:
+        assert user_line(exc) == f" (test_user_objects.py, line {exc.__traceback__.tb_lineno})"
