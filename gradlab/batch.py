@@ -142,18 +142,42 @@ def internal_message(exc: BaseException) -> str:
     return f"internal error of gradlab ({type(exc).__name__}: {text}); this is a bug, not your spec: rerun with --debug for the traceback and report it"
 
 
-def load_all(paths, *, timeout: float | None = None) -> tuple[list[tuple[str, object]], list]:
-    """Validate every spec up front: (path, Spec) pairs to run, and an error result for each spec that is invalid."""
+def load_all(paths, *, timeout: float | None = None, isolate: bool = False) -> tuple[list[tuple[str, object]], list]:
+    """Validate every spec up front: (path, Spec) pairs to run, and an error result for each spec that is invalid.
+
+    `isolate` (an executor runs the checks): a spec that names user code is loaded -- its module imported, its
+    ops probed -- in a child process, so that user code that ends its process fails that spec alone."""
     from .spec import load_spec
 
     loaded, failed = [], []
     for p in expand_specs(paths):
-        outcome = guarded(str(p), lambda p=p: load_spec(p, timeout=timeout))
+        load = _load_isolated if isolate and _names_code(p) else load_spec
+        outcome = guarded(str(p), lambda p=p, load=load: load(p, timeout=timeout))
         if getattr(outcome, "error", None) is not None:
             failed.append(outcome)
         else:
             loaded.append((str(p), outcome))
     return loaded, failed
+
+
+def _names_code(path) -> bool:
+    """The spec's text mentions `impl` (user code): cheap, and a false alarm only costs a fork."""
+    try:
+        with open(path, "rb") as f:
+            return b"impl" in f.read(1 << 20)
+    except OSError:
+        return False
+
+
+def _load_isolated(path, *, timeout: float | None = None):
+    from .spec import load_spec
+    from .supervise import ProcessEnded, call
+    from .usercode import UserCodeError
+
+    try:
+        return call(load_spec, path, timeout=timeout)
+    except ProcessEnded as exc:
+        raise UserCodeError(f"user code ended the process loading the spec: {exc}") from None
 
 
 def numeric_elements(spec) -> int:

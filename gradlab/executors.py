@@ -591,6 +591,6 @@ def check_specs_on(choice: ExecutorChoice, paths, *, progress: bool = True, time
     from .batch import in_order, load_all
 
     with choice.make() as executor:  # started first: a local pool's server imports torch while the specs load here
-        loaded, invalid = load_all(paths, timeout=timeout)
+        loaded, invalid = load_all(paths, timeout=timeout, isolate=True)
         ran = run_on(executor, loaded, progress=progress, timeout=timeout, **options)
     return loaded, in_order(paths, invalid, ran)

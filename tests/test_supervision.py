@@ -182,3 +182,18 @@ def test_an_audit_timeout_is_a_timeout_never_a_nondeterministic_op(tmp_path):
         run = CliRunner().invoke(main, ["audit", f"{tmp_path / 'slow.py'}:Slow", "--timeout", limit])
         assert run.exit_code == 2, run.output
         assert "timed out" in run.output and "nondeterministic" not in run.output
+
+
+# --- --remote: a run that did not finish is never a pass (and never a crash) -----------------------------------
+
+
+@pytest.mark.parametrize("status", ["error", "interrupted"])
+def test_remote_run_that_ended_without_results_is_an_error_with_its_reason(monkeypatch, capsys, status):
+    from gradlab.service import client
+
+    run = {"id": 7, "status": status, "error": "worker died (exit status 0) while running net.py:Op", "result": None}
+    monkeypatch.setattr(client, "_submit", lambda server, specs, options: (run, []))
+    code = client.check_remote("http://127.0.0.1:9", [str(ROOT / "specs" / "seed003_two_layer.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"run 7 ended {status}: worker died (exit status 0) while running net.py:Op" in err

@@ -67,7 +67,7 @@ def _decoded(response, raw: bool) -> dict | str:
 def check_remote(url: str, paths, *, label=None, fmt="table", output=None, reports=(), devices=(), method=None, mode=None,
                  engines=None, quiet=False, verbose=False, stats=False, timeout=None) -> int:
     """Submit, wait, print as `gradlab check` prints; the exit code."""
-    from ..batch import EXIT_INTERNAL, echo_errors, error_result, exit_code, expand_specs, in_order
+    from ..batch import EXIT_INTERNAL, EXIT_USAGE, echo_errors, error_result, exit_code, expand_specs, in_order
     from ..commands.report import report_targets
     from ..output import check_writable
     from ..spec import read_spec_text
@@ -86,11 +86,12 @@ def check_remote(url: str, paths, *, label=None, fmt="table", output=None, repor
                                  "stats": bool(stats), "timeout": timeout, "label": label}.items() if v not in (None, False)}
     run, refused = _submit(server, specs, options) if specs else (None, [])
     invalid += refused
+    if run is not None and run["status"] != "done":  # no results to show: never a pass, never a crash
+        click.echo(f"Error: --remote {server.url}: run {run['id']} ended {run['status']}: {run.get('error') or 'no reason given'}; "
+                   "nothing was checked to completion", err=True)
+        return EXIT_USAGE
     results = _results(run) if run is not None else []
     results = in_order(paths, invalid, results)
-    if run is not None and run["status"] != "done":
-        click.echo(f"Error: --remote {server.url}: run {run['id']} ended {run['status']}: {run.get('error') or 'no reason given'}", err=True)
-        return EXIT_INTERNAL
     _print(results, run, fmt=fmt, output=output, quiet=quiet, verbose=verbose)
     if run is not None:
         _write_reports(server, run["id"], targets, quiet=quiet)
