@@ -46,10 +46,16 @@ CUDA_CONTEXT_BYTES = 1 * 2**30
 MARGIN = 1.25
 FULL_MODE_MAX_PARAMS = 250_000  # runner.FULL_MODE_MAX_PARAMS (check.mode: auto), read without importing the runner
 
-# `gradlab stats`: initialisations at most, and multiply-adds at most (seeds x batch x weights:
-# forward and backward are ~3 of these each), about a minute of one core.
+# `gradlab stats`: initialisations at most, and forward multiply-adds at most (seeds x batch x the forward's
+# multiply-adds per sample, see forward_macs; the backward costs ~2 forwards more), about a minute of one core.
+# Measured (one busy core): dense layers ~8e8 multiply-adds/s (10 x 256 relu net, batch 256: 80 seeds in 17 s),
+# numpy convolutions ~3e8/s (a 3x32x32 two-conv net, 5.4M per sample, batch 8: 40 seeds in 6 s); 3e10 is
+# ~40 s and ~100 s of them.
 STATS_MAX_SEEDS = 10_000
-STATS_WORK_BUDGET = 10**11
+STATS_WORK_BUDGET = 3 * 10**10
+# Layers whose unit (channel) is the first per-sample axis: each weight is reused at every position after it.
+# Everything else with parameters acts on the last axis (dense, layernorm, attention): reused at every position before it.
+CHANNEL_FIRST_OPS = ("conv1d", "conv2d", "batchnorm", "groupnorm")
 F64 = 8
 
 
@@ -88,6 +94,29 @@ def layer_sizes(spec) -> list[tuple[int, int, int]]:
             out.append((dim, units, k * units + (units if bias is True else 0)))
             dim = units
     return out
+
+
+def forward_macs(spec) -> int:
+    """Multiply-adds of one sample's forward pass: each weight once per position it is applied at (a conv's
+    filters at every output position, a dense layer on (T, D) at each of T rows), attention's scores and
+    weighted sum (2 T^2 D), plus one per unit of every layer's output and workspace (activations, pooling)."""
+    if not hasattr(spec, "layer_table"):  # a plain dense spec (duck-typed): every weight once per sample
+        s = shape_of(spec)
+        return max(1, s.params + sum(s.widths))
+    total = int(spec.input.size)
+    for r in spec.layer_table():
+        out = tuple(int(d) for d in r.out_shape)
+        total += max(math.prod(out), int(r.workspace))
+        if not r.params:
+            continue
+        kind = r.projection or getattr(r.layer, "type", "")
+        channel_first = (kind in CHANNEL_FIRST_OPS or kind == "conv") and len(out) > 1
+        positions = math.prod(out[1:]) if channel_first else math.prod(out[:-1])
+        total += int(r.params) * max(1, positions)
+        if kind == "attention" and len(r.in_shape) >= 2:
+            t, d = int(r.in_shape[0]), int(r.in_shape[-1])
+            total += 2 * t * t * d
+    return max(1, total)
 
 
 def shape_of(spec, *, batch: int | None = None) -> Shape:
@@ -247,17 +276,16 @@ def check_stats(spec, file: str, *, seeds: int, batch: int | None = None, seeds_
     if seeds > STATS_MAX_SEEDS:
         raise SpecError(file, seeds_key, f"expected at most {STATS_MAX_SEEDS:,} initialisations, got {seeds:,}; "
                         f"the mean over a few dozen is already stable (default 8)")
-    shape = shape_of(spec)
-    weights = max(1, shape.params + sum(shape.widths))
-    cost = seeds * rows * weights
+    macs = forward_macs(spec)
+    cost = seeds * rows * macs
     if work and cost > STATS_WORK_BUDGET:
-        most = STATS_WORK_BUDGET // (rows * weights)
+        most = STATS_WORK_BUDGET // (rows * macs)
         fix = f"use at most {most:,} seed(s) at this batch, or lower {batch_key}" if most >= 1 else f"lower {batch_key}"
         if batch_key == "input.batch":
             fix += " (or set a smaller stats.batch / --batch)"
         raise SpecError(file, seeds_key if most >= 1 else batch_key,
-                        f"{seeds:,} initialisations x batch {rows:,} x {weights:,} weights and units is {cost:.2g} multiply-adds, "
-                        f"over gradlab stats' budget of {STATS_WORK_BUDGET:.0e} (about a minute); {fix}")
+                        f"{seeds:,} initialisations x batch {rows:,} x {macs:,} multiply-adds per sample (weights at every position "
+                        f"they are applied, and units) is {cost:.2g}, over gradlab stats' budget of {STATS_WORK_BUDGET:.0e} (about a minute of one core); {fix}")
 
 
 # --- gradlab compare / audit: the user's declared sizes, bounded before anything is drawn -------------------

@@ -131,6 +131,36 @@ ops:
     refused(["audit", str(tmp_path / "audit.yaml")], "audit.yaml: ops[0].dims:", "x (1000000, 1000000)", "lower the dimensions' max")
 
 
+CONV_NET = """
+name: conv-stats
+input: {shape: [3, 32, 32], batch: 8}
+target: {kind: onehot, classes: 10}
+network:
+  init: {scheme: he_normal}
+  layers:
+    - {type: conv2d, channels: 16, kernel: 3, padding: 1}
+    - {type: activation, fn: relu}
+    - {type: conv2d, channels: 32, kernel: 3, padding: 1}
+    - {type: activation, fn: relu}
+    - {type: maxpool2d, kernel: 2, stride: 2}
+    - {type: flatten}
+    - {type: dense, units: 10}
+loss: {fn: softmax_cross_entropy}
+"""
+
+
+def test_stats_work_counts_a_convs_weights_at_every_position(write_spec):
+    """87k weights, but 5.4M multiply-adds per sample: 10,000 seeds were accepted (about 40 minutes of work)."""
+    from gradlab import memory
+    from gradlab.spec import load_spec
+
+    spec = write_spec(CONV_NET + "stats: {seeds: 10000}\n")
+    refused(["stats", str(spec), "-q"], "stats.seeds:", "5,409,812 multiply-adds per sample", "budget of 3e+10", "use at most 693 seed(s)")
+    small = load_spec(write_spec(CONV_NET, "plain.yaml"))
+    assert memory.forward_macs(small) == 5_409_812  # 16*27*1024 + 32*144*1024 + 8192*10 + biases, + units
+    refused(["stats", str(write_spec(CONV_NET, "cli.yaml")), "--seeds", "10000", "-q"], "--seeds:", "multiply-adds per sample")
+
+
 # --- 7: what a backward returns ------------------------------------------------------------------
 
 
