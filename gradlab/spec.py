@@ -773,6 +773,12 @@ def _show(value: Any, limit: int = 80) -> str:
     return text if len(text) <= 2 * limit else text[: 2 * limit] + "..."
 
 
+# The names pydantic gives the branches of a union and its wrapper schemas in an error's location:
+# `stride.constrained-int`, `bias.function-after[...]`, `seed.lax-or-strict[...]` -- never keys the user wrote.
+_PYDANTIC_TAG = re.compile(r"^(?:constrained-|function-|tagged-union|lax-or-strict|json-or-python|nullable|chain|definition-ref|"
+                           r"is-instance|literal|default|model-fields|(?:bool|float|int|str|none|bytes|decimal|list|dict|tuple|set|any)$)")
+
+
 def _format_loc(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -780,8 +786,8 @@ def _format_loc(loc: tuple) -> str:
             out += f"[{part}]"
         elif part in (*LAYER_TYPES, "function-after[_consistent()]"):
             continue  # union tags and validator names are not keys the user wrote
-        elif str(part).startswith(("function-", "tagged-union")) or "[" in str(part) or part in ("bool", "float", "int", "str", "none"):
-            continue  # union members: pydantic names the branch, not a key
+        elif _PYDANTIC_TAG.match(str(part)) or "[" in str(part):
+            continue  # union members and constrained types: pydantic names the branch (constrained-int), not a key
         else:
             out += f".{part}" if out else str(part)
     return out or "(top level)"
@@ -809,8 +815,9 @@ def _describe(err: dict) -> tuple[str, str]:
     typ = err["type"]
     ctx = err.get("ctx") or {}
     got = err.get("input")
-    if typ == "unknown_key":
-        return _format_loc(loc + (ctx["key"],)), err["msg"]
+    if typ == "unknown_key":  # the key as the user wrote it, even one that looks like a pydantic tag
+        where = _format_loc(loc)
+        return (f"{where}.{ctx['key']}" if where != "(top level)" else str(ctx["key"])), err["msg"]
     if typ == "spec_mismatch":
         return ctx["path"], err["msg"]
     if typ == "missing":

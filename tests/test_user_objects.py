@@ -218,3 +218,18 @@ def test_user_line_skips_gradlab_and_the_standard_library():
         json.loads("{bad")
     except ValueError as exc:
         assert user_line(exc) == f" (test_user_objects.py, line {exc.__traceback__.tb_lineno})"
+
+
+@pytest.mark.parametrize("value, message", [('"2"', "expected an integer, got '2'"), ("-1", "expected a number >= 1, got -1")])
+def test_spec_key_paths_carry_no_pydantic_internals(write_spec, value, message):
+    text = (Path(__file__).resolve().parents[1] / "specs" / "layers" / "small_cnn.yaml").read_text()
+    spec = write_spec(text.replace("kernel: 3, stride: 1, padding: 1", f"kernel: 3, stride: {value}, padding: 1"))
+    line = refused(["check", str(spec), "-q"], "network.layers[0].stride: " + message)
+    assert "constrained" not in line and "more problem" not in line  # was `stride.constrained-int: ... (and 1 more problem)`
+
+
+def test_an_unknown_key_is_shown_as_written():
+    from gradlab.spec import _describe
+
+    err = {"loc": ("network", "layers", 0, "conv2d"), "type": "unknown_key", "ctx": {"key": "constrained-int"}, "msg": "unknown key"}
+    assert _describe(err)[0] == "network.layers[0].constrained-int"
