@@ -301,6 +301,37 @@ def _moved_units(before, after, layer, b, j, off):
     return rows, False
 
 
+def _loss_conditioning(net: Network, y: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(B,) sum over each sample's outputs of |dL_b/dy| |y|, from the loss's forward alone (the complex step
+    where the loss is complex-safe, else central differences): how far relative rounding of y moves the loss.
+
+    The loss acts on rows (the output's last axis); each row's loss is evaluated on its own, with one output
+    feature moved in every row at once, so this costs as many loss evaluations as there are features.
+    """
+    B, f = y.shape[0], target.shape[-1]
+    rows = net.as_rows(y).reshape(B, -1, 1, f)  # (B, R, 1, F): a loss sums its last two axes, so each row alone
+    t = net.as_rows(target).reshape(rows.shape)
+    h = 1e-20 if net.loss_op.complex_safe else 1e-7
+    step = h * np.maximum(np.abs(rows), 1e-300)
+    out = np.zeros(rows.shape[:2] + (f,))
+    with np.errstate(all="ignore"):
+        for k in range(f):
+            if net.loss_op.complex_safe:
+                moved = rows.astype(complex)
+                moved[..., k] += 1j * step[..., k]
+                slope = np.imag(net.loss_op.forward(moved, t)) / step[..., 0, k]
+            else:
+                ends = []
+                for sign in (1.0, -1.0):
+                    moved = rows.copy()
+                    moved[..., k] += sign * step[..., k]
+                    ends.append(net.loss_op.forward(moved, t))
+                slope = (ends[0] - ends[1]) / (2 * step[..., 0, k])
+            out[..., k] = np.abs(slope) * np.abs(rows[..., 0, k])
+    out = np.where(np.isfinite(out), out, 0.0)
+    return out.reshape(B, -1).sum(axis=-1) * net.loss_scale
+
+
 @dataclass
 class _Base:
     """One float64 forward pass of the network, kept for reuse by every perturbation."""
@@ -317,10 +348,14 @@ class _Base:
     def __post_init__(self):
         # A loss is computed from y and t: its last unit in the place is that of their scale, not of f
         # (-log softmax of logits ~ 70 is m + log(sum) - y_t: f ~ 1e-9 rounded to ulp(70) ~ 1e-14).
+        # And the loss moves by |dL/dy| eps |y| when its inputs y round: far more than eps |f| where the loss
+        # is ill-conditioned (-log(1 - p) at p = 1 - 3.6e-8 moves by 3e-9 per ulp of p). Such noise can be a
+        # sawtooth whose fourth differences vanish on a stencil and whose slope biases every difference.
         B = self.target.shape[0]
         y, t = np.abs(np.real(self.hs[-1])).reshape(B, -1), np.abs(np.real(self.target)).reshape(B, -1)
         scale = self.net.loss_scale
-        self.loss_floor = EPS64 * (np.abs(np.real(self.row_loss)) + scale * (y.sum(axis=-1) + t.sum(axis=-1)))
+        self.loss_floor = EPS64 * (np.abs(np.real(self.row_loss)) + scale * (y.sum(axis=-1) + t.sum(axis=-1))
+                                   + _loss_conditioning(self.net, np.real(self.hs[-1]), np.real(self.target)))
 
     @property
     def n_layers(self) -> int:
