@@ -310,3 +310,15 @@ def test_database_of_another_schema_version_is_refused(tmp_path):
     result = gradlab_cli("serve", "--db", "nosuchdriver://x")
     assert result.exit_code == 2 and result.output.startswith("Error: --db 'nosuchdriver://x'")
 
+
+
+def test_out_of_range_and_malformed_run_ids_are_404_or_422_never_500(server):
+    """Issue 21 item 5: an id the database cannot hold (>= 2**63), a negative one or a word is refused in one place."""
+    for bad in (str(2**63), str(2**64 + 5), "-1", "0", "abc", "1e3"):
+        for method, path in (("GET", f"/api/runs/{bad}"), ("GET", f"/api/runs/{bad}/report.md"), ("GET", f"/runs/{bad}"),
+                             ("POST", f"/api/runs/{bad}/retry"), ("GET", f"/api/specs/seed003-two-layer/diff?before=1&after={bad}"),
+                             ("GET", f"/api/specs/seed003-two-layer/diff?before={bad}&after=1"), ("GET", f"/specs/seed003-two-layer?before=1&after={bad}")):
+            status = server.call(method, path)[0]
+            assert status in (404, 422), (method, path, status)
+    assert server.call("GET", f"/api/runs/{2**63 - 1}")[0] == 404
+    assert "OverflowError" not in server.log.read_text() and "Traceback" not in server.log.read_text()

@@ -19,8 +19,11 @@ import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException
+from fastapi import Path as PathParam
+from fastapi import Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import or_, select
@@ -39,6 +42,12 @@ SUMMARY = (Run.id, Run.status, Run.label, Run.n_specs, Run.created, Run.started,
 POLLED = (*SUMMARY, Run.options, Run.stats_output, Run.result)  # GET /api/runs/{id} adds these
 # A report is the user's data shown in the browser: no scripts, nothing fetched, images inline only.
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+# A run id, wherever a client names one (a path segment or ?before= / ?after=): the database's ids are 1 ... 2**63 - 1
+# (SQLite's INTEGER, PostgreSQL's bigint); anything else is a 422 here, never an OverflowError in a query.
+MAX_ID = 2**63 - 1
+RunId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="a run's id")]
+RunIdQuery = Annotated[int, Query(ge=1, le=MAX_ID)]
+MaybeRunId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
 @dataclass
@@ -101,7 +110,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return JSONResponse({"id": run_id}, 202, headers={"Location": f"/api/runs/{run_id}"})
 
     @api.get("/runs/{run_id}")
-    def get_run(run_id: int, request: Request):
+    def get_run(run_id: RunId, request: Request):
         with sessions() as session:
             run = session.execute(select(*POLLED).where(Run.id == run_id)).first()
             if run is None:
@@ -113,7 +122,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return Response(f'{head[:-1]}, "result": {run.result or "null"}}}', media_type="application/json")
 
     @api.get("/runs/{run_id}/report.{suffix}")
-    def get_report(run_id: int, suffix: str):
+    def get_report(run_id: RunId, suffix: str):
         fmt = next((f for f, s in REPORT_SUFFIXES.items() if s == suffix), None)
         if fmt is None:
             raise HTTPException(404, f"no report format {suffix!r}; expected one of {', '.join(REPORT_SUFFIXES.values())}")
@@ -138,12 +147,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
             return spec_history(session, name, limit)
 
     @api.get("/specs/{name}/diff")
-    def diff(name: str, before: int, after: int):
+    def diff(name: str, before: RunIdQuery, after: RunIdQuery):
         with sessions() as session:
             return diff_runs(session, name, before, after)
 
     @api.post("/runs/{run_id}/retry", status_code=202)
-    def retry(run_id: int, request: Request):
+    def retry(run_id: RunId, request: Request):
         try:
             request.app.state.runs.retry(run_id)
         except KeyError:
@@ -163,7 +172,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return _page("runs.html.j2", runs=runs, spec=spec)
 
     @ui.get("/runs/{run_id}", response_class=HTMLResponse)
-    def run_page(run_id: int, request: Request):
+    def run_page(run_id: RunId, request: Request):
         with sessions() as session:
             run = _run_or_404(session, run_id)
             names = session.scalars(select(RunSpec.name).where(RunSpec.run_id == run_id).order_by(RunSpec.position)).all()
@@ -173,7 +182,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                          has_report=has_report, suffixes=REPORT_SUFFIXES)
 
     @ui.get("/specs/{name}", response_class=HTMLResponse)
-    def spec_page(name: str, before: int | None = None, after: int | None = None):
+    def spec_page(name: str, before: MaybeRunId = None, after: MaybeRunId = None):
         with sessions() as session:
             found = spec_history(session, name)
             runs = [r["run"] for r in found["runs"]]
