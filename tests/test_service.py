@@ -322,3 +322,12 @@ def test_out_of_range_and_malformed_run_ids_are_404_or_422_never_500(server):
             assert status in (404, 422), (method, path, status)
     assert server.call("GET", f"/api/runs/{2**63 - 1}")[0] == 404
     assert "OverflowError" not in server.log.read_text() and "Traceback" not in server.log.read_text()
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://gradlab:Hunter2pw@127.0.0.1:1/gradlab", "nosuchdriver://gradlab:Hunter2pw@db.internal/x",
+                                 "postgresql+psycopg://gradlab:Hunter2pw@db.internal:notaport/x"])
+def test_database_password_is_never_printed(url):
+    """Issue 21 item 8: a --db URL's password is masked in every message (an error is pasted into tickets)."""
+    result = gradlab_cli("serve", "--db", url)
+    assert result.exit_code == 2 and result.output.startswith("Error: --db '")
+    assert "Hunter2pw" not in result.output and "gradlab:***@" in result.output

@@ -98,10 +98,7 @@ def _read_token(path: str) -> str:
 
 
 def _safe_url(url: str) -> str:
-    """The database URL without its password, for the start-up line."""
-    from sqlalchemy.engine import make_url
+    """The database URL without its password, for the start-up line (the same mask as every --db message)."""
+    from ..service.db import masked_url
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(the --db URL)"
+    return masked_url(url)

@@ -12,6 +12,7 @@ database of another version is refused at start-up with what to do, instead of b
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, inspect, select
@@ -110,13 +111,51 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def masked_url(url: str) -> str:
+    """The database URL as every message shows it: its password, if any, as *** (`postgresql+psycopg://u:***@host/db`)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+        if parsed.password is not None:
+            return parsed.render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can read: mask what looks like user:password@
+        pass
+    return re.sub(r"(://[^:/@?#\s]*:)[^@\s]*@", r"\1***@", url)
+
+
+def scrubbed(text: str, url: str) -> str:
+    """`text` (a message, an exception's words) with the URL masked and its password nowhere."""
+    text = text.replace(url, masked_url(url))
+    text = re.sub(r"(://[^:/@?#\s]*:)[^@\s]*@", r"\1***@", text)
+    password = _password(url)
+    if password:
+        from urllib.parse import quote
+
+        for form in {password, quote(password, safe="")}:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", "***", text)
+    return text
+
+
+def _password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password
+    except Exception:
+        found = re.search(r"://[^:/@?#\s]*:([^@\s]*)@", url)
+        return found.group(1) if found else None
+
+
 def open_db(url: str = DEFAULT_URL) -> sessionmaker:
-    """Connect, create the tables of a new database, and refuse one written by another schema version."""
+    """Connect, create the tables of a new database, and refuse one written by another schema version.
+
+    Every message names the URL with its password masked (masked_url): a start-up error is often pasted into a ticket."""
     try:
         engine = create_engine(url, **({"connect_args": {"check_same_thread": False}} if url.startswith("sqlite") else {}))
     except Exception as exc:  # a malformed URL, a driver that is not installed
-        raise GradlabError(f"--db {url!r}: {exc}; expected an SQLAlchemy URL such as sqlite:///gradlab.db or "
-                           "postgresql+psycopg://user@host/gradlab") from None
+        raise GradlabError(f"--db {masked_url(url)!r}: {scrubbed(str(exc), url)}; expected an SQLAlchemy URL such as "
+                           "sqlite:///gradlab.db or postgresql+psycopg://user@host/gradlab") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     _check_schema(engine, url)
@@ -124,12 +163,13 @@ def open_db(url: str = DEFAULT_URL) -> sessionmaker:
 
 
 def _check_schema(engine: Engine, url: str) -> None:
+    shown = masked_url(url)
     try:
         tables = set(inspect(engine).get_table_names())
     except Exception as exc:
-        raise GradlabError(f"--db {url!r}: cannot open the database ({' '.join(str(exc).split())[:200]})") from None
+        raise GradlabError(f"--db {shown!r}: cannot open the database ({scrubbed(' '.join(str(exc).split()), url)[:200]})") from None
     if tables and Meta.__tablename__ not in tables:
-        raise GradlabError(f"--db {url!r}: this database holds tables that are not gradlab's ({', '.join(sorted(tables)[:5])}); "
+        raise GradlabError(f"--db {shown!r}: this database holds tables that are not gradlab's ({', '.join(sorted(tables)[:5])}); "
                            "give gradlab a database of its own")
     Base.metadata.create_all(engine)
     with sessionmaker(engine)() as session, session.begin():
@@ -137,7 +177,7 @@ def _check_schema(engine: Engine, url: str) -> None:
         if found is None:
             session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
         elif found.value != str(SCHEMA_VERSION):
-            raise GradlabError(f"--db {url!r}: the database has gradlab schema version {found.value}, this gradlab reads version "
+            raise GradlabError(f"--db {shown!r}: the database has gradlab schema version {found.value}, this gradlab reads version "
                                f"{SCHEMA_VERSION}; start with a new --db (or the gradlab that wrote it)")
 
 
