@@ -151,7 +151,7 @@ def load_all(paths, *, timeout: float | None = None, isolate: bool = False) -> t
 
     loaded, failed = [], []
     for p in expand_specs(paths):
-        load = _load_isolated if isolate and _names_code(p) else load_spec
+        load = _load_isolated if isolate and names_code(p) else load_spec
         outcome = guarded(str(p), lambda p=p, load=load: load(p, timeout=timeout))
         if getattr(outcome, "error", None) is not None:
             failed.append(outcome)
@@ -160,11 +160,13 @@ def load_all(paths, *, timeout: float | None = None, isolate: bool = False) -> t
     return loaded, failed
 
 
-def _names_code(path) -> bool:
-    """The spec's text mentions `impl` (user code): cheap, and a false alarm only costs a fork."""
+def names_code(path) -> bool:
+    """The spec's text has an `impl:` key (user code): cheap, and a false alarm only costs a fork."""
+    import re
+
     try:
         with open(path, "rb") as f:
-            return b"impl" in f.read(1 << 20)
+            return re.search(rb"""\bimpl['"]?\s*:""", f.read(1 << 20)) is not None
     except OSError:
         return False
 

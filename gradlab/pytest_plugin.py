@@ -184,10 +184,10 @@ class SpecFile(pytest.File):
     def names_code(self) -> bool:
         """The spec may name user code (`impl:`): its loading and checking run in a supervised child."""
         if self._names_code is None:
-            try:
-                self._names_code = b"impl" in self.path.read_bytes()[: 1 << 20]
-            except OSError:
-                self._names_code = False
+            from .batch import names_code
+            from .supervise import enabled
+
+            self._names_code = enabled() and names_code(self.path)
         return self._names_code
 
     _names_code = None

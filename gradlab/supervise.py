@@ -88,9 +88,14 @@ def ended_how(status: int, crumb: str) -> str:
 # --- the command line ------------------------------------------------------------------------------------
 
 
+def enabled() -> bool:
+    """Supervision is on (the default; GRADLAB_NO_SUPERVISOR=1 switches it off for debuggers and profilers)."""
+    return hasattr(os, "fork") and os.environ.get("GRADLAB_NO_SUPERVISOR", "") in ("", "0")
+
+
 def main() -> None:
     """The `gradlab` console script: run the click command in a supervised child."""
-    if os.environ.get("GRADLAB_NO_SUPERVISOR", "") not in ("", "0") or not hasattr(os, "fork"):
+    if not enabled():
         from .cli import main as cli_main
 
         cli_main(prog_name="gradlab")
