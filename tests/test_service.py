@@ -331,3 +331,23 @@ def test_database_password_is_never_printed(url):
     result = gradlab_cli("serve", "--db", url)
     assert result.exit_code == 2 and result.output.startswith("Error: --db '")
     assert "Hunter2pw" not in result.output and "gradlab:***@" in result.output
+
+
+def test_a_spec_name_with_a_slash_has_its_page_and_history(server):
+    """Issue 21 item 4: names are data, never routes: `name: team/mlp-v2` has a spec page, history and diff, linked from its run."""
+    from urllib.parse import quote
+
+    text = re.sub(r"(?m)^name: .*$", "name: team/mlp-v2", SEED003.read_text())
+    ids = [server.wait(server.submit([("mlp.yaml", text)]))["id"] for _ in range(2)]
+    for spelled in ("team%2Fmlp-v2", "team/mlp-v2"):
+        status, history, _ = server.call("GET", f"/api/specs/{spelled}/history")
+        assert status == 200 and history["spec"] == "team/mlp-v2" and [r["run"] for r in history["runs"]] == ids
+        status, diff, _ = server.call("GET", f"/api/specs/{spelled}/diff?before={ids[0]}&after={ids[1]}")
+        assert status == 200 and diff["spec"] == "team/mlp-v2" and diff["only_before"] == diff["only_after"] == []
+    page = server.call("GET", f"/runs/{ids[1]}")[1]
+    link = re.search(r'href="(/specs/[^"]*)"', page).group(1)
+    assert link == "/specs/" + quote("team/mlp-v2", safe="")
+    status, spec_page, _ = server.call("GET", link)
+    assert status == 200 and "team/mlp-v2" in spec_page and f"From run #{ids[0]} to run #{ids[1]}" in spec_page
+    json_link = re.search(r'href="(/api/specs/[^"]*/history)"', spec_page).group(1)
+    assert server.call("GET", json_link)[1]["spec"] == "team/mlp-v2"

@@ -6,6 +6,7 @@
     GET  /api/runs?spec=NAME&limit=N    runs, newest first
     GET  /api/specs/{name}/history      per tensor and engine pair: max relative error and status over runs
     GET  /api/specs/{name}/diff?before=A&after=B
+                                        ({name} is the rest of the path: a name with `/` in it, raw or as %2F, is one name)
     POST /api/runs/{id}/retry           an interrupted or error run, queued again
     GET  /  /runs/{id}  /specs/{name}   the web UI
 
@@ -141,12 +142,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
             runs = _runs(session, spec, limit, request.app.state.runs)
         return JSONResponse({"runs": runs})  # already JSON's types: no pass through jsonable_encoder
 
-    @api.get("/specs/{name}/history")
+    @api.get("/specs/{name:path}/history")
     def history(name: str, limit: int = Query(50, ge=1, le=1000)):
         with sessions() as session:
             return spec_history(session, name, limit)
 
-    @api.get("/specs/{name}/diff")
+    @api.get("/specs/{name:path}/diff")
     def diff(name: str, before: RunIdQuery, after: RunIdQuery):
         with sessions() as session:
             return diff_runs(session, name, before, after)
@@ -181,7 +182,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             return _page("run.html.j2", run=_summary(run, names, request.app.state.runs.progress(run_id)), results=results,
                          has_report=has_report, suffixes=REPORT_SUFFIXES)
 
-    @ui.get("/specs/{name}", response_class=HTMLResponse)
+    @ui.get("/specs/{name:path}", response_class=HTMLResponse)
     def spec_page(name: str, before: MaybeRunId = None, after: MaybeRunId = None):
         with sessions() as session:
             found = spec_history(session, name)
@@ -286,12 +287,22 @@ def _runs(session, spec: str | None, limit: int, queue: RunQueue) -> list[dict]:
 _templates = {}
 
 
+def segment(name) -> str:
+    """A name as one percent-encoded URL path segment or query value (`team/mlp-v2` -> `team%2Fmlp-v2`): names are
+    data, never routes; the /specs/{name:path} routes take the name whole, slashes and all."""
+    from urllib.parse import quote
+
+    return quote(str(name), safe="")
+
+
 def _page(template: str, **context) -> str:
     """A UI page from ui/ (jinja2, autoescaped: every name a client sent is shown, never obeyed)."""
     if "env" not in _templates:
         from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-        _templates["env"] = Environment(loader=FileSystemLoader(Path(__file__).parent / "ui"), autoescape=select_autoescape(default=True))
+        env = Environment(loader=FileSystemLoader(Path(__file__).parent / "ui"), autoescape=select_autoescape(default=True))
+        env.filters["segment"] = segment
+        _templates["env"] = env
     return _templates["env"].get_template(template).render(**context)
 
 
