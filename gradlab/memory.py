@@ -345,3 +345,12 @@ def check_audit_elements(where: str, elements: int, what: str, fix: str) -> None
     problem = audit_elements_problem(elements, what, fix)
     if problem:
         raise GradlabError(f"{where}: {problem}")
+
+
+# The judge holds ~8 float64 arrays of a forward's output (its float64 copy, the upstream gradient, their product,
+# the second and third forwards of the randomness check): an output beyond this many elements is refused before any of them.
+AUDIT_OUTPUT_COPIES = 8
+
+
+def audit_max_output(limit: int = DEFAULT_LIMIT) -> int:
+    return limit // (AUDIT_OUTPUT_COPIES * F64)

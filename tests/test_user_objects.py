@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -46,9 +45,6 @@ def test_an_exception_whose_str_raises_is_described_not_reraised():
     from tests.audit_targets.user_objects import Unprintable
 
     assert describe(Unprintable()) == "raised Unprintable: <__str__ of the user's object raised RuntimeError>"
-
-    class Code(Exception):
-        pass
 
     class BadRepr:
         def __repr__(self):
@@ -233,3 +229,64 @@ def test_an_unknown_key_is_shown_as_written():
 
     err = {"loc": ("network", "layers", 0, "conv2d"), "type": "unknown_key", "ctx": {"key": "constrained-int"}, "msg": "unknown key"}
     assert _describe(err)[0] == "network.layers[0].constrained-int"
+
+
+SWISH = '''
+import numpy as np
+
+class Swish:
+    def forward(self, z):
+        return z / (1.0 + np.exp(-z))
+
+    def backward(self, z, grad_out):
+        s = 1.0 / (1.0 + np.exp(-z))
+        return grad_out * (s + z * s * (1.0 - s))
+'''
+
+
+def test_gradlabs_own_searches_leave_no_hypothesis_folder_in_the_working_directory(tmp_path, monkeypatch):
+    """Hypothesis caches the constants of local modules in .hypothesis/constants (under the working directory it
+    was imported in) on every search, database=None or not: a fresh user module must not be cached there."""
+    from hypothesis import configuration
+
+    monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    op = tmp_path / "swish_ops.py"
+    op.write_text(SWISH + f"\nMARK = {os.getpid()}.{id(tmp_path)}\n")  # a source never cached before
+    default = getattr(configuration, "__hypothesis_home_directory_default") / "constants"  # ./.hypothesis at import
+
+    def cached_in(folder: Path) -> bool:
+        return folder.is_dir() and any(str(op) in p.read_text(errors="replace") for p in folder.iterdir() if p.is_file())
+
+    before = getattr(configuration, "__hypothesis_home_directory", None)
+    assert audit(f"{op}:Swish", examples=3).passed
+    assert not cached_in(default)
+    assert cached_in(tmp_path / "cache" / "gradlab" / "hypothesis" / "constants")  # Hypothesis' cache went to gradlab's
+    assert getattr(configuration, "__hypothesis_home_directory", None) == before  # the user's own setting is back
+
+
+def test_an_audited_forward_returning_a_huge_view_is_refused_naming_the_op():
+    """Was `Error: out of memory; shrink the network or batch` (no file, no op), or the machine's OOM killer."""
+    refused(["audit", target("BroadcastForward"), "--examples", "3"], "user_objects.py:BroadcastForward: forward returned 10,000,000,000 elements",
+            "audit it on smaller shapes")
+
+
+def test_a_compared_kernel_returning_a_huge_view_is_refused_naming_it():
+    refused(["compare", target("expand_candidate"), target("expand_reference"), "--shapes", "x=4", "--examples", "2"],
+            "user_objects.py:expand_reference: returned 40,000,000,000 output elements", "declare smaller sizes")
+
+
+def test_memory_errors_in_gradlabs_handling_name_the_op(monkeypatch):
+    from gradlab.audit import search
+    from gradlab.audit.search import run
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(search, "search", exhausted)
+    from gradlab.audit import prepare
+    from gradlab.audit.judge import tolerance
+    from gradlab.userops.loading import TargetError
+
+    with pytest.raises(TargetError, match="StrBackward: out of memory while auditing it"):
+        run(prepare(target("StrBackward")), examples=1, tol=tolerance())

@@ -29,9 +29,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import compare
+from .. import compare, memory
 from ..engines.numeric import DEFAULT_STEP, gradient_of, steps
 from ..usercode import describe
+from ..userops.loading import TargetError
 from .strategies import Case
 from .subjects import BadReturn, LayerSubject, Subject, as_float_array, passes_through
 
@@ -176,6 +177,10 @@ def _first_bad(a: np.ndarray) -> tuple[int, ...]:
 
 
 def _check_forward(subject: Subject, case: Case, out: np.ndarray) -> np.ndarray:
+    if out.size > memory.audit_max_output():  # a broadcast view costs nothing to return, 8 bytes an element to judge
+        raise TargetError(f"{subject.target}: forward returned {out.size:,} elements (shape {out.shape}) for inputs of "
+                          f"{sum(x.size for x in case.inputs.values()):,}; gradlab audit judges at most {memory.audit_max_output():,} "
+                          f"output elements (~{memory._gib(memory.DEFAULT_LIMIT)}); audit it on smaller shapes")
     if out.dtype.kind not in "fiub" or out.dtype.kind == "f" and out.dtype.itemsize < 8:
         _fail("precision", f"forward returned {out.dtype} for float64 input; compute in the input's dtype (finite differences in float64 cannot judge a lower precision)", case=case, stage="forward")
     out = out.astype(np.float64)

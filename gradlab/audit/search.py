@@ -9,9 +9,13 @@ kind of failure separately and all of them are reported. A case on which the op 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
@@ -124,6 +128,32 @@ def _settings(examples: int) -> settings:
     )
 
 
+def _storage() -> Path:
+    """Where gradlab's own searches let Hypothesis keep its files: gradlab's cache folder, never the working directory."""
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache" if Path.home().is_dir() else Path(tempfile.gettempdir()))
+    return Path(base) / "gradlab" / "hypothesis"
+
+
+@contextlib.contextmanager
+def private_storage() -> Iterator[None]:
+    """Hypothesis writes a cache of the constants in local modules (.hypothesis/constants) wherever a search runs, even
+    with database=None: gradlab's searches (audit, compare, module audits) keep it in gradlab's cache folder, unless
+    HYPOTHESIS_STORAGE_DIRECTORY says where, and put the previous setting back, so a user's own Hypothesis tests in the
+    same process (gradlab.audit in a pytest session) keep theirs. Shrinking is in memory: nothing of it lives there."""
+    from hypothesis import configuration
+
+    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield
+        return
+    key = "__hypothesis_home_directory"  # set_hypothesis_home_dir's global; None: from the environment or ./.hypothesis
+    before = getattr(configuration, key, None)
+    configuration.set_hypothesis_home_dir(_storage())
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(before)
+
+
 def _leaves(group: BaseException) -> list[BaseException]:
     if isinstance(group, BaseExceptionGroup):
         return [leaf for e in group.exceptions for leaf in _leaves(e)]
@@ -174,7 +204,8 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
     test = hypothesis_seed(seed)(_settings(examples)(probe))
     findings: list[Finding] = []
     try:
-        test()
+        with private_storage():
+            test()
     except Flaky as exc:
         if expired() is not None:  # the deadline fired inside Hypothesis' own drawing: a timeout, not a flaky op
             raise expired() from None
@@ -207,6 +238,10 @@ def run(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, to
     try:
         with randomness.kept():
             findings, coverage = search(subject, examples=examples, seed=seed, tol=tol, progress=progress)
+    except MemoryError:  # in gradlab's own handling of the op's arrays (its own allocations are findings of the op)
+        raise TargetError(f"{subject.target}: out of memory while auditing it: an array the op takes or returns (a forward output, a "
+                          "gradient, e.g. a broadcast view far larger than its input) does not fit in this machine's memory; "
+                          "audit it on smaller shapes") from None
     finally:
         if progress is not None:
             progress.finish()

@@ -107,9 +107,22 @@ def live_outputs(target: Target, prep: Prepared, cotangents: list) -> list[tuple
     return live
 
 
+def _bounded_outputs(target: Target, floating: list) -> None:
+    """An output is cheap to return (an expand()ed view), 8 bytes an element to judge: refuse what would not fit."""
+    from .. import memory
+
+    most = memory.audit_max_output()
+    n = sum(int(o.numel()) for o in floating)
+    if n > most:
+        shapes = ", ".join(str(tuple(o.shape)) for o in floating[:3])
+        raise TargetError(f"{target.role} {target.spec}: returned {n:,} output elements ({shapes}); gradlab judges at most {most:,} "
+                          f"(~{memory._gib(memory.DEFAULT_LIMIT)} of float64 copies); declare smaller sizes (--shapes, or example_inputs())")
+
+
 def forward_backward(pair: Pair, target: Target, dtype: torch.dtype, case_inputs: dict, params: dict, cotangents: list | None, seed: int) -> Run:
     """Run `target` in `dtype`: forward, then autograd.grad against the shared cotangents (drawn here when None)."""
     prep = prepare(pair, target, dtype, case_inputs, params)
+    _bounded_outputs(target, prep.floating)
     if cotangents is None:  # drawn in float64, rounded to the low dtype: all three runs start from the same values
         cotangents = [I.cotangent(o.shape, seed, i).to(pair.config.dtype).double() for i, o in enumerate(prep.floating)]
     check_cotangents(target, prep.floating, cotangents)

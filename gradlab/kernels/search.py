@@ -14,6 +14,7 @@ from hypothesis.errors import Flaky
 from . import inputs as I
 from .execute import Pair, run_case
 from .rule import RuleCheck
+from ..audit.search import private_storage
 from ..errors import GradlabError
 
 MAX_SEED = 2**16
@@ -77,6 +78,7 @@ def search(pair: Pair, *, examples: int, seed: int, run=run_case) -> SearchResul
         style = data.draw(st.sampled_from(I.VALUE_STYLES), label="values")
         value_seed = data.draw(st.integers(0, MAX_SEED), label="seed")
         case = I.Case(I.resize(pair.specs, mapping), style, value_seed)
+        state["case"] = case
         try:
             checks = run(pair, case)
         except GradlabError as exc:
@@ -97,11 +99,16 @@ def search(pair: Pair, *, examples: int, seed: int, run=run_case) -> SearchResul
                     suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet, print_blob=False)
     t0 = time.perf_counter()
     try:
-        hypothesis_seed(seed)(conf(probe))()
+        with private_storage():  # Hypothesis' files stay out of the user's working directory
+            hypothesis_seed(seed)(conf(probe))()
     except _Mismatch as exc:
         result.failure = (exc.case, exc.checks)
     except _Raised as exc:
         raise type(exc.error)(f"{exc.error} (on the case --case '{exc.case.text()}')") from None
+    except (MemoryError, RuntimeError) as exc:  # torch's CPU allocator raises RuntimeError("... can't allocate memory ...")
+        if not out_of_memory(exc):
+            raise
+        raise _out_of_memory(pair, state.get("case")) from None
     except Flaky as exc:
         result.flaky = ("the candidate failed a case, then passed it on replay: its results differ from run to run "
                         f"(try --determinism 20): {str(exc).splitlines()[0]}")
@@ -110,10 +117,28 @@ def search(pair: Pair, *, examples: int, seed: int, run=run_case) -> SearchResul
     return result
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or torch's allocator failing (a RuntimeError on the CPU, torch.OutOfMemoryError on CUDA)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def _out_of_memory(pair: Pair, case) -> GradlabError:
+    """gradlab's own arrays for a case (the kernels' outputs, gradients, cotangents) did not fit: the user's sizes."""
+    where = f" on the case --case '{case.text()}'" if case is not None else ""
+    return GradlabError(f"{pair.candidate.spec}: out of memory{where}: the inputs, outputs or gradients of the kernels do not fit in "
+                        "this machine's memory; declare smaller sizes (--shapes, or example_inputs())")
+
+
 def replay(pair: Pair, case: I.Case, run=run_case) -> SearchResult:
     """--case: exactly one case, no search."""
     t0 = time.perf_counter()
-    checks = run(pair, case)
+    try:
+        checks = run(pair, case)
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise _out_of_memory(pair, case) from None
     failed = not all(c.passed for c in checks)
     result = SearchResult(examples=0 if failed else 1, shapes={I.specs_text(case.specs)}, styles={case.values}, replayed=True)
     result.worst = {c.name: c for c in checks}

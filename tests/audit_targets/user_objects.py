@@ -152,3 +152,22 @@ def tanh_candidate(x):
     import torch
 
     return torch.tanh(x)
+
+
+# --- outputs far larger than their inputs: a broadcast view costs nothing to return ---------------
+
+
+class BroadcastForward:
+    def forward(self, z):
+        return np.broadcast_to(z.reshape(-1)[:1], (100000, 100000))
+
+    def backward(self, z, grad_out):
+        return grad_out
+
+
+def expand_candidate(x):
+    return x.reshape(-1)[:1].expand(200000, 200000)
+
+
+def expand_reference(x):
+    return x.reshape(-1)[:1].expand(200000, 200000)
