@@ -290,3 +290,9 @@ def test_memory_errors_in_gradlabs_handling_name_the_op(monkeypatch):
 
     with pytest.raises(TargetError, match="StrBackward: out of memory while auditing it"):
         run(prepare(target("StrBackward")), examples=1, tol=tolerance())
+
+
+def test_a_module_audit_with_huge_example_inputs_is_refused_up_front():
+    line = refused(["audit", f"{TARGETS / 'user_module_huge.py'}:Linear", "--kind", "module", "--examples", "2"],
+                   "user_module_huge.py:Linear: example_inputs", "limit 2 GiB", "return smaller shapes from example_inputs()")
+    assert "--shapes" not in line  # gradlab audit has no --shapes

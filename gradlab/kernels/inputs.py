@@ -161,9 +161,11 @@ def _home(spec: str):
     return sys.modules.get(source)
 
 
-def declared(raw_candidate: Any, spec: str) -> tuple[InputSpec, ...]:
+def declared(raw_candidate: Any, spec: str, *, shapes_option: bool = True) -> tuple[InputSpec, ...]:
     """The candidate's `example_inputs` (an attribute or method of it, else a function in the file or module that
-    TARGET names, else in the module that defines the candidate's class)."""
+    TARGET names, else in the module that defines the candidate's class). `shapes_option`: the command has --shapes
+    (compare does, a module audit does not), so messages may point at it."""
+    alternative = ", or declare them with --shapes 'x=8,64'" if shapes_option else ""
     where = f"{spec}: example_inputs"
     with inspecting(spec):
         source = getattr(raw_candidate, "example_inputs", None)
@@ -171,12 +173,13 @@ def declared(raw_candidate: Any, spec: str) -> tuple[InputSpec, ...]:
             if source is None and module is not None:
                 source = getattr(module, "example_inputs", None)
     if source is None:
-        raise TargetError(f"{spec}: no example_inputs() in the candidate or its module; declare the inputs with --shapes 'x=8,64;w=64'")
+        raise TargetError(f"{spec}: no example_inputs() in the candidate or its module; " + (
+            "declare the inputs with --shapes 'x=8,64;w=64'" if shapes_option else "define example_inputs() -> {'x': (8, 64)} on the module or in its file"))
     if callable(source):
         with user_code(f"{where}()"):
             source = source()
     specs = _from_object(source, where)
-    _bounded(specs, where, "return smaller shapes from example_inputs(), or declare them with --shapes 'x=8,64'")
+    _bounded(specs, where, f"return smaller shapes from example_inputs(){alternative}")
     return specs
 
 

@@ -122,7 +122,7 @@ def _prepare(spec: str, *, rtol: float | None, atol: float | None) -> ModuleSubj
     target = load(spec, "module", init)
     with user_code(f"{spec}: casting the module to float64"):
         target.obj = copy.deepcopy(target.obj).double()
-    specs = I.declared(raw, spec)
+    specs = I.declared(raw, spec, shapes_option=False)
     params = float_params(target.obj)
     subject = ModuleSubject(spec, target, specs, tolerance(rtol, atol), param_shapes={n: tuple(p.shape) for n, p in params.items()})
     if not params and not any(s.integer is None for s in specs):
