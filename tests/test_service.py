@@ -351,3 +351,46 @@ def test_a_spec_name_with_a_slash_has_its_page_and_history(server):
     assert status == 200 and "team/mlp-v2" in spec_page and f"From run #{ids[0]} to run #{ids[1]}" in spec_page
     json_link = re.search(r'href="(/api/specs/[^"]*/history)"', spec_page).group(1)
     assert server.call("GET", json_link)[1]["spec"] == "team/mlp-v2"
+
+
+def test_diff_of_a_run_that_does_not_exist_is_404_and_a_spec_sent_twice_is_one_point(server):
+    """Issue 21 item 9: diff?after=99999 is 404, not 200 with every row under only_before; one history point per run."""
+    run_id = server.wait(server.submit([("seed003_two_layer.yaml", SEED003.read_text()), ("again/seed003_two_layer.yaml", SEED003.read_text())]))["id"]
+    status, answer, _ = server.call("GET", f"/api/specs/seed003-two-layer/diff?before={run_id}&after=99999")
+    assert status == 404 and answer["detail"] == "no run 99999"
+    assert server.call("GET", f"/specs/seed003-two-layer?before=99999&after={run_id}")[0] == 404
+    history = server.call("GET", "/api/specs/seed003-two-layer/history")[1]
+    assert [r["run"] for r in history["runs"]].count(run_id) == 1
+    assert all([p["run"] for p in s["points"]].count(run_id) == 1 for s in history["series"])
+    diff = server.call("GET", f"/api/specs/seed003-two-layer/diff?before={run_id}&after={run_id}")[1]
+    assert diff["only_before"] == diff["only_after"] == diff["changed"] == []
+
+
+def test_diff_changed_leaves_out_noise_level_rows(tmp_path):
+    """Issue 21 item 9: 'changed > 10x' is not a passing row going from 0 to 1.5e-11; a real drift or a failure still is."""
+    from sqlalchemy import insert
+
+    from gradlab.service.db import ComparisonRow, Run, SpecResultRow, open_db, utcnow
+    from gradlab.service.history import diff_runs
+
+    sessions = open_db(f"sqlite:///{tmp_path / 'h.db'}")
+    rows = {"noise": ("float64", 0.0, "pass", 1.5e-11, "pass"), "noise32": ("float32", 1e-7, "pass", 2e-5, "pass"),
+            "drift": ("float64", 1e-9, "pass", 1e-5, "pass"), "broke": ("float64", 1e-12, "pass", 3e-1, "fail"),
+            "shrank": ("float64", 0.4, "fail", 1e-3, "fail")}
+    with sessions() as session, session.begin():
+        for run_id, at in ((1, 1), (2, 3)):
+            session.add(Run(id=run_id, status="done", options={}, n_specs=1, created=utcnow(), attempts=1))
+            session.add(SpecResultRow(run_id=run_id, position=0, name="net", path="net.yaml", passed=True, seconds=0.1))
+            session.flush()
+            session.execute(insert(ComparisonRow), [dict(run_id=run_id, spec="net", parameter=p, candidate="analytic", reference="numeric",
+                                                         device="cpu", dtype=v[0], status=v[at + 1], max_rel_err=v[at]) for p, v in rows.items()])
+    with sessions() as session:
+        diff = diff_runs(session, "net", 1, 2)
+    assert sorted(d["parameter"] for d in diff["changed"]) == ["broke", "drift", "shrank"]
+    assert [d["parameter"] for d in diff["started_failing"]] == ["broke"]
+
+
+def test_a_wrong_token_is_not_told_where_to_put_one(server):
+    """Issue 21 item 9: the $GRADLAB_TOKEN hint is for a missing token; a wrong one is told it is wrong."""
+    wrong = local_check("--remote", server.url, str(SEED003), env={"GRADLAB_TOKEN": "not-the-token"})
+    assert wrong.returncode == 2 and "put it in" not in wrong.stderr and "wrong token" in wrong.stderr

@@ -210,3 +210,12 @@ def test_web_ui_in_headless_chromium(server, setup):
     page = dump_dom(f"{server.url}/runs/{run_id}")
     assert f"Run #{run_id}" in page and "flaky.yaml" in page and f'src="/api/runs/{run_id}/report.html"' in page
     assert 'href="/specs/flaky"' in page
+
+
+def test_a_deleted_report_file_is_410_saying_it_is_missing_on_the_server(server, setup, tmp_path):
+    """Issue 21 item 9: a report file removed from --reports-dir is a clear 410, not the 'nothing could be checked' 404."""
+    run_id = server.wait(submit_flaky(server))["id"]
+    (setup[1] / "reports" / str(run_id) / "report.md").unlink()
+    status, answer, _ = server.call("GET", f"/api/runs/{run_id}/report.md")
+    assert status == 410 and "report.md is missing on the server" in answer["detail"], answer
+    assert server.call("GET", f"/api/runs/{run_id}/report.html")[0] == 200  # the others are still there

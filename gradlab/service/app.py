@@ -31,7 +31,7 @@ from sqlalchemy import or_, select
 
 from . import intake
 from .db import Run, RunSpec, SpecResultRow, interrupt_unfinished, iso
-from .history import diff_runs, sent_as, spec_history, trend_png
+from .history import NotFound, diff_runs, sent_as, spec_history, trend_png
 from .runs import REPORT_SUFFIXES, NotRetryable, QueueFull, ReportStore, RunQueue
 
 COOKIE = "gradlab_token"
@@ -131,7 +131,17 @@ def create_app(config: ServiceConfig) -> FastAPI:
             run = _run_or_404(session, run_id)
             if run.status != "done":
                 raise HTTPException(409, f"run {run_id} is {run.status}; its reports exist once it is done")
-            text = ReportStore(config.reports_dir).load(session, run_id, fmt)
+            store = ReportStore(config.reports_dir)
+            text = store.load(session, run_id, fmt)
+            # a run with a checked spec was written with its reports: none found now means they were lost on the server
+            expected = text is None and session.scalar(select(SpecResultRow.run_id).where(
+                SpecResultRow.run_id == run_id, SpecResultRow.error.is_(None)).limit(1)) is not None
+        if expected:
+            where = (f"the file {run_id}/report.{suffix} under the server's --reports-dir" if config.reports_dir is not None
+                     else "its row in the server's database")
+            raise HTTPException(410, f"run {run_id}: report.{suffix} is missing on the server ({where} was deleted or moved); "
+                                     f"the run's results are still at /api/runs/{run_id}, and retrying is not possible for a done run: "
+                                     "submit its specs again for a fresh report")
         if text is None:
             raise HTTPException(404, f"run {run_id} has no report: none of its specs could be checked (see its result's errors)")
         return Response(text, media_type=MEDIA[fmt], headers={"Content-Security-Policy": REPORT_CSP} if fmt == "html" else {})
@@ -150,7 +160,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @api.get("/specs/{name:path}/diff")
     def diff(name: str, before: RunIdQuery, after: RunIdQuery):
         with sessions() as session:
-            return diff_runs(session, name, before, after)
+            try:
+                return diff_runs(session, name, before, after)
+            except NotFound as exc:
+                raise HTTPException(404, str(exc)) from None
 
     @api.post("/runs/{run_id}/retry", status_code=202)
     def retry(run_id: RunId, request: Request):
@@ -189,7 +202,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
             runs = [r["run"] for r in found["runs"]]
             if (before is None or after is None) and len(runs) >= 2:
                 before, after = runs[-2], runs[-1]
-            changes = diff_runs(session, name, before, after) if before is not None and after is not None else None
+            try:
+                changes = diff_runs(session, name, before, after) if before is not None and after is not None else None
+            except NotFound as exc:
+                raise HTTPException(404, str(exc)) from None
         return _page("spec.html.j2", name=found["spec"], history=found, plot=trend_png(found), diff=changes, runs=runs)
 
     login = APIRouter()

@@ -49,8 +49,11 @@ class Server:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise GradlabError(f"--remote {self.url}: cannot reach the server ({reason})") from None
-        if status == 401:
+        if status == 401 and self.token is None:
             raise GradlabError(f"--remote {self.url}: the server asks for a token; put it in ${TOKEN_ENV}")
+        if status == 401:  # a token was sent: the hint is that it is the wrong one, not where to put it
+            raise GradlabError(f"--remote {self.url}: the server refused the token in ${TOKEN_ENV} (401: wrong token); "
+                               "send the one in the server's --token-file")
         return status, payload, headers
 
 
@@ -228,6 +231,13 @@ def _write_reports(server: Server, run_id: int, targets: list[tuple[str, str]], 
         status, text, _ = server.call("GET", f"/api/runs/{run_id}/report.{REPORT_SUFFIXES[fmt]}", raw=True)
         if status == 404:
             return  # nothing could be checked: no report, as a local check writes none
+        if status == 410:  # the run was checked but the server lost its report: say so, never a silent "no report"
+            detail = text
+            try:
+                detail = json.loads(text).get("detail", text)
+            except (ValueError, AttributeError):
+                pass
+            raise GradlabError(f"--remote {server.url}: {str(detail)[:400]}")
         if status != 200:
             raise GradlabError(f"--remote {server.url}: report.{REPORT_SUFFIXES[fmt]} of run {run_id}: the server answered {status}")
         rendered.append((path, fmt, text))
