@@ -190,11 +190,20 @@ def _estimate_real(f0, f: np.ndarray, h: np.ndarray, method: str, noise=0.0):
     return value, err + 0.5 * residual, kink
 
 
+def _complex_step_error(value, wide):
+    """The complex step's error: a few ulps of the value, and its truncation -h^2 f^(3) / 6, measured as
+    |D(2h) - D(h)| / 3 from a second step of twice the size. The truncation is far below the ulps wherever
+    the derivative is not (nearly) zero; where it is exactly zero (an all-zero init, y = t) it is all there
+    is: 0.5 silu(b)^2 at b = 0 gives -h^2 / 8 = -1.25e-45 at h = 1e-22, against an estimate of 64 eps 0."""
+    return 64 * EPS64 * np.abs(value) + np.abs(wide - value) / 3
+
+
 def differences(evaluate: Callable[[np.ndarray], np.ndarray], h: np.ndarray, f0, method: str, noise=0.0):
     """(value, error, kink) for each element, given `evaluate(offsets) -> f at x + offsets`."""
     if method == "complex_step":
         value = np.imag(evaluate(1j * h)) / h
-        return value, 64 * EPS64 * np.abs(value), np.zeros(value.shape, bool)
+        wide = np.imag(evaluate(2j * h)) / (2 * h)
+        return value, _complex_step_error(value, wide), np.zeros(value.shape, bool)
     f = np.stack([np.real(evaluate(s * h)) for s in REAL_STENCIL])
     return _estimate_real(f0, f, h, method, noise)
 
@@ -754,8 +763,9 @@ def _cut_derivative(base: _Base, name: str, owner: int, cut: _Cut, method: str, 
         ii = np.arange(start, min(n, start + chunk))
         if method == "complex_step":
             col = np.imag(moved(ii, 1j * h[ii])) / h[ii].reshape((-1,) + (1,) * h0.ndim)
+            wide = np.imag(moved(ii, 2j * h[ii])) / (2 * h[ii].reshape((-1,) + (1,) * h0.ndim))
             value[ii] = np.sum(d * col, axis=axes)
-            err[ii] = 64 * EPS64 * np.sum(np.abs(d * col), axis=axes)
+            err[ii] = 64 * EPS64 * np.sum(np.abs(d * col), axis=axes) + np.sum(np.abs(d * (wide - col)), axis=axes) / 3
         else:
             hs_ = [np.real(moved(ii, s * h[ii])) for s in REAL_STENCIL]
             for k, hk in enumerate(hs_):
@@ -910,7 +920,8 @@ def directional(net: Network, direction: dict[str, np.ndarray], *, method: str =
     if method == "complex_step":
         h = DEFAULT_STEP["complex_step"] * scale / unorm
         d = np.imag(per_sample(1j * h)) / h
-        return Directional(float(np.sum(d)), float(64 * EPS64 * (np.sum(np.abs(d)) + abs(np.sum(d)))), False)
+        truncation = float(np.sum(np.abs(np.imag(per_sample(2j * h)) / (2 * h) - d))) / 3  # see _complex_step_error
+        return Directional(float(np.sum(d)), float(64 * EPS64 * (np.sum(np.abs(d)) + abs(np.sum(d)))) + truncation, False)
     h0 = (rel or DEFAULT_STEP[method]) * scale / unorm
     f0 = float(np.sum(per_sample(0.0)))
     for shrink in (1.0, 1e-2, 1e-4):  # a kink inside the stencil: retry closer in
