@@ -241,6 +241,31 @@ def test_user_code_is_403_without_allow_code(server):
     status, answer, _ = server.call("POST", "/api/runs", {"specs": [{"name": "swish.yaml", "yaml": spec}]})
     assert status == 403
     assert answer["detail"].startswith("swish.yaml: network.layers[1].impl: names user code") and "--allow-code" in answer["detail"]
+    huber = (ROOT / "specs" / "custom" / "layernorm_huber.yaml").read_text()
+    status, answer, _ = server.call("POST", "/api/runs", {"specs": [{"name": "swish.yaml", "yaml": spec}, {"name": "huber.yaml", "yaml": huber}]})
+    assert status == 403 and [e["index"] for e in answer["errors"]] == [0, 1]  # every such spec's message, not the first only
+    assert answer["errors"][1]["message"].startswith("huber.yaml: ") and "names user code" in answer["errors"][1]["message"]
+
+
+def test_a_user_code_spec_is_refused_alone_and_the_others_run(server, tmp_path):
+    """Issue 21 item 2: on a server without --allow-code, specs naming user code are each that spec's error result and
+    the run checks the others (done, exit 2), as a local `gradlab check --no-code` does."""
+    swish, huber = (ROOT / "specs" / "custom" / "swish.yaml").read_text(), (ROOT / "specs" / "custom" / "layernorm_huber.yaml").read_text()
+    run = server.wait(server.submit([("swish.yaml", swish), ("seed003_two_layer.yaml", SEED003.read_text()), ("huber.yaml", huber)]))
+    assert (run["status"], run["exit_code"], run["progress"], run["error"]) == ("done", 2, {"done": 3, "total": 3}, None)
+    specs = run["result"]["specs"]
+    assert [s["error"] is None for s in specs] == [False, True, False] and specs[1]["comparisons"]
+    assert specs[0]["error"].startswith("swish.yaml: network.layers[1].impl: names user code") and specs[2]["error"].startswith("huber.yaml: ")
+    page = server.call("GET", f"/runs/{run['id']}")[1]
+    assert page.count('class="badge pass"') == 1 and page.count('<span class="badge error">error</span>') == 2  # each spec its own verdict
+    for name in ("swish.yaml", "huber.yaml"):
+        (tmp_path / name).write_text({"swish.yaml": swish, "huber.yaml": huber}[name])
+    remote = local_check("--remote", server.url, "swish.yaml", str(SEED003), "huber.yaml", env={"GRADLAB_TOKEN": TOKEN}, cwd=tmp_path)
+    assert remote.returncode == 2 and "PASS  seed003-two-layer" in remote.stdout
+    errors = [line for line in remote.stderr.splitlines() if line.startswith("Error: ")]
+    assert [e.split(":")[1].strip() for e in errors] == ["swish.yaml", "huber.yaml"] and all("names user code" in e for e in errors)
+    only_code = local_check("--remote", server.url, "swish.yaml", "huber.yaml", env={"GRADLAB_TOKEN": TOKEN}, cwd=tmp_path)
+    assert only_code.returncode == 2 and only_code.stderr.count("names user code") == 2
 
 
 def test_caps_on_spec_count_and_body_size(server):

@@ -3,7 +3,8 @@ a worker killed mid-spec, a full queue (429), a server killed mid-run (interrupt
 in headless Chromium.
 
 The spec's activation is a user op (tests write it to a folder on the server's PYTHONPATH) steered by flag files:
-`wrong` makes its backward 1.5x too large, `hang` holds it (it writes `pid-<pid>` first) until the flag is removed.
+`wrong` makes its backward 1.5x too large, `hang` holds it (it writes `pid-<pid>` first) until the flag is removed,
+`exit` makes its backward end the process (os._exit(7)).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class FlakyTanh:
         return np.tanh(z)
 
     def backward(self, z, grad_out):
+        if _flag("exit"):
+            os._exit(7)
         return grad_out * (1 - np.tanh(z) ** 2) * (1.5 if _flag("wrong") else 1.0)
 
     def torch_forward(self, z):
@@ -145,8 +148,9 @@ def test_full_queue_is_429_and_a_killed_worker_fails_only_its_run(server, setup)
     status, answer, headers = server.call("POST", "/api/runs", {"specs": [{"name": "flaky.yaml", "yaml": FLAKY_SPEC}]})
     assert status == 429 and int(headers["Retry-After"]) >= 1 and "queue is full" in answer["detail"]
     os.kill(pid, signal.SIGKILL)
-    failed = server.wait(first)
-    assert failed["status"] == "error" and "flaky.yaml" in failed["error"] and "SIGKILL" in failed["error"]
+    failed = server.wait(first)  # the spec's own error result; the run is done (exit 2)
+    assert (failed["status"], failed["exit_code"], failed["error"]) == ("done", 2, None)
+    assert failed["result"]["specs"][0]["error"].startswith("flaky.yaml: the worker process was killed by SIGKILL")
     flag(setup, "hang", False)
     for run_id in queued:  # the server goes on with the next runs
         run = server.wait(run_id)
@@ -219,3 +223,23 @@ def test_a_deleted_report_file_is_410_saying_it_is_missing_on_the_server(server,
     status, answer, _ = server.call("GET", f"/api/runs/{run_id}/report.md")
     assert status == 410 and "report.md is missing on the server" in answer["detail"], answer
     assert server.call("GET", f"/api/runs/{run_id}/report.html")[0] == 200  # the others are still there
+
+
+def test_a_crashed_worker_fails_only_its_spec_as_a_local_executor_check_reports_it(server, setup):
+    """Issue 21 item 2: a worker that dies (os._exit in user code) is that spec's error result; the other spec's result is
+    kept (progress 2/2, done, exit 2), and --remote prints what `gradlab check --executor local` prints."""
+    from .test_service import SEED003
+
+    flag(setup, "exit")
+    run = server.wait(server.submit([("flaky.yaml", FLAKY_SPEC), ("seed003_two_layer.yaml", SEED003.read_text())]))
+    assert (run["status"], run["exit_code"], run["progress"], run["error"]) == ("done", 2, {"done": 2, "total": 2}, None)
+    crashed, kept = run["result"]["specs"]
+    assert crashed["error"] == "flaky.yaml: the worker process exited with code 7 before it answered"
+    assert kept["error"] is None and kept["comparisons"] and all(c["status"] == "pass" for c in kept["comparisons"])
+    args = ["flaky.yaml", str(SEED003)]
+    remote = local_check("--remote", server.url, *args, cwd=setup[1])
+    local = subprocess.run([sys.executable, "-m", "gradlab", "check", "--executor", "local", "--workers", "1", *args], cwd=setup[1],
+                           env=setup[2], capture_output=True, text=True, timeout=120)
+    assert remote.returncode == local.returncode == 2, (remote.stderr, local.stderr)
+    assert without_timings(remote.stdout) == without_timings(local.stdout)
+    assert remote.stderr.splitlines()[-1] == local.stderr.splitlines()[-1] == "Error: flaky.yaml: the worker process exited with code 7 before it answered"

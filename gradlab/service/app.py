@@ -1,6 +1,6 @@
 """The HTTP side of `gradlab serve`: the JSON API under /api and the web UI, one FastAPI app.
 
-    POST /api/runs                      specs (JSON or multipart upload) -> 202 {"id"}; 422 bad spec, 403 user code, 429 queue full
+    POST /api/runs                      specs (JSON or multipart upload) -> 202 {"id"}; 422 bad spec, 403 every spec user code, 429 queue full
     GET  /api/runs/{id}                 {"id", "status", "result", ...}; result: the `gradlab check --format json` document
     GET  /api/runs/{id}/report.{html,md,xml,csv,json}
     GET  /api/runs?spec=NAME&limit=N    runs, newest first

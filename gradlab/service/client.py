@@ -118,7 +118,9 @@ def _submit(server: Server, specs: list[tuple[str, str]], options: dict) -> tupl
             continue
         detail = payload if isinstance(payload, str) else payload.get("detail", payload)
         errors = payload.get("errors", []) if isinstance(payload, dict) else []
-        if status == 422 and errors and all(e.get("index") is not None for e in errors):
+        # 422: invalid specs; 403: specs naming user code on a server that runs none. Either way they are left out and
+        # reported as error results, the others submitted again, as a local check reports them and checks the rest.
+        if status in (403, 422) and errors and all(e.get("index") is not None for e in errors):
             bad = {e["index"]: e["message"] for e in errors}
             refused += [error_result(name, bad[i]) for i, (name, _) in enumerate(specs) if i in bad]
             specs = [s for i, s in enumerate(specs) if i not in bad]

@@ -107,7 +107,9 @@ def counted(specs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def validate_specs(specs: list[tuple[str, str]], *, allow_code: bool) -> None:
-    """Every spec validated, every problem listed: Refused(422) for bad specs, Refused(403) for user code on a server without it."""
+    """Every spec validated, every problem listed: Refused(422) for bad specs; Refused(403) when every spec names user code
+    on a server without it. Where only some do, the run is accepted: those specs are refused alone, each an error result
+    of the run (runs.RunQueue), and the others are checked, as a local `gradlab check --no-code` does."""
     bad, code = [], []
     for i, (name, text) in enumerate(specs):
         try:
@@ -120,10 +122,10 @@ def validate_specs(specs: list[tuple[str, str]], *, allow_code: bool) -> None:
             continue
         if where is not None and not allow_code:
             code.append((i, code_refused(name, where)))
-    if code:
-        raise Refused(403, code)
     if bad:
         raise Refused(422, bad)
+    if code and len(code) == len(specs):  # nothing could be checked
+        raise Refused(403, code)
 
 
 def code_refused(name: str, where: str) -> str:

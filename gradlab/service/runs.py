@@ -5,9 +5,13 @@ executor (gradlab.executors: a local process pool or Ray), runs first come first
 run's last spec is back, writes its check document, its per-tensor rows and its reports in one
 transaction. The web process never runs a check itself and never imports user code.
 
-A crashed worker (WorkerCrashed) ends its run as `error` with the reason; the other runs go on. A run
-left `running` by a server that was killed becomes `interrupted` at the next start (db.interrupt_unfinished)
-and `retry` queues it again; runs still `queued` in the database are queued again at start-up.
+Outcomes are per spec, as in `gradlab check --executor local`: a worker that crashed (WorkerCrashed) or ran
+past its deadline (JobTimeout) is that spec's error result naming how the worker died, a spec naming user
+code on a server without --allow-code is that spec's error result, and the run is `done` with every other
+spec's result (exit code 2, as the local check's). A run is `error` only when the server could not store it.
+A run left `running` by a server that was killed becomes `interrupted` at the next start
+(db.interrupt_unfinished) and `retry` queues it again; runs still `queued` in the database are queued again
+at start-up.
 """
 
 from __future__ import annotations
@@ -87,12 +91,12 @@ class _Active:
     texts: list[str]
     options: dict
     results: list = field(default_factory=list)
-    submitted: int = 0
-    returned: int = 0
-    failed: str | None = None
+    pending: deque = field(default_factory=deque)  # indexes of the specs still to hand to the executor
+    returned: int = 0  # specs with a result (checked, or refused without running)
 
     def __post_init__(self):
         self.results = [None] * len(self.names)
+        self.pending = deque(range(len(self.names)))
 
 
 class RunQueue:
@@ -204,7 +208,7 @@ class RunQueue:
     def _fill(self) -> None:
         """Hand specs to the executor until `capacity` are in flight, oldest run first."""
         while self._in_flight < self.capacity:
-            active = next((a for a in self._active.values() if a.failed is None and a.submitted < len(a.names)), None)
+            active = next((a for a in self._active.values() if a.pending), None)
             if active is None:
                 with self._lock:
                     if not self._waiting:
@@ -224,19 +228,23 @@ class RunQueue:
                 return None
             run.status, run.started, run.attempts = "running", utcnow(), run.attempts + 1
             active = _Active(run.id, [s.name for s in run.specs], [s.yaml for s in run.specs], dict(run.options or {}))
-            if not self.allow_code:  # stored by a server started with --allow-code: this one runs no user code
-                active.failed = _names_code(active)
-                if active.failed:
-                    run.status, run.error, run.finished, run.exit_code = "error", active.failed, utcnow(), 2
-                    return None
+        if not self.allow_code:  # this server runs no user code: such a spec is refused alone, as a local --no-code check does
+            from ..batch import error_result
+
+            for index, message in _names_code(active):
+                active.pending.remove(index)
+                active.results[index] = error_result(active.names[index], message)
+                active.returned += 1
         self._active[run_id] = active
+        if active.returned == len(active.names):  # nothing left to check: written now
+            self._finished_run(active)
+            return None
         return active
 
     def _submit_next(self, active: _Active) -> None:
         from .jobs import check_below_the_api
 
-        index = active.submitted
-        active.submitted += 1
+        index = active.pending.popleft()
         self._in_flight += 1
         name, text = active.names[index], active.texts[index]
         self._submitted_at[active.id, index] = time.monotonic()
@@ -268,8 +276,9 @@ class RunQueue:
         return 1.0 if any(str(d).startswith("cuda") for d in options.get("devices") or ["cuda"]) else 0.0
 
     def _collect(self, run_id: int, index: int, outcome) -> None:
-        from ..batch import error_result
-        from ..executors import JobTimeout, WorkerCrashed
+        """One spec back: its result, or its error result, worded as `gradlab check --executor local` words it."""
+        from ..batch import error_result, internal_message
+        from ..executors import JobTimeout, WorkerCrashed, _crash_text
 
         self._in_flight -= 1
         active = self._active[run_id]
@@ -284,32 +293,42 @@ class RunQueue:
                 self._spec_seconds.append(time.monotonic() - started)
         except JobTimeout as exc:  # user code that ignored its deadline: that spec's error, like a local check's
             result = error_result(name, f"{name}: {exc} (raise the limit with --timeout or check.timeout)")
-        except WorkerCrashed as exc:
-            result, active.failed = None, active.failed or f"{name}: the worker checking it crashed: {exc}"
-        except Exception as exc:
-            result = None
-            active.failed = active.failed or f"{name}: the executor failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        except WorkerCrashed as exc:  # a segfault, os._exit, the OOM killer: that spec's error, the others go on
+            result = error_result(name, f"{name}: {_scrub_folder(_crash_text(exc, name))}")
+        except Exception as exc:  # the executor itself failed (a lost Ray cluster): gradlab's error, exit 3
+            result = error_result(name, internal_message(exc), kind="internal")
         active.results[index] = result
-        if (active.failed is not None and active.returned == active.submitted) or active.returned == len(active.names):
-            self._finishing[run_id] = active
-            del self._active[run_id]
-            self._finished.put(active)
+        if active.returned == len(active.names):
+            self._finished_run(active)
+
+    def _finished_run(self, active: _Active) -> None:
+        """Every spec of the run has its result: hand it to the writer (still counted as in progress until written)."""
+        self._finishing[active.id] = active
+        self._active.pop(active.id, None)
+        self._finished.put(active)
 
     def _write(self) -> None:
         while (active := self._finished.get()) is not None:
             try:
-                self._fail(active) if active.failed is not None else self._finish(active)
+                self._finish(active)
             except Exception as exc:  # a run that cannot be written must not stop the writing of the others
                 import traceback
 
                 traceback.print_exception(type(exc), exc, exc.__traceback__)
+                self._fail(active, f"the server could not store the run's results ({type(exc).__name__}: "
+                                   f"{' '.join(str(exc).split())[:200]}); POST /api/runs/{active.id}/retry runs it again")
             finally:
                 self._finishing.pop(active.id, None)
 
-    def _fail(self, active: _Active) -> None:
-        with self.sessions() as session, session.begin():
-            run = session.get(Run, active.id)
-            run.status, run.error, run.finished, run.exit_code = "error", active.failed, utcnow(), 3
+    def _fail(self, active: _Active, why: str) -> None:
+        try:
+            with self.sessions() as session, session.begin():
+                run = session.get(Run, active.id)
+                run.status, run.error, run.finished, run.exit_code = "error", why, utcnow(), 3
+        except Exception as exc:  # the database itself is gone: the run stays `running`, interrupted at the next start
+            import traceback
+
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
 
     def _finish(self, active: _Active) -> None:
         """The run's document, rows and reports, written in one transaction: a run is done whole or not at all."""
@@ -360,18 +379,27 @@ class RunQueue:
         return {**self._worker_environment, "specs": specs}
 
 
-def _names_code(active: _Active) -> str | None:
+def _names_code(active: _Active) -> list[tuple[int, str]]:
+    """(index, message) of each spec that names user code: refused alone on a server without --allow-code."""
     from ..errors import SpecError
     from .intake import code_refused, user_code_key
 
-    for name, text in zip(active.names, active.texts):
+    refused = []
+    for index, (name, text) in enumerate(zip(active.names, active.texts)):
         try:
             where = user_code_key(name, text)
         except SpecError:
             continue  # a worker reports it
         if where:
-            return code_refused(name, where)
-    return None
+            refused.append((index, code_refused(name, where)))
+    return refused
+
+
+def _scrub_folder(text: str) -> str:
+    """A dead worker's last words without the private temporary folder its spec was written to."""
+    import re
+
+    return re.sub(r"\S*gradlab-spec-[^/\s]*/", "", text)
 
 
 def spec_timeout(text: str, requested: float | None, default: float) -> float:
