@@ -296,3 +296,28 @@ def test_a_module_audit_with_huge_example_inputs_is_refused_up_front():
     line = refused(["audit", f"{TARGETS / 'user_module_huge.py'}:Linear", "--kind", "module", "--examples", "2"],
                    "user_module_huge.py:Linear: example_inputs", "limit 2 GiB", "return smaller shapes from example_inputs()")
     assert "--shapes" not in line  # gradlab audit has no --shapes
+
+
+HOSTILE = Path(__file__).parent / "hostile"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("impl_string_backward.yaml", "StringBackward backward returned a str, not an array"),  # was `raised ValueError: could not convert string to float`
+    ("impl_none_backward.yaml", "NoneBackward backward returned None, not an array"),  # was `returned shape (), expected (4, 2)`
+])
+def test_a_spec_ops_bad_return_is_reported_as_a_return_not_as_raising(spec, message):
+    line = refused(["check", str(HOSTILE / spec), "-q"], message)
+    assert "raised" not in line
+
+
+def test_a_spec_custom_layer_declaring_a_huge_input_is_refused_before_its_probe(write_spec):
+    spec = write_spec(f"""
+name: huge-layer
+input: {{dim: 3, batch: 2}}
+target: {{kind: regression}}
+network:
+  layers:
+    - {{type: custom, impl: "{target('HugeFeaturesLayer')}"}}
+loss: {{fn: sse}}
+""")
+    refused(["check", str(spec), "-q"], "network.layers[0].impl", "1,000,000,000,000 input elements per sample", "limit 2 GiB")

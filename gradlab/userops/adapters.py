@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..ops import Activation, Loss
-from ..usercode import UserCodeError, user_code
+from ..usercode import UserCodeError, describe, user_code
 from . import contracts, loading
 from .loading import TargetError
 
@@ -73,11 +73,11 @@ def call(where: str, fn, *args):
 def returned_array(where: str, out: Any, *, shape=None, finite_from=None, real_from=None) -> np.ndarray:
     """The user's return value as an array, checked: the shape asked for, real for real input, finite wherever its input was."""
     if out is None or not hasattr(out, "__array__") and not isinstance(out, (list, tuple, float, int, complex)):
-        raise UserCodeError(f"{where} returned {type(out).__name__}, not an array")
+        raise UserCodeError(f"{where} returned {'None' if out is None else 'a ' + type(out).__name__}, not an array; expected an ndarray of real numbers")
     try:
         arr = np.asarray(out)
-    except Exception as exc:
-        raise UserCodeError(f"{where} returned something that is not an array ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 -- a ragged list, an __array__ that raises
+        raise UserCodeError(f"{where} returned a {type(out).__name__} that is not an array ({describe(exc).removeprefix('raised ')})") from None
     if arr.dtype.kind not in "biufc":
         raise UserCodeError(f"{where} returned an array of {arr.dtype}, not numbers")
     if shape is not None and arr.shape != tuple(shape):
@@ -123,6 +123,7 @@ def check(kind: str, impl: str, base_dir: str | Path | None = None) -> str:
 
 
 def _probe(obj: Any, shape: tuple[int, ...], impl: str) -> np.ndarray:
+    _bounded_probe(shape, impl)
     size = int(np.prod(shape))
     x = np.linspace(-1.0, 1.0, 3 * size).reshape((3,) + tuple(shape))
     return checked(f"{short(impl)}: forward of a {(3,) + tuple(shape)} batch", obj.forward, x, finite_from=x)
@@ -196,15 +197,14 @@ def short(impl: str) -> str:
     return f"{Path(source).name if loading.is_file(source) else source}:{name}"
 
 
-def _rows(fn, z, *more):
-    """Call a row-wise user function on exactly 2-D arrays; leading stack axes become rows."""
+def _rows(where: str, fn, z, *more):
+    """Call a row-wise user function on exactly 2-D arrays; leading stack axes become rows. Only the call is the
+    user's code: what it returns (a str, None, a wrong shape) is checked before gradlab reshapes or casts it, so a
+    bad return is reported as such, not as an exception 'raised' by the op from gradlab's own conversion."""
     z = np.asarray(z)
-    if z.ndim == 2:
-        out = np.asarray(fn(z, *more))
-    else:
-        flat = z.reshape(-1, z.shape[-1]) if z.ndim > 2 else z.reshape(1, -1)
-        more = tuple(np.broadcast_to(m, z.shape).reshape(flat.shape) for m in more)
-        out = np.asarray(fn(flat, *more)).reshape(z.shape)
+    rows = z if z.ndim == 2 else z.reshape(-1, z.shape[-1]) if z.ndim > 2 else z.reshape(1, -1)
+    more = more if z.ndim == 2 else tuple(np.broadcast_to(m, z.shape).reshape(rows.shape) for m in more)
+    out = returned_array(where, call(where, fn, rows, *more), shape=rows.shape).reshape(z.shape)
     return out.astype(z.dtype, copy=False) if np.isrealobj(z) and z.dtype.kind == "f" and np.isrealobj(out) else out
 
 
@@ -217,10 +217,10 @@ def activation_record(impl: str) -> CustomActivation:
     op = short(impl)
 
     def forward(z, hp):
-        return checked(f"{op} forward", _rows, obj.forward, z, shape=np.shape(z), finite_from=z)
+        return returned_array(f"{op} forward", _rows(f"{op} forward", obj.forward, z), shape=np.shape(z), finite_from=z)
 
     def backward(z, a, g, hp):
-        return checked(f"{op} backward", _rows, obj.backward, z, g, shape=np.shape(z), real_from=z), {}
+        return returned_array(f"{op} backward", _rows(f"{op} backward", obj.backward, z, g), shape=np.shape(z), real_from=z), {}
 
     def mirror(z, hp):
         return torch_result(f"{op} torch_forward", call(f"{op} torch_forward", torch_forward, z), shape=tuple(z.shape))
@@ -242,18 +242,27 @@ def activation_record(impl: str) -> CustomActivation:
     )
 
 
-def _per_slice(fn, y, t, reduce: bool):
-    """Evaluate a 2-D user loss (or its gradient) on each (batch, features) slice of a stack."""
+def _per_slice(where: str, fn, y, t, reduce: bool):
+    """Evaluate a 2-D user loss (or its gradient) on each (batch, features) slice of a stack. Only the call is the
+    user's code: what it returns is checked (one number, or an array of the slice's shape) before gradlab stacks it."""
+
+    def one(a, b):
+        out = returned_array(where, call(where, fn, a, b))
+        if reduce and out.size != 1:
+            raise UserCodeError(f"{where} returned shape {out.shape}; a loss returns one number")
+        if not reduce and out.shape != a.shape:
+            raise UserCodeError(f"{where} returned shape {out.shape}, expected {a.shape}")
+        return out.reshape(()) if reduce else out
+
     y = np.asarray(y)
     if y.ndim == 2:
-        out = np.asarray(fn(y, t))
-        return out.reshape(()) if reduce else out
+        return one(y, t)
     t = np.broadcast_to(t, y.shape)
     lead = y.shape[:-2]
     flat_y, flat_t = y.reshape((-1,) + y.shape[-2:]), t.reshape((-1,) + y.shape[-2:])
-    outs = [np.asarray(fn(a, b)) for a, b in zip(flat_y, flat_t)]
+    outs = [one(a, b) for a, b in zip(flat_y, flat_t)]
     if reduce:
-        return np.array([o.reshape(()) for o in outs]).reshape(lead)
+        return np.array(outs).reshape(lead)
     return np.stack(outs).reshape(y.shape)
 
 
@@ -266,10 +275,10 @@ def loss_record(impl: str) -> CustomLoss:
     op = short(impl)
 
     def forward(y, t):
-        return checked(f"{op} forward", _per_slice, obj.forward, y, t, True, shape=np.shape(y)[:-2])
+        return returned_array(f"{op} forward", _per_slice(f"{op} forward", obj.forward, y, t, True), shape=np.shape(y)[:-2])
 
     def backward(y, t):
-        return checked(f"{op} backward", _per_slice, obj.backward, y, t, False, shape=np.shape(y), real_from=y)
+        return returned_array(f"{op} backward", _per_slice(f"{op} backward", obj.backward, y, t, False), shape=np.shape(y), real_from=y)
 
     def mirror(y, t):
         out = torch_result(f"{op} torch_forward", call(f"{op} torch_forward", torch_forward, y, t))
@@ -326,3 +335,20 @@ def layer_info(impl: str) -> LayerInfo:
     obj = loading.load(impl)
     shape = _sample_shape(obj, impl)
     return LayerInfo(obj, shape, _out_shape(obj, shape, impl), {k: v.copy() for k, v in obj.params.items()})
+
+
+PROBE_COPIES = 4  # the probe batch of 3 samples, its float64 input and the forward's output and temporaries
+
+
+def _bounded_probe(shape: tuple[int, ...], impl: str) -> None:
+    """The layer's declared per-sample input must fit before gradlab probes its forward with a batch of 3 of them;
+    what the spec's network then costs is check.memory_limit's business (gradlab.memory)."""
+    import math
+
+    from .. import memory
+
+    n = math.prod(shape)
+    need = 3 * PROBE_COPIES * memory.F64 * n
+    if need > memory.DEFAULT_LIMIT:
+        raise TargetError(f"{short(impl)}: declares {n:,} input elements per sample (input_shape / in_features {shape}); probing its forward "
+                          f"with a batch of 3 needs ~{memory._gib(need)}, limit {memory._gib(memory.DEFAULT_LIMIT)}; declare a smaller input_shape")

@@ -171,3 +171,18 @@ def expand_candidate(x):
 
 def expand_reference(x):
     return x.reshape(-1)[:1].expand(200000, 200000)
+
+
+class HugeFeaturesLayer:
+    """A spec's custom layer declaring a trillion input features: refused before gradlab probes its forward."""
+
+    in_features = 10**12
+
+    def __init__(self):
+        self.params = {"W": np.ones((3, 2))}
+
+    def forward(self, x):
+        return x @ self.params["W"]
+
+    def backward(self, x, grad_out):
+        return grad_out @ self.params["W"].T, {"W": x.T @ grad_out}
