@@ -321,3 +321,7 @@ network:
 loss: {{fn: sse}}
 """)
     refused(["check", str(spec), "-q"], "network.layers[0].impl", "1,000,000,000,000 input elements per sample", "limit 2 GiB")
+
+
+def test_a_target_that_is_no_file_says_what_was_expected():
+    refused(["audit", "/dev/zero:Op"], "/dev/zero: is not a regular file; expected a Python file (path/to/file.py:Name")

@@ -112,7 +112,7 @@ def _import_guard(where: str) -> Iterator[None]:
 def _load_file(path: Path, shown: str):
     if not path.is_file():
         what = "is not a regular file" if path.exists() else "no such file"
-        raise TargetError(f"{shown}: {what}" + (f" (looked for {path})" if str(path) != shown else ""))
+        raise TargetError(f"{shown}: {what}" + (f" (looked for {path})" if str(path) != shown else "") + f"; expected a Python file ({FORMAT})")
     if path.suffix != ".py":
         raise TargetError(f"{shown}: not a Python file (expected a .py file: {FORMAT})")
     key = (str(path), path.stat().st_mtime_ns)
