@@ -41,6 +41,7 @@ import numpy as np
 
 from .engines.analytic import backprop
 from .errors import GradlabError, SpecError
+from .memory import CHANNEL_FIRST_OPS
 from .network import ActivationLayer, CustomLayer, DenseLayer, Network, OpLayer, ResidualLayer, build
 from .ops import init as init_op
 
@@ -132,7 +133,7 @@ class Observation:
 CUSTOM_REFUSED = ("gradlab stats measures dense, conv, normalisation, attention, residual and activation layers; "
                   "this one is a custom layer (check it with `gradlab check`, or drop it from the stats spec)")
 CONV_OPS = ("conv1d", "conv2d")  # the op layers the He/Glorot theory covers (as the layer after a row)
-_CHANNEL_FIRST = CONV_OPS + ("batchnorm", "groupnorm")  # a unit is a channel, axis 1 of (batch, C, *spatial)
+_CHANNEL_FIRST = CHANNEL_FIRST_OPS  # a unit is a channel, axis 1 of (batch, C, *spatial) (gradlab.memory counts their work so)
 
 
 def _conv_back_fan(layer: OpLayer) -> float:
