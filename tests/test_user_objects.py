@@ -325,3 +325,9 @@ loss: {{fn: sse}}
 
 def test_a_target_that_is_no_file_says_what_was_expected():
     refused(["audit", "/dev/zero:Op"], "/dev/zero: is not a regular file; expected a Python file (path/to/file.py:Name")
+
+
+def test_a_function_whose_apply_returns_no_tensor_is_a_contract_finding():
+    result = audit(target("StrFunction"), examples=3)
+    assert [f.kind for f in result.findings] == ["contract"]  # was `raised TypeError` from gradlab's own check
+    assert "forward returned a str ('x')" in result.findings[0].message

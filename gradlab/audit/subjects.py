@@ -450,8 +450,8 @@ class FunctionSubject(Subject):
         with torch.set_grad_enabled(grad):
             self.fresh()
             out = self.obj.apply(*xs)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"{self.name}.apply returned {type(out).__name__}; the audit handles functions returning one tensor")
+        if not isinstance(out, torch.Tensor):  # the op's contract, not an exception it raised
+            raise BadReturn(_what(out), f"{self.name}.apply must return one tensor; the audit handles functions returning one tensor")
         return xs, out
 
     def forward(self, case):
