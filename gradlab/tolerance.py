@@ -176,9 +176,10 @@ SMALL = 64  # up to this many elements, an error already carried is pushed eleme
 def _one_by_one(respond, err: np.ndarray):
     """sum_j |respond(e_j)| over the unit pushes e_j = err[j] at element j alone: |J| err for a map with
     Jacobian J, with no cancellation between elements. Random signs can cancel where few elements meet
-    (a conv bias summing two samples' gradients, g_1 + g_2: with signs (+, -) and equal errors the push
-    measures 0, one draw in two); the errors of two engines need not cancel alike. `respond(d)` returns an
-    array or a dict of arrays (the response to the push d); None when nothing was pushed."""
+    (a bias summing two samples' gradients, g_1 + g_2: with signs (+, -) and equal errors the push measures
+    0, one draw in two, for each of its elements); the errors of two engines need not cancel alike.
+    `respond(d)` returns an array or a dict of arrays (the response to the push d); None when nothing was
+    pushed. Larger tensors are pushed sample by sample (`_sample_by_sample`)."""
     flat = np.asarray(err, float).reshape(-1)
     total = None
     for j in np.flatnonzero(flat):
@@ -189,6 +190,32 @@ def _one_by_one(respond, err: np.ndarray):
             total = {k: np.abs(v) + (total[k] if total else 0.0) for k, v in r.items()}
         else:
             total = np.abs(r) + (total if total is not None else 0.0)
+    return total
+
+
+def _sample_by_sample(respond, err: np.ndarray, rng):
+    """sum_b |respond(err in sample b alone)|, each sample pushed with every sign + (exact for maps with J >= 0:
+    sums, pooling, flatten, dropout) and with random signs, the larger response kept: no cancellation between
+    samples (a parameter's gradient sums them; a bias under a batchnorm over two samples is g_1 + g_2), at the
+    cost of 2 B calls."""
+    total = None
+    for b in range(np.shape(err)[0]):
+        best = None
+        for signs in (1.0, rng.choice((-1.0, 1.0), np.shape(err)[1:])):
+            d = np.zeros(np.shape(err))
+            d[b] = err[b] * signs
+            r = respond(d)
+            r = {k: np.abs(v) for k, v in r.items()} if isinstance(r, dict) else np.abs(r)
+            if best is None:
+                best = r
+            elif isinstance(r, dict):
+                best = {k: np.fmax(best[k], v) for k, v in r.items()}
+            else:
+                best = np.fmax(best, r)
+        if isinstance(best, dict):
+            total = {k: v + (total[k] if total else 0.0) for k, v in best.items()}
+        else:
+            total = best + (total if total is not None else 0.0)
     return total
 
 
@@ -207,8 +234,10 @@ def _forward_errors(layers, params, xs, rng, eps: float) -> list:
                 own = np.fmax(own, np.abs(layer.forward(p, _jiggled(x, rng)) - y))
                 if np.any(e_x):
                     car = np.fmax(car, np.abs(layer.forward(params, _pushed(x, e_x, rng)) - y))
-            if np.any(e_x) and np.size(x) <= SMALL:
-                car = np.fmax(car, _one_by_one(lambda d: layer.forward(params, x + d) - y, e_x))
+            if np.any(e_x):
+                car = np.fmax(car, np.abs(layer.forward(params, x + e_x) - y))  # every sign +: exact for J >= 0 (sums, pooling)
+                if np.size(x) <= SMALL:
+                    car = np.fmax(car, _one_by_one(lambda d: layer.forward(params, x + d) - y, e_x))
         hint = _op_rounding(layer, params, x, np.zeros_like(y), eps)
         extra = hint[0] if hint else 0.0
         errs.append(np.nan_to_num(car + 8.0 * (eps / PROBE) * own + eps * np.abs(y) + extra, nan=0.0, posinf=0.0))
@@ -257,8 +286,9 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
             car_x = np.fmax(car_x, np.abs(gx - base_x))
             for n in names:
                 car_p[n] = np.fmax(car_p[n], np.abs(gp[n] - base_p[n]))
-    if np.size(g) <= SMALL and np.any(e_g):  # the VJP is linear in g: |J|^T e_g exactly, one backward per element
-        each = _one_by_one(lambda d: _as_dict(layer.backward(params, x, y, d)), e_g)
+    if np.any(e_g):  # the VJP is linear in g: |J|^T e_g element by element where g is small, else sample by sample
+        respond = lambda d: _as_dict(layer.backward(params, x, y, d))  # noqa: E731
+        each = _one_by_one(respond, e_g) if np.size(g) <= SMALL else _sample_by_sample(respond, e_g, rng)
         car_x = np.fmax(car_x, each[None])
         for n in names:
             car_p[n] = np.fmax(car_p[n], each[n])
