@@ -130,7 +130,12 @@ def _settings(examples: int) -> settings:
 
 def _storage() -> Path:
     """Where gradlab's own searches let Hypothesis keep its files: gradlab's cache folder, never the working directory."""
-    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache" if Path.home().is_dir() else Path(tempfile.gettempdir()))
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = Path.home() / ".cache"
+        except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry (a bare container)
+            base = Path(tempfile.gettempdir())
     return Path(base) / "gradlab" / "hypothesis"
 
 
