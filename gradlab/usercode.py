@@ -91,16 +91,18 @@ def user_frames(exc: BaseException) -> list[traceback.FrameSummary]:
         return []
 
 
-def raised_by_user(exc: BaseException) -> bool:
+def raised_by_user(exc: BaseException, also: tuple[str, ...] = ()) -> bool:
     """`exc` came out of the user's code: a frame in the user's files lies deeper than gradlab's innermost one
-    (gradlab reading an attribute ran a property or __getattr__ that raised). A gradlab bug has gradlab innermost."""
+    (gradlab reading an attribute ran a property or __getattr__ that raised). A gradlab bug has gradlab innermost.
+    `also`: folders that are the user's even among installed packages (the package a dotted target names)."""
     try:
         frames = traceback.extract_tb(exc.__traceback__)
     except Exception:  # noqa: BLE001
         return False
     own = str(Path(__file__).resolve().parent).replace("\\", "/") + "/"
     last_gradlab = max((i for i, f in enumerate(frames) if f.filename.replace("\\", "/").startswith(own)), default=-1)
-    return any(_is_user_file(f.filename) for f in frames[last_gradlab + 1:])
+    theirs = tuple(a.replace("\\", "/").rstrip("/") + "/" for a in also)
+    return any(_is_user_file(f.filename) or f.filename.replace("\\", "/").startswith(theirs or ("\0",)) for f in frames[last_gradlab + 1:])
 
 
 def user_line(exc: BaseException) -> str:

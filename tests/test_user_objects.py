@@ -331,3 +331,13 @@ def test_a_function_whose_apply_returns_no_tensor_is_a_contract_finding():
     result = audit(target("StrFunction"), examples=3)
     assert [f.kind for f in result.findings] == ["contract"]  # was `raised TypeError` from gradlab's own check
     assert "forward returned a str ('x')" in result.findings[0].message
+
+
+def test_an_attribute_read_that_raises_in_an_installed_package_is_the_users_error(tmp_path, monkeypatch):
+    """A dotted target's frames live under site-packages, which user_line skips as a library; they are still the user's."""
+    package = tmp_path / "site-packages" / "gradlab_test_userpkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "ops.py").write_text(OBJECTS.read_text())
+    monkeypatch.syspath_prepend(str(tmp_path / "site-packages"))
+    refused(["audit", "gradlab_test_userpkg.ops:GetattrRaises", "--examples", "2"], "gradlab_test_userpkg.ops:GetattrRaises: reading its attributes raised RuntimeError")

@@ -85,11 +85,21 @@ def inspecting(target: str) -> Iterator[None]:
     except (GradlabError, Timeout):
         raise
     except BaseException as exc:  # noqa: BLE001 -- SystemExit or a KeyboardInterrupt of the user's own included
-        if isinstance(exc, KeyboardInterrupt) and interrupted() or not raised_by_user(exc):
+        if isinstance(exc, KeyboardInterrupt) and interrupted() or not raised_by_user(exc, _package_of(target)):
             raise
         raise TargetError(f"{target}: reading its attributes {describe(exc)}{user_line(exc)}; gradlab looks up names such as "
                           "forward, backward, kind, domain and params on the op, and a property or __getattr__ must raise "
                           "AttributeError for a name it does not have") from None
+
+
+def _package_of(target: str) -> tuple[str, ...]:
+    """The folder of the installed package a dotted target (`mypkg.layers:Conv`) names: its frames are the user's."""
+    source = str(target).rpartition(":")[0]
+    if not source or is_file(source):
+        return ()
+    module = sys.modules.get(source.split(".")[0])
+    file = getattr(module, "__file__", None)
+    return (str(Path(file).resolve().parent),) if isinstance(file, str) else ()
 
 
 def _refuse_if_no_code(target: str) -> None:
