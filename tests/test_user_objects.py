@@ -341,3 +341,9 @@ def test_an_attribute_read_that_raises_in_an_installed_package_is_the_users_erro
     (package / "ops.py").write_text(OBJECTS.read_text())
     monkeypatch.syspath_prepend(str(tmp_path / "site-packages"))
     refused(["audit", "gradlab_test_userpkg.ops:GetattrRaises", "--examples", "2"], "gradlab_test_userpkg.ops:GetattrRaises: reading its attributes raised RuntimeError")
+
+
+def test_a_modules_state_dict_that_raises_is_the_users_error():
+    modules = TARGETS / "user_modules.py"
+    refused(["compare", f"{modules}:StateDictRaises", f"{modules}:Linear", "--examples", "2"],
+            "user_modules.py:StateDictRaises: state_dict() raised RuntimeError: no state for you (user_modules.py, line")

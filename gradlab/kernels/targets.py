@@ -73,7 +73,10 @@ def share_parameters(candidate: Target, reference: Target) -> None:
     """Give a reference module the candidate module's parameters, by name; refuse a mismatch up front."""
     if candidate.kind != "module" or reference.kind != "module":
         return
-    mine, theirs = candidate.obj.state_dict(), reference.obj.state_dict()
+    with inspecting(candidate.spec, "state_dict()", ""):  # a module's state_dict (or its __getattr__) is the user's code
+        mine = candidate.obj.state_dict()
+    with inspecting(reference.spec, "state_dict()", ""):
+        theirs = reference.obj.state_dict()
     missing, extra = sorted(set(theirs) - set(mine)), sorted(set(mine) - set(theirs))
     if missing or extra:
         raise TargetError(f"{reference.spec}: its parameters and buffers do not match the candidate's by name "

@@ -75,8 +75,12 @@ def _import_error(where: str, exc: BaseException) -> TargetError:
     return TargetError(f"{where}: cannot import: {describe(exc)}{at}{hint}")
 
 
+ATTRIBUTE_HINT = ("; gradlab looks up names such as forward, backward, kind, domain and params on the op, and a property or "
+                  "__getattr__ must raise AttributeError for a name it does not have")
+
+
 @contextmanager
-def inspecting(target: str) -> Iterator[None]:
+def inspecting(target: str, doing: str = "reading its attributes", hint: str = ATTRIBUTE_HINT) -> Iterator[None]:
     """gradlab reading the user's object runs the user's code (a property, __getattr__, __len__, __eq__):
     whatever comes out of that code is the op's error, a TargetError naming the target and the user's line.
     An exception with gradlab's own frame innermost is gradlab's (a bug) and passes on unchanged."""
@@ -87,9 +91,7 @@ def inspecting(target: str) -> Iterator[None]:
     except BaseException as exc:  # noqa: BLE001 -- SystemExit or a KeyboardInterrupt of the user's own included
         if isinstance(exc, KeyboardInterrupt) and interrupted() or not raised_by_user(exc, _package_of(target)):
             raise
-        raise TargetError(f"{target}: reading its attributes {describe(exc)}{user_line(exc)}; gradlab looks up names such as "
-                          "forward, backward, kind, domain and params on the op, and a property or __getattr__ must raise "
-                          "AttributeError for a name it does not have") from None
+        raise TargetError(f"{target}: {doing} {describe(exc)}{user_line(exc)}{hint}") from None
 
 
 def _package_of(target: str) -> tuple[str, ...]:
