@@ -65,6 +65,19 @@ def _hyper_rounding(layer: ActivationLayer, z, hp, name: str, eps: float) -> np.
     return eps * f * dlog
 
 
+def _fprime_rounding(layer: ActivationLayer, hp, a, g_all, eps: float) -> np.ndarray:
+    """The rounding of an activation's f' times the gradient it multiplies (its size |g| + its error).
+
+    f' is computed in the dtype from values that round to an asymptote: sigmoid's s (1 - s) at s -> 1.0,
+    gelu's Phi(u) as 0.5 (1 + erf(u / sqrt 2)) with erf -> -1 (torch's backward: 1% of gelu'(-10.3), whose
+    terms are 1e-23). Its absolute error stays below ~4 eps max|f'|, whatever f' itself is: no relative
+    perturbation of u shows it. Ops without a bounded f' (or not elementwise): 4 eps |a| at the row's scale."""
+    fmax = layer.op.max_fprime(hp)
+    if fmax is None or not layer.op.elementwise:
+        return 4 * eps * np.abs(a) * (g_all + np.max(g_all, axis=-1, keepdims=True))
+    return 4 * eps * abs(float(np.real(fmax))) * g_all
+
+
 def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dict[str, np.ndarray]:
     """Per-element bound on the rounding error of a correct backward pass in `dtype` (default: the network's)."""
     if not net.flat:
@@ -129,12 +142,8 @@ def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dic
             # s(1 - s) loses everything. Its absolute error stays below ~4 eps max|f'|.
             # That error multiplies the incoming gradient *and* its error: a computed f' of 0 does not
             # stop the error carried in from the loss side (a chain of saturated layers).
-            fmax = layer.op.max_fprime(hp)
             g_all = np.abs(g) + eg
-            if fmax is None or not layer.op.elementwise:
-                own = 4 * eps * np.abs(a) * (g_all + np.max(g_all, axis=-1, keepdims=True))
-            else:
-                own = 4 * eps * abs(float(np.real(fmax))) * g_all
+            own = _fprime_rounding(layer, hp, a, g_all, eps)
             e_z = _abs_vjp(layer, h, a, eg, hp) + sensitivity + own + eps * np.abs(g_z)
             for name in layer.trainable:
                 # sum_i g_i df/dtheta(u_i): the error carried in by g (not only its rounding), the sum's own
@@ -301,6 +310,8 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
     # at the size the incoming gradient may have in the dtype: its value and the error it already carries (a
     # normalisation over two values maps any g to 0 exactly, yet rounds at the scale of what it is given)
     hint = _op_rounding(layer, params, x, np.abs(g) + e_g, eps)
+    if isinstance(layer, ActivationLayer):  # f' rounds on an absolute scale (see _fprime_rounding)
+        bound_x = bound_x + _fprime_rounding(layer, layer.hyper(params), y, np.abs(g) + e_g, eps)
     if hint:
         bound_x = bound_x + hint[1]
         bounds = {n: b + hint[2].get(n, 0.0) for n, b in bounds.items()}
