@@ -122,8 +122,13 @@ def flat_rows(results, environment: dict) -> list[dict]:
 
 
 def results_frame(results, environment: dict | None = None):
-    """The flat rows as a pandas DataFrame: the comparison table for pandas users."""
-    import pandas as pd
+    """The flat rows as a pandas DataFrame: the comparison table for pandas users (`pip install 'gradlab[pandas]'`)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        from ..errors import GradlabError
+
+        raise GradlabError("results_frame needs pandas, which gradlab does not install by default: pip install 'gradlab[pandas]'") from None
 
     if environment is None:
         from ..environment import environment as run_environment
