@@ -419,3 +419,63 @@ def test_a_wrong_token_is_not_told_where_to_put_one(server):
     """Issue 21 item 9: the $GRADLAB_TOKEN hint is for a missing token; a wrong one is told it is wrong."""
     wrong = local_check("--remote", server.url, str(SEED003), env={"GRADLAB_TOKEN": "not-the-token"})
     assert wrong.returncode == 2 and "put it in" not in wrong.stderr and "wrong token" in wrong.stderr
+
+
+def test_other_sites_and_rebound_names_are_refused(server):
+    """Issue 21 item 3: an Origin that is not the server's own, or a Host the server was not bound for (DNS rebinding),
+    is 403 on every endpoint, reading or changing state; the server's own origin and non-browser clients pass."""
+    port = server.url.rsplit(":", 1)[1]
+    spec = {"specs": [{"name": "seed003_two_layer.yaml", "yaml": SEED003.read_text()}]}
+    before = _run_count(server)
+    for headers in ({"Origin": "http://evil.example"}, {"Host": f"evil.example:{port}"}, {"Origin": "null"},
+                    {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}, {"Origin": f"http://127.0.0.1:{int(port) + 1}"},
+                    {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}):
+        assert server.call("POST", "/api/runs", spec, headers=headers)[0] == 403, headers
+        for path in ("/api/runs", "/api/runs/1", "/", "/runs/1", "/specs/seed003-two-layer", "/api/specs/seed003-two-layer/history", "/login"):
+            status, answer, _ = server.call("GET", path, headers=headers)
+            assert status == 403, (headers, path)
+    assert _run_count(server) == before
+    assert "is not a name this server answers to" in server.call("GET", "/api/runs", headers={"Host": "evil.example"})[1]["detail"]
+    for own in ({"Origin": f"http://127.0.0.1:{port}"}, {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"},
+                {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}, {"Sec-Fetch-Site": "same-origin"}):
+        assert server.call("GET", "/api/runs?limit=1", headers=own)[0] == 200, own
+
+
+def test_pages_send_csp_and_frame_headers_and_the_cookie_is_not_the_token(server):
+    """Issue 21 item 3: UI pages forbid framing and scripts; the login cookie is an HttpOnly, SameSite=Strict HMAC
+    session value; /login allows a few wrong tokens per minute per client, then 429."""
+    import http.client
+    from urllib.parse import urlencode, urlsplit
+
+    status, _, headers = server.call("GET", "/")
+    assert status == 200 and headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"] and "script-src" not in headers["Content-Security-Policy"]
+    assert server.call("GET", "/api/runs?limit=1")[2]["X-Content-Type-Options"] == "nosniff"
+    where = urlsplit(server.url)
+
+    def login(token: str):
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+        conn.request("POST", "/login", urlencode({"token": token}), {"Content-Type": "application/x-www-form-urlencoded"})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        return response
+
+    answer = login(TOKEN)
+    cookie = answer.getheader("Set-Cookie")
+    assert answer.status == 303 and TOKEN not in cookie and "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    value = cookie.split(";")[0]
+    assert server.call("GET", "/", token=None, headers={"Cookie": value})[0] == 200  # the session value opens the UI
+    raw = server.call("GET", "/api/runs", token=None, headers={"Cookie": f"{value.split('=')[0]}={TOKEN}"})
+    assert raw[0] == 401  # the raw token in the cookie is not a session
+    statuses = [login("wrong-guess").status for _ in range(6)]
+    assert statuses[:5] == [401] * 5 and statuses[5] == 429
+    refused = login(TOKEN)  # the right token waits too: guessing stops
+    assert refused.status == 429 and int(refused.getheader("Retry-After")) >= 1
+
+
+def test_a_non_loopback_bind_without_a_token_is_refused():
+    """Issue 21 item 3: `gradlab serve --host 0.0.0.0` with no token exits 2 saying why, before it listens."""
+    result = gradlab_cli("serve", "--host", "0.0.0.0", "--port", "0", "--db", "sqlite://")
+    assert result.exit_code == 2 and result.output.startswith("Error: --host 0.0.0.0: listening beyond this machine needs a token")
+    assert "--token-file" in result.output

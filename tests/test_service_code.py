@@ -243,3 +243,13 @@ def test_a_crashed_worker_fails_only_its_spec_as_a_local_executor_check_reports_
     assert remote.returncode == local.returncode == 2, (remote.stderr, local.stderr)
     assert without_timings(remote.stdout) == without_timings(local.stdout)
     assert remote.stderr.splitlines()[-1] == local.stderr.splitlines()[-1] == "Error: flaky.yaml: the worker process exited with code 7 before it answered"
+
+
+def test_the_token_less_server_refuses_other_sites(server):
+    """Issue 21 item 3: the default server (loopback, no token) queues nothing for a page of another site."""
+    port = server.url.rsplit(":", 1)[1]
+    before = server.call("GET", "/api/runs?limit=1000")[1]["runs"]
+    for headers in ({"Origin": "http://evil.example"}, {"Host": f"evil.example:{port}"}):
+        assert server.call("POST", "/api/runs", {"specs": [{"name": "flaky.yaml", "yaml": FLAKY_SPEC}]}, headers=headers)[0] == 403
+        assert server.call("GET", "/api/runs", headers=headers)[0] == 403
+    assert server.call("GET", "/api/runs?limit=1000")[1]["runs"] == before

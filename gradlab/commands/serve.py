@@ -18,11 +18,9 @@ Examples:
   curl -s -X POST localhost:8750/api/runs -F specs=@specs/seed003_two_layer.yaml
 """
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
 @click.command("serve", epilog=EXAMPLES)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface; use --token-file then).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface; any address but loopback needs --token-file).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8750, show_default=True, help="Port (0: any free port; the URL is printed).")
 @click.option("--db", "db_url", default="sqlite:///gradlab.db", show_default=True,
               help="SQLAlchemy URL of the database that keeps every run, e.g. postgresql+psycopg://user@host/gradlab.")
@@ -32,12 +30,15 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 @click.option("--address", metavar="ADDR", help="With --executor ray: the cluster, e.g. auto or ray://head:10001 [default: a local Ray instance].")
 @click.option("--allow-code", is_flag=True, help="Accept specs with impl: (a user's Python code, run in the workers); refused with 403 otherwise.")
 @click.option("--token-file", type=click.Path(dir_okay=False), help="Every request must send 'Authorization: Bearer' with the token in this file.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A name clients reach the server under (a DNS name, a proxy's), besides the bound address and this machine's "
+                   "names; repeatable; '*' accepts any. Requests with another Host header are refused (403: DNS rebinding).")
 @click.option("--reports-dir", type=click.Path(file_okay=False), help="Keep each run's reports as files DIR/<run id>/report.* [default: in the database].")
 @click.option("--max-queue", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Runs waiting or running at most; more are refused with 429 and Retry-After.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=7 * 86_400), default=600.0, show_default=True, metavar="SECONDS",
               help="Deadline of a spec whose client and check.timeout name none.")
-def command(host, port, db_url, workers, executor, address, allow_code, token_file, reports_dir, max_queue, timeout):
+def command(host, port, db_url, workers, executor, address, allow_code, token_file, allowed_hosts, reports_dir, max_queue, timeout):
     """Check specs submitted over HTTP, keep every result, and show them in a web UI.
 
     POST /api/runs takes specs (JSON or a multipart upload) and answers 202 with the run's
@@ -58,7 +59,14 @@ def command(host, port, db_url, workers, executor, address, allow_code, token_fi
         raise GradlabError(f"gradlab serve needs the service extra ({exc.name} is missing): pip install 'gradlab[service]'") from None
     from ..executors import make_executor
 
+    from ..service.guard import allowed_hosts as host_names, is_loopback
+
     token = _read_token(token_file) if token_file else None
+    if token is None and not is_loopback(host):
+        raise GradlabError(f"--host {host}: listening beyond this machine needs a token, or anyone who reaches the port runs "
+                           "checks and reads every result: start with --token-file FILE (clients send 'Authorization: Bearer "
+                           "<token>'; gradlab check --remote reads $GRADLAB_TOKEN), or listen on 127.0.0.1")
+    hosts, by_connection = host_names(host, allowed_hosts)
     if reports_dir:
         from ..output import check_writable
 
@@ -71,13 +79,15 @@ def command(host, port, db_url, workers, executor, address, allow_code, token_fi
     pool = make_executor(executor, workers=workers, address=address)
     workers = workers or getattr(pool, "workers", None) or os.cpu_count() or 1
     app = create_app(ServiceConfig(sessions=sessions, executor=pool, capacity=workers, allow_code=allow_code, token=token,
-                                   reports_dir=reports_dir, max_queued=max_queue, timeout=timeout))
+                                   reports_dir=reports_dir, max_queued=max_queue, timeout=timeout, hosts=hosts,
+                                   connection_address=by_connection))
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"gradlab serve: http://{shown}:{bound}  (database {_safe_url(db_url)}, {workers} {executor} workers"
                f"{', user code allowed' if allow_code else ''}{', token required' if token else ''})", err=True)
-    if host not in LOOPBACK and token is None:
-        click.echo("warning: listening beyond this machine without --token-file: anyone who reaches the port can submit runs", err=True)
+    if not is_loopback(host) and "*" not in hosts:
+        click.echo(f"gradlab serve: answering to Host {', '.join(sorted(hosts))}{' and the address connected to' if by_connection else ''} "
+                   "(--allowed-host NAME adds one)", err=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
     # The writer thread renders each finished run's reports in this process; a request's thread waiting for the GIL
     # behind it waits up to the switch interval at each hand-over (5 ms by default, several per request): 1 ms keeps

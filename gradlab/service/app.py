@@ -10,7 +10,9 @@
     POST /api/runs/{id}/retry           an interrupted or error run, queued again
     GET  /  /runs/{id}  /specs/{name}   the web UI
 
-With a token (--token-file) every route but /login needs `Authorization: Bearer TOKEN` (or the cookie /login sets).
+With a token (--token-file) every route but /login needs `Authorization: Bearer TOKEN` (or the cookie /login sets:
+an HMAC of the token, never the token). Every request first passes guard.Guard: a Host the server was not bound or
+configured for, or an Origin that is not the server's own, is 403 (other web sites, DNS rebinding).
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy import or_, select
 
 from . import intake
+from .guard import LOOPBACK_NAMES, Guard, LoginLimiter, session_value
 from .db import Run, RunSpec, SpecResultRow, interrupt_unfinished, iso
 from .history import NotFound, diff_runs, sent_as, spec_history, trend_png
 from .runs import REPORT_SUFFIXES, NotRetryable, QueueFull, ReportStore, RunQueue
 
-COOKIE = "gradlab_token"
+COOKIE = "gradlab_session"
 MEDIA = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8", "junit": "application/xml",
          "csv": "text/csv; charset=utf-8", "json": "application/json"}
 # the columns a run's summary shows, read as plain rows (SQLAlchemy Core) by the routes clients poll: no ORM object per run
@@ -42,7 +45,9 @@ SUMMARY = (Run.id, Run.status, Run.label, Run.n_specs, Run.created, Run.started,
            Run.exit_code, Run.error)
 POLLED = (*SUMMARY, Run.options, Run.stats_output, Run.result)  # GET /api/runs/{id} adds these
 # A report is the user's data shown in the browser: no scripts, nothing fetched, images inline only.
-REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox"
+# Framed by the run's page of this server only (frame-ancestors 'self'); no other site can frame it.
+REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox; frame-ancestors 'self'"
+REPORT_HEADERS = {"Content-Security-Policy": REPORT_CSP, "X-Frame-Options": "SAMEORIGIN"}
 # A run id, wherever a client names one (a path segment or ?before= / ?after=): the database's ids are 1 ... 2**63 - 1
 # (SQLite's INTEGER, PostgreSQL's bigint); anything else is a 422 here, never an OverflowError in a query.
 MAX_ID = 2**63 - 1
@@ -62,6 +67,8 @@ class ServiceConfig:
     max_queued: int = 1000
     max_body: int = intake.MAX_BODY_BYTES
     timeout: float = 600.0  # a spec's deadline when neither the client nor the spec names one
+    hosts: frozenset | None = LOOPBACK_NAMES  # the Host names requests may use (guard.allowed_hosts); None: any
+    connection_address: bool = False  # a wildcard bind: the address a connection was made to counts as a name too
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -80,13 +87,19 @@ def create_app(config: ServiceConfig) -> FastAPI:
             config.executor.shutdown(wait=False)  # a run cut short stays `running`: interrupted at the next start
 
     app = FastAPI(title="gradlab", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(Guard, hosts=config.hosts, connection_address=config.connection_address)
+    session = session_value(config.token) if config.token is not None else None
+    logins = LoginLimiter()
 
     def authorized(request: Request) -> None:
         if config.token is None:
             return
         header = request.headers.get("authorization", "")
-        offered = header[7:] if header[:7].lower() == "bearer " else request.cookies.get(COOKIE, "")
-        if not hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), config.token.encode("utf-8")):
+        if header[:7].lower() == "bearer ":
+            offered, expected = header[7:], config.token
+        else:  # the UI's cookie holds the session value /login set, never the token
+            offered, expected = request.cookies.get(COOKIE, ""), session
+        if not hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), expected.encode("utf-8")):
             if request.url.path.startswith("/api/"):
                 raise HTTPException(401, "missing or wrong token: send the header 'Authorization: Bearer TOKEN'",
                                     headers={"WWW-Authenticate": "Bearer"})
@@ -144,7 +157,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                                      "submit its specs again for a fresh report")
         if text is None:
             raise HTTPException(404, f"run {run_id} has no report: none of its specs could be checked (see its result's errors)")
-        return Response(text, media_type=MEDIA[fmt], headers={"Content-Security-Policy": REPORT_CSP} if fmt == "html" else {})
+        return Response(text, media_type=MEDIA[fmt], headers=REPORT_HEADERS if fmt == "html" else {})
 
     @api.get("/runs")
     def list_runs(request: Request, spec: str | None = Query(None, max_length=300), limit: int = Query(50, ge=1, le=1000)):
@@ -215,11 +228,17 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return _page("login.html.j2", wrong=False)
 
     @login.post("/login")
-    def login_submit(token: str = Form(..., max_length=4096)):
+    def login_submit(request: Request, token: str = Form(..., max_length=4096)):
+        client = request.client.host if request.client else ""
+        wait = logins.retry_after(client)
+        if wait is not None:  # too many wrong tokens from this address lately: guessing stops here
+            return HTMLResponse(_page("login.html.j2", wrong=False, wait=wait), 429, headers={"Retry-After": str(wait)})
         if config.token is None or not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), config.token.encode("utf-8")):
+            logins.failed(client)
             return HTMLResponse(_page("login.html.j2", wrong=True), 401)
+        logins.succeeded(client)
         response = RedirectResponse("/", 303)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/", secure=request.url.scheme == "https")
         return response
 
     app.include_router(api)
