@@ -253,3 +253,30 @@ def test_the_token_less_server_refuses_other_sites(server):
         assert server.call("POST", "/api/runs", {"specs": [{"name": "flaky.yaml", "yaml": FLAKY_SPEC}]}, headers=headers)[0] == 403
         assert server.call("GET", "/api/runs", headers=headers)[0] == 403
     assert server.call("GET", "/api/runs?limit=1000")[1]["runs"] == before
+
+
+def test_remote_sends_the_op_files_relative_impl_paths_name(server, setup):
+    """Issue 21 item 6: `--remote` sends the op files a spec's relative impl: paths name (multipart, shown in the run);
+    the server writes them where the spec looks, in the run's private folder, and prints what a local check prints."""
+    from .test_service import ROOT
+
+    args = ["specs/custom/swish.yaml", "specs/custom/layernorm_huber.yaml"]
+    remote = local_check("--remote", server.url, *args, cwd=ROOT)
+    local = local_check(*args, cwd=ROOT)
+    assert remote.returncode == local.returncode == 0, remote.stderr
+    assert without_timings(remote.stdout) == without_timings(local.stdout) and "PASS  custom-swish" in remote.stdout
+    run = server.call("GET", "/api/runs?limit=1")[1]["runs"][0]
+    shown = server.call("GET", f"/api/runs/{run['id']}")[1]["files"]
+    assert [(f["index"], f["path"]) for f in shown] == [(0, "../../examples/ops/swish.py"), (1, "../../examples/ops/huber.py"),
+                                                       (1, "../../examples/ops/layernorm.py")]
+    assert shown[0]["bytes"] == len((ROOT / "examples/ops/swish.py").read_bytes())
+    assert "../../examples/ops/swish.py" in server.call("GET", f"/runs/{run['id']}")[1]
+    spec = (ROOT / "specs/custom/swish.yaml").read_text()
+    for name in ("/etc/evil.py", "../../examples/ops/other.py", "swish.py\x00"):  # a file the spec does not name: refused, nothing runs
+        status, answer, _ = server.call("POST", "/api/runs", {"specs": [{"name": "swish.yaml", "yaml": spec, "files": [{"name": name, "text": "x = 1"}]}]})
+        assert status == 422 and answer["errors"][0]["index"] == 0 and "impl: paths name '../../examples/ops/swish.py'" in answer["detail"]
+    absolute = spec.replace("../../examples/ops/swish.py", "/tmp/gl-not-sent.py")
+    status, answer, _ = server.call("POST", "/api/runs", {"specs": [{"name": "swish.yaml", "yaml": absolute, "files": [{"name": "/tmp/gl-not-sent.py", "text": "x = 1"}]}]})
+    assert status == 422 and not os.path.exists("/tmp/gl-not-sent.py")
+    by_name = server.wait(server.submit([("swish.yaml", spec)]))  # without its file: the spec's own error, as a local check of a lone spec
+    assert by_name["exit_code"] == 2 and "no such file" in by_name["result"]["specs"][0]["error"]

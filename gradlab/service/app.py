@@ -33,7 +33,7 @@ from sqlalchemy import or_, select
 
 from . import intake
 from .guard import LOOPBACK_NAMES, Guard, LoginLimiter, session_value
-from .db import Run, RunSpec, SpecResultRow, interrupt_unfinished, iso
+from .db import Run, RunSpec, SpecFile, SpecResultRow, interrupt_unfinished, iso
 from .history import NotFound, diff_runs, sent_as, spec_history, trend_png
 from .runs import REPORT_SUFFIXES, NotRetryable, QueueFull, ReportStore, RunQueue
 
@@ -115,8 +115,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         try:
             body = await _read_body(request, config.max_body)
             submission = await _parse_submission(request, body)
-            await run_in_threadpool(intake.validate_specs, submission.specs, allow_code=config.allow_code)
-            run_id = await run_in_threadpool(request.app.state.runs.submit, submission.specs, submission.options, submission.label)
+            files = await run_in_threadpool(_validated, submission, config.allow_code)
+            run_id = await run_in_threadpool(request.app.state.runs.submit, submission.specs, submission.options, submission.label, files)
         except intake.Refused as exc:
             return JSONResponse({"detail": str(exc), "errors": [{"index": i, "message": m} for i, m in exc.errors]}, exc.status)
         except QueueFull as exc:
@@ -130,8 +130,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
             if run is None:
                 raise HTTPException(404, f"no run {run_id}")
             names = session.scalars(select(RunSpec.name).where(RunSpec.run_id == run_id).order_by(RunSpec.position)).all()
+            files = _files(session, run_id, names)
         head = json.dumps({**_summary(run, names, request.app.state.runs.progress(run_id)), "options": run.options,
-                           "stats_output": run.stats_output})
+                           "stats_output": run.stats_output, "files": files})
         # the stored document goes out as it was written: no parse and re-encode of every tensor's row per poll
         return Response(f'{head[:-1]}, "result": {run.result or "null"}}}', media_type="application/json")
 
@@ -205,8 +206,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             names = session.scalars(select(RunSpec.name).where(RunSpec.run_id == run_id).order_by(RunSpec.position)).all()
             results = session.scalars(select(SpecResultRow).where(SpecResultRow.run_id == run_id).order_by(SpecResultRow.position)).all()
             has_report = run.status == "done" and ReportStore(config.reports_dir).load(session, run_id, "md") is not None
+            files: dict[str, list] = {}
+            for f in _files(session, run_id, names):
+                files.setdefault(f["index"], []).append(f)
             return _page("run.html.j2", run=_summary(run, names, request.app.state.runs.progress(run_id)), results=results,
-                         has_report=has_report, suffixes=REPORT_SUFFIXES)
+                         has_report=has_report, suffixes=REPORT_SUFFIXES, files=files)
 
     @ui.get("/specs/{name:path}", response_class=HTMLResponse)
     def spec_page(name: str, before: MaybeRunId = None, after: MaybeRunId = None):
@@ -275,9 +279,20 @@ async def _parse_submission(request: Request, body: bytes) -> intake.Submission:
         async def replay():
             return {"type": "http.request", "body": body, "more_body": False}
 
-        form = await Request(request.scope, replay).form(max_files=intake.MAX_SPECS + 1, max_fields=16)
-        uploads = [(v.filename or k, await v.read()) for k, v in form.multi_items() if not isinstance(v, str)]
-        specs = intake.counted([(name, intake.decode_upload(name, raw)) for name, raw in uploads])
+        form = await Request(request.scope, replay).form(max_files=intake.MAX_SPECS * (1 + intake.MAX_FILES), max_fields=16)
+        specs, files = [], {}
+        for key, value in form.multi_items():  # a `files` part is an op file of the spec part before it
+            if isinstance(value, str):
+                continue
+            name, raw = value.filename or key, await value.read()
+            if key != "files":
+                specs.append((name, intake.decode_upload(name, raw)))
+            elif not specs:
+                raise intake.Refused(422, [(None, f"files: {name[:100]!r} comes before any spec; send each op file after its spec "
+                                                  "(-F specs=@net.yaml -F files=@ops.py)")])
+            else:
+                files.setdefault(len(specs) - 1, []).append((name, intake.decode_upload(name, raw)))
+        specs = intake.counted(specs)
         options = form.get("options")
         try:
             raw = json.loads(options) if isinstance(options, str) and options.strip() else {}
@@ -286,8 +301,22 @@ async def _parse_submission(request: Request, body: bytes) -> intake.Submission:
         if isinstance(form.get("label"), str) and isinstance(raw, dict):
             raw = {**raw, "label": form["label"]}
         parsed = intake.parse_options(raw)
-        return intake.Submission(specs, parsed, parsed.get("label"))
+        return intake.Submission(specs, parsed, parsed.get("label"), files or None)
     raise intake.Refused(415, [(None, f"body: Content-Type {kind or 'none'!r}; send application/json or multipart/form-data")])
+
+
+def _validated(submission: intake.Submission, allow_code: bool) -> dict:
+    """The specs validated (intake.validate_specs), then their op files matched to their impl: paths."""
+    intake.validate_specs(submission.specs, allow_code=allow_code)
+    return intake.match_files(submission.specs, submission.files)
+
+
+def _files(session, run_id: int, names) -> list[dict]:
+    """The op files sent with the run's specs, without their text: [{index, spec, path, bytes, sha256}]."""
+    rows = session.execute(select(SpecFile.position, SpecFile.path, SpecFile.size, SpecFile.sha256)
+                           .where(SpecFile.run_id == run_id).order_by(SpecFile.position, SpecFile.path)).all()
+    return [{"index": r.position, "spec": names[r.position] if r.position < len(names) else str(r.position), "path": r.path,
+             "bytes": r.size, "sha256": r.sha256} for r in rows]
 
 
 def _run_or_404(session, run_id: int) -> Run:

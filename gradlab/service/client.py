@@ -33,12 +33,13 @@ class Server:
         self.url = url.rstrip("/")
         self.token = os.environ.get(TOKEN_ENV, "").strip() or None
 
-    def call(self, method: str, path: str, body: dict | None = None, *, raw: bool = False) -> tuple[int, dict | str, dict]:
-        """(status, the JSON answer, or its text with `raw`, headers)."""
-        data = json.dumps(body).encode("utf-8") if body is not None else None
+    def call(self, method: str, path: str, body: dict | None = None, *, raw: bool = False,
+             form: tuple[bytes, str] | None = None) -> tuple[int, dict | str, dict]:
+        """(status, the JSON answer, or its text with `raw`, headers); `form`: a multipart body and its content type."""
+        data = json.dumps(body).encode("utf-8") if body is not None else form[0] if form is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            request.add_header("Content-Type", "application/json" if form is None else form[1])
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
@@ -85,9 +86,10 @@ def check_remote(url: str, paths, *, label=None, fmt="table", output=None, repor
             specs.append((str(p), read_spec_text(p)))
         except GradlabError as exc:
             invalid.append(error_result(str(p), str(exc)))
+    files = {name: op_files(name, text) for name, text in specs}
     options = {k: v for k, v in {"devices": list(devices) or None, "engines": engines, "method": method, "mode": mode,
                                  "stats": bool(stats), "timeout": timeout, "label": label}.items() if v not in (None, False)}
-    run, refused = _submit(server, specs, options) if specs else (None, [])
+    run, refused = _submit(server, specs, options, files) if specs else (None, [])
     invalid += refused
     if run is not None and run["status"] != "done":  # no results to show: never a pass, never a crash
         click.echo(f"Error: --remote {server.url}: run {run['id']} ended {run['status']}: {run.get('error') or 'no reason given'}; "
@@ -103,14 +105,61 @@ def check_remote(url: str, paths, *, label=None, fmt="table", output=None, repor
     return EXIT_INTERNAL if run is not None and run.get("exit_code") == EXIT_INTERNAL else code
 
 
-def _submit(server: Server, specs: list[tuple[str, str]], options: dict) -> tuple[dict | None, list]:
+def op_files(path: str, text: str) -> list[tuple[str, bytes]]:
+    """The op files a spec's relative `impl:` paths name, that exist here: [(the path as the spec writes it, its bytes)].
+    They go with the spec (the server writes them where the spec looks for them, and runs them only with --allow-code)."""
+    from pathlib import Path
+
+    from ..spec import parse_yaml
+    from .intake import impl_targets
+
+    try:
+        data = parse_yaml(text, path)
+    except GradlabError:  # the server says what is wrong with the spec
+        return []
+    sent, out = set(), []
+    for _, target in impl_targets(data):
+        source = target.rpartition(":")[0]
+        if not (source.endswith(".py") or "/" in source or "\\" in source) or Path(source).expanduser().is_absolute() or source in sent:
+            continue
+        local = Path(path).parent / source
+        if local.is_file():
+            sent.add(source)
+            out.append((source, local.read_bytes()))
+    return out
+
+
+def _multipart(specs: list[tuple[str, str]], options: dict, files: dict) -> tuple[bytes, str]:
+    """POST /api/runs as a multipart upload: each spec part followed by its op files' parts, `options` as JSON."""
+    import uuid
+
+    boundary = f"gradlab-{uuid.uuid4().hex}"
+
+    def part(field: str, filename: str | None, data: bytes) -> bytes:
+        quoted = (filename or "").replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "")
+        disposition = f'form-data; name="{field}"' + (f'; filename="{quoted}"' if filename is not None else "")
+        kind = "" if filename is None else "Content-Type: application/octet-stream\r\n"
+        return f"--{boundary}\r\nContent-Disposition: {disposition}\r\n{kind}\r\n".encode("utf-8") + data + b"\r\n"
+
+    body = [part("options", None, json.dumps(options).encode("utf-8"))]
+    for name, text in specs:
+        body.append(part("specs", name, text.encode("utf-8")))
+        body += [part("files", source, data) for source, data in files.get(name, [])]
+    return b"".join(body) + f"--{boundary}--\r\n".encode("utf-8"), f"multipart/form-data; boundary={boundary}"
+
+
+def _submit(server: Server, specs: list[tuple[str, str]], options: dict, files: dict | None = None) -> tuple[dict | None, list]:
     """POST the run (waiting out 429s), leaving out specs the server finds invalid as error results, as a local check
-    does; then wait for it. (the finished run, error results of the refused specs)."""
+    does; then wait for it. (the finished run, error results of the refused specs). Specs with op files go as a
+    multipart upload (their files after them), others as JSON."""
     from ..batch import error_result
 
     refused = []
     while specs:
-        status, payload, headers = server.call("POST", "/api/runs", {"specs": [{"name": n, "yaml": t} for n, t in specs], "options": options})
+        if any(files.get(name) for name, _ in specs) if files else False:
+            status, payload, headers = server.call("POST", "/api/runs", form=_multipart(specs, options, files))
+        else:
+            status, payload, headers = server.call("POST", "/api/runs", {"specs": [{"name": n, "yaml": t} for n, t in specs], "options": options})
         if status == 202:
             return _wait(server, payload["id"]), refused
         if status == 429:

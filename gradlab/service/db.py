@@ -2,6 +2,7 @@
 
     runs         one row per submitted run: status, label, options, the check's JSON document when done
     run_specs    what was submitted: each spec's name and YAML text, in order (a retry runs them again)
+    spec_files   the op files sent with a spec (its relative `impl:` paths): path as the spec names it, text, size, hash
     spec_results one row per checked spec: its name, verdict, error and `--stats` summary (a spec's history)
     comparisons  one row per (tensor, engine pair, device) of a checked spec: max relative error and status
     reports      each finished run's reports (html, md, junit, csv, json), unless --reports-dir keeps them as files
@@ -66,6 +67,19 @@ class RunSpec(Base):
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(300))
     yaml: Mapped[str] = mapped_column(Text)
+
+
+class SpecFile(Base):
+    """An op file sent with a spec, under the relative impl: path it stands for (intake.plain_relative). A table added
+    to schema version 1 without changing the others: create_all adds it to an older database of the same version."""
+
+    __tablename__ = "spec_files"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # the spec's, in run_specs
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
 
 
 class SpecResultRow(Base):

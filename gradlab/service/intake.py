@@ -6,6 +6,11 @@ a spec that names user code (`impl:`) is refused outright unless the server was 
 every other spec goes through gradlab.spec's bounded YAML loader and the same validation as
 `gradlab check`, so a bad spec gets the CLI's `file: key.path: what was expected` line. A spec's
 name is a label for messages and reports; it never becomes a path.
+
+A spec may come with the op files its `impl:` paths name (`impl: "../ops/swish.py:Swish"`): each is matched to
+one of those paths (as written, or by its file name), which must be relative and plain (letters, digits, `.`,
+`_`, `-`, `+` per part, leading `..` only, ending in .py); the worker writes it there, relative to the spec, in
+the run's private temporary folder. They are stored with the run and shown in it, and run only with --allow-code.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from ..errors import GradlabError, SpecError
 MAX_SPECS = 100  # specs in one run
 MAX_BODY_BYTES = 8 * 2**20  # one request
 MAX_NAME = 300
+MAX_FILES = 32  # op files sent with one spec
+MAX_FILE_BYTES = 2**20  # one op file
+MAX_UP = 16  # leading `..` of an impl path (the worker nests the spec this deep in its temporary folder)
+_PART = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]{0,99}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -50,6 +59,7 @@ class Submission:
     specs: list[tuple[str, str]]  # (name, YAML text), in order
     options: dict
     label: str | None
+    files: dict[int, list[tuple[str, str]]] | None = None  # spec index -> [(file name as sent, text)]: its op files
 
 
 def parse_options(raw: Any) -> dict:
@@ -73,13 +83,19 @@ def from_json(doc: Any) -> Submission:
     unknown = set(doc) - {"specs", "options"}
     if unknown:
         raise Refused(422, [(None, f"body.{sorted(unknown)[0]}: unknown key; expected specs and options")])
-    specs = []
+    specs, files = [], {}
     for i, entry in enumerate(doc["specs"][: MAX_SPECS + 1]):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("yaml"), str):
             raise Refused(422, [(i, f'specs[{i}]: expected {{"name": "a.yaml", "yaml": "<spec text>"}}')])
         specs.append((entry["name"], entry["yaml"]))
+        sent = entry.get("files")
+        if sent is not None:
+            if not isinstance(sent, list) or not all(isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("text"), str)
+                                                     for f in sent):
+                raise Refused(422, [(i, f'specs[{i}].files: expected [{{"name": "../ops/swish.py", "text": "<the file>"}}, ...]')])
+            files[i] = [(f["name"], f["text"]) for f in sent]
     options = parse_options(doc.get("options"))
-    return Submission(counted(specs), options, options.get("label"))
+    return Submission(counted(specs), options, options.get("label"), files or None)
 
 
 def decode_upload(name: str, raw: bytes) -> str:
@@ -126,6 +142,95 @@ def validate_specs(specs: list[tuple[str, str]], *, allow_code: bool) -> None:
         raise Refused(422, bad)
     if code and len(code) == len(specs):  # nothing could be checked
         raise Refused(403, code)
+
+
+def match_files(specs: list[tuple[str, str]], files: dict[int, list[tuple[str, str]]] | None) -> dict[int, list[tuple[str, str]]]:
+    """Each spec's op files under the impl path they stand for (normalised, relative to the spec): {index: [(path, text)]}.
+
+    A file is matched to one of the spec's `impl:` file paths, as written or by its last part; one that matches
+    none, a path that is absolute or not plain, a file too large or too many are Refused(422) against that spec."""
+    matched: dict[int, list[tuple[str, str]]] = {}
+    problems = []
+    for i, sent in sorted((files or {}).items()):
+        name = specs[i][0]
+        try:
+            matched[i] = _match(name, specs[i][1], sent)
+        except _Bad as exc:
+            problems.append((i, f"{_label(name)}: {exc}"))
+        except SpecError as exc:  # not YAML: validate_specs says so
+            problems.append((i, str(exc)))
+    if problems:
+        raise Refused(422, problems)
+    return matched
+
+
+class _Bad(Exception):
+    pass
+
+
+def _match(name: str, text: str, sent: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    from ..spec import parse_yaml
+
+    if len(sent) > MAX_FILES:
+        raise _Bad(f"files: {len(sent)} op files; at most {MAX_FILES} with one spec")
+    wanted = {}  # normalised impl path -> as written
+    for where, target in impl_targets(parse_yaml(text, name)):
+        source = target.rpartition(":")[0]
+        if source.endswith(".py") or "/" in source or "\\" in source:
+            try:
+                wanted.setdefault(plain_relative(source, where), source)
+            except _Bad:  # an absolute path (the server's own file) or an odd one: nothing can be sent for it
+                continue
+    out: dict[str, str] = {}
+    for j, (fname, body) in enumerate(sent):
+        if len(body.encode("utf-8")) > MAX_FILE_BYTES:
+            raise _Bad(f"files[{j}] {fname[:100]!r}: larger than {MAX_FILE_BYTES // 2**10} KiB")
+        key = _normpath(fname)
+        if key not in wanted:
+            same = [k for k in wanted if k.rsplit("/", 1)[-1] == fname.replace("\\", "/").rsplit("/", 1)[-1]]
+            if len(same) != 1:
+                names = ", ".join(repr(w) for w in wanted.values()) or "no file"
+                raise _Bad(f"files[{j}] {fname[:100]!r}: the spec's impl: paths name {names}; send each op file under one of those")
+            key = same[0]
+        if key in out:
+            raise _Bad(f"files[{j}] {fname[:100]!r}: {wanted[key]!r} sent twice")
+        out[key] = body
+    return sorted(out.items())
+
+
+def plain_relative(source: str, where: str = "impl") -> str:
+    """An impl file path as the worker may write it: relative, `..` only in front, plain parts; normalised with '/'."""
+    path = _normpath(source)
+    parts = path.split("/")
+    up = 0
+    while up < len(parts) and parts[up] == "..":
+        up += 1
+    rest = parts[up:]
+    if (source.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", source) or up > MAX_UP or not rest
+            or not all(_PART.fullmatch(p) for p in rest) or not path.endswith(".py")):
+        raise _Bad(f"{where}: {source[:100]!r} cannot be sent with the spec: an op file sent to a server must be a relative "
+                   f"path of plain names ('..' only in front, at most {MAX_UP}) ending in .py")
+    return path
+
+
+def _normpath(path: str) -> str:
+    import posixpath
+
+    return posixpath.normpath(path.replace("\\", "/"))
+
+
+def impl_targets(data: Any, path: str = ""):
+    """(key path, value) of every string `impl:` in the spec."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            here = f"{path}.{key}" if path else str(key)
+            if key == "impl" and isinstance(value, str):
+                yield here, value
+            else:
+                yield from impl_targets(value, here)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from impl_targets(value, f"{path}[{i}]")
 
 
 def code_refused(name: str, where: str) -> str:

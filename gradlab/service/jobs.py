@@ -8,10 +8,13 @@ import os
 WORKER_NICENESS = 10  # a check yields the CPU to the web process: the API answers while every worker is busy
 
 
-def check_below_the_api(name: str, text: str, options: dict, timeout: float, *, allow_code: bool, nice: bool = True):
+def check_below_the_api(name: str, text: str, options: dict, timeout: float, *, allow_code: bool, nice: bool = True,
+                        files: list[tuple[str, str]] | None = None):
     """gradlab.executors.check_spec_text at a lower CPU priority than the server's.
 
-    `nice` only where the process is the job's own (the local pool): a Ray worker process outlives its task."""
+    `nice` only where the process is the job's own (the local pool): a Ray worker process outlives its task.
+    `files`: the op files sent with the spec, [(impl path relative to the spec, text)], written where the spec's
+    impl: paths look for them, in the spec's private temporary folder."""
     from ..executors import check_spec_text
 
     if nice:
@@ -19,7 +22,48 @@ def check_below_the_api(name: str, text: str, options: dict, timeout: float, *, 
             os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICENESS)
         except (AttributeError, OSError):  # Windows; or a worker already lower than that
             pass
+    if files:
+        return _check_with_files(name, text, options, timeout, allow_code=allow_code, files=files)
     return check_spec_text(name, text, options, timeout, allow_code=allow_code)
+
+
+def _check_with_files(name: str, text: str, options: dict, timeout: float, *, allow_code: bool, files: list[tuple[str, str]]):
+    """The spec and its op files in a private temporary folder, laid out as the impl: paths say: a spec whose files
+    sit `k` folders up is written `k` folders deep. Every path is checked again here (plain parts, inside the folder)."""
+    import tempfile
+
+    from ..batch import error_result
+    from ..executors import check_spec_path, plain_name
+    from .intake import _Bad, plain_relative
+
+    base = plain_name(name)
+    if base is None:
+        return error_result(name, f"{name}: (name): expected a spec file name such as net.yaml")
+    try:
+        paths = [(plain_relative(path, "files"), body) for path, body in files]
+    except _Bad as exc:
+        return error_result(name, f"{name}: {exc}")
+    depth = max((p.split("/").count("..") for p, _ in paths), default=0)
+    with tempfile.TemporaryDirectory(prefix="gradlab-spec-") as root:
+        folder = os.path.join(root, *[f"up{i}" for i in range(depth)])
+        os.makedirs(folder, exist_ok=True)
+        spec_path = os.path.join(folder, base)
+        for path, body in paths:
+            target = os.path.normpath(os.path.join(folder, path))
+            if os.path.commonpath([root, target]) != root or target == spec_path:
+                return error_result(name, f"{name}: files: {path!r} points outside the spec's folder")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "w", encoding="utf-8") as f:
+                f.write(body)
+        with open(spec_path, "w", encoding="utf-8") as f:
+            f.write(text)
+        result = check_spec_path(spec_path, options, timeout, shown=name, allow_code=allow_code)
+
+    def relative(message):  # a user's traceback names the op file without the temporary folder
+        return message.replace(root + os.sep, "") if isinstance(message, str) else message
+
+    result.error, result.notes = relative(result.error), [relative(n) for n in result.notes]
+    return result
 
 
 def worker_environment() -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, insert, select
 
-from .db import ComparisonRow, Report, Run, RunSpec, SpecResultRow, utcnow
+from .db import ComparisonRow, Report, Run, RunSpec, SpecFile, SpecResultRow, utcnow
 
 # report format -> the suffix it is served and stored under (GET /api/runs/{id}/report.{suffix})
 REPORT_SUFFIXES = {"html": "html", "md": "md", "junit": "xml", "csv": "csv", "json": "json"}
@@ -92,6 +92,7 @@ class _Active:
     options: dict
     results: list = field(default_factory=list)
     pending: deque = field(default_factory=deque)  # indexes of the specs still to hand to the executor
+    files: dict = field(default_factory=dict)  # spec index -> [(impl path, text)]: the op files sent with it
     returned: int = 0  # specs with a result (checked, or refused without running)
 
     def __post_init__(self):
@@ -141,8 +142,9 @@ class RunQueue:
         self._finished.put(None)
         self._writer.join(timeout=30)
 
-    def submit(self, specs: list[tuple[str, str]], options: dict, label: str | None) -> int:
-        """Store a validated run as `queued` and wake the dispatcher; QueueFull when max_queued runs wait already."""
+    def submit(self, specs: list[tuple[str, str]], options: dict, label: str | None, files: dict | None = None) -> int:
+        """Store a validated run as `queued` and wake the dispatcher; QueueFull when max_queued runs wait already.
+        `files`: {spec index: [(impl path, text)]}, the op files sent with the specs (intake.match_files)."""
         with self._lock:
             self._refuse_if_full()
             with self.sessions() as session, session.begin():
@@ -151,6 +153,9 @@ class RunQueue:
                 session.add(run)
                 session.flush()
                 run_id = run.id
+                session.add_all(SpecFile(run_id=run_id, position=i, path=path, text=text, size=len(text.encode("utf-8")),
+                                         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+                                for i, sent in (files or {}).items() for path, text in sent)
             self._waiting.append(run_id)
         self._events.put(("wake",))
         return run_id
@@ -228,6 +233,8 @@ class RunQueue:
                 return None
             run.status, run.started, run.attempts = "running", utcnow(), run.attempts + 1
             active = _Active(run.id, [s.name for s in run.specs], [s.yaml for s in run.specs], dict(run.options or {}))
+            for sent in session.scalars(select(SpecFile).where(SpecFile.run_id == run_id).order_by(SpecFile.position, SpecFile.path)):
+                active.files.setdefault(sent.position, []).append((sent.path, sent.text))
         if not self.allow_code:  # this server runs no user code: such a spec is refused alone, as a local --no-code check does
             from ..batch import error_result
 
@@ -252,7 +259,7 @@ class RunQueue:
         limit = spec_timeout(text, active.options.get("timeout"), self.timeout)
         try:
             future = self.executor.submit(check_below_the_api, name, text, options, limit, allow_code=self.allow_code,
-                                          nice=getattr(self.executor, "name", "") == "local",
+                                          nice=getattr(self.executor, "name", "") == "local", files=active.files.get(index),
                                           gpus=self._gpus(name, text, options), timeout=2 * limit + 10)
         except Exception as exc:  # the executor itself is gone (a lost Ray cluster)
             self._events.put(("done", active.id, index, exc))
