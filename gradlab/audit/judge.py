@@ -91,6 +91,7 @@ class Finding:
     checks: list[TensorCheck] = field(default_factory=list)
     traceback: str = ""
     output: np.ndarray | None = None  # the forward's value, for non-finite findings
+    severity: str = "failure"  # failure | warning (a hazard around right values: WARNINGS below)
 
 
 class Counterexample(Exception):
@@ -130,6 +131,59 @@ class _StencilRaised(Exception):
     def __init__(self, exc: BaseException):
         super().__init__(describe(exc))
         self.exc = exc
+
+
+# --- hazards: right values, risky habits ----------------------------------------------------------
+# A hazard never stops a case: the values are judged first, always. Each is a warning named in every
+# output; --strict makes them failures. A wrong value is a failure whatever else is found.
+WARNINGS = {
+    "in-place": "wrote into an argument, dout or the cache in place (a caller reusing them sees other values)",
+    "shape": "returned a gradient whose shape only broadcasts to its input's ((1, D) for (D,)): the same values",
+    "reseeded": "the forward draws random numbers: audited with the global generators reseeded before every call",
+}
+AUTO_RESEED = 0  # the seed an unseeded random forward is audited with when --reseed was not given
+
+
+def _elements(case: Case | None) -> int:
+    return sum(int(v.size) for v in case.inputs.values()) if case is not None else 0
+
+
+def warn(subject: Subject, kind: str, message: str, *, case: Case | None = None, upstream=None, stage: str = "") -> None:
+    """Record a hazard of `kind` (WARNINGS) on `subject`: one per kind, on the smallest case it was seen on."""
+    found = subject.__dict__.setdefault("hazards", {})
+    old = found.get(kind)
+    if old is not None and (case is None or old.case is not None and _elements(old.case) <= _elements(case)):
+        return
+    found[kind] = Finding(kind, message, case=None if case is None else case.copy(),
+                          upstream=None if upstream is None else np.array(upstream, dtype=np.float64), stage=stage, severity="warning")
+
+
+def hazards(subject: Subject) -> list[Finding]:
+    """The warnings recorded on `subject` during its search, in the order of WARNINGS."""
+    found = subject.__dict__.get("hazards", {})
+    return [found[k] for k in WARNINGS if k in found]
+
+
+def _shaped(subject: Subject, name: str, g: np.ndarray, x: np.ndarray, case: Case, upstream) -> np.ndarray:
+    """g in x's shape. A 0-d zero for an array is a stub (`dx = 0`); the same values in a shape that differs only by
+    axes of size 1 ((1, D) for (D,)) are judged, with a warning; any other shape is a contract failure."""
+    if g.shape == x.shape:
+        return g
+    if g.ndim == 0 and x.size > 1 and g == 0:
+        _fail("not implemented", f"backward returned the number 0 as the gradient for {name} (shape {x.shape}): not implemented yet (a `d{name} = 0` stub?)",
+              case=case, upstream=upstream, stage="backward")
+    if g.size == x.size and tuple(d for d in g.shape if d != 1) == tuple(d for d in x.shape if d != 1):
+        warn(subject, "shape", f"backward's gradient for {name} has shape {g.shape}, but {name} has shape {x.shape}: the values are "
+             f"judged as {x.shape}, but an update {name} -= lr * d{name} would broadcast {name} to a new shape", case=case, upstream=upstream, stage="backward")
+        return g.reshape(x.shape)
+    hint = ""
+    try:
+        if np.broadcast_shapes(g.shape, x.shape) == g.shape and g.size > x.size:
+            hint = f" (it broadcasts to {name}: a sum over the batch or the broadcast axes missing?)"
+    except ValueError:
+        pass
+    _fail("contract", f"backward's gradient for {name} has shape {g.shape}, but {name} has shape {x.shape}{hint}", case=case, upstream=upstream, stage="backward")
+    return g
 
 
 def fail(kind: str, message: str, **kw) -> None:
@@ -221,8 +275,7 @@ def _check_grads(subject: Subject, case: Case, upstream, raw: dict) -> dict[str,
         except BadReturn as exc:
             _fail("contract", f"backward returned {exc.what} as the gradient for {name}; expected a real float64 ndarray of {name}'s shape "
                   f"{x.shape}" + (f" ({exc.why})" if exc.why else ""), case=case, upstream=upstream, stage="backward")
-        if g.shape != x.shape:
-            _fail("contract", f"backward's gradient for {name} has shape {g.shape}, but {name} has shape {x.shape}", case=case, upstream=upstream, stage="backward")
+        g = _shaped(subject, name, g, x, case, upstream)
         if g.dtype.kind == "f" and g.dtype.itemsize < 8:
             _fail("precision", f"backward returned {g.dtype} for {name} with float64 input; compute in the input's dtype", case=case, upstream=upstream, stage="backward")
         g = g.astype(np.float64)
@@ -244,21 +297,34 @@ def _partial(name: str, g: np.ndarray) -> TensorCheck:
 RANDOM_REPEATS = 2  # extra forwards on the same input: a dropout's masks all agree with probability <= 1/4
 
 
-def _check_random(subject: Subject, case: Case, out: np.ndarray) -> None:
+def _check_random(subject: Subject, case: Case, out: np.ndarray) -> np.ndarray:
     """A forward that answers differently on the same input is random: its differences mean nothing
-    (the stencil would see noise, or kinks everywhere), so that is the verdict, never a mismatch or a pass."""
+    (the stencil would see noise, or kinks everywhere). Without --reseed it is audited reseeded (AUTO_RESEED:
+    a warning) and the forward's output on the case is returned again; random even so is the verdict,
+    never a mismatch or a pass."""
     for _ in range(RANDOM_REPEATS):
         again = as_float_array(_call("forward", lambda: subject.forward(case.copy()), case))
         if again.shape == out.shape and np.array_equal(again.astype(np.float64), out, equal_nan=True):
             continue
+        if subject.reseed is None:
+            return _reseeded(subject, case)
         n = int(np.sum(again != out)) if again.shape == out.shape else out.size
-        advice = ("seed it (np.random.seed(dropout_param['seed']) when the dict has a seed), or audit with --reseed "
-                  "(gradlab then reseeds np.random, random and torch before every call, so every call draws the same numbers)"
-                  if subject.reseed is None else
-                  "even with --reseed, so it draws from a generator gradlab does not reseed (np.random.default_rng() "
-                  "without a seed, a Generator made at import, the clock): seed that one")
+        advice = ("even with np.random, random and torch reseeded before every call, so it draws from a generator gradlab does "
+                  "not reseed (np.random.default_rng() without a seed, a Generator made at import, the clock): seed that one")
         _fail("random forward", f"{subject.name} gave different outputs for the same input ({n} of {out.size} elements differ): "
               f"its output is random, so no gradient can be checked; {advice}", case=case, stage="forward")
+    return out
+
+
+def _reseeded(subject: Subject, case: Case) -> np.ndarray:
+    """Switch an unseeded random forward to reseeding (a warning) and return its output on the case, now one function."""
+    subject.reseed = AUTO_RESEED
+    subject.reseed_auto = True
+    warn(subject, "reseeded", f"{subject.name} gave different outputs for the same input: it draws random numbers, so it was audited "
+         f"with np.random, random and torch reseeded to {AUTO_RESEED} before every call (the same mask every time), as --reseed "
+         "does; seed it to make it deterministic", stage="forward")
+    out = _check_forward(subject, case, _call("forward", lambda: subject.forward(case.copy()), case))
+    return _check_random(subject, case, out)
 
 
 def _check_mutation(subject: Subject, case: Case, seen: Case, upstream, upstream_seen) -> None:
@@ -266,9 +332,9 @@ def _check_mutation(subject: Subject, case: Case, seen: Case, upstream, upstream
         if isinstance(subject, LayerSubject) and name in subject.keys:
             continue
         if not np.array_equal(x, seen.inputs.get(name, seen.const.get(name)), equal_nan=True):
-            _fail("mutation", f"the op wrote into its argument {name} in place", case=case, upstream=upstream)
+            warn(subject, "in-place", f"the op wrote into its argument {name} in place", case=case, upstream=upstream)
     if upstream is not None and not np.array_equal(upstream, upstream_seen):
-        _fail("mutation", "backward wrote into grad_out in place", case=case, upstream=upstream)
+        warn(subject, "in-place", "backward wrote into grad_out in place", case=case, upstream=upstream, stage="backward")
     if isinstance(subject, LayerSubject):
         replaced = subject.params_replaced()
         if replaced:
@@ -374,7 +440,7 @@ def examine(subject: Subject, case: Case, draw_upstream: Callable[[tuple], np.nd
     _call("forward", lambda: subject.settle(case), case)
     seen = case.copy()
     out = _check_forward(subject, case, _call("forward", lambda: subject.forward(seen), case))
-    _check_random(subject, case, out)
+    out = _check_random(subject, case, out)
     upstream = draw_upstream(out.shape) if subject.needs_upstream and draw_upstream else None
     if subject.needs_upstream and upstream is None:
         upstream = np.ones(out.shape)
