@@ -147,6 +147,32 @@ def finding_lines(result: AuditResult, f: Finding, *, shrunk: bool = True) -> li
     return lines
 
 
+def warning_lines(result: AuditResult, f: Finding) -> list[str]:
+    """A hazard around right values: what was seen, and the (smallest) case it was seen on."""
+    lines = [f"WARN  {f.kind}: {f.message}" + (" (a failure under --strict)" if result.strict else "")]
+    if f.case is not None:
+        named = list(f.case.inputs.items()) + list(f.case.const.items()) + ([("grad_out", f.upstream)] if f.upstream is not None else [])
+        w = max([len(n) for n, _ in named] + [8])
+        lines.append("  case:")
+        lines += [f"    {name:<{w}} = {_array(v, w)}" for name, v in named]
+        lines += [f"    {name:<{w}} = {value!r}" for name, value in f.case.hyper.items()]
+    return lines
+
+
+def verdict_line(result: AuditResult) -> str:
+    """PASS / FAIL for one op; warnings never hide a failure and never pass under --strict."""
+    warned = ", ".join(f.kind for f in result.warnings)
+    if result.findings:
+        kinds = ", ".join(f.kind for f in result.findings)
+        more = f"; {len(result.warnings)} warning(s) ({warned})" if result.warnings else ""
+        return f"FAIL: {len(result.findings)} counterexample(s) ({kinds}){more}"
+    if result.warnings and result.strict:
+        return f"FAIL: {len(result.warnings)} warning(s) under --strict ({warned}); every value judged was right"
+    if result.warnings:
+        return f"PASS with {len(result.warnings)} warning(s) ({warned}): no counterexample in {result.coverage.examples} examples; --strict fails them"
+    return f"PASS: no counterexample in {result.coverage.examples} examples"
+
+
 def coverage_line(result: AuditResult) -> str:
     c = result.coverage.to_dict()
     if not c["examples"]:
@@ -179,9 +205,12 @@ def text(result: AuditResult) -> str:
     lines = [
         f"gradlab audit {result.target}  ({result.kind} {result.name}: {result.call}; seed {result.seed}, budget {result.budget}"
         + (f" of {result.requested}: an op on image batches gets a share" if result.requested > result.budget else "")
-        + (f"; global generators reseeded to {result.reseed} before every call" if result.reseed is not None else "") + ")",
+        + (f"; global generators reseeded to {result.reseed} before every call" if result.reseed is not None else "")
+        + (" (automatically: its forward is random)" if any(w.kind == "reseeded" for w in result.warnings) else "") + ")",
         f"  rule: |backward - numeric| <= {tol['atol']:g} + {tol['rtol']:g} |numeric| + {tol['err_factor']:g} (err + {tol['rounding']:.1e} max|grad|); err: the numeric estimate; kinks not judged",
     ]
+    if result.built:
+        lines.append(f"  built: {result.built}")
     if result.surrogate:
         lines.append(f"  checked against the declared surrogate: {result.surrogate}, not the true gradient")
     if result.domain:
@@ -189,12 +218,10 @@ def text(result: AuditResult) -> str:
         lines.append(f"  domain: {result.domain} ({how})")
     for f in result.findings:
         lines += finding_lines(result, f)
+    for f in result.warnings:
+        lines += warning_lines(result, f)
     lines.append(coverage_line(result))
-    if result.passed:
-        lines.append(f"PASS: no counterexample in {result.coverage.examples} examples")
-    else:
-        kinds = ", ".join(f.kind for f in result.findings)
-        lines.append(f"FAIL: {len(result.findings)} counterexample(s) ({kinds})")
+    lines.append(verdict_line(result))
     return "\n".join(lines)
 
 
@@ -233,7 +260,8 @@ def finding_dict(result: AuditResult, f: Finding) -> dict:
          "mismatched": _indices(c.mismatch), "kinks": _indices(c.kinks), "undetermined": _indices(c.undetermined)}
         for c in f.checks
     ]
-    d["reproduce"] = reproduce_line(result.target, result.pair_mode or result.kind, f, result.reseed, result.surrogate_declared)
+    d["severity"] = f.severity
+    d["reproduce"] = reproduce_line(result.target, result.pair_mode or result.kind, f, result.reseed, result.surrogate_declared) if f.severity != "warning" else ""
     return d
 
 
@@ -244,6 +272,7 @@ def as_dict(result: AuditResult) -> dict:
         "surrogate": result.surrogate or None,
         "domain": result.domain or None, "domain_inferred": result.domain_note or None, "coverage": result.coverage.to_dict(),
         "counterexamples": [finding_dict(result, f) for f in result.findings],
+        "warnings": [finding_dict(result, f) for f in result.warnings], "strict": result.strict, "built": result.built or None,
     })
 
 

@@ -25,7 +25,7 @@ from hypothesis.errors import Flaky, Unsatisfiable
 
 from . import randomness
 from . import strategies as S
-from .judge import Counterexample, Finding, NoBackward, TensorCheck, Undetermined, examine
+from .judge import Counterexample, Finding, NoBackward, TensorCheck, Undetermined, examine, hazards
 from ..userops.loading import TargetError
 from ..usercode import expired
 from .subjects import Subject
@@ -108,10 +108,13 @@ class AuditResult:
     requested: int = 0  # --examples, when the op's budget is a share of it (`budget`)
     pair_mode: str = ""  # a function op's mode (pair, loss, plain): how `reproduce` calls it
     surrogate_declared: Any = None  # the surrogate as declared outside the op (an audit file): reproduce lines repeat it
+    warnings: list[Finding] = field(default_factory=list)  # hazards around right values (judge.WARNINGS)
+    strict: bool = False  # --strict: a warning fails the op too
+    built: str = ""  # what gradlab constructed to audit a class whose constructor takes arguments
 
     @property
     def passed(self) -> bool:
-        return not self.findings
+        return not self.findings and not (self.strict and self.warnings)
 
 
 def _settings(examples: int) -> settings:
@@ -256,4 +259,5 @@ def run(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, to
                        seconds=time.perf_counter() - t0, call=subject.call_signature(), domain=domain, domain_note=subject.domain_note,
                        reseed=subject.reseed, surrogate=subject.surrogate.text() if subject.surrogate else "", requested=requested,
                        pair_mode=getattr(getattr(subject, "pair", None), "mode", ""),
-                       surrogate_declared=subject.surrogate.declared if subject.surrogate and getattr(subject, "surrogate_external", False) else None)
+                       surrogate_declared=subject.surrogate.declared if subject.surrogate and getattr(subject, "surrogate_external", False) else None,
+                       warnings=hazards(subject), built=getattr(subject, "built", ""))

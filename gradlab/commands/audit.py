@@ -35,9 +35,10 @@ Examples:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=1e9), metavar="SECONDS",
               help="Give up after this many seconds (an op that hangs is reported as a timeout, exit 2).")
 @click.option("--backward", "backward", metavar="NAME", help="For a function pair: the backward twin to audit (e.g. batchnorm_backward_alt).")
-@click.option("--reseed", is_flag=True, help="Reseed np.random, random and torch (with --seed) before every call into the op: an unseeded dropout becomes one deterministic function that can be audited.")
+@click.option("--reseed", is_flag=True, help="Reseed np.random, random and torch (with --seed) before every call into the op: an unseeded dropout becomes one deterministic function that can be audited (a random forward is reseeded automatically anyway, with a warning).")
+@click.option("--strict", is_flag=True, help="Warnings (right values with a hazard: an in-place write to an input, dout or the cache; a gradient whose shape only broadcasts; a random forward audited reseeded) fail the op (exit 1).")
 @safety_options
-def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, timeout, backward, reseed):
+def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, timeout, backward, reseed, strict):
     """Audit a user's activation, loss, layer or torch.autograd.Function.
 
     TARGET is path/to/file.py:Name or package.module:Name (a class, instantiated with
@@ -65,14 +66,15 @@ def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, time
 
         sys.exit(run_module_audit(target, examples=examples, seed=seed, fmt=fmt, output=output, rtol=rtol, atol=atol, timeout=timeout))
     if ":" not in target and target.endswith(".py"):
-        _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed)
+        _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed, strict=strict)
     from ..audit.auditfile import is_audit_file
 
     if is_audit_file(target):
-        _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed, declared=True)
+        _whole_file(target, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed, declared=True, strict=strict)
     with deadline(timeout, f"gradlab audit {target}"):
         result = audit(target, kind=kind, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, backward=backward, reseed=reseed,
                        live=_live(fmt))
+    result.strict = strict
     if fmt == "json":
         write_text(report.to_json(result), output)
     else:
@@ -89,11 +91,14 @@ def _live(fmt: str):
 
 def _summary(result) -> str:
     kinds = ", ".join(f.kind for f in result.findings)
-    status = "PASS" if result.passed else "FAIL"
-    return f"{status}  {result.name}  ({result.coverage.examples} examples, {result.seconds:.1f} s{'; ' + kinds if kinds else ''})"
+    warned = ", ".join(f.kind for f in result.warnings)
+    status = "FAIL" if not result.passed else "WARN" if result.warnings else "PASS"
+    notes = ([kinds] if kinds else []) + ([f"warning{'s' if len(result.warnings) > 1 else ''}: {warned}"] if warned else [])
+    built = f"; built {result.built}" if result.built else ""
+    return f"{status}  {result.name}  ({result.coverage.examples} examples, {result.seconds:.1f} s{built}{''.join('; ' + n for n in notes)})"
 
 
-def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed, declared=False):
+def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed, declared=False, strict=False):
     """`gradlab audit layers.py` (or `audit.yaml`, `declared`): one line per op as it finishes, then the failing ones in full."""
     import json
 
@@ -106,28 +111,31 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout,
     live = fmt == "table" and not output
     with deadline(timeout, f"gradlab audit {path}"):
         result = (audit_yaml if declared else audit_file)(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, reseed=reseed, live=_live(fmt),
-                                                          progress=(lambda r: click.echo(_summary(r))) if live else None)
+                                                          progress=(lambda r: (setattr(r, "strict", strict), click.echo(_summary(r)))) if live else None)
+    for r in result.results:
+        r.strict = strict
     judged, skipped = len(result.results), len(result.notes)
     complete = judged > 0 and not skipped
     if fmt == "json":
         doc = {"passed": result.passed and complete, "complete": complete, "path": path, "seconds": round(result.seconds, 3),
-               "judged": judged, "skipped": result.notes, "ops": [report.as_dict(r) for r in result.results]}
+               "judged": judged, "skipped": result.notes, "strict": strict, "warned": [r.name for r in result.results if r.warnings],
+               "ops": [report.as_dict(r) for r in result.results]}
         write_text(json.dumps(doc, indent=2), output)
     else:
         lines = [] if live else [_summary(r) for r in result.results]
         lines += [f"SKIP  {note}" for note in result.notes]
         for r in result.results:
-            if not r.passed:
+            if not r.passed or r.warnings:
                 lines += ["", report.text(r)]
         failed = sum(not r.passed for r in result.results)
-        lines.append(_file_verdict(result.passed, judged, failed, skipped, result.seconds))
+        lines.append(_file_verdict(result.passed, judged, failed, skipped, result.seconds, sum(bool(r.warnings) for r in result.results)))
         write_report_text("\n".join(lines), output)
     sys.exit(EXIT_FAIL if not result.passed else incomplete_code(unchecked=bool(skipped), nothing=judged == 0))
 
 
-def _file_verdict(passed: bool, judged: int, failed: int, skipped: int, seconds: float) -> str:
+def _file_verdict(passed: bool, judged: int, failed: int, skipped: int, seconds: float, warned: int = 0) -> str:
     """PASS only when every op found was judged; ops found and not judged make the run INCOMPLETE (exit 4), never a pass."""
-    took = f"({seconds:.1f} s)"
+    took = f"({seconds:.1f} s)" if not warned else f"({warned} with warnings, WARN above; {seconds:.1f} s)"
     if not passed:
         more = f"; {skipped} more op(s) found but not judged (SKIP above)" if skipped else ""
         return f"FAIL: {judged - failed} of {judged} op(s) passed{more} {took}"

@@ -5,6 +5,7 @@
     jobs.py    what a worker process runs (kept light: a fresh worker imports it for every spec)
     intake.py  what a client may submit: size and count caps, options, spec validation without user code
     app.py     the FastAPI routes: the JSON API and the web UI (ui/ holds its templates)
+    guard.py   what keeps other web sites out: Host/Origin checks, security headers, the login cookie and its rate limit
     history.py what a spec's page and /api/specs/{name}/history show: trends over runs, the diff of two runs
     client.py  `gradlab check --remote URL`: submit, wait, print what a local check prints
 
