@@ -65,6 +65,12 @@ def _hyper_rounding(layer: ActivationLayer, z, hp, name: str, eps: float) -> np.
     return eps * f * dlog
 
 
+def _rounds_at(layer: ActivationLayer, z, hp):
+    """The scale an activation's value rounds at besides |f| (declared by the op: gelu's u (1 + erf) / 2 at |u|)."""
+    rounds_at = getattr(layer.op, "rounds_at", None)
+    return np.abs(rounds_at(np.real(z), hp)) if rounds_at is not None else 0.0
+
+
 def _fprime_rounding(layer: ActivationLayer, hp, a, g_all, eps: float) -> np.ndarray:
     """The rounding of an activation's f' times the gradient it multiplies (its size |g| + its error).
 
@@ -100,7 +106,7 @@ def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dic
             out = layer.forward(params, h)
             # Values below the smallest normal number are flushed: torch's float32 sigmoid is 0 below
             # u = -88, so silu(-90) = u * sigmoid(u) comes out 0 instead of -7e-38.
-            err = _abs_vjp(layer, h, out, e, hp) + eps * np.abs(out) + 4 * tiny * (1 + np.abs(h))
+            err = _abs_vjp(layer, h, out, e, hp) + eps * (np.abs(out) + _rounds_at(layer, h, hp)) + 4 * tiny * (1 + np.abs(h))
         else:  # a user's layer: no structure to exploit; bound its output error by eps times its size
             out = layer.forward(params, h)
             err = 8 * eps * (np.abs(out) + np.max(np.abs(out)))
@@ -249,6 +255,8 @@ def _forward_errors(layers, params, xs, rng, eps: float) -> list:
                     car = np.fmax(car, _one_by_one(lambda d: layer.forward(params, x + d) - y, e_x))
         hint = _op_rounding(layer, params, x, np.zeros_like(y), eps)
         extra = hint[0] if hint else 0.0
+        if isinstance(layer, ActivationLayer):
+            extra = extra + eps * _rounds_at(layer, x, layer.hyper(params))
         errs.append(np.nan_to_num(car + 8.0 * (eps / PROBE) * own + eps * np.abs(y) + extra, nan=0.0, posinf=0.0))
     return errs
 

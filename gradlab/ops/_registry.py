@@ -35,6 +35,9 @@ class Activation:
     dead_threshold: Callable[[Hyper], float] | None = None  # relu family: f' = 0 at or below it
     produces_probabilities: bool | Callable[[Hyper], bool] = False
     check: Callable[[Hyper], str | None] | None = None  # what is wrong with these hyperparameters, or None
+    # (u, hp) -> the scale a correct implementation's f(u) rounds at besides eps |f|, where f is computed from a
+    # value near its asymptote: gelu's u (1 + erf(u / sqrt 2)) / 2 rounds at eps |u| (torch's is 0 below u = -8.3)
+    rounds_at: Callable[[Any, Hyper], Any] | None = None
 
     def kink_points(self, hp: Hyper) -> tuple[float, ...]:
         return tuple(self.kinks(hp)) if self.kinks else ()

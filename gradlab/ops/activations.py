@@ -239,6 +239,7 @@ register(Activation(
     torch=lambda z, hp: __import__("torch").nn.functional.gelu(z),
     fprime_max=1.129,  # max of Phi + u phi: 1.12890 at u = sqrt 2; min -0.12890 at -sqrt 2
     saturates=True,
+    rounds_at=lambda z, hp: np.abs(z),  # torch: u * 0.5 (1 + erf(u / sqrt 2)), the sum at the scale of 1
 ))
 
 
@@ -261,6 +262,7 @@ register(Activation(
     torch=lambda z, hp: __import__("torch").nn.functional.gelu(z, approximate="tanh"),
     fprime_max=1.129,  # 1.128993 at u ~ 1.4185
     saturates=True,
+    rounds_at=lambda z, hp: np.abs(z),  # 0.5 u (1 + tanh(...)): the sum at the scale of 1
 ))
 
 
