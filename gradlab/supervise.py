@@ -107,9 +107,11 @@ def main() -> None:
             pass
     read_end, write_end = os.pipe()
     crumb = _new_crumb()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
+        _die_with(parent)
         _child(write_end, crumb)  # never returns
     os.close(write_end)
     os._exit(_supervise(pid, read_end, crumb))
@@ -136,6 +138,20 @@ def _child(record_fd: int, crumb) -> None:
             pass
         code = 3
     _finish(record_fd, code)
+
+
+def _die_with(parent: int) -> None:
+    """Linux: this child gets SIGKILL when the supervisor dies (`kill -9` of `gradlab serve` or of a CI job's
+    gradlab must not leave the work running as an orphan). Elsewhere nothing is done."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the supervisor died before the request took effect
+        os._exit(1)
 
 
 def _exit_code(value) -> int:

@@ -197,3 +197,38 @@ def test_remote_run_that_ended_without_results_is_an_error_with_its_reason(monke
     err = capsys.readouterr().err
     assert code == 2
     assert f"run 7 ended {status}: worker died (exit status 0) while running net.py:Op" in err
+
+
+def test_killing_the_supervisor_takes_the_work_with_it(tmp_path):
+    """kill -9 of gradlab (a CI job cancelled, a server stopped) must not leave its work running as an orphan."""
+    import time
+
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    if not children.exists():
+        pytest.skip("needs Linux's /proc children lists")
+    slow = tmp_path / "slow.yaml"
+    slow.write_text("input: {dim: 64, batch: 512}\ntarget: {kind: regression}\nnetwork:\n  layers:\n"
+                    + "    - {type: dense, units: 256}\n    - {type: activation, fn: tanh}\n" * 4 + "loss: {fn: sse}\n")
+    proc = subprocess.Popen([*GRADLAB, "check", str(slow), "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        listing = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 30
+        while not listing.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(listing.read_text().split()[0])
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and "Z" not in _state(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{child}").exists() or "Z" in _state(child), "the supervised child outlived its supervisor"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
