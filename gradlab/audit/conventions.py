@@ -187,3 +187,46 @@ def family(func_name: str, arg_names: tuple[str, ...]) -> str:
     if "w" in arg_names:
         return "affine"
     return "elementwise"
+
+
+# --- constructors: classes whose __init__ takes sizes, arrays or hyperparameters ---------------------
+# A required constructor parameter gets a value from its (lower-cased) name; each PROFILE is tried in
+# turn (image-like classes first when the class name says conv / pool), and the first that builds and
+# whose forward and backward accept an input is audited. Parameters with defaults keep them.
+# Sizes are small (naive layers are Python loops); K = 3 with stride 1 and pad 1 keeps a convolution's
+# arithmetic exact ((H + 2 pad - K) / stride + 1 = H), a pool window of 2 at stride 1 overlaps.
+BUILD_SIZES: dict[str, int] = {"D": 4, "M": 3, "hidden": 3, "C": 2, "H": 4, "W": 4, "F": 2, "K": 3, "P": 2, "stride": 1, "pad": 1}
+PROFILES = ("dense", "image")  # dense: an input (N, D), weights (D, M); image: an input (N, C, H, W), filters (F, C, K, K)
+IMAGE_WORDS = ("conv", "pool", "2d", "spatial", "im2col")
+# name -> what it is: 'int:X' an integer from the profile, 'shape' an input's (C, H, W) (an int D in the dense
+# profile), 'array:...' an array of the listed profile dimensions (per profile), a float.
+CONSTRUCTOR_NAMES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("x_dim", "input_dim", "in_dim", "input_shape", "in_shape", "x_shape", "image_shape", "img_shape"), "shape"),
+    (("input_size", "in_size", "in_features", "n_in", "n_inputs", "fan_in", "in_dims", "d_in", "num_inputs", "input_units", "d"), "int:D"),
+    (("output_size", "out_size", "out_features", "n_out", "n_outputs", "fan_out", "num_classes", "n_classes", "classes",
+      "output_dim", "out_dim", "d_out", "num_outputs", "units", "output_units", "m"), "int:M"),
+    (("hidden_size", "hidden_dim", "n_hidden", "num_hidden", "hidden", "hidden_units"), "int:hidden"),
+    (("in_channels", "n_channels", "channels", "num_channels", "c"), "int:C"),
+    (("n_filter", "n_filters", "num_filters", "out_channels", "filters", "num_kernels", "n_kernels", "f"), "int:F"),
+    (("h_filter", "w_filter", "filter_size", "kernel_size", "filter_h", "filter_w", "kernel_h", "kernel_w", "field_size",
+      "fh", "fw", "hh", "ww", "k"), "int:K"),
+    (("pool_h", "pool_w", "pool_size", "pool_height", "pool_width", "size", "window", "window_size", "pool"), "int:P"),
+    (("stride", "strides", "step"), "int:stride"),
+    (("padding", "pad", "pad_size"), "pad"),
+    (("p", "prob", "keep_prob", "drop_prob", "dropout_ratio", "ratio", "rate", "dropout", "p_drop"), "float:0.5"),
+    (("momentum",), "float:0.9"), (("eps", "epsilon"), "float:1e-5"), (("alpha", "negative_slope", "leak", "slope"), "float:0.1"),
+    (("std", "weight_scale", "weight_init_std", "scale", "init_std"), "float:0.1"), (("lr", "learning_rate"), "float:0.0"),
+    # arrays, in the profile's dimensions: a dense layer's (D, M) weights, a convolution's (F, C, K, K) filters
+    (("w", "weight", "weights", "kernel"), "array:W"), (("b", "bias", "biases"), "array:b"),
+    (("gamma", "scale_param", "g"), "array:gamma"), (("beta", "shift", "beta_param"), "array:beta"),
+)
+ARRAYS: dict[str, dict[str, tuple[str, ...]]] = {
+    "dense": {"W": ("D", "M"), "b": ("M",), "gamma": ("D",), "beta": ("D",)},
+    "image": {"W": ("F", "C", "K", "K"), "b": ("F",), "gamma": ("C",), "beta": ("C",)},
+}
+
+
+def constructor_kind(name: str) -> str | None:
+    """What a constructor parameter called `name` holds (CONSTRUCTOR_NAMES), or None when gradlab cannot tell."""
+    low = name.lower()
+    return next((what for names, what in CONSTRUCTOR_NAMES if low in names), None)

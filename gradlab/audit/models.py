@@ -5,9 +5,11 @@
 
 A class the file defines with a `loss` method whose constructor can be called with small sizes is
 built with the size-like keywords below (the other parameters keep their defaults; dtype=np.float64
-when it takes one). Every params entry is differentiated through loss(X, y): X is drawn (N, input_dim),
-y integer labels in [0, num_classes), reg (when the constructor takes it) from the scalar
-hyperparameters of conventions.py.
+when it takes one), and with a second set of sizes (OTHER_SIZES) for part of the cases. Every params
+entry is differentiated through loss(X, y): X is drawn (N, input_dim), y integer labels in
+[0, num_classes), reg (when the constructor or loss(X, y=None, reg=0.0) takes it) from the scalar
+hyperparameters of conventions.py, so a regularisation gradient the loss does not have (b1, b2) shows.
+A loss returning only a number is paired with gradient(X, y) -> grads (the textbook's nets).
 """
 
 from __future__ import annotations
@@ -28,9 +30,16 @@ from .strategies import Case, Envelope
 from .subjects import Subject, as_float_array
 
 LOSS_METHOD = "loss"
+GRADIENT_METHOD = "gradient"  # loss(x, t) -> a number and gradient(x, t) -> grads (the textbook's nets)
 # constructor keyword -> the small value it gets (naive layers are Python loops; a bug shows at these sizes)
 SIZES: dict[str, Any] = {"input_dim": 4, "hidden_dim": 3, "hidden_size": 3, "num_classes": 3, "hidden_dims": [3, 4],
-                         "num_filters": 2, "filter_size": 3}
+                         "num_filters": 2, "filter_size": 3,
+                         # CS231n 2016-17 neural_net.py TwoLayerNet(input_size, hidden_size, output_size, std=1e-4), the textbook's nets
+                         "input_size": 4, "output_size": 3, "hidden_size_list": [3, 4], "in_size": 4, "out_size": 3, "n_classes": 3}
+# a second set of sizes, drawn for part of the cases: a bug that hides at one set of sizes (a square W) shows at another
+OTHER_SIZES: dict[str, Any] = {"input_dim": 3, "hidden_dim": 5, "hidden_size": 5, "num_classes": 4, "hidden_dims": [4, 2],
+                               "num_filters": 3, "input_size": 3, "output_size": 4, "hidden_size_list": [4, 2], "in_size": 3,
+                               "out_size": 4, "n_classes": 4}
 IMAGE_SIDE = 4  # input_dim given as (C, H, W): H and W become this, C at most 2
 MAX_BATCH = 4
 
@@ -65,6 +74,13 @@ def constructor_args(cls: type, where: str) -> dict[str, Any]:
     return args
 
 
+def _takes(method: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def model_classes(module: Any) -> list[str]:
     """Classes defined in `module` (not imported) with a `loss` method and a size-like constructor keyword: course models."""
     return [name for name, value in vars(module).items()
@@ -86,26 +102,43 @@ class ModelSubject(Subject):
         self.cls = cls
         self.args = constructor_args(cls, target)
         self.takes_reg = any(p.name == "reg" for p in _constructor(cls))
-        with user_code(f"{target}: {cls.__name__}(**{self.args})"):
-            model = self._build({})
+        self.loss_reg = not self.takes_reg and _takes(getattr(cls, LOSS_METHOD), "reg")  # loss(X, y=None, reg=0.0)
+        self.gradient = callable(getattr(cls, GRADIENT_METHOD, None))
+        self.variants = [self._variant({}, target)]
+        other = {k: OTHER_SIZES[k] for k in self.args if k in OTHER_SIZES and not isinstance(self.args[k], tuple)}
+        if other:
+            try:
+                variant = self._variant(other, target)
+                if list(variant[1]) == list(self.variants[0][1]):
+                    self.variants.append(variant)
+            except (TargetError, Exception):  # noqa: BLE001 -- the other sizes are a bonus: the first set is what must build
+                pass
+        self.original = self.variants[0][1]
+        self.keys = {S.param_key(k): k for k in self.original}
+        self.input_shape, self.classes = self.variants[0][2], self.variants[0][3]
+        self.built = " / ".join(self._built(sizes) for sizes, *_ in self.variants)
+
+    def _variant(self, sizes: dict, target: str) -> tuple[dict, dict[str, np.ndarray], tuple[int, ...], int]:
+        """(the sizes that differ from self.args, the params' initial values, X's shape less the batch, the classes)."""
+        with user_code(f"{target}: {self._built(sizes)}"):
+            model = self._build(sizes)
         params = getattr(model, "params", None)
         if not isinstance(params, dict) or not params:
             raise TargetError(f"{target}: a model keeps its parameters in a dict self.params (name -> array); found {type(params).__name__}")
-        self.original = {k: np.asarray(v, dtype=np.float64).copy() for k, v in params.items()}
-        self.keys = {S.param_key(k): k for k in self.original}
-        self.input_shape = tuple(int(d) for d in np.atleast_1d(self.args.get("input_dim", self._input_dim())))
-        self.classes = int(self.args.get("num_classes", 0) or self._classes())
+        original = {k: np.asarray(v, dtype=np.float64).copy() for k, v in params.items()}
+        args = {**self.args, **sizes}
+        size = next((args[k] for k in ("input_dim", "input_size", "in_size") if k in args), None)
+        shape = tuple(int(d) for d in np.atleast_1d(size if size is not None else next(iter(original.values())).shape[0]))
+        classes = next((args[k] for k in ("num_classes", "output_size", "out_size", "n_classes") if k in args), None)
+        return sizes, original, shape, int(classes or list(original.values())[-1].shape[-1])
 
-    def _input_dim(self) -> int:
-        first = next(iter(self.original.values()))
-        return first.shape[0]
-
-    def _classes(self) -> int:
-        last = list(self.original.values())[-1]
-        return last.shape[-1]
+    def _built(self, sizes: dict) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in {**self.args, **sizes}.items() if k != "dtype")
+        return f"{self.cls.__name__}({args})"
 
     def _build(self, hyper: dict):
-        return self.cls(**self.args, **hyper)
+        known = {p.name for p in _constructor(self.cls)}
+        return self.cls(**{**self.args, **{k: v for k, v in hyper.items() if k in known}})
 
     def strategy(self):
         return _model_cases(self)
@@ -115,7 +148,11 @@ class ModelSubject(Subject):
         for key, name in self.keys.items():
             model.params[name] = case.inputs[key].copy()
         self.fresh()
-        out = model.loss(case.const["X"].copy(), case.const["y"].copy())
+        reg = {"reg": case.hyper["reg"]} if self.loss_reg and "reg" in case.hyper else {}
+        out = model.loss(case.const["X"].copy(), case.const["y"].copy(), **reg)
+        if self.gradient and not isinstance(out, (tuple, list)):  # loss(x, t) -> a number; gradient(x, t) -> grads
+            self.fresh()
+            out = (out, model.gradient(case.const["X"].copy(), case.const["y"].copy(), **reg))
         if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], dict)):
             got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
             fail("contract", f"loss(X, y) must return (loss, grads) with grads a dict keyed like params, got {got}", case=case, stage="forward")
@@ -140,17 +177,23 @@ class ModelSubject(Subject):
 
     def call_signature(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.args.items() if k != "dtype")
-        return f"loss, grads = {self.cls.__name__}({args}{', reg=...' if self.takes_reg else ''}).loss(X, y)"
+        loss = "loss(X, y, reg=...)" if self.loss_reg else "loss(X, y)"
+        if self.gradient:
+            loss = f"{loss} (or gradient(X, y) when loss returns a number)"
+        return f"loss, grads = {self.cls.__name__}({args}{', reg=...' if self.takes_reg else ''}).{loss}"
 
 
 @st.composite
 def _model_cases(draw, subject: ModelSubject):
     n = draw(st.integers(1, MAX_BATCH), label="N")
+    sizes, original, input_shape, classes = subject.variants[draw(st.integers(0, len(subject.variants) - 1), label="sizes")]
     inputs = {}
     for key, name in subject.keys.items():
         # drawn, never the constructor's random initial values: the same seed gives the same cases
-        inputs[key] = draw(S.arrays(subject.original[name].shape, Envelope(max_abs=C.PARAM_MAX_ABS)), label=key)
-    X = draw(S.arrays((n,) + subject.input_shape, Envelope(max_abs=C.PARAM_MAX_ABS)), label="X")
-    y = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, subject.classes - 1)), label="y")
-    hyper = {"reg": draw(st.sampled_from(C.SCALAR_HYPERPARAMETERS["reg"]), label="reg")} if subject.takes_reg else {}
+        inputs[key] = draw(S.arrays(original[name].shape, Envelope(max_abs=C.PARAM_MAX_ABS)), label=key)
+    X = draw(S.arrays((n,) + input_shape, Envelope(max_abs=C.PARAM_MAX_ABS)), label="X")
+    y = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, classes - 1)), label="y")
+    hyper = dict(sizes)  # the constructor's sizes when they are not the first set: reproduce builds the same model
+    if subject.takes_reg or subject.loss_reg:
+        hyper["reg"] = draw(st.sampled_from(C.SCALAR_HYPERPARAMETERS["reg"]), label="reg")
     return Case(inputs, {"X": X, "y": y}, hyper)

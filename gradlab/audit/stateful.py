@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from ..usercode import UserCodeError, user_code
 from ..userops import contracts
 from ..userops.loading import TargetError
+from . import conventions as C
 from . import strategies as S
 from .strategies import Envelope
 
@@ -66,9 +67,28 @@ class RecordingOptimizer:
         return w
 
 
+ORDER, RETURNED = "_gradlab_param_order", "_gradlab_returned"  # set on gradlab's own copies: see param_order, call_backward
+
+
+def param_order(template: Any) -> None:
+    """A layer listing its parameters in `self.params = [self.W, self.b]` and returning `dx, [dW, db]` from backward:
+    remember which attribute each list entry is, so the returned gradients can be read by position."""
+    listed = getattr(template, "params", None)
+    try:
+        attrs = vars(template)
+    except TypeError:
+        return
+    if isinstance(listed, (list, tuple)) and listed:
+        names = [next((k for k, v in attrs.items() if v is item and isinstance(v, np.ndarray)), None) for item in listed]
+        attrs[ORDER] = names
+
+
 def found_gradient(inst: Any, name: str) -> tuple[Any, str] | None:
     """(the gradient of parameter `name` that backward left on `inst`, where it was found), or None."""
-    attrs = {k.lower(): k for k in vars(inst)}
+    order, returned = getattr(inst, ORDER, None), getattr(inst, RETURNED, None)
+    if order and returned is not None and name in order and order.index(name) < len(returned) and returned[order.index(name)] is not None:
+        return returned[order.index(name)], f"backward's returned gradients [{order.index(name)}] (self.params order)"
+    attrs = {k.lower(): k for k in vars(inst) if k not in (ORDER, RETURNED)}
     for g in gradient_names(name):
         if g in attrs and getattr(inst, attrs[g]) is not None:
             return getattr(inst, attrs[g]), f"self.{attrs[g]}"
@@ -125,9 +145,18 @@ def call_forward(inst: Any, method: str, x: np.ndarray):
 
 
 def call_backward(inst: Any, method: str, dout: np.ndarray):
-    """dx from backward: a tuple's first element (dx, grads...)."""
+    """dx from backward: a tuple's first element (dx, grads...); the rest ([dW, db] or dW, db) kept on the instance."""
     out = getattr(inst, method)(dout)
-    return out[0] if isinstance(out, tuple) and out else out
+    if not (isinstance(out, tuple) and out):
+        return out
+    rest = out[1:]
+    if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+        rest = tuple(rest[0])
+    try:
+        vars(inst)[RETURNED] = rest
+    except TypeError:  # __slots__
+        pass
+    return out[0]
 
 
 def _probe(template: Any, fwd: str, bwd: str, shape: tuple[int, ...], target: str) -> tuple[Any, dict[str, np.ndarray]]:
@@ -174,7 +203,8 @@ def _candidates(template: Any, params: dict[str, np.ndarray], target: str) -> li
         elif p.ndim == 4:  # a convolution's filters (F, C, kh, kw)
             out += [((PROBE_BATCH, p.shape[1], 6, 6), f"{name}'s shape {p.shape}"), ((PROBE_BATCH, p.shape[1], 4, 4), f"{name}'s shape {p.shape}")]
     out += [(s, "probing: the first shape forward and backward accept") for s in PROBES]
-    return out
+    hint = _HINTS.get(id(template))
+    return ([(hint[1], "the sizes it was built with")] if hint is not None and hint[0] is template else []) + out
 
 
 def construct(obj: Any, target: str) -> Any:
@@ -206,6 +236,7 @@ def inspect_layer(obj: Any, target: str) -> Layout:
     except Exception as exc:  # noqa: BLE001 -- a lock, a file, a generator: whatever deepcopy refuses
         raise TargetError(f"{target}: every case runs on a fresh copy of {type(template).__name__}, but copy.deepcopy "
                           f"refuses it ({type(exc).__name__}: {exc}); keep only arrays and numbers on the instance") from None
+    param_order(template)
     arrays = float_arrays(template)
     grads_of = {g for k in arrays for g in gradient_names(k)}
     params = {k: v for k, v in arrays.items() if k.lower() not in grads_of  # a dW made zero in __init__ is no parameter
@@ -241,3 +272,86 @@ def stateful_classes(module: Any) -> list[str]:
         if isinstance(value, type) and value.__module__ == module.__name__ and not name.startswith("_") and contracts.stateful_methods(value) is not None:
             out.append(name)
     return out
+
+
+# --- construction: Conv(X_dim, n_filter, h_filter, w_filter, stride, padding), Affine(W, b), Pooling(pool_h, pool_w) ----
+
+_HINTS: dict[int, tuple[Any, tuple[int, ...]]] = {}  # id(built instance) -> (it, the input shape its sizes imply)
+
+
+def _required(cls: type) -> list[inspect.Parameter]:
+    try:
+        params = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    return [p for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def needs_building(raw: Any) -> bool:
+    """A stateful layer class whose constructor has required parameters: gradlab builds it (`build`)."""
+    return isinstance(raw, type) and contracts.stateful_methods(raw) is not None and bool(_required(raw))
+
+
+def _value(what: str, profile: str, rng: np.random.Generator) -> Any:
+    sizes = C.BUILD_SIZES
+    if what == "shape":
+        return sizes["D"] if profile == "dense" else (sizes["C"], sizes["H"], sizes["W"])
+    if what == "pad":
+        return sizes["pad"]
+    if what.startswith("int:"):
+        return sizes[what[4:]]
+    if what.startswith("float:"):
+        return float(what[6:])
+    dims = C.ARRAYS[profile][what[len("array:"):]]
+    return rng.normal(size=tuple(sizes[d] for d in dims)) * 0.5  # replaced by drawn values in every case
+
+
+def _shown(value: Any) -> str:
+    return f"<array {value.shape}>" if isinstance(value, np.ndarray) else repr(value)
+
+
+def build_arguments(cls: type, profile: str, target: str) -> dict[str, Any]:
+    """The required constructor arguments of `cls` in `profile`; TargetError naming one gradlab cannot tell."""
+    rng = np.random.default_rng(0)
+    args = {}
+    for p in _required(cls):
+        what = C.constructor_kind(p.name)
+        if what is None:
+            raise TargetError(f"{target}: cannot build {cls.__name__}: cannot tell what to pass as {p.name!r} to its constructor "
+                              "(gradlab builds from names like X_dim, input_size, hidden_size, n_filter, h_filter, stride, padding, "
+                              "pool_h, W, b, gamma); give it a default")
+        if p.kind is p.POSITIONAL_ONLY:
+            raise TargetError(f"{target}: cannot build {cls.__name__}: {p.name!r} is positional-only; give it a default")
+        args[p.name] = _value(what, profile, rng)
+    return args
+
+
+def built_subject(cls: type, target: str, *, max_abs: float):
+    """A StatefulSubject on an instance of `cls` built from its parameter names: each profile of conventions.PROFILES
+    in turn (image first for a conv or pool by its name), the first whose forward and backward accept an input."""
+    from ..usercode import UserCodeError as _UserCodeError
+    from .subjects import StatefulSubject
+
+    image_first = any(w in cls.__name__.lower() for w in C.IMAGE_WORDS)
+    errors = []
+    for profile in (("image", "dense") if image_first else C.PROFILES):
+        args = build_arguments(cls, profile, target)
+        text = f"{cls.__name__}({', '.join(f'{k}={_shown(v)}' for k, v in args.items())})"
+        try:
+            with user_code(f"{target}: {text}"):
+                inst = cls(**args)
+        except _UserCodeError as exc:
+            errors.append(str(exc))
+            continue
+        sizes = C.BUILD_SIZES
+        _HINTS[id(inst)] = (inst, (PROBE_BATCH, sizes["D"]) if profile == "dense" else (PROBE_BATCH, sizes["C"], sizes["H"], sizes["W"]))
+        try:
+            subject = StatefulSubject(inst, target, max_abs=max_abs)
+        except TargetError as exc:
+            errors.append(f"{text}: {exc}")
+            continue
+        finally:
+            _HINTS.pop(id(inst), None)
+        subject.built = text
+        return subject
+    raise TargetError(f"{target}: cannot build {cls.__name__} from its parameter names: " + "; ".join(dict.fromkeys(errors[:2])))
