@@ -47,11 +47,15 @@ def of_spec(result) -> list[Unchecked]:
             skipped.setdefault((f"{c.candidate} vs {c.reference}", c.device, c.note or "skipped"), []).append(c.parameter)
     for (pair, device, reason), names in skipped.items():
         out.append(Unchecked(f"{pair} ({len(names)} tensor{'s' if len(names) != 1 else ''})", reason, "skipped"))
-    covered = {(c.parameter, label) for c in judged for label in (c.candidate, c.reference)}
-    for c in rows:
-        if c.status == "kink" and (c.parameter, c.candidate) not in covered:
-            out.append(Unchecked(f"{c.parameter} ({c.candidate} vs {c.reference})", c.note or "every element's stencil straddles a kink", "kink"))
+    for c in unjudged_kinks(result):
+        out.append(Unchecked(f"{c.parameter} ({c.candidate} vs {c.reference})", c.note or "every element's stencil straddles a kink", "kink"))
     return out
+
+
+def unjudged_kinks(result) -> list:
+    """Rows whose every element sat on a kink, for a tensor and engine that no other engine pair judged."""
+    covered = {(c.parameter, label) for c in result.comparisons if c.status in JUDGED for label in (c.candidate, c.reference)}
+    return [c for c in result.comparisons if c.status == "kink" and (c.parameter, c.candidate) not in covered]
 
 
 def of_run(results) -> list[tuple[str, Unchecked]]:

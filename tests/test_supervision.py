@@ -232,3 +232,32 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+KINK_ONLY = """name: all-kink
+input: {dim: 3, batch: 4}
+target: {kind: regression}
+network:
+  init: {scheme: zeros}
+  layers:
+    - {type: dense, units: 3}
+    - {type: activation, fn: relu}
+    - {type: dense, units: 2, init: {scheme: normal}}
+loss: {fn: sse}
+check: {engines: [%s]}
+"""
+
+
+def test_a_tensor_every_element_of_which_sits_on_a_kink_is_not_checked_unless_another_pair_judges_it(write_spec, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    alone = write_spec(KINK_ONLY % "analytic, numeric", "alone.yaml")  # pre-activations all exactly 0: relu's kink
+    junit = tmp_path / "junit.xml"
+    run = CliRunner().invoke(main, ["check", str(alone), "--report", str(junit)])
+    assert run.exit_code == 4, run.output
+    assert "not checked: layers.0.bias (analytic vs numeric): every element's stencil straddles a kink" in run.output
+    assert run.output.startswith("INCOMPLETE  all-kink")
+    skipped = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase") if c.find("skipped") is not None]
+    assert any("layers.0.bias" in name for name in skipped), skipped
+    both = write_spec(KINK_ONLY % "analytic, numeric, autograd", "both.yaml")  # analytic vs autograd judges those tensors
+    assert CliRunner().invoke(main, ["check", str(both), "-q"]).exit_code == 0

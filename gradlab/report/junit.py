@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from .escape import xml_safe
 from .failure import text_table, worst_rows
 from .labels import breadcrumb, fmt_err, fmt_index, pair_label
+from ..coverage import unjudged_kinks
 from .rows import ordered_results, table_rows
 from .worst import ranked_by
 
@@ -61,7 +62,7 @@ def _suite(result, environment: dict) -> ET.Element:
     judged, _ = table_rows(result)
     rows = judged + [c for c in result.comparisons if c.status == "skipped"]
     n_fail = sum(c.status == "fail" for c in rows)
-    n_skip = sum(c.status == "skipped" for c in rows)
+    n_skip = sum(c.status == "skipped" for c in rows) + len(unjudged_kinks(result))
     suite = ET.Element("testsuite", name=result.name, tests=str(len(rows)), failures=str(n_fail), errors="0",
                        skipped=str(n_skip), time=f"{result.seconds:.3f}", file=result.path)
     if environment.get("generated"):
@@ -79,13 +80,14 @@ def _suite(result, environment: dict) -> ET.Element:
         suite.set("errors", "1")
         case = ET.SubElement(suite, "testcase", classname=classname, name="could not be checked", file=result.path, time=f"{result.seconds:.3f}")
         ET.SubElement(case, "error", message=result.error, type="SpecError" if result.error_kind == "user" else "InternalError").text = result.error
+    unjudged = {id(c) for c in unjudged_kinks(result)}
     for c, seconds in zip(rows, _case_times(result, rows)):
         case = ET.SubElement(suite, "testcase", classname=classname, name=_name(c), file=result.path, time=f"{seconds:.3f}")
         if c.status == "fail":
             suspect = _suspect(result)
             failure = ET.SubElement(case, "failure", message=suspect + _failure_message(c), type="GradientMismatch")
             failure.text = (suspect.removesuffix("; ") + "\n" if suspect else "") + _failure_body(c, ranked_by(c, result))
-        elif c.status == "skipped":
+        elif c.status == "skipped" or id(c) in unjudged:  # not checked: never shown as a passing case
             ET.SubElement(case, "skipped", message=c.note or "skipped")
         elif c.status != "pass":
             ET.SubElement(case, "system-out").text = f"{c.status}: {c.note}" if c.note else c.status

@@ -239,7 +239,8 @@ worst_elements = failure_lines  # the name earlier versions exported
 def summary_line(result) -> str:
     """`PASS  name (path): 12 pass in 0.41 s`: a passing spec in one line."""
     counts = ", ".join(f"{v} {k}" for k, v in status_counts(result.comparisons).items() if v) or "nothing compared"
-    return f"{'PASS' if result.passed else 'FAIL'}  {result.name} ({result.path}): {counts} in {result.seconds:.2f} s"
+    status = "FAIL" if not result.passed else "INCOMPLETE" if result.unchecked else "PASS"
+    return f"{status}  {result.name} ({result.path}): {counts} in {result.seconds:.2f} s"
 
 
 def _skip_lines(result) -> list[str]:
