@@ -221,8 +221,10 @@ def test_a_deleted_report_file_is_410_saying_it_is_missing_on_the_server(server,
     run_id = server.wait(submit_flaky(server))["id"]
     (setup[1] / "reports" / str(run_id) / "report.md").unlink()
     status, answer, _ = server.call("GET", f"/api/runs/{run_id}/report.md")
-    assert status == 410 and "report.md is missing on the server" in answer["detail"], answer
+    assert status == 410 and "the report file report.md is missing on the server" in answer["detail"], answer
     assert server.call("GET", f"/api/runs/{run_id}/report.html")[0] == 200  # the others are still there
+    (setup[1] / "reports" / str(run_id) / "report.html").unlink()
+    assert "report files are missing on the server" in server.call("GET", f"/runs/{run_id}")[1]
 
 
 def test_a_crashed_worker_fails_only_its_spec_as_a_local_executor_check_reports_it(server, setup):

@@ -153,9 +153,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if expected:
             where = (f"the file {run_id}/report.{suffix} under the server's --reports-dir" if config.reports_dir is not None
                      else "its row in the server's database")
-            raise HTTPException(410, f"run {run_id}: report.{suffix} is missing on the server ({where} was deleted or moved); "
-                                     f"the run's results are still at /api/runs/{run_id}, and retrying is not possible for a done run: "
-                                     "submit its specs again for a fresh report")
+            raise HTTPException(410, f"run {run_id}: the report file report.{suffix} is missing on the server ({where} was deleted "
+                                     f"or moved); the run's results are still at /api/runs/{run_id}: submit its specs again for a "
+                                     "fresh report")
         if text is None:
             raise HTTPException(404, f"run {run_id} has no report: none of its specs could be checked (see its result's errors)")
         return Response(text, media_type=MEDIA[fmt], headers=REPORT_HEADERS if fmt == "html" else {})
@@ -206,11 +206,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
             names = session.scalars(select(RunSpec.name).where(RunSpec.run_id == run_id).order_by(RunSpec.position)).all()
             results = session.scalars(select(SpecResultRow).where(SpecResultRow.run_id == run_id).order_by(SpecResultRow.position)).all()
             has_report = run.status == "done" and ReportStore(config.reports_dir).load(session, run_id, "md") is not None
+            # checked specs but no report: the report files were lost on the server (deleted from --reports-dir)
+            reports_missing = not has_report and run.status == "done" and any(r.error is None for r in results)
             files: dict[str, list] = {}
             for f in _files(session, run_id, names):
                 files.setdefault(f["index"], []).append(f)
             return _page("run.html.j2", run=_summary(run, names, request.app.state.runs.progress(run_id)), results=results,
-                         has_report=has_report, suffixes=REPORT_SUFFIXES, files=files)
+                         has_report=has_report, reports_missing=reports_missing, suffixes=REPORT_SUFFIXES, files=files)
 
     @ui.get("/specs/{name:path}", response_class=HTMLResponse)
     def spec_page(name: str, before: MaybeRunId = None, after: MaybeRunId = None):
