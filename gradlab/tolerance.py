@@ -202,9 +202,9 @@ def _one_by_one(respond, err: np.ndarray):
         d[j] = flat[j]
         r = respond(d.reshape(np.shape(err)))
         if isinstance(r, dict):
-            total = {k: np.abs(v) + (total[k] if total else 0.0) for k, v in r.items()}
+            total = {k: _finite(np.abs(v)) + (total[k] if total else 0.0) for k, v in r.items()}
         else:
-            total = np.abs(r) + (total if total is not None else 0.0)
+            total = _finite(np.abs(r)) + (total if total is not None else 0.0)
     return total
 
 
@@ -220,7 +220,7 @@ def _sample_by_sample(respond, err: np.ndarray, rng):
             d = np.zeros(np.shape(err))
             d[b] = err[b] * signs
             r = respond(d)
-            r = {k: np.abs(v) for k, v in r.items()} if isinstance(r, dict) else np.abs(r)
+            r = {k: _finite(np.abs(v)) for k, v in r.items()} if isinstance(r, dict) else _finite(np.abs(r))
             if best is None:
                 best = r
             elif isinstance(r, dict):
@@ -280,35 +280,50 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
     relative perturbations of size PROBE, scaled to eps, measures the rounding a correct implementation
     in that dtype commits, cancellations included (batchnorm over two values, a key bias, a
     normalisation followed by the mean it removed), without per-op formulas. The error e_g already
-    carried by g moves it by J^T e_g, measured the same way with random signs, and exactly (|J|^T e_g,
-    element by element) where g is small enough for random signs to cancel by chance.
+    carried by g moves it by J^T e_g, measured the same way with random signs, and without cancellation
+    between elements (|J|^T e_g: element by element where g is small, else sample by sample); the errors
+    the forward values x and y carry move it too, measured the same ways, and add to it.
     """
     names = layer.param_names
     base_x, base_p = layer.backward(params, x, y, g)
-    own_x, own_p = np.zeros(np.shape(base_x)), {n: np.zeros(np.shape(params[n])) for n in names}
-    car_x, car_p = np.zeros(np.shape(base_x)), {n: np.zeros(np.shape(params[n])) for n in names}
+    base = {None: base_x, **base_p}
+    own = {k: np.zeros(np.shape(v)) for k, v in base.items()}
+    # the error carried in by g and the one carried by the forward values it reads add up
+    car_g = {k: np.zeros(np.shape(v)) for k, v in base.items()}
+    car_f = {k: np.zeros(np.shape(v)) for k, v in base.items()}
 
+    def moved(vjp, into):
+        for k, v in _as_dict(vjp).items():
+            into[k] = np.fmax(into[k], np.abs(v - base[k]))
+
+    reads_rounded = e_x is not None and (np.any(e_x) or np.any(e_y))  # the forward values it reads carry rounding too
     for _ in range(PROBES):
         p = {**params, **{n: _jiggled(params[n], rng) for n in names}}
-        gx, gp = layer.backward(p, _jiggled(x, rng), _jiggled(y, rng), _jiggled(g, rng))
-        own_x = np.fmax(own_x, np.abs(gx - base_x))
-        for n in names:
-            own_p[n] = np.fmax(own_p[n], np.abs(gp[n] - base_p[n]))
-        gx, gp = layer.backward(params, x, y, _pushed(g, e_g, rng))
-        car_x = np.fmax(car_x, np.abs(gx - base_x))
-        for n in names:
-            car_p[n] = np.fmax(car_p[n], np.abs(gp[n] - base_p[n]))
-        if e_x is not None and (np.any(e_x) or np.any(e_y)):  # the forward values it reads carry rounding too
-            gx, gp = layer.backward(params, _pushed(x, e_x, rng), _pushed(y, e_y, rng), g)
-            car_x = np.fmax(car_x, np.abs(gx - base_x))
-            for n in names:
-                car_p[n] = np.fmax(car_p[n], np.abs(gp[n] - base_p[n]))
-    if np.any(e_g):  # the VJP is linear in g: |J|^T e_g element by element where g is small, else sample by sample
-        respond = lambda d: _as_dict(layer.backward(params, x, y, d))  # noqa: E731
-        each = _one_by_one(respond, e_g) if np.size(g) <= SMALL else _sample_by_sample(respond, e_g, rng)
-        car_x = np.fmax(car_x, each[None])
-        for n in names:
-            car_p[n] = np.fmax(car_p[n], each[n])
+        moved(layer.backward(p, _jiggled(x, rng), _jiggled(y, rng), _jiggled(g, rng)), own)
+        moved(layer.backward(params, x, y, _pushed(g, e_g, rng)), car_g)
+        if reads_rounded:
+            moved(layer.backward(params, _pushed(x, e_x, rng), _pushed(y, e_y, rng), g), car_f)
+    # Random signs cancel where few elements meet (see _one_by_one): also element by element (small tensors)
+    # or sample by sample. The VJP is linear in g; in x and y it is linear to first order in a push of eps size.
+    pushes = [(lambda d: _as_dict(layer.backward(params, x, y, d)), e_g, car_g)]
+    if reads_rounded:
+        def change(vjp):
+            return {k: v - base[k] for k, v in _as_dict(vjp).items()}
+        pushes += [(lambda d: change(layer.backward(params, x + d, y, g)), e_x, car_f),
+                   (lambda d: change(layer.backward(params, x, y + d, g)), e_y, car_f)]
+    exact = {k: np.zeros(np.shape(v)) for k, v in base.items()}
+    for respond, err, into in pushes:
+        if np.any(err):
+            each = _one_by_one(respond, err) if np.size(err) <= SMALL else _sample_by_sample(respond, err, rng)
+            if into is car_g:
+                for k in car_g:
+                    car_g[k] = np.fmax(car_g[k], each[k])
+            else:
+                for k in exact:
+                    exact[k] = exact[k] + each[k]
+    car = {k: car_g[k] + np.fmax(car_f[k], exact[k]) for k in base}
+    car_x, car_p = car[None], {n: car[n] for n in names}
+    own_x, own_p = own[None], {n: own[n] for n in names}
     scale = eps / PROBE
     # the dot products inside: a sum of n terms rounds to ~sqrt(n) eps of their size; PROBE-relative
     # perturbations see each term once, so a factor covers the accumulation
