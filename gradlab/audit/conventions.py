@@ -83,6 +83,15 @@ LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
     "classifier": {"W": ("D", "C"), "w": ("D", "C")},  # a linear classifier's weights: scores X @ W, C classes
 }
 
+# Families whose parameter shapes differ between course years: each alternative is tried on the forward
+# once (PROBE_SIZES), and the first it accepts (returns an output of x's shape) is drawn; when it accepts
+# none (a stub), the first. A 2022 spatial group norm takes gamma (C,), the 2019 one (1, C, 1, 1).
+PARAM_CONVENTIONS: dict[str, tuple[dict[str, tuple[str, ...]], ...]] = {
+    "groupnorm": ({"gamma": ("1", "C", "1", "1"), "beta": ("1", "C", "1", "1")}, {"gamma": ("C",), "beta": ("C",)}),
+    "spatial_norm": ({"gamma": ("C",), "beta": ("C",)}, {"gamma": ("1", "C", "1", "1"), "beta": ("1", "C", "1", "1")}),
+}
+PROBE_SIZES = {"1": 1, "N": 2, "C": 4, "H": 3, "W": 5, "G": 2}  # C, H, W all different: a wrong shape cannot broadcast by chance
+
 # Arguments that are passed, never differentiated: name -> (what, shape, the dimension that bounds it).
 # "indices" are integers in [0, bound) (class labels, word ids: few values, so repeats are common);
 # a "mask" is boolean, drawn all True, all False or mixed; "data" is a float array (a classifier's X).

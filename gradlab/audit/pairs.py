@@ -45,6 +45,10 @@ class Pair:
     args: tuple[tuple[str, str], ...]  # (name, role) in call order; role: array | labels (passed, never differentiated) | hyper | groups
     path: str
     declared: Any = None  # an audit file's declaration (auditfile.Declared): draws the case instead of the conventions
+    layouts: tuple[tuple[str, tuple[str, ...]], ...] = ()  # shapes probed on the forward (conventions.PARAM_CONVENTIONS)
+
+    def layout(self, name: str) -> tuple[str, ...]:
+        return dict(self.layouts).get(name) or C.LAYOUTS[self.family][name]
 
     @property
     def name(self) -> str:
@@ -283,7 +287,7 @@ def pair_cases(draw, pair: Pair, env: Envelope):
         if role == "labels":
             const[name] = _constant(draw, name, fam, dims)
             continue
-        layout = C.LAYOUTS[fam][name]
+        layout = pair.layout(name)
         if layout[-1] == "D*":  # affine: x is (N, D) or (N, d1, d2) with d1 d2 = D
             shape = _shape(draw, layout[:-1], dims, fam)
             if draw(st.booleans(), label="x is 3-D"):
@@ -299,6 +303,61 @@ def pair_cases(draw, pair: Pair, env: Envelope):
         else:
             inputs[name] = draw(S.arrays(shape, env if name == "x" else param_env), label=name)
     return Case(inputs, const, hyper)
+
+
+# --- conventions that differ between years: probed on the forward -------------------------------
+
+
+def _accepts(pair: Pair, layouts: dict[str, tuple[str, ...]]) -> bool:
+    """Whether the forward returns an output of x's shape on arrays drawn in `layouts` (a probe: anything raised is a no)."""
+    import contextlib
+    import sys
+
+    rng = np.random.default_rng(0)
+    sizes = C.PROBE_SIZES
+    args, x = [], None
+    for name, role in pair.args:
+        if role == "array":
+            a = rng.normal(size=tuple(sizes[d] for d in layouts.get(name) or C.LAYOUTS[pair.family][name]))
+            x = a if x is None else x
+            args.append(a)
+        elif role == "groups":
+            args.append(sizes["G"])
+        elif role == "hyper":
+            args.append(C.SCALAR_HYPERPARAMETERS[name][0] if name in C.SCALAR_HYPERPARAMETERS else
+                        {k: v[0] for k, v in C.HYPERPARAMETERS[name][1].items()})
+        else:
+            return False
+    try:
+        with contextlib.redirect_stdout(sys.stderr), warnings_off():
+            raw = pair.forward(*args)
+        out = raw[0] if isinstance(raw, (tuple, list)) else raw
+        return x is not None and np.shape(out) == x.shape
+    except BaseException as exc:  # noqa: BLE001 -- a probe: what the forward raises is judged by the search
+        from .subjects import passes_through
+
+        if passes_through(exc):
+            raise
+        return False
+
+
+def warnings_off():
+    import contextlib
+    import warnings
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(np.errstate(all="ignore"))
+    return stack
+
+
+def probe_convention(pair: Pair) -> Pair:
+    """The pair with the parameter shapes its forward accepts (gamma (C,) or (1, C, 1, 1)); the first when none is."""
+    for layouts in C.PARAM_CONVENTIONS[pair.family]:
+        if _accepts(pair, layouts):
+            return replace(pair, layouts=tuple(layouts.items()))
+    return pair
 
 
 # --- the subject --------------------------------------------------------------------------------
@@ -377,6 +436,8 @@ class PairSubject(Subject):
         # arrays the forward returns before its cache (lstm_step_forward: next_h, next_c): the backward
         # takes one upstream gradient for each, in order, then the cache
         self.outputs = max(1, len(_positional(pair.backward)) - 1) if pair.mode == "pair" else 1
+        if pair.declared is None and pair.family in C.PARAM_CONVENTIONS:
+            self.pair = probe_convention(pair)
 
     @property
     def name(self) -> str:
@@ -569,4 +630,8 @@ class PairSubject(Subject):
             return f"{self.pair.name}({args}), {self.pair.backward.__name__}"
         outs = "out" if self.outputs == 1 else ", ".join(f"out{i + 1}" for i in range(self.outputs))
         douts = "dout" if self.outputs == 1 else ", ".join(f"dout{i + 1}" for i in range(self.outputs))
-        return f"{outs}, cache = {self.pair.name}({args}); {self.pair.backward.__name__}({douts}, cache)"
+        probed = ""
+        if self.pair.layouts:  # conventions.PARAM_CONVENTIONS
+            probed = "; " + ", ".join(f"{n} of shape ({', '.join(lay)}{',' if len(lay) == 1 else ''})" for n, lay in self.pair.layouts) + \
+                " (the shapes its forward accepts)"
+        return f"{outs}, cache = {self.pair.name}({args}); {self.pair.backward.__name__}({douts}, cache){probed}"
