@@ -80,6 +80,12 @@ def test_a_two_layer_net_with_loss_reg_is_audited_at_reg_0_and_above_and_the_b_r
     assert finding.case.hyper["reg"] > 0 and ("params['b1']" in finding.message or "params['b2']" in finding.message)
 
 
+def test_a_textbook_net_with_loss_and_gradient_and_layers_around_its_params_passes():
+    result = audit(f"{HAZARDS / 'textbook_net.py'}:TwoLayerNet", examples=10)
+    assert result.passed and result.kind == "model" and result.coverage.judged > 0, [f.message for f in result.findings]
+    assert "gradient(X, y) when loss returns a number" in result.call
+
+
 def test_a_class_that_cannot_be_built_is_a_skip_and_never_exit_0(tmp_path):
     path = tmp_path / "layers.py"
     path.write_text("class Layer:\n    def __init__(self, config):\n        self.config = config\n\n"
