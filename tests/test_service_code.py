@@ -282,3 +282,35 @@ def test_remote_sends_the_op_files_relative_impl_paths_name(server, setup):
     assert status == 422 and not os.path.exists("/tmp/gl-not-sent.py")
     by_name = server.wait(server.submit([("swish.yaml", spec)]))  # without its file: the spec's own error, as a local check of a lone spec
     assert by_name["exit_code"] == 2 and "no such file" in by_name["result"]["specs"][0]["error"]
+
+
+def _processes_in_group(pgid: int) -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, command line)} of the live processes in a process group (Linux /proc)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat[2]) == pgid and stat[0] != "Z":
+            found[int(entry)] = (int(stat[1]), cmdline)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the store process through /proc")
+def test_a_dead_store_process_loses_no_run(server, setup):
+    """Runs are rendered and written by the server's store process; if it dies, the web process writes the run itself
+    and a new store process takes the next ones: no run is lost or left running."""
+    server.wait(submit_flaky(server))  # the store process has written a run: it is up
+    group = _processes_in_group(server.proc.pid)
+    forkservers = [pid for pid, (_, cmd) in group.items() if "forkserver" in cmd]
+    stores = [pid for pid, (parent, _) in group.items() if parent in forkservers]
+    assert len(stores) == 1, group
+    os.kill(stores[0], signal.SIGKILL)
+    first, second = server.wait(submit_flaky(server)), server.wait(submit_flaky(server))
+    assert (first["status"], first["exit_code"], second["status"], second["exit_code"]) == ("done", 0, "done", 0)
+    assert server.call("GET", f"/api/runs/{first['id']}/report.md")[0] == 200
+    assert "the store process died" in server.log.read_text()

@@ -80,7 +80,7 @@ def command(host, port, db_url, workers, executor, address, allow_code, token_fi
     workers = workers or getattr(pool, "workers", None) or os.cpu_count() or 1
     app = create_app(ServiceConfig(sessions=sessions, executor=pool, capacity=workers, allow_code=allow_code, token=token,
                                    reports_dir=reports_dir, max_queued=max_queue, timeout=timeout, hosts=hosts,
-                                   connection_address=by_connection))
+                                   connection_address=by_connection, db_url=db_url))
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"gradlab serve: http://{shown}:{bound}  (database {_safe_url(db_url)}, {workers} {executor} workers"
@@ -89,9 +89,9 @@ def command(host, port, db_url, workers, executor, address, allow_code, token_fi
         click.echo(f"gradlab serve: answering to Host {', '.join(sorted(hosts))}{' and the address connected to' if by_connection else ''} "
                    "(--allowed-host NAME adds one)", err=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
-    # The writer thread renders each finished run's reports in this process; a request's thread waiting for the GIL
-    # behind it waits up to the switch interval at each hand-over (5 ms by default, several per request): 1 ms keeps
-    # the API's tail short while reports are written.
+    # Reports are rendered in the store process (runs.StoreProcess), but the dispatcher and writer threads still share
+    # this process's GIL with the requests; a request's thread waiting for it waits up to the switch interval at each
+    # hand-over (5 ms by default, several per request): 1 ms keeps the API's tail short.
     sys.setswitchinterval(0.001)
     server.run(sockets=[sock])
 

@@ -69,6 +69,7 @@ class ServiceConfig:
     timeout: float = 600.0  # a spec's deadline when neither the client nor the spec names one
     hosts: frozenset | None = LOOPBACK_NAMES  # the Host names requests may use (guard.allowed_hosts); None: any
     connection_address: bool = False  # a wildcard bind: the address a connection was made to counts as a name too
+    db_url: str | None = None  # given: finished runs are rendered and written by a store process (runs.StoreProcess)
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -78,7 +79,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         interrupt_unfinished(sessions)
         app.state.runs = RunQueue(sessions, config.executor, capacity=config.capacity, max_queued=config.max_queued,
-                                  reports=ReportStore(config.reports_dir), allow_code=config.allow_code, timeout=config.timeout)
+                                  reports=ReportStore(config.reports_dir), allow_code=config.allow_code, timeout=config.timeout,
+                                  db_url=config.db_url)
         app.state.runs.start()
         try:
             yield

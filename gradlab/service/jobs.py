@@ -9,12 +9,13 @@ WORKER_NICENESS = 10  # a check yields the CPU to the web process: the API answe
 
 
 def check_below_the_api(name: str, text: str, options: dict, timeout: float, *, allow_code: bool, nice: bool = True,
-                        files: list[tuple[str, str]] | None = None):
+                        files: list[tuple[str, str]] | None = None, pickled: bool = False):
     """gradlab.executors.check_spec_text at a lower CPU priority than the server's.
 
     `nice` only where the process is the job's own (the local pool): a Ray worker process outlives its task.
     `files`: the op files sent with the spec, [(impl path relative to the spec, text)], written where the spec's
-    impl: paths look for them, in the spec's private temporary folder."""
+    impl: paths look for them, in the spec's private temporary folder. `pickled`: the result as pickle bytes, which
+    the web process hands on to its store process without reading them."""
     from ..executors import check_spec_text
 
     if nice:
@@ -23,8 +24,14 @@ def check_below_the_api(name: str, text: str, options: dict, timeout: float, *, 
         except (AttributeError, OSError):  # Windows; or a worker already lower than that
             pass
     if files:
-        return _check_with_files(name, text, options, timeout, allow_code=allow_code, files=files)
-    return check_spec_text(name, text, options, timeout, allow_code=allow_code)
+        result = _check_with_files(name, text, options, timeout, allow_code=allow_code, files=files)
+    else:
+        result = check_spec_text(name, text, options, timeout, allow_code=allow_code)
+    if pickled:
+        import pickle
+
+        return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    return result
 
 
 def _check_with_files(name: str, text: str, options: dict, timeout: float, *, allow_code: bool, files: list[tuple[str, str]]):

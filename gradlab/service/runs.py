@@ -2,8 +2,11 @@
 
 One thread (the dispatcher) owns the bookkeeping: it keeps at most `capacity` specs in flight on the
 executor (gradlab.executors: a local process pool or Ray), runs first come first served, and, when a
-run's last spec is back, writes its check document, its per-tensor rows and its reports in one
-transaction. The web process never runs a check itself and never imports user code.
+run's last spec is back, hands it to the writer. The writer has the run's check document, per-tensor
+rows and reports made and written in one transaction (`write_run`) by a store process of its own
+(given the database URL), so the web process does only I/O: a worker hands back each spec's result
+pickled, the web process passes the bytes on without reading them. The web process never runs a
+check itself and never imports user code.
 
 Outcomes are per spec, as in `gradlab check --executor local`: a worker that crashed (WorkerCrashed) or ran
 past its deadline (JobTimeout) is that spec's error result naming how the worker died, a spec naming user
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 import queue
 import threading
 import time
@@ -104,8 +108,10 @@ class RunQueue:
     """Bounded FIFO of runs; `capacity` specs at a time on `executor`; results into the database."""
 
     def __init__(self, sessions, executor, *, capacity: int, max_queued: int, reports: ReportStore, allow_code: bool = False,
-                 timeout: float = 600.0):
+                 timeout: float = 600.0, db_url: str | None = None):
         self.sessions, self.executor, self.reports, self.allow_code = sessions, executor, reports, allow_code
+        self.db_url = db_url  # with it, finished runs are rendered and written by a store process (StoreProcess)
+        self._store: StoreProcess | None = None
         self.timeout = timeout  # seconds per spec when neither the client nor the spec says
         self.capacity, self.max_queued = max(1, capacity), max_queued
         self._environment_job = None  # versions and devices where the checks run, asked of a worker at start-up
@@ -132,6 +138,8 @@ class RunQueue:
         from .jobs import worker_environment
 
         self._environment_job = self.executor.submit(worker_environment)
+        if self.db_url is not None:
+            self._store = StoreProcess(self.db_url, self.reports.folder)
         self._thread.start()
         self._writer.start()
         self._events.put(("wake",))
@@ -141,6 +149,8 @@ class RunQueue:
         self._thread.join(timeout=10)
         self._finished.put(None)
         self._writer.join(timeout=30)
+        if self._store is not None:
+            self._store.close()
 
     def submit(self, specs: list[tuple[str, str]], options: dict, label: str | None, files: dict | None = None) -> int:
         """Store a validated run as `queued` and wake the dispatcher; QueueFull when max_queued runs wait already.
@@ -260,6 +270,7 @@ class RunQueue:
         try:
             future = self.executor.submit(check_below_the_api, name, text, options, limit, allow_code=self.allow_code,
                                           nice=getattr(self.executor, "name", "") == "local", files=active.files.get(index),
+                                          pickled=self._store is not None and self._store.usable,
                                           gpus=self._gpus(name, text, options), timeout=2 * limit + 10)
         except Exception as exc:  # the executor itself is gone (a lost Ray cluster)
             self._events.put(("done", active.id, index, exc))
@@ -338,42 +349,21 @@ class RunQueue:
             traceback.print_exception(type(exc), exc, exc.__traceback__)
 
     def _finish(self, active: _Active) -> None:
-        """The run's document, rows and reports, written in one transaction: a run is done whole or not at all."""
-        from ..batch import check_document, exit_code
+        """The run's document, rows and reports, written in one transaction: a run is done whole or not at all; by the
+        store process when there is one, else here."""
+        worker = self._worker_env()
+        if self._store is not None and self._store.usable:
+            blobs = [r if isinstance(r, bytes) else pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in active.results]
+            if self._store.write(active.id, blobs, active.texts, active.options, worker):
+                return
+            with self.sessions() as session:  # the store process died: unless it got the run written, write it here
+                if session.get(Run, active.id).status == "done":
+                    return
+        results = [pickle.loads(r) if isinstance(r, bytes) else r for r in active.results]
+        write_run(self.sessions, self.reports, active.id, results, active.texts, active.options, worker)
 
-        results = active.results
-        environment = self._environment(active, results)
-        doc = check_document(results, environment)
-        stats = [_stats_of(r) for r in results]
-        stats_output = None
-        if active.options.get("stats"):
-            from ..report.stats_table import render_text
-
-            measured = [s for s in stats if s is not None]
-            if measured:  # as `gradlab check --stats --format json`
-                doc["stats"] = [s.to_dict() for s in measured]
-            failed = [r.stats for r in results if getattr(r, "stats", None) is not None and getattr(r.stats, "error", None) is not None]
-            stats_output = {"text": render_text(measured) if measured else "",
-                            "skipped": [f.error for f in failed if getattr(f, "error_kind", "") == "user"]}
-            results = results + [f for f in failed if getattr(f, "error_kind", "") == "internal"]  # as in the CLI: exit 3
-        reports = _render_reports(active.results, environment)
-        document = json.dumps(doc, default=float)  # compact: the C encoder (indent= takes the pure-Python one); clients indent
-        rows = [dict(run_id=active.id, spec=r.name, parameter=c.parameter, candidate=c.candidate, reference=c.reference,
-                     device=c.device, dtype=c.dtype, status=c.status, max_rel_err=_finite(c.max_rel_err))
-                for r in active.results for c in r.comparisons]
-        with self.sessions() as session, session.begin():
-            run = session.get(Run, active.id)
-            session.add_all(SpecResultRow(run_id=run.id, position=position, name=r.name, path=r.path, passed=r.passed, error=r.error,
-                                          seconds=float(r.seconds or 0.0), stats=_stats_summary(st))
-                            for position, (r, st) in enumerate(zip(active.results, stats)))
-            if rows:
-                session.execute(insert(ComparisonRow), rows)  # one executemany, not an ORM object per row
-            self.reports.save(session, run.id, reports)
-            run.status, run.finished, run.result = "done", utcnow(), document
-            run.passed, run.exit_code, run.stats_output = doc["passed"], exit_code(results), stats_output
-
-    def _environment(self, active: _Active, results) -> dict:
-        """The workers' environment, with each spec's hash taken from the text it was sent (never from a path)."""
+    def _worker_env(self) -> dict:
+        """The workers' environment (versions and devices), asked of a worker at start-up."""
         if self._worker_environment is None:
             try:
                 self._worker_environment = self._environment_job.result(timeout=300)
@@ -381,9 +371,123 @@ class RunQueue:
                 from .jobs import worker_environment
 
                 self._worker_environment = worker_environment()
-        specs = {r.path: {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], "seed": r.seed, "dtype": r.dtype}
-                 for r, text in zip(results, active.texts)}
-        return {**self._worker_environment, "specs": specs}
+        return self._worker_environment
+
+
+class StoreProcess:
+    """A process of the server's own that renders each finished run's reports and writes the run (write_run): the CPU
+    this takes is not the web process's, whose requests then never wait behind it. One run at a time, in order. If the
+    process dies, `write` answers False (the caller writes the run itself) and a new one is started; after
+    MAX_RESTARTS deaths in a row there is none (`usable` is False) and the caller writes every run itself."""
+
+    MAX_RESTARTS = 3
+
+    def __init__(self, db_url: str, reports_dir):
+        self.db_url, self.reports_dir = db_url, str(reports_dir) if reports_dir is not None else None
+        self._pool = None
+        self._deaths = 0
+        self._start()
+
+    @property
+    def usable(self) -> bool:
+        return self._deaths < self.MAX_RESTARTS
+
+    def _start(self) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context(method), initializer=_store_open,
+                                         initargs=(self.db_url, self.reports_dir))
+        self._pool.submit(_store_ready)  # started now, not at the first finished run
+
+    def write(self, run_id: int, blobs: list[bytes], texts: list[str], options: dict, worker: dict) -> bool:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            self._pool.submit(_store_write, run_id, blobs, texts, options, worker).result()
+            self._deaths = 0
+            return True
+        except BrokenProcessPool as exc:
+            import sys
+
+            self._deaths += 1
+            print(f"gradlab serve: the store process died ({exc}); this run is written by the web process", file=sys.stderr)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self.usable:
+                self._start()
+            return False
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+
+_STORE: dict = {}
+
+
+def _store_open(db_url: str, reports_dir: str | None) -> None:
+    """The store process's database and report store, opened once (it runs no check and no user code)."""
+    from .db import open_db
+
+    _STORE["sessions"], _STORE["reports"] = open_db(db_url), ReportStore(reports_dir)
+    from importlib import import_module
+
+    from ..report import FORMATS
+
+    for module in FORMATS.values():  # imported once here, not at the first run
+        import_module(f"gradlab.report.{module}")
+
+
+def _store_ready() -> bool:
+    return True
+
+
+def _store_write(run_id: int, blobs: list[bytes], texts: list[str], options: dict, worker: dict) -> None:
+    write_run(_STORE["sessions"], _STORE["reports"], run_id, [pickle.loads(b) for b in blobs], texts, options, worker)
+
+
+def write_run(sessions, reports: ReportStore, run_id: int, results: list, texts: list[str], options: dict, worker: dict) -> None:
+    """A finished run's check document, per-spec and per-tensor rows and reports, rendered and written in one
+    transaction: a run is done whole or not at all. `worker`: the environment the checks ran in."""
+    from ..batch import check_document, exit_code
+
+    all_results = results
+    environment = _environment(worker, results, texts)
+    doc = check_document(results, environment)
+    stats = [_stats_of(r) for r in results]
+    stats_output = None
+    if options.get("stats"):
+        from ..report.stats_table import render_text
+
+        measured = [s for s in stats if s is not None]
+        if measured:  # as `gradlab check --stats --format json`
+            doc["stats"] = [s.to_dict() for s in measured]
+        failed = [r.stats for r in results if getattr(r, "stats", None) is not None and getattr(r.stats, "error", None) is not None]
+        stats_output = {"text": render_text(measured) if measured else "",
+                        "skipped": [f.error for f in failed if getattr(f, "error_kind", "") == "user"]}
+        all_results = results + [f for f in failed if getattr(f, "error_kind", "") == "internal"]  # as in the CLI: exit 3
+    rendered = _render_reports(results, environment)
+    document = json.dumps(doc, default=float)  # compact: the C encoder (indent= takes the pure-Python one); clients indent
+    rows = [dict(run_id=run_id, spec=r.name, parameter=c.parameter, candidate=c.candidate, reference=c.reference,
+                 device=c.device, dtype=c.dtype, status=c.status, max_rel_err=_finite(c.max_rel_err))
+            for r in results for c in r.comparisons]
+    with sessions() as session, session.begin():
+        run = session.get(Run, run_id)
+        session.add_all(SpecResultRow(run_id=run.id, position=position, name=r.name, path=r.path, passed=r.passed, error=r.error,
+                                      seconds=float(r.seconds or 0.0), stats=_stats_summary(st))
+                        for position, (r, st) in enumerate(zip(results, stats)))
+        if rows:
+            session.execute(insert(ComparisonRow), rows)  # one executemany, not an ORM object per row
+        reports.save(session, run.id, rendered)
+        run.status, run.finished, run.result = "done", utcnow(), document
+        run.passed, run.exit_code, run.stats_output = doc["passed"], exit_code(all_results), stats_output
+
+
+def _environment(worker: dict, results, texts) -> dict:
+    """The workers' environment, with each spec's hash taken from the text it was sent (never from a path)."""
+    specs = {r.path: {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], "seed": r.seed, "dtype": r.dtype}
+             for r, text in zip(results, texts)}
+    return {**worker, "specs": specs}
 
 
 def _names_code(active: _Active) -> list[tuple[int, str]]:
