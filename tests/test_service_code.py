@@ -314,3 +314,18 @@ def test_a_dead_store_process_loses_no_run(server, setup):
     assert (first["status"], first["exit_code"], second["status"], second["exit_code"]) == ("done", 0, "done", 0)
     assert server.call("GET", f"/api/runs/{first['id']}/report.md")[0] == 200
     assert "the store process died" in server.log.read_text()
+
+
+def test_pages_refresh_while_a_run_is_in_progress_and_tables_scroll(server, setup):
+    """Issue 21 UI: the runs page and a run's page refresh themselves while a run is queued or running (no script:
+    the CSP allows none), and stop once it is done; wide tables scroll inside the page at 390 px."""
+    flag(setup, "hang")
+    run_id = submit_flaky(server)
+    hung_worker(setup)
+    assert '<meta http-equiv="refresh"' in server.call("GET", f"/runs/{run_id}")[1]
+    assert '<meta http-equiv="refresh"' in server.call("GET", "/")[1]
+    flag(setup, "hang", False)
+    server.wait(run_id)
+    page = server.call("GET", f"/runs/{run_id}")[1]
+    assert '<meta http-equiv="refresh"' not in page and '<div class="scroll"><table id="specs">' in page
+    assert '<meta http-equiv="refresh"' not in server.call("GET", "/")[1]
