@@ -192,7 +192,7 @@ def test_remote_run_that_ended_without_results_is_an_error_with_its_reason(monke
     from gradlab.service import client
 
     run = {"id": 7, "status": status, "error": "worker died (exit status 0) while running net.py:Op", "result": None}
-    monkeypatch.setattr(client, "_submit", lambda server, specs, options: (run, []))
+    monkeypatch.setattr(client, "_submit", lambda *args, **kwargs: (run, []))
     code = client.check_remote("http://127.0.0.1:9", [str(ROOT / "specs" / "seed003_two_layer.yaml")])
     err = capsys.readouterr().err
     assert code == 2
