@@ -426,8 +426,17 @@ _STORE: dict = {}
 
 
 def _store_open(db_url: str, reports_dir: str | None) -> None:
-    """The store process's database and report store, opened once (it runs no check and no user code)."""
+    """The store process's database and report store, opened once (it runs no check and no user code). It renders at
+    the workers' lower CPU priority: the web process's requests come first."""
+    import os
+
     from .db import open_db
+    from .jobs import WORKER_NICENESS
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICENESS)
+    except (AttributeError, OSError):
+        pass
 
     _STORE["sessions"], _STORE["reports"] = open_db(db_url), ReportStore(reports_dir)
     from importlib import import_module
