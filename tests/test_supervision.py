@@ -33,7 +33,7 @@ def gradlab(*args, mode: str = "", where: str = "forward", wrong: float = 1.0, t
     return subprocess.run([*GRADLAB, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
 
 
-@pytest.mark.parametrize("mode,where", [("exit0", "forward"), ("exit0", "backward"), ("exit3", "forward"), ("kill_self", "backward")])
+@pytest.mark.parametrize("mode,where", [("exit0", "forward"), ("exit3", "backward"), ("kill_self", "backward")])
 def test_user_code_that_ends_the_process_is_an_error_naming_the_op(mode, where):
     run = gradlab("check", SPEC, "--format", "json", mode=mode, where=where)
     assert run.returncode == 2, (run.stdout, run.stderr)
@@ -49,14 +49,14 @@ def test_an_atexit_handler_cannot_turn_a_failure_into_a_pass():
     assert run.stdout.startswith("FAIL:")
 
 
-@pytest.mark.parametrize("mode", ["write_fd1", "system_echo", "print", "close_stdout", "thread"])
-def test_user_code_cannot_corrupt_stdout_or_hold_the_process(mode):
-    run = gradlab("check", SPEC, "--format", "json", mode=mode, timeout=60)  # a non-daemon thread must not hang it
+def test_user_code_cannot_corrupt_stdout_or_hold_the_process():
+    """os.write(1, ...), os.system("echo"), print, a non-daemon thread and sys.stdout.close() in every forward call."""
+    run = gradlab("check", SPEC, "--format", "json", mode="everything", timeout=60)  # the thread must not hang it
     assert run.returncode == 0, (run.stdout, run.stderr)
     doc = json.loads(run.stdout)  # whatever the op wrote went to stderr
     assert doc["passed"] is True and doc["complete"] is True
-    if mode in ("write_fd1", "system_echo", "print"):
-        assert "JUNK" in run.stderr and "JUNK" not in run.stdout
+    for junk in ("JUNK ON FD 1", "JUNK FROM A SHELL", "JUNK FROM PRINT"):
+        assert junk in run.stderr and junk not in run.stdout
 
 
 def test_ctrl_c_still_ends_a_supervised_run_with_130(tmp_path):

@@ -13,6 +13,16 @@ WRONG = float(os.environ.get("GRADLAB_TEST_WRONG", "1.0"))  # a factor on the ba
 
 
 def _misbehave():
+    if MODE == "everything":  # every way of writing to gradlab's stdout or holding the process, at once
+        os.write(1, b"JUNK ON FD 1\n")
+        os.system("echo JUNK FROM A SHELL")
+        print("JUNK FROM PRINT")
+        import threading
+        import time
+
+        threading.Thread(target=time.sleep, args=(3600,)).start()
+        sys.stdout.close()
+        return
     if MODE == "exit0":
         os._exit(0)
     if MODE == "exit3":
