@@ -134,7 +134,10 @@ def audit(
     subject = prepare(op, kind=kind, max_abs=max_abs, backward=backward)
     subject.reseed = seed if reseed else None
     with user_stdout_to_stderr():
-        return run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol), progress=live)
+        result = run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol), progress=live)
+    if isinstance(op, str) and loading.is_file(loading.split(op)[0]):
+        result.imported = loading.imported_as(loading.split(op)[0])
+    return result
 
 
 @contextlib.contextmanager
@@ -152,6 +155,7 @@ class FileAuditResult:
     results: list[AuditResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # functions that look like ops but cannot be audited, and why
     seconds: float = 0.0
+    imported: str = ""  # how the file was imported when its imports needed the repository's root
 
     @property
     def passed(self) -> bool:
@@ -172,18 +176,22 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
         module = loading.load_module(shown)
     with loading.inspecting(shown):
         found, notes = pairs.discover(module, shown)
-        stateful_names = stateful.stateful_classes(module)
-        model_names = [name for name in models.model_classes(module) if name not in stateful_names]  # TwoLayerNet(...).loss(X, y)
-    classes = stateful_names + model_names
+        function_names = torch_functions(module)  # torch.autograd.Function subclasses, static- or classmethod forward/backward
+        stateful_names = [name for name in stateful.stateful_classes(module) if name not in function_names]
+        model_names = [name for name in models.model_classes(module) if name not in stateful_names + function_names]  # TwoLayerNet(...).loss(X, y)
+    classes = stateful_names + model_names + function_names
+    kinds = {**{n: "stateful" for n in stateful_names}, **{n: "model" for n in model_names}, **{n: "function" for n in function_names}}
     if not found and not notes and not classes:
-        raise TargetError(f"{shown}: no function pairs found (name_forward / name_backward, name_loss(x, y), f / f_grad); "
+        raise TargetError(f"{shown}: no function pairs found (name_forward / name_backward, name_loss(x, y), f / f_grad, "
+                          f"stateful layers, model classes or torch.autograd.Function subclasses); "
                           f"for a class or an object, expected {loading.FORMAT}")
-    out = FileAuditResult(shown, notes=notes)
+    out = FileAuditResult(shown, notes=notes, imported=loading.imported_as(shown))
 
     def audit_one(subject) -> None:
         subject.reseed = seed if reseed else None
         with user_stdout_to_stderr():
             result = run(subject, examples=examples, seed=seed, tol=tolerance(rtol, atol), progress=live)
+        result.imported = out.imported
         out.results.append(result)
         if progress is not None:
             progress(result)
@@ -194,13 +202,30 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
         audit_one(pairs.PairSubject(pair, target, max_abs=max_abs))
     for name in classes:  # stateful layer classes the file defines: forward(x) caching on self, backward(dout)
         try:
-            subject = prepare(f"{shown}:{name}", kind="model" if name in model_names else "stateful", max_abs=max_abs)
+            subject = prepare(f"{shown}:{name}", kind=kinds[name], max_abs=max_abs)
         except TargetError as exc:
             out.notes.append(str(exc))
             continue
         audit_one(subject)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def torch_functions(module: Any) -> list[str]:
+    """The torch.autograd.Function subclasses `module` defines (not imports), whatever decorates their forward and
+    backward (@staticmethod, or @classmethod as entmax writes them): audited as kind 'function'."""
+    out = []
+    for name, value in vars(module).items():
+        if name.startswith("_") or not loading.is_torch_function(value) or getattr(value, "__module__", None) != module.__name__:
+            continue
+        if _defines(value, "forward"):  # one without a backward of its own is listed: prepare says what is missing
+            out.append(name)
+    return out
+
+
+def _defines(cls: type, method: str) -> bool:
+    """`cls` or a base class outside torch defines `method` (torch.autograd.Function's own does not count)."""
+    return any(method in vars(k) for k in cls.__mro__ if k is not object and not str(getattr(k, "__module__", "")).startswith("torch"))
 
 
 def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dict | None = None, hyper: dict | None = None,

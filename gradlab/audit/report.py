@@ -211,6 +211,8 @@ def text(result: AuditResult) -> str:
     ]
     if result.built:
         lines.append(f"  built: {result.built}")
+    if result.imported:
+        lines.append(f"  {result.imported}")
     if result.surrogate:
         lines.append(f"  checked against the declared surrogate: {result.surrogate}, not the true gradient")
     if result.domain:
@@ -273,6 +275,7 @@ def as_dict(result: AuditResult) -> dict:
         "domain": result.domain or None, "domain_inferred": result.domain_note or None, "coverage": result.coverage.to_dict(),
         "counterexamples": [finding_dict(result, f) for f in result.findings],
         "warnings": [finding_dict(result, f) for f in result.warnings], "strict": result.strict, "built": result.built or None,
+        "imported": result.imported or None,
     })
 
 

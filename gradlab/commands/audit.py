@@ -109,6 +109,8 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout,
     from ..usercode import deadline
 
     live = fmt == "table" and not output
+    if live and not declared:
+        _say_root(path)
     with deadline(timeout, f"gradlab audit {path}"):
         result = (audit_yaml if declared else audit_file)(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, reseed=reseed, live=_live(fmt),
                                                           progress=(lambda r: (setattr(r, "strict", strict), click.echo(_summary(r)))) if live else None)
@@ -117,12 +119,13 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout,
     judged, skipped = len(result.results), len(result.notes)
     complete = judged > 0 and not skipped
     if fmt == "json":
-        doc = {"passed": result.passed and complete, "complete": complete, "path": path, "seconds": round(result.seconds, 3),
+        doc = {"passed": result.passed and complete, "complete": complete, "path": path, "imported": getattr(result, "imported", "") or None,
+               "seconds": round(result.seconds, 3),
                "judged": judged, "skipped": result.notes, "strict": strict, "warned": [r.name for r in result.results if r.warnings],
                "ops": [report.as_dict(r) for r in result.results]}
         write_text(json.dumps(doc, indent=2), output)
     else:
-        lines = [] if live else [_summary(r) for r in result.results]
+        lines = [] if live else ([result.imported] if getattr(result, "imported", "") else []) + [_summary(r) for r in result.results]
         lines += [f"SKIP  {note}" for note in result.notes]
         for r in result.results:
             if not r.passed or r.warnings:
@@ -131,6 +134,21 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout,
         lines.append(_file_verdict(result.passed, judged, failed, skipped, result.seconds, sum(bool(r.warnings) for r in result.results)))
         write_report_text("\n".join(lines), output)
     sys.exit(EXIT_FAIL if not result.passed else incomplete_code(unchecked=bool(skipped), nothing=judged == 0))
+
+
+def _say_root(path) -> None:
+    """The line saying which root a file in a package was imported from, before its ops' lines (it is imported first)."""
+    from ..audit import user_stdout_to_stderr
+    from ..userops import loading
+
+    try:
+        with user_stdout_to_stderr():
+            loading.load_module(path)
+    except Exception:  # noqa: BLE001 -- audit_file reports it, as it would have without this line
+        return
+    how = loading.imported_as(path)
+    if how:
+        click.echo(how)
 
 
 def _file_verdict(passed: bool, judged: int, failed: int, skipped: int, seconds: float, warned: int = 0) -> str:

@@ -5,7 +5,11 @@ the class: its `apply` is what gets called); an instance is deep-copied. Every c
 audit, each custom layer of a spec -- therefore gets its own object, and state one of them
 leaves behind (caches, parameters written in place) never leaks into another.
 Files are imported once per version (path and modification time), under a private module
-name, with their folder on `sys.path` while they import so sibling imports work.
+name, with their folder on `sys.path` while they import so sibling imports work. A file whose
+imports need its repository (`from ..layers import *`, `from deepnet.im2col import ...` inside
+deepnet/, `from common.functions import *` from a sibling folder) is imported from the root that
+makes them resolve (roots.py: found by reading the import statements, never by running them) --
+as a module of its package when it has one -- and `imported_as(path)` says which root and name.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import roots
 from ..errors import GradlabError
 from ..usercode import Timeout, UserCodeError, code_allowed, describe, interrupted, raised_by_user, user_code, user_line
 
@@ -71,7 +76,7 @@ def _import_error(where: str, exc: BaseException) -> TargetError:
     at = "" if isinstance(exc, SyntaxError) and "line " in describe(exc) else user_line(exc)
     hint = ""
     if isinstance(exc, ImportError) and "relative import" in str(exc):
-        hint = "; a file loaded by path has no package: import siblings absolutely, or name the target as package.module:Name"
+        hint = "; gradlab found no package root for it (folders with __init__.py, or as many folders above it as the import climbs)"
     return TargetError(f"{where}: cannot import: {describe(exc)}{at}{hint}")
 
 
@@ -121,6 +126,21 @@ def _import_guard(where: str) -> Iterator[None]:
         raise _import_error(where, original) from original
 
 
+def imported_as(source: str | Path, base_dir: str | Path | None = None) -> str:
+    """'deepnet.layers, from the root /repo (its folders with __init__.py)': how a file a target names was
+    imported, when it needed its repository's root; '' for a file imported alone (its folder on sys.path)."""
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir or Path.cwd()) / path
+    try:
+        return _HOW.get(str(path.resolve()), "")
+    except (OSError, RuntimeError):
+        return ""
+
+
+_HOW: dict[str, str] = {}  # resolved file path -> how it was imported (roots.Plan.text())
+
+
 def _load_file(path: Path, shown: str):
     if not path.is_file():
         what = "is not a regular file" if path.exists() else "no such file"
@@ -130,6 +150,13 @@ def _load_file(path: Path, shown: str):
     key = (str(path), path.stat().st_mtime_ns)
     if key in _MODULES:
         return _MODULES[key]
+    plan = roots.plan(path)
+    if plan is not None:
+        module = _load_in_package(path, shown, plan)
+        _MODULES[key] = module
+        _HOW[str(path)] = plan.text()
+        return module
+    _HOW.pop(str(path), None)
     mod_name = f"gradlab_user_{path.stem}_{abs(hash(str(path))):x}"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -139,6 +166,9 @@ def _load_file(path: Path, shown: str):
     try:
         with _import_guard(shown):
             spec.loader.exec_module(module)
+    except TargetError as exc:
+        sys.modules.pop(mod_name, None)
+        raise TargetError(f"{exc}{roots.unresolved_hint(path, exc.__cause__)}") from exc.__cause__
     except BaseException:
         sys.modules.pop(mod_name, None)
         raise
@@ -146,6 +176,42 @@ def _load_file(path: Path, shown: str):
         if folder in sys.path:
             sys.path.remove(folder)
     _MODULES[key] = module
+    return module
+
+
+def _load_in_package(path: Path, shown: str, plan: "roots.Plan"):
+    """Import the file as `plan.module` with `plan.root` (and the file's folder, for sibling imports) first on
+    sys.path: relative imports, imports of its own package and of sibling folders resolve as in the repository.
+    A file whose package needs no name (a script beside a sibling folder) gets a private name, like a lone file."""
+    roots.claim(plan, shown)  # a package of that name gradlab imported from another root is put aside
+    folders = [str(plan.root), *map(str, plan.extra), str(path.parent)]
+    kept = list(sys.path)
+    sys.path[:] = [f for f in dict.fromkeys(folders)] + [p for p in kept if p not in folders]
+    name = plan.module if plan.package else f"gradlab_user_{path.stem}_{abs(hash(str(path))):x}"
+    try:
+        with _import_guard(shown):
+            if plan.package:
+                sys.modules.pop(name, None)  # a new version of the file: run it again
+                module = importlib.import_module(name)
+            else:
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(name, None)
+                    raise
+    except TargetError as exc:
+        raise TargetError(f"{exc}{roots.failed_hint(plan, exc.__cause__)}") from exc.__cause__
+    finally:
+        # the root stays at the end of sys.path: a namespace package recomputes its __path__ from it, and an
+        # import inside a function of the user's runs later
+        sys.path[:] = [p for p in sys.path if p not in folders] + [str(plan.root)]
+    roots.loaded(plan)
+    if plan.package and Path(getattr(module, "__file__", "") or "").resolve() != path:
+        raise TargetError(f"{shown}: imported as {plan.module}, but that name is {getattr(module, '__file__', None)!r} in this process, "
+                          f"not this file; rename the folder or run gradlab on the other file")
     return module
 
 

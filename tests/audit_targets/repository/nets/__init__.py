@@ -1,0 +1,1 @@
+"""A small from-scratch library laid out as a package."""
