@@ -105,6 +105,7 @@ def main() -> None:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             pass
+    _standard_fds_open()  # a closed 0/1/2 must not be reused by the record pipe
     read_end, write_end = os.pipe()
     crumb = _new_crumb()
     parent = os.getpid()
@@ -138,6 +139,18 @@ def _child(record_fd: int, crumb) -> None:
             pass
         code = 3
     _finish(record_fd, code)
+
+
+def _standard_fds_open() -> None:
+    """Started with stdin, stdout or stderr closed (`>&-`): put /dev/null there, so no pipe of ours lands on them."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def _die_with(parent: int) -> None:
@@ -308,8 +321,14 @@ def _private_stdout() -> None:
     global _OURS
     _OURS = _roots()
     old = sys.stdout
-    private = os.dup(1)
-    os.dup2(2, 1)
+    try:
+        private = os.dup(1)
+    except OSError:  # started with stdout closed (`gradlab check ... >&-`): what would be printed goes nowhere, as before
+        private = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(2, 1)
+    except OSError:  # stderr closed too: user code's writes to fd 1 go nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     raw = io.FileIO(private, "w", closefd=True)
     interactive = raw.isatty()
     text = io.TextIOWrapper(io.BufferedWriter(raw) if not interactive else raw, encoding=getattr(old, "encoding", None) or "utf-8",

@@ -261,3 +261,13 @@ def test_a_tensor_every_element_of_which_sits_on_a_kink_is_not_checked_unless_an
     assert any("layers.0.bias" in name for name in skipped), skipped
     both = write_spec(KINK_ONLY % "analytic, numeric, autograd", "both.yaml")  # analytic vs autograd judges those tensors
     assert CliRunner().invoke(main, ["check", str(both), "-q"]).exit_code == 0
+
+
+def test_a_closed_stdout_and_stderr_do_not_confuse_the_supervisor():
+    """Started with fds 1 and 2 closed (`>&- 2>&-`), the record pipe must not land on them: the verdict stands."""
+    def close_both():
+        os.close(1)
+        os.close(2)
+
+    run = subprocess.run([*GRADLAB, "check", str(ROOT / "specs" / "seed003_two_layer.yaml"), "-q"], preexec_fn=close_both, cwd=ROOT, timeout=120)
+    assert run.returncode == 0
