@@ -245,6 +245,7 @@ def test_user_code_is_403_without_allow_code(server):
     status, answer, _ = server.call("POST", "/api/runs", {"specs": [{"name": "swish.yaml", "yaml": spec}, {"name": "huber.yaml", "yaml": huber}]})
     assert status == 403 and [e["index"] for e in answer["errors"]] == [0, 1]  # every such spec's message, not the first only
     assert answer["errors"][1]["message"].startswith("huber.yaml: ") and "names user code" in answer["errors"][1]["message"]
+    assert answer["detail"].splitlines() == [e["message"] for e in answer["errors"]]
 
 
 def test_a_user_code_spec_is_refused_alone_and_the_others_run(server, tmp_path):

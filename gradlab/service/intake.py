@@ -37,7 +37,7 @@ class Refused(Exception):
     """The request is not queued: `status` is the HTTP status, `errors` the (spec index or None, message) pairs."""
 
     def __init__(self, status: int, errors: list[tuple[int | None, str]]):
-        super().__init__(errors[0][1])
+        super().__init__("\n".join(message for _, message in errors))  # every problem, one a line (`errors` pairs them with indexes)
         self.status, self.errors = status, errors
 
 
