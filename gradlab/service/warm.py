@@ -55,6 +55,11 @@ def warm() -> None:
             check_spec_text(name, text, {"devices": ["cpu"]}, 60, allow_code=False)
     except BaseException:  # noqa: BLE001 - a cold worker is slower, never wrong
         pass
+    import threading
+
+    for thread in threading.enumerate():  # the deadlines' cancelled watchdogs: gone before the first fork
+        if thread is not threading.current_thread():
+            thread.join(timeout=1.0)
 
 
 warm()
