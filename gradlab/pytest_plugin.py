@@ -267,6 +267,8 @@ class SpecItem(pytest.Item):
             if names:
                 note = next(c.note for c in judged if c.status == status)
                 self.warn(GradlabWarning(f"{status} for {', '.join(names)}: {note}"))
+        for u in result.unchecked:  # what this item asked for and did not get checked: never a silent pass
+            self.warn(GradlabWarning(f"not checked: {u.text()}"))
 
     def repr_failure(self, excinfo, style=None):
         from .errors import GradlabError, SpecError

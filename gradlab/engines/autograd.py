@@ -35,7 +35,10 @@ def device_name(device: str) -> str:
 def gradients(net: Network, device: str = "cpu", *, wrt_input: bool = False) -> Gradients:
     import torch
 
-    reason = device_unavailable(device) or net.torch_missing()
+    missing = net.torch_missing()
+    if missing:  # the run is then incomplete (exit 4): say how to make it whole, or how to ask for less
+        missing += "; add one, or leave autograd out with check.engines: [analytic, numeric]"
+    reason = device_unavailable(device) or missing
     if reason:
         return Gradients("autograd", device, str(net.dtype), skipped=reason)
     t0 = time.perf_counter()
