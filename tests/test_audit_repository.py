@@ -122,9 +122,15 @@ def test_the_shape_bug_shows_on_a_square_input_as_a_mismatch():
 
 
 def test_loop_convs_pass_and_fail_with_zero_configuration():
-    got = verdicts(audit_file(str(REPO / "convs" / "loop_conv.py"), examples=6))
+    result = audit_file(str(REPO / "convs" / "loop_conv.py"), examples=6)
+    got = verdicts(result)
     assert got["conv_forward_naive / conv_backward_naive"] == [] and got["Conv2D"] == []
     assert got["conv_forward_naive / conv_backward_naive_transposed"] and got["Conv2DTransposed"] == ["mismatch"]
+    # shrunk on decisive directional disagreements, then localised: the report names dW's wrong elements
+    (finding,) = next(r for r in result.results if r.name == "Conv2DTransposed").findings
+    assert not getattr(finding, "deferred", False) and "judged elements (d/dparams['W'])" in finding.message
+    (w,) = [c for c in finding.checks if c.mismatch.any()]
+    assert w.name == "params['W']" and w.projections == 0 and np.isfinite(w.numeric).all()
 
 
 def test_a_passing_case_is_judged_by_directions_and_a_wrong_one_element_by_element():

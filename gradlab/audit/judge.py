@@ -519,6 +519,12 @@ PROJECTION_MIN_ELEMENTS = 3  # below this many elements, differencing each costs
 PROJECTION_SPREAD = (0.5, 1.5)  # |v_i| in units of element i's step scale
 PROJECTION_NOISY = 1e-3  # a direction whose numeric error reaches this share of |g . v|_2 (beyond rounding) is not conclusive
 EPS = float(np.finfo(np.float64).eps)
+# While Hypothesis searches and shrinks, a case whose direction disagrees DECISIVE times beyond what every element
+# at its bound could add up to (the triangle sum) fails at once, unlocalised: shrinking a Python-loop conv replays
+# hundreds of failing cases, each ~4 s element by element. search.run localises the shrunk case (examine again,
+# deferral off), so the report is the elementwise one; reproduce() never defers.
+DECISIVE = 10.0
+DEFERRED = {"on": False}
 
 
 def _case_seed(case: Case, upstream) -> int:
@@ -545,7 +551,8 @@ def _direction_derivative(phi: Callable[[float], float], h: float) -> tuple[floa
     return value, error, bool(kink[0]), float(f0)
 
 
-def projected(subject: Subject, case: Case, upstream, grads: dict[str, np.ndarray], tol: dict, only: str | None = None) -> list[TensorCheck] | None:
+def projected(subject: Subject, case: Case, upstream, grads: dict[str, np.ndarray], tol: dict, only: str | None = None,
+              info: dict | None = None) -> list[TensorCheck] | None:
     """The case's checks when PROJECTIONS random directions agree with the backward; None when the elements
     must be differenced one by one (a disagreement, a kink, a stencil leaving the domain, noise, a surrogate).
     `only`: directions that move that input alone (after the joint directions disagreed: the inputs that still
@@ -579,14 +586,15 @@ def projected(subject: Subject, case: Case, upstream, grads: dict[str, np.ndarra
     h = DEFAULT_STEP[METHOD]
     try:
         with np.errstate(all="ignore"):
-            return _agree(subject, case, upstream, grads, tol, names, scale, rng, safe, rounding, h)
+            return _agree(subject, case, upstream, grads, tol, names, scale, rng, safe, rounding, h, {} if info is None else info)
     finally:
         if isinstance(subject, LayerSubject):
             subject._write(case)
 
 
-def _agree(subject, case, upstream, grads, tol, names, scale, rng, safe, rounding, h) -> list[TensorCheck] | None:
-    """projected()'s directions, one after the other; None at the first that is not a clear agreement."""
+def _agree(subject, case, upstream, grads, tol, names, scale, rng, safe, rounding, h, info: dict) -> list[TensorCheck] | None:
+    """projected()'s directions, one after the other; None at the first that is not a clear agreement.
+    info['decisive']: the direction disagrees by DECISIVE times more than every element at its bound could add up to."""
     for _ in range(PROJECTIONS):
         v = {n: scale[n] * rng.uniform(*PROJECTION_SPREAD, size=x.shape) * rng.choice((-1.0, 1.0), size=x.shape) for n, x in case.inputs.items()}
         value, error, kink, f0 = _direction_derivative(lambda t: safe(t, v), h)
@@ -602,6 +610,8 @@ def _agree(subject, case, upstream, grads, tol, names, scale, rng, safe, roundin
         if kink or not (np.isfinite(value) and np.isfinite(error)) or error > PROJECTION_NOISY * spread + 100 * floor:
             return None
         if not abs(exact - value) <= bound:
+            worst = sum(float(np.sum(np.abs(v[n]) * (tol["atol"] + tol["rtol"] * np.abs(grads[n])))) for n in names)
+            info["decisive"] = bool(abs(exact - value) > DECISIVE * (worst + tol["err_factor"] * (error + rounding)))
             return None
     out = []
     for n in names:
@@ -624,7 +634,14 @@ def examine(subject: Subject, case: Case, draw_upstream: Callable[[tuple], np.nd
     _check_mutation(subject, case, seen, upstream, upstream_seen)
     grads = _check_grads(subject, case, upstream, raw)
     surrogate = subject.surrogate
-    checks = projected(subject, case, upstream, grads, tol)  # a few directions; element by element only when one disagrees
+    info: dict = {}
+    checks = projected(subject, case, upstream, grads, tol, info=info)  # a few directions; element by element only when one disagrees
+    if checks is None and info.get("decisive") and DEFERRED["on"]:
+        try:
+            _fail("mismatch", "backward disagrees with differences of forward along a random direction", case=case, upstream=upstream, stage="backward")
+        except Mismatch as exc:
+            exc.finding.deferred = True  # search.run localises it to elements once the case is shrunk
+            raise
     if checks is None:
         checks = []
         for name, x in case.inputs.items():

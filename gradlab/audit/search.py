@@ -24,7 +24,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky, Unsatisfiable
 
-from . import randomness
+from . import judge, randomness
 from . import strategies as S
 from .judge import Counterexample, Finding, NoBackward, TensorCheck, Undetermined, examine, hazards
 from ..userops.loading import TargetError
@@ -182,6 +182,34 @@ def _nondeterministic(exc: BaseException) -> Finding:
     return Finding("nondeterministic", f"{message}; the first time: {f.kind}: {f.message}", case=f.case, upstream=f.upstream, stage=f.stage, checks=f.checks, traceback=f.traceback)
 
 
+@contextlib.contextmanager
+def deferring() -> Iterator[None]:
+    """A decisive directional mismatch fails a case without localising it while Hypothesis searches and shrinks."""
+    before, judge.DEFERRED["on"] = judge.DEFERRED["on"], True
+    try:
+        yield
+    finally:
+        judge.DEFERRED["on"] = before
+
+
+def localised(subject: Subject, finding: Finding, tol: dict) -> Finding:
+    """The shrunk case of a deferred mismatch, judged element by element: the finding the report shows. Should no
+    element exceed its bound there (a direction can sum many elements' errors), the directional finding stays."""
+    if not getattr(finding, "deferred", False) or finding.case is None:
+        return finding
+    upstream = finding.upstream
+    try:
+        examine(subject, finding.case, (lambda shape: upstream) if upstream is not None else None, tol)
+    except Counterexample as exc:
+        return exc.finding
+    except Undetermined:
+        return finding
+    finally:
+        subject.restore()
+    finding.message += " (no single element exceeds its own bound: their errors add up along it)"
+    return finding
+
+
 def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0, tol: dict, progress=None) -> tuple[list[Finding], Coverage]:
     """Run the Hypothesis search; returns the shrunk findings (one per kind) and the coverage.
 
@@ -214,7 +242,7 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
     test = hypothesis_seed(seed)(_settings(examples)(probe))
     findings: list[Finding] = []
     try:
-        with private_storage():
+        with private_storage(), deferring():
             test()
     except Flaky as exc:
         if expired() is not None:  # the deadline fired inside Hypothesis' own drawing: a timeout, not a flaky op
@@ -234,6 +262,7 @@ def search(subject: Subject, *, examples: int = DEFAULT_EXAMPLES, seed: int = 0,
             findings.append(leaf.finding)
     finally:
         subject.restore()
+    findings = [localised(subject, f, tol) for f in findings]
     if any(f.kind == "random forward" for f in findings):  # differences of a random function mean nothing
         findings = [f for f in findings if f.kind not in ("mismatch", "nondeterministic")]
     findings.sort(key=lambda f: KIND_ORDER.index(f.kind))
