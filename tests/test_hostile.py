@@ -9,7 +9,11 @@ tests/hostile/valid/ are valid but hostile (markup, HTML, control characters in 
 encodings of a good file): they must pass (exit 0) and every report must stay well-formed.
 
 The commands run concurrently (one worker per CPU), each once per session; a hang is cut at
-HANG_LIMIT seconds so it fails the test instead of CI. The time limit is TIME_LIMIT (5 s;
+HANG_LIMIT seconds so it fails the test instead of CI. Specs that only go through `check`, name no
+user code and are no bomb are refused in a few batched `gradlab check a.yaml b.yaml ...` processes
+(starting the interpreter is most of a refusal's cost, ~0.4 s of CPU): each spec is still judged on
+its own `Error:` line, and a batch that does not come back clean (see `_split_batch`) is run again
+one process per spec, so batching never decides a verdict that a process of its own would not. The time limit is TIME_LIMIT (5 s;
 GRADLAB_HOSTILE_TIME_LIMIT sets another), raised on a loaded machine to LOAD_FACTOR times the
 wall time of a passing `gradlab check` of specs/seed003_two_layer.yaml measured under the same
 concurrency at the start of the session: refusing a spec must not take longer than checking a
@@ -214,6 +218,21 @@ def _generated() -> list[Case]:
 
 CORPUS = sorted(p for p in HOSTILE.glob("*.yaml"))
 CASES = {c.id: c for c in [_file_case(p) for p in CORPUS] + _generated()}
+
+# in a process of their own: expansion/allocation bombs, deep nesting, and user code that ends the process, hangs,
+# loops, sleeps, exhausts memory or the stack, reads a device or floods the output (user code that raises or
+# returns a bad value is batched: a failing op must not stop the next spec anyway)
+SEPARATE = ("bomb_", "nest_", "batch_", "units_")
+SEPARATE_IMPL = ("exit", "loop", "sleep", "keyboard", "memory", "recursion", "os_", "dev_zero", "huge")
+BATCH_SIZE = 20  # specs per batched `gradlab check` (a batch that is not clean is re-run spec by spec)
+
+
+def _batchable(case: Case) -> bool:
+    """A corpus file that goes through `check` alone and is no bomb, hang or process-ending op."""
+    name = case.id
+    return (case.make is None and case.cwd == HOSTILE and case.argvs == [["check", name]]
+            and not name.startswith(SEPARATE) and not (name.startswith("impl_") and any(w in name for w in SEPARATE_IMPL))
+            and (HOSTILE / name).stat().st_size < 1 << 20)
 VALID_SPECS = sorted(VALID.glob("*.yaml"))
 
 
@@ -245,6 +264,43 @@ def _run_case(case: Case, tmp: Path) -> list[Result]:
     return results
 
 
+def _split_batch(names: list[str], result: Result, limit: float) -> dict[str, Result] | None:
+    """Each spec's share of a batched `gradlab check` (its one Error line), or None when the batch is not clean:
+    an exit code other than 2, a traceback, a line that is not an Error line naming exactly one spec of the
+    batch, a spec with no line or two, or a batch slower than one command may be."""
+    out = result.output
+    if result.returncode != 2 or "Traceback" in out or "PWNED-BY-SPEC" in out or result.seconds >= limit:
+        return None
+    lines: dict[str, list[str]] = {n: [] for n in names}
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        owners = [n for n in names if line.startswith(f"Error: {n}:")]
+        if len(owners) != 1:
+            return None
+        lines[owners[0]].append(line)
+    if any(len(v) != 1 for v in lines.values()):
+        return None
+    return {n: Result(result.argv, result.returncode, v[0] + "\n", result.seconds, result.tmp) for n, v in lines.items()}
+
+
+def _run_batch(names: list[str], tmp: Path, limit: float) -> dict[str, list[Result]]:
+    shares = _split_batch(names, run_gradlab(["check", *names], HOSTILE, tmp / "batch"), limit)
+    if shares is not None:
+        return {n: [r] for n, r in shares.items()}
+    return {n: _run_case(CASES[n], tmp / re.sub(r"[^\w.-]", "_", n)) for n in names}  # judged one process each
+
+
+class _Share:
+    """A future's look-alike for one case of a batch."""
+
+    def __init__(self, batch, case_id: str):
+        self._batch, self._id = batch, case_id
+
+    def result(self):
+        return self._batch.result()[self._id]
+
+
 @pytest.fixture(scope="session")
 def hostile_results(request, tmp_path_factory):
     """Every selected case's commands, run once on a thread pool; {case id: future of [Result]}."""
@@ -257,8 +313,15 @@ def hostile_results(request, tmp_path_factory):
     good = [pool.submit(run_gradlab, ["check", GOOD_SPEC.name], GOOD_SPEC.parent, base / f"baseline{k}") for k in range(workers)]
     baseline = max(f.result().seconds for f in good)
     limit = max(TIME_LIMIT, LOAD_FACTOR * baseline)
-    order = sorted(ids, key=lambda i: not i.startswith(("impl_", "stats_", "generated:")))
-    futures = {i: pool.submit(_run_case, CASES[i], base / re.sub(r"[^\w.-]", "_", i)) for i in order}
+    futures = {}
+    for group in (False, True):  # specs alone, then specs with user code (which import torch): own batches
+        batched = [i for i in ids if _batchable(CASES[i]) and i.startswith("impl_") == group]
+        for k in range(0, len(batched), BATCH_SIZE):
+            names = batched[k:k + BATCH_SIZE]
+            batch = pool.submit(_run_batch, names, base / f"batch{int(group)}_{k // BATCH_SIZE}", limit)
+            futures.update({i: _Share(batch, i) for i in names})
+    order = sorted((i for i in ids if i not in futures), key=lambda i: not i.startswith(("impl_", "stats_", "generated:")))
+    futures.update({i: pool.submit(_run_case, CASES[i], base / re.sub(r"[^\w.-]", "_", i)) for i in order})
     yield futures, limit
     pool.shutdown(wait=True, cancel_futures=True)
 
@@ -385,3 +448,30 @@ def test_audit_reports_sys_exit_as_a_counterexample(tmp_path):
     # (the counterexample may quote the user's own traceback: that is the finding, not a crash of gradlab)
     assert result.returncode == 1, why
     assert "raised" in result.output and "sys.exit" in result.output and "ExitInBackward" in result.output, why
+
+
+# ---------------------------------------------------------------- the batch's bookkeeping
+
+
+def _batch_result(output: str, code: int = 2, seconds: float = 1.0) -> Result:
+    return Result(["check", "a.yaml", "b.yaml"], code, output, seconds, Path("."))
+
+
+def test_a_batch_is_split_into_one_error_line_per_spec():
+    shares = _split_batch(["a.yaml", "b.yaml"], _batch_result("Error: b.yaml: seed: no\nError: a.yaml: input.dim: no\n"), 5)
+    assert {n: r.error_lines for n, r in shares.items()} == {"a.yaml": ["Error: a.yaml: input.dim: no"],
+                                                              "b.yaml": ["Error: b.yaml: seed: no"]}
+
+
+@pytest.mark.parametrize("output, code, seconds", [
+    ("Error: a.yaml: no\n", 2, 1.0),  # b.yaml was not refused (checked, or never reached)
+    ("Error: a.yaml: no\nb-net  pass\n", 2, 1.0),  # b.yaml passed: a line that is no Error line
+    ("Error: a.yaml: no\nError: a.yaml: again\nError: b.yaml: no\n", 2, 1.0),  # two lines for a.yaml
+    ("Error: a.yaml: no\nError: b.yaml: no\nTraceback (most recent call last):\n", 2, 1.0),
+    ("Error: a.yaml: no\nError: b.yaml: no\n", 3, 1.0),  # an internal error
+    ("Error: a.yaml: no\nError: b.yaml: no\n", None, 30.0),  # killed
+    ("Error: a.yaml: no\nError: b.yaml: no\n", 2, 6.0),  # slower than one command may be
+    ("Error: a.yaml: no\nError: c.yaml, b.yaml: no\n", 2, 1.0),  # a line that names no spec at its start
+], ids=["missing", "passed", "twice", "traceback", "exit3", "killed", "slow", "unnamed"])
+def test_a_batch_that_is_not_clean_is_run_spec_by_spec(output, code, seconds):
+    assert _split_batch(["a.yaml", "b.yaml"], _batch_result(output, code, seconds), 5) is None
