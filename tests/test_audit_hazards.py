@@ -86,6 +86,17 @@ def test_a_textbook_net_with_loss_and_gradient_and_layers_around_its_params_pass
     assert "gradient(X, y) when loss returns a number" in result.call
 
 
+def test_a_named_loss_layer_is_audited_with_integer_labels_and_reproduces():
+    good = audit(f"{HAZARDS / 'loss_layers.py'}:SoftmaxWithLoss", examples=10)
+    assert good.passed and good.coverage.judged > 0, [f.message for f in good.findings]
+    bad = audit(f"{HAZARDS / 'loss_layers.py'}:SoftmaxWithLossNoMean", examples=10)
+    assert [f.kind for f in bad.findings] == ["mismatch"]
+    f = bad.findings[0]
+    again = reproduce(f"{HAZARDS / 'loss_layers.py'}:SoftmaxWithLossNoMean", kind="stateful", quiet=True,
+                      x=f.case.inputs["x"], hyper=f.case.hyper)
+    assert again is not None and again.kind == "mismatch" and f.case.inputs["x"].shape[0] > 1
+
+
 def test_a_class_that_cannot_be_built_is_a_skip_and_never_exit_0(tmp_path):
     path = tmp_path / "layers.py"
     path.write_text("class Layer:\n    def __init__(self, config):\n        self.config = config\n\n"

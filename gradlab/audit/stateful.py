@@ -266,12 +266,89 @@ def cases(draw, env: Envelope, input_shape: tuple[int, ...], params: dict[str, n
 
 
 def stateful_classes(module: Any) -> list[str]:
-    """Classes defined in `module` (not imported) that look like stateful layers."""
+    """Classes defined in `module` (not imported) that look like stateful layers. Loss layers are audited when named
+    (file.py:SoftmaxWithLoss), not listed here: a textbook's log(y + 1e-7) is not what its backward differentiates."""
     out = []
     for name, value in vars(module).items():
         if isinstance(value, type) and value.__module__ == module.__name__ and not name.startswith("_") and contracts.stateful_methods(value) is not None:
             out.append(name)
     return out
+
+
+LABELS = "t"  # a loss layer's labels travel in case.hyper (reproduce passes hyper={'t': ...} through)
+LOSS_CLASSES = (2, 4)  # classes of a loss layer's scores, drawn
+
+
+class LossLayerSubject:
+    """A loss layer on a fresh instance per call: loss = forward(x, t) with integer labels t, dx = backward().
+
+    Audited like a stateful layer without parameters (kind `stateful`: reproduce(..., x=..., hyper={'t': ...}))."""
+
+    kind = "stateful"
+    needs_upstream = False
+
+    def __new__(cls, layer: type, target: str, *, max_abs: float):
+        from .subjects import Subject
+
+        class _Subject(cls, Subject):  # Subject's envelope, reseeding and surrogate, this class's calls
+            pass
+
+        inst = object.__new__(_Subject)
+        Subject.__init__(inst, layer, target, max_abs=max_abs)
+        inst.setup(layer, target)
+        return inst
+
+    def setup(self, layer: type, target: str) -> None:
+        try:
+            with user_code(f"{target}: {layer.__name__}()"):
+                self.template = layer()
+        except UserCodeError as exc:
+            raise TargetError(str(exc)) from None
+        self.original, self.keys = {}, {}
+        self.built = ""
+
+    @property
+    def name(self) -> str:
+        return self.obj.__name__
+
+    def strategy(self):
+        return _loss_layer_cases(self.envelope)
+
+    def _fresh_instance(self):
+        return copy.deepcopy(self.template)
+
+    def forward(self, case):
+        from .subjects import as_float_array
+
+        inst = self._fresh_instance()
+        self.fresh()
+        return as_float_array(inst.forward(case.inputs["x"], case.hyper[LABELS].copy()))
+
+    def backward(self, case, upstream):
+        inst = self._fresh_instance()
+        self.fresh()
+        inst.forward(case.inputs["x"], case.hyper[LABELS].copy())
+        self.fresh()
+        return {"x": inst.backward()}
+
+    def scalar(self, case, upstream, name, value):
+        from .strategies import Case as _Case
+
+        return float(np.sum(self.forward(_Case({"x": value.copy()}, case.const, case.hyper))))
+
+    def call_signature(self):
+        return "loss = forward(x, t), dx = backward() on a fresh instance per call; t integer labels in [0, C)"
+
+
+@st.composite
+def _loss_layer_cases(draw, env: Envelope):
+    from hypothesis.extra import numpy as hnp
+
+    n = draw(st.integers(1, 4), label="N")
+    c = draw(st.integers(*LOSS_CLASSES), label="C")
+    x = draw(S.arrays((n, c), env), label="x")
+    t = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1)), label="t")
+    return S.Case({"x": x}, {}, {LABELS: t})
 
 
 # --- construction: Conv(X_dim, n_filter, h_filter, w_filter, stride, padding), Affine(W, b), Pooling(pool_h, pool_w) ----
@@ -288,8 +365,18 @@ def _required(cls: type) -> list[inspect.Parameter]:
 
 
 def needs_building(raw: Any) -> bool:
-    """A stateful layer class whose constructor has required parameters: gradlab builds it (`build`)."""
-    return isinstance(raw, type) and contracts.stateful_methods(raw) is not None and bool(_required(raw))
+    """A class gradlab builds itself (built_subject): a stateful layer whose constructor has required parameters,
+    or a loss layer (forward(x, t) -> loss, backward(dout=1) -> dx) whatever its constructor."""
+    return isinstance(raw, type) and (contracts.stateful_methods(raw) is not None and bool(_required(raw)) or is_loss_layer(raw))
+
+
+def is_loss_layer(cls: Any) -> bool:
+    """forward(x, t) -> a number and backward() / backward(dout=1) -> dx, as a textbook's SoftmaxWithLoss: the labels
+    are the forward's second argument, the upstream gradient of a loss is 1."""
+    if not (isinstance(cls, type) and inspect.isfunction(getattr(cls, "forward", None)) and inspect.isfunction(getattr(cls, "backward", None))):
+        return False
+    fwd, bwd = contracts.positional_arity(cls.forward), contracts.positional_arity(cls.backward)
+    return fwd is not None and bwd is not None and fwd[0] == 3 and bwd[0] == 1  # self, x, t / self (dout has a default)
 
 
 def _value(what: str, profile: str, rng: np.random.Generator) -> Any:
@@ -328,9 +415,13 @@ def build_arguments(cls: type, profile: str, target: str) -> dict[str, Any]:
 
 def built_subject(cls: type, target: str, *, max_abs: float):
     """A StatefulSubject on an instance of `cls` built from its parameter names: each profile of conventions.PROFILES
-    in turn (image first for a conv or pool by its name), the first whose forward and backward accept an input."""
+    in turn (image first for a conv or pool by its name), the first whose forward and backward accept an input.
+    A loss layer is a LossLayerSubject."""
     from ..usercode import UserCodeError as _UserCodeError
     from .subjects import StatefulSubject
+
+    if is_loss_layer(cls):
+        return LossLayerSubject(cls, target, max_abs=max_abs)
 
     image_first = any(w in cls.__name__.lower() for w in C.IMAGE_WORDS)
     errors = []
