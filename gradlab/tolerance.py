@@ -125,7 +125,7 @@ def rounding_bounds(net: Network, dtype=None, *, wrt_input: bool = False) -> dic
             w = np.abs(w_signed)
             xa, ea = dense_op.augment(np.abs(h), layer.bias), dense_op.augment(e_h, layer.bias)
             n = xa.shape[0]
-            e_w = xa.T @ eg + ea.T @ np.abs(g) + eps * n * (xa.T @ np.abs(g))
+            e_w = xa.T @ eg + ea.T @ (np.abs(g) + eg) + eps * n * (xa.T @ np.abs(g))  # ea^T eg: all there is where x = g = 0
             bounds[layer.weight] = e_w.T if layer.layout == "out_in" else e_w
             if layer.bias_name:
                 bounds[layer.bias_name] = eg.sum(0) + eps * n * np.abs(g).sum(0)
@@ -253,6 +253,8 @@ def _forward_errors(layers, params, xs, rng, eps: float) -> list:
                 car = np.fmax(car, np.abs(layer.forward(params, x + e_x) - y))  # every sign +: exact for J >= 0 (sums, pooling)
                 if np.size(x) <= SMALL:
                     car = np.fmax(car, _one_by_one(lambda d: layer.forward(params, x + d) - y, e_x))
+                elif getattr(layer, "mixes_batch", False):  # batch statistics: the samples' errors meet in them
+                    car = np.fmax(car, _sample_by_sample(lambda d: layer.forward(params, x + d) - y, e_x, rng))
         hint = _op_rounding(layer, params, x, np.zeros_like(y), eps)
         extra = hint[0] if hint else 0.0
         if isinstance(layer, ActivationLayer):
@@ -306,6 +308,11 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
     # Random signs cancel where few elements meet (see _one_by_one): also element by element (small tensors)
     # or sample by sample. The VJP is linear in g; in x and y it is linear to first order in a push of eps size.
     pushes = [(lambda d: _as_dict(layer.backward(params, x, y, d)), e_g, car_g)]
+    if reads_rounded and np.any(e_g):
+        # and at x and y moved outward by their errors: the product of two errors is all there is where x = 0
+        # and g = 0 (a dense weight's x^T g after a batchnorm of a constant channel, at an output with y = t)
+        x_out, y_out = _outward(x, e_x), _outward(y, e_y)
+        pushes.append((lambda d: _as_dict(layer.backward(params, x_out, y_out, d)), e_g, car_g))
     if reads_rounded:
         def change(vjp):
             return {k: v - base[k] for k, v in _as_dict(vjp).items()}
@@ -339,6 +346,11 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
         bound_x = bound_x + hint[1]
         bounds = {n: b + hint[2].get(n, 0.0) for n, b in bounds.items()}
     return bound_x, bounds
+
+
+def _outward(a, err):
+    """`a` moved away from 0 by its error bound (zeros move up): where an error can make a value largest."""
+    return a + np.where(np.real(a) >= 0, 1.0, -1.0) * err
 
 
 def _as_dict(vjp) -> dict:
