@@ -242,7 +242,8 @@ class LocalExecutor(Executor):
         receive, send = self._ctx.Pipe(duplex=False)
         handle, stderr = tempfile.mkstemp(prefix="gradlab-job-", suffix=".stderr")
         os.close(handle)
-        proc = self._ctx.Process(target=_child, args=(send, fn, args, kwargs, state, stderr), daemon=True, name="gradlab-job")
+        crumb = _crumb_file()
+        proc = self._ctx.Process(target=_child, args=(send, fn, args, kwargs, state, stderr, crumb), daemon=True, name="gradlab-job")
         last_words = False
         try:
             with self._lock:
@@ -259,7 +260,7 @@ class LocalExecutor(Executor):
             except EOFError:
                 proc.join()
                 last_words = True
-                raise WorkerCrashed(_death(proc.exitcode, _said(stderr, last=True))) from None
+                raise WorkerCrashed(_death(proc.exitcode, _said(stderr, last=True), _running(crumb))) from None
             ok, value = pickle.loads(payload)
             if ok:
                 return value
@@ -276,6 +277,7 @@ class LocalExecutor(Executor):
                 self._live.discard(proc)
             sys.stderr.write(_said(stderr, last=False, drop_last=last_words))  # the job's warnings, --debug tracebacks
             os.unlink(stderr)
+            os.unlink(crumb)
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
@@ -320,12 +322,17 @@ class _ProcessState:
         _debug["on"] = self.debug
 
 
-def _child(send, fn, args, kwargs, state: _ProcessState, stderr: str) -> None:
+def _child(send, fn, args, kwargs, state: _ProcessState, stderr: str, crumb: str | None = None) -> None:
     """A job's process: run fn and send back (True, value) or (False, the exception), pickled. Its stderr
-    goes to a file the parent passes on (and whose last line says why, when the process dies)."""
+    goes to a file the parent passes on (and whose last line says why, when the process dies); what user
+    code it is running is kept in the `crumb` file (gradlab.supervise.breadcrumb), to name it if it dies."""
     handle = os.open(stderr, os.O_WRONLY | os.O_APPEND)
     os.dup2(handle, 2)
     os.close(handle)
+    if crumb is not None:
+        from .supervise import attach_crumb
+
+        attach_crumb(crumb)
     try:
         state.apply()
         outcome = (True, fn(*args, **kwargs))
@@ -356,10 +363,29 @@ def _said(stderr: str, *, last: bool, drop_last: bool = False) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _death(exitcode: int | None, said: str = "") -> str:
+def _crumb_file() -> str:
+    import tempfile
+
+    from .supervise import CRUMB_BYTES
+
+    handle, path = tempfile.mkstemp(prefix="gradlab-job-", suffix=".running")
+    os.write(handle, bytes(CRUMB_BYTES))
+    os.close(handle)
+    return path
+
+
+def _running(crumb: str) -> str:
+    try:
+        with open(crumb, "rb") as f:
+            return f.read().split(b"\0", 1)[0].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _death(exitcode: int | None, said: str = "", running: str = "") -> str:
     import signal
 
-    said = f": {said}" if said else ""
+    said = f": {said}" if said else f", while running {running}" if running else ""
 
     if exitcode is not None and exitcode < 0:
         try:

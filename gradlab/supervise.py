@@ -30,7 +30,7 @@ import time
 
 GRACE = 5.0  # seconds a child may take to exit after its record (gradlab's own atexit clean-up)
 FORWARDED = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
-_CRUMB_BYTES = 2048
+CRUMB_BYTES = 2048
 
 _state: dict = {"crumb": None, "supervised": False}
 _OURS: tuple[str, ...] = ()  # folders whose frames may write gradlab's stdout (set in the supervised child)
@@ -44,19 +44,27 @@ def breadcrumb(text: str | None) -> None:
     page = _state["crumb"]
     if page is None:
         return
-    data = (text or "").encode("utf-8", "replace")[: _CRUMB_BYTES - 1]
+    data = (text or "").encode("utf-8", "replace")[: CRUMB_BYTES - 1]
     page[: len(data) + 1] = data + b"\0"
 
 
+def attach_crumb(path: str) -> None:
+    """Keep the breadcrumb in a file of CRUMB_BYTES (a forkserver's child: no shared memory is inherited)."""
+    import mmap
+
+    with open(path, "r+b") as f:
+        _state["crumb"] = mmap.mmap(f.fileno(), CRUMB_BYTES)
+
+
 def _read_crumb(page) -> str:
-    raw = bytes(page[:_CRUMB_BYTES])
+    raw = bytes(page[:CRUMB_BYTES])
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def _new_crumb():
     import mmap
 
-    return mmap.mmap(-1, _CRUMB_BYTES)  # anonymous and MAP_SHARED: the child's writes are seen here
+    return mmap.mmap(-1, CRUMB_BYTES)  # anonymous and MAP_SHARED: the child's writes are seen here
 
 
 def supervised() -> bool:
