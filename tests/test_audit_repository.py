@@ -165,3 +165,14 @@ def test_directions_are_the_same_for_the_same_case():
     assert one is not None and one[0].projections == 2
     wrong = projected(subject, case, np.full((3, 4), 0.5), {"x": grads["x"] + np.eye(3, 4) * 1e-3}, tolerance())
     assert wrong is None  # a direction disagrees: the judge goes element by element
+
+
+def test_axis_arguments_and_an_undeclared_reversal():
+    pytest.importorskip("torch")
+    result = audit_file(str(REPO / "functions" / "arguments.py"), examples=15)
+    assert verdicts(result) == {"SoftmaxDim": [], "SoftmaxDimWrong": ["mismatch"], "GradientReversalFunction": ["mismatch"],
+                                "GradientReversalDeclared": []}
+    by_name = {r.name: r for r in result.results}
+    assert by_name["SoftmaxDim"].call == "apply(x, dim=-1)"  # an axis without a default is passed, never drawn
+    assert "declare surrogate = 'reverse'" in by_name["GradientReversalFunction"].findings[0].message
+    assert "declare surrogate" not in by_name["SoftmaxDimWrong"].findings[0].message

@@ -671,5 +671,5 @@ def examine(subject: Subject, case: Case, draw_upstream: Callable[[tuple], np.nd
         total = sum(c.judged for c in checks)
         names = ", ".join(f"d/d{c.name}" for c in bad)
         what = "differences of forward" if surrogate is None else f"the declared surrogate {surrogate.text()} of differences of forward"
-        _fail("mismatch", f"backward disagrees with {what} on {n} of {total} judged elements ({names})", case=case, upstream=upstream, stage="backward", checks=checks)
+        _fail("mismatch", f"backward disagrees with {what} on {n} of {total} judged elements ({names}){subject.mismatch_hint}", case=case, upstream=upstream, stage="backward", checks=checks)
     return checks

@@ -40,6 +40,7 @@ def passes_through(exc: BaseException) -> bool:
 class Subject:
     kind = ""
     needs_upstream = True
+    mismatch_hint = ""  # appended to a mismatch's message (a Function that looks like an undeclared gradient reversal)
 
     def __init__(self, obj: Any, target: str, *, max_abs: float = S.MAX_ABS):
         self.obj, self.target = obj, target
@@ -439,8 +440,28 @@ class FunctionSubject(Subject):
 
     def __init__(self, obj, target, **kw):
         super().__init__(obj, target, **kw)
-        self.arg_names = contracts.function_inputs(obj, target)
+        self.call_args = contracts.function_inputs(obj, target)
+        # an axis argument without a default (forward(ctx, X, dim)) is an integer, never a tensor to draw
+        self.fixed = {n: AXIS_ARGUMENTS[n] for n in self.call_args if n in AXIS_ARGUMENTS and len(self.call_args) > 1}
+        self.arg_names = tuple(n for n in self.call_args if n not in self.fixed)
         self.surrogate = self.declared_surrogate(self.arg_names)
+        if self.surrogate is None and self._looks_reversed():
+            self.mismatch_hint = (f"; {self.name} is named like a gradient reversal and its forward is the identity: if its backward "
+                                  "returns -lambda x the gradient on purpose, declare surrogate = 'reverse' on the class")
+
+    def _looks_reversed(self) -> bool:
+        """Named as a gradient reversal (GradientReversal, GradReverse, ReverseLayerF, RevGrad) with an identity forward."""
+        name = self.obj.__name__.lower()
+        if not any(w in name for w in REVERSAL_WORDS):
+            return False
+        try:
+            case = Case({n: np.linspace(-1.5, 2.0, 12).reshape(3, 4) + i for i, n in enumerate(self.arg_names)})
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                out = as_float_array(self._apply(case, False)[1])
+        except Exception:  # noqa: BLE001 -- the search reports what the forward does
+            return False
+        return out.shape == case.inputs[self.arg_names[0]].shape and bool(np.array_equal(out, case.inputs[self.arg_names[0]]))
 
     def strategy(self):
         return S.activation_cases(self.envelope, self.arg_names)
@@ -449,9 +470,10 @@ class FunctionSubject(Subject):
         import torch
 
         xs = [torch.tensor(case.inputs[n], dtype=torch.float64, requires_grad=grad) for n in self.arg_names]
+        given = dict(zip(self.arg_names, xs))
         with torch.set_grad_enabled(grad):
             self.fresh()
-            out = self.obj.apply(*xs)
+            out = self.obj.apply(*[given[n] if n in given else self.fixed[n] for n in self.call_args])
         if not isinstance(out, torch.Tensor):  # the op's contract, not an exception it raised
             raise BadReturn(_what(out), f"{self.name}.apply must return one tensor; the audit handles functions returning one tensor")
         return xs, out
@@ -470,7 +492,11 @@ class FunctionSubject(Subject):
         return {n: (np.zeros_like(case.inputs[n]) if g is None else g) for n, g in zip(self.arg_names, grads)}
 
     def call_signature(self):
-        return f"apply({', '.join(self.arg_names)})"
+        return f"apply({', '.join(n if n not in self.fixed else f'{n}={self.fixed[n]}' for n in self.call_args)})"
+
+
+AXIS_ARGUMENTS = {"dim": -1, "axis": -1}  # a Function's axis argument without a default: the last axis
+REVERSAL_WORDS = ("revers", "revgrad", "gradrev")
 
 
 SUBJECTS = {"activation": ActivationSubject, "loss": LossSubject, "layer": LayerSubject, "function": FunctionSubject, "stateful": StatefulSubject}
