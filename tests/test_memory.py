@@ -77,14 +77,20 @@ def measure(text: str, tmp: Path, args: tuple[str, ...] = ()) -> dict:
 
 
 # (name, spec keywords, extra check options): wide, deep, big batch, float32/float64, wrt_input, stats.
-# Each case costs ~2-4 s of CPU (most of it importing torch); they run two at a time.
+# Each case costs ~1.7-2.5 s of CPU (most of it importing torch; one BLAS thread, tests/conftest.py); they
+# run two at a time. The sizes are a quarter to a half of the first sweep's (benchmarks/bench_memory.py runs
+# those as FULL_SIZE), chosen so that each case's phase is still the estimate's largest (fast, fast, numeric,
+# numeric, tolerance, stats; "wide" stays above 250,000 parameters, where auto is fast mode) and the ratios
+# stay close to the full sizes' (3.0, 3.1, 11.9, 5.8, 2.6, 2.6 against 3.0, 3.0, 8.1, 5.6, 1.8, 2.7; see
+# benchmarks/README.md): where the arrays dominate the peak growth (wide ~160 MiB, batch ~95 MiB, stats
+# ~280 MiB) an estimate that left out the phase's arrays still falls below the peak.
 SWEEP = [
-    ("wide 1500-1500-10 fast", dict(dim=1500, units=[1500, 10], batch=8), ()),
-    ("wide f32 1000-1500-10 fast --stats", dict(dim=1000, units=[1500, 10], batch=8, dtype="float32"), ("--stats",)),
-    ("deep 6x150 full wrt_input b16", dict(dim=150, units=[150] * 5 + [10], batch=16, wrt_input=True), ()),
-    ("full f32 wrt_input 300-300-10 b300", dict(dim=300, units=[300, 10], batch=300, dtype="float32", wrt_input=True), ()),
-    ("batch 8000 f32 10-250-10 fast", dict(dim=10, units=[250, 10], batch=8000, dtype="float32", mode="fast"), ()),
-    ("stats batch 20000 --stats", dict(dim=64, units=[300, 300, 10], batch=4, stats={"batch": 20_000, "seeds": 2}), ("--stats",)),
+    ("wide 1000-1000-10 fast", dict(dim=1000, units=[1000, 10], batch=8), ()),
+    ("wide f32 1000-1000-10 fast --stats", dict(dim=1000, units=[1000, 10], batch=8, dtype="float32"), ("--stats",)),
+    ("deep 6x100 full wrt_input b16", dict(dim=100, units=[100] * 5 + [10], batch=16, wrt_input=True), ()),
+    ("full f32 wrt_input 150-150-10 b150", dict(dim=150, units=[150, 10], batch=150, dtype="float32", wrt_input=True), ()),
+    ("batch 3000 f32 10-250-10 fast", dict(dim=10, units=[250, 10], batch=3000, dtype="float32", mode="fast"), ()),
+    ("stats batch 8000 --stats", dict(dim=64, units=[300, 300, 10], batch=4, stats={"batch": 8000, "seeds": 2}), ("--stats",)),
 ]
 
 

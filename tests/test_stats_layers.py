@@ -112,9 +112,19 @@ def test_post_ln_gradients_grow_towards_the_output_pre_ln_stay_uniform(shipped):
         assert shipped[n].verdict == "ok"
 
 
-def test_shipped_specs_pass_the_gradient_check():
-    result = CliRunner().invoke(main, ["check", *map(spec_path, SHIPPED), "-q"])
+# The dense stacks are checked element by element (auto: full mode); the two six-block transformers in fast
+# mode (random projections, bisection on a mismatch), which still differentiates every tensor of them and fails
+# on a wrong gradient, at a third of the CPU (~6 s each against ~21 s: the numeric engine perturbs attention
+# element by element). The same ops in a transformer block are checked element by element by
+# tests/test_networks.py::test_shipped_layer_specs_pass (specs/layers/tiny_transformer_block.yaml).
+FULL_CHECK = [n for n in SHIPPED if "transformer" not in n]
+
+
+@pytest.mark.parametrize("names, options", [(FULL_CHECK, []), (PAIRS["ln"], ["--mode", "fast"])], ids=["full", "fast"])
+def test_shipped_specs_pass_the_gradient_check(names, options):
+    result = CliRunner().invoke(main, ["check", *map(spec_path, names), *options])
     assert result.exit_code == 0, result.output
+    assert result.output.count("PASS ") == len(names), result.output
 
 
 @pytest.mark.parametrize("name", SHIPPED)
