@@ -15,18 +15,18 @@ class Batchnorm:
         self.X_flat = X.ravel().reshape(self.n_X, -1)
         self.mu = np.mean(self.X_flat, axis=0)
         self.var = np.var(self.X_flat, axis=0)
-        self.X_norm = (self.X_flat - self.mu) / np.sqrt(self.var + 1e-5)
+        self.X_norm = (self.X_flat - self.mu) / np.sqrt(self.var + 1e-8)
         out = self.gamma * self.X_norm + self.beta
         return out.reshape(self.X_shape)
 
     def backward(self, dout):
         dout = dout.ravel().reshape(dout.shape[0], -1)
         X_mu = self.X_flat - self.mu
-        var_inv = 1.0 / np.sqrt(self.var + 1e-5)
+        var_inv = 1.0 / np.sqrt(self.var + 1e-8)
         dbeta = np.sum(dout, axis=0, keepdims=True)
         dgamma = dout * self.X_norm  # not summed over the batch: (N, D) for gamma (1, D)
         dX_norm = dout * self.gamma
-        dvar = np.sum(dX_norm * X_mu, axis=0) * -0.5 * (self.var + 1e-5) ** (-3 / 2)
+        dvar = np.sum(dX_norm * X_mu, axis=0) * -0.5 * (self.var + 1e-8) ** (-3 / 2)
         dmu = np.sum(dX_norm * -var_inv, axis=0) + dvar * 1 / self.n_X * np.sum(-2.0 * X_mu, axis=0)
         dX = (dX_norm * var_inv) + (dvar * 2 / self.n_X * X_mu) + (dmu / self.n_X)
         return dX.reshape(self.X_shape), [dgamma, dbeta]
