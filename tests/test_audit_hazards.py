@@ -42,8 +42,10 @@ def test_a_librarys_layers_are_built_from_their_parameter_names_and_judged(deepn
     assert deepnet.notes == []
     assert verdicts(deepnet) == {"Conv": [], "Maxpool": [], "FullyConnected": [], "Batchnorm": [], "Dropout": [], "ReLU": []}
     assert warnings_of(deepnet) == {"Conv": [], "Maxpool": [], "FullyConnected": ["shape"], "Batchnorm": [], "Dropout": ["reseeded"], "ReLU": []}
-    assert op(deepnet, "Conv").built == "Conv(X_dim=(2, 4, 5), n_filter=3, h_filter=3, w_filter=3, stride=1, padding=1)"
-    assert op(deepnet, "Batchnorm").built == "Batchnorm(X_dim=(2, 4, 5))"
+    assert op(deepnet, "Conv").built == ("Conv(X_dim=(2, 4, 5), n_filter=3, h_filter=3, w_filter=3, stride=1, padding=1) / "
+                                         "Conv(X_dim=(3, 5, 4), n_filter=2, h_filter=3, w_filter=3, stride=1, padding=1)")  # two sets of sizes
+    assert op(deepnet, "Batchnorm").built == "Batchnorm(X_dim=(2, 4, 5)) / Batchnorm(X_dim=(3, 5, 4))"
+    assert {s[1:] for s in op(deepnet, "Conv").coverage.shapes} == {(2, 4, 5), (3, 5, 4)}  # both sizes drawn
     assert "gradient backward's returned gradients [0] (self.params order)" in op(deepnet, "Conv").call  # dX, [dW, db]
     assert all(r.coverage.judged > 0 for r in deepnet.results)
 
@@ -65,9 +67,9 @@ def test_textbook_layers_taking_arrays_and_hyperparameters_are_built_and_pass():
     assert verdicts(result) == {name: [] for name in ("Relu", "Affine", "Dropout", "BatchNormalization", "Convolution", "Pooling")}
     assert warnings_of(result) == {"Relu": ["in-place"], "Affine": [], "Dropout": ["reseeded"], "BatchNormalization": [],
                                    "Convolution": [], "Pooling": []}
-    assert op(result, "Affine").built == "Affine(W=<array (4, 3)>, b=<array (3,)>)"
-    assert op(result, "Convolution").built == "Convolution(W=<array (3, 2, 3, 3)>, b=<array (3,)>)"
-    assert op(result, "Pooling").built == "Pooling(pool_h=2, pool_w=2)"  # stride 1: overlapping windows
+    assert op(result, "Affine").built == "Affine(W=<array (4, 3)>, b=<array (3,)>) / Affine(W=<array (5, 2)>, b=<array (2,)>)"
+    assert op(result, "Convolution").built.startswith("Convolution(W=<array (3, 2, 3, 3)>, b=<array (3,)>) / ")
+    assert op(result, "Pooling").built.startswith("Pooling(pool_h=2, pool_w=2)")  # stride 1: overlapping windows
 
 
 def test_a_two_layer_net_with_loss_reg_is_audited_at_reg_0_and_above_and_the_b_regularisation_bug_is_caught():

@@ -205,6 +205,8 @@ def family(func_name: str, arg_names: tuple[str, ...]) -> str:
 # Sizes are small (naive layers are Python loops) and all different where they could be confused (C, F; H, W); K = 3 with stride 1 and pad 1 keeps a convolution's
 # arithmetic exact ((H + 2 pad - K) / stride + 1 = H), a pool window of 2 at stride 1 overlaps.
 BUILD_SIZES: dict[str, int] = {"D": 4, "M": 3, "hidden": 3, "C": 2, "H": 4, "W": 5, "F": 3, "K": 3, "P": 2, "stride": 1, "pad": 1}
+# the second set, drawn for part of the cases: sizes a bug may need (C 3 against F 2, a wider dense layer)
+OTHER_BUILD_SIZES: dict[str, int] = {"D": 5, "M": 2, "hidden": 4, "C": 3, "H": 5, "W": 4, "F": 2, "K": 3, "P": 2, "stride": 1, "pad": 1}
 PROFILES = ("dense", "image")  # dense: an input (N, D), weights (D, M); image: an input (N, C, H, W), filters (F, C, K, K)
 IMAGE_WORDS = ("conv", "pool", "2d", "spatial", "im2col")
 # name -> what it is: 'int:X' an integer from the profile, 'shape' an input's (C, H, W) (an int D in the dense

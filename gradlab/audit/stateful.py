@@ -379,8 +379,8 @@ def is_loss_layer(cls: Any) -> bool:
     return fwd is not None and bwd is not None and fwd[0] == 3 and bwd[0] == 1  # self, x, t / self (dout has a default)
 
 
-def _value(what: str, profile: str, rng: np.random.Generator) -> Any:
-    sizes = C.BUILD_SIZES
+def _value(what: str, profile: str, rng: np.random.Generator, sizes: dict[str, int] | None = None) -> Any:
+    sizes = sizes or C.BUILD_SIZES
     if what == "shape":
         return sizes["D"] if profile == "dense" else (sizes["C"], sizes["H"], sizes["W"])
     if what == "pad":
@@ -397,7 +397,7 @@ def _shown(value: Any) -> str:
     return f"<array {value.shape}>" if isinstance(value, np.ndarray) else repr(value)
 
 
-def build_arguments(cls: type, profile: str, target: str) -> dict[str, Any]:
+def build_arguments(cls: type, profile: str, target: str, sizes: dict[str, int] | None = None) -> dict[str, Any]:
     """The required constructor arguments of `cls` in `profile`; TargetError naming one gradlab cannot tell."""
     rng = np.random.default_rng(0)
     args = {}
@@ -409,8 +409,68 @@ def build_arguments(cls: type, profile: str, target: str) -> dict[str, Any]:
                               "pool_h, W, b, gamma); give it a default")
         if p.kind is p.POSITIONAL_ONLY:
             raise TargetError(f"{target}: cannot build {cls.__name__}: {p.name!r} is positional-only; give it a default")
-        args[p.name] = _value(what, profile, rng)
+        args[p.name] = _value(what, profile, rng, sizes)
     return args
+
+
+def _build(cls: type, target: str, profile: str, sizes: dict[str, int], max_abs: float, errors: list[str]):
+    """A StatefulSubject on `cls` built in `profile` with `sizes`, or None (why appended to `errors`)."""
+    from ..usercode import UserCodeError as _UserCodeError
+    from .subjects import StatefulSubject
+
+    args = build_arguments(cls, profile, target, sizes)
+    text = f"{cls.__name__}({', '.join(f'{k}={_shown(v)}' for k, v in args.items())})"
+    try:
+        with user_code(f"{target}: {text}"):
+            inst = cls(**args)
+    except _UserCodeError as exc:
+        errors.append(str(exc))
+        return None
+    _HINTS[id(inst)] = (inst, (PROBE_BATCH, sizes["D"]) if profile == "dense" else (PROBE_BATCH, sizes["C"], sizes["H"], sizes["W"]))
+    try:
+        subject = StatefulSubject(inst, target, max_abs=max_abs)
+    except TargetError as exc:
+        errors.append(f"{text}: {exc}")
+        return None
+    finally:
+        _HINTS.pop(id(inst), None)
+    subject.built = text
+    return subject
+
+
+def varied(variants: list):
+    """One subject over several builds of a class (other sizes): a case draws a build first, and every call goes to the
+    build whose input and parameter shapes the case has (so reproduce, handed x and params, finds it too)."""
+    from .subjects import StatefulSubject
+
+    class VariedStatefulSubject(StatefulSubject):
+        def __init__(self, builds):
+            self.__dict__.update(builds[0].__dict__)
+            self.builds = builds
+            self.built = " / ".join(dict.fromkeys(b.built for b in builds))  # the same arguments twice: other input sizes only
+
+        def _pick(self, case):
+            x = case.inputs.get("x")
+            for b in self.builds:
+                if x is not None and x.shape[1:] == tuple(b.input_shape[1:]) and all(
+                        case.inputs[k].shape == b.original[name].shape for k, name in b.keys.items() if k in case.inputs):
+                    return b
+            return self.builds[0]
+
+        def _instance(self, case):
+            b = self._pick(case)
+            self.layout, self.input_shape, self.original = b.layout, b.input_shape, b.original
+            return super()._instance(case)
+
+        def strategy(self):
+            return st.integers(0, len(self.builds) - 1).flatmap(lambda i: self.builds[i].strategy())
+
+        def call_signature(self):
+            first = super().call_signature()
+            shapes = ", ".join(f"x (N, {', '.join(map(str, b.input_shape[1:]))})" for b in self.builds[1:])
+            return f"{first}; also built with other sizes: {shapes}"
+
+    return VariedStatefulSubject(variants)
 
 
 def built_subject(cls: type, target: str, *, max_abs: float):
@@ -424,25 +484,13 @@ def built_subject(cls: type, target: str, *, max_abs: float):
         return LossLayerSubject(cls, target, max_abs=max_abs)
 
     image_first = any(w in cls.__name__.lower() for w in C.IMAGE_WORDS)
-    errors = []
+    errors: list[str] = []
     for profile in (("image", "dense") if image_first else C.PROFILES):
-        args = build_arguments(cls, profile, target)
-        text = f"{cls.__name__}({', '.join(f'{k}={_shown(v)}' for k, v in args.items())})"
-        try:
-            with user_code(f"{target}: {text}"):
-                inst = cls(**args)
-        except _UserCodeError as exc:
-            errors.append(str(exc))
+        subject = _build(cls, target, profile, C.BUILD_SIZES, max_abs, errors)
+        if subject is None:
             continue
-        sizes = C.BUILD_SIZES
-        _HINTS[id(inst)] = (inst, (PROBE_BATCH, sizes["D"]) if profile == "dense" else (PROBE_BATCH, sizes["C"], sizes["H"], sizes["W"]))
-        try:
-            subject = StatefulSubject(inst, target, max_abs=max_abs)
-        except TargetError as exc:
-            errors.append(f"{text}: {exc}")
-            continue
-        finally:
-            _HINTS.pop(id(inst), None)
-        subject.built = text
+        other = _build(cls, target, profile, C.OTHER_BUILD_SIZES, max_abs, [])  # a second set of sizes, when it builds too
+        if other is not None and list(other.keys) == list(subject.keys):
+            return varied([subject, other])
         return subject
     raise TargetError(f"{target}: cannot build {cls.__name__} from its parameter names: " + "; ".join(dict.fromkeys(errors[:2])))
