@@ -9,12 +9,14 @@ tests/hostile/valid/ are valid but hostile (markup, HTML, control characters in 
 encodings of a good file): they must pass (exit 0) and every report must stay well-formed.
 
 The commands run concurrently (one worker per CPU), each once per session; a hang is cut at
-HANG_LIMIT seconds so it fails the test instead of CI. Specs that only go through `check`, name no
-user code and are no bomb are refused in a few batched `gradlab check a.yaml b.yaml ...` processes
-(starting the interpreter is most of a refusal's cost, ~0.4 s of CPU): each spec is still judged on
-its own `Error:` line, and a batch that does not come back clean (see `_split_batch`) is run again
-one process per spec, so batching never decides a verdict that a process of its own would not. The time limit is TIME_LIMIT (5 s;
-GRADLAB_HOSTILE_TIME_LIMIT sets another), raised on a loaded machine to LOAD_FACTOR times the
+HANG_LIMIT seconds so it fails the test instead of CI. Corpus files with no `# run:` header other
+than `check` that are no bomb, hang or process-ending op are refused in a few batched processes per
+command (`gradlab check a.yaml b.yaml ...`; the raw-bytes files, which go through every command, also
+`gradlab report ...` and `gradlab stats ...`): starting the interpreter is most of a refusal's cost,
+~0.4 s of CPU. Each spec is still judged on its own `Error:` line, and a batch that does not come back
+clean (see `_split_batch`) is run again one process per spec, so batching never decides a verdict
+that a process of its own would not. The time limit is TIME_LIMIT (5 s; GRADLAB_HOSTILE_TIME_LIMIT
+sets another), raised on a loaded machine to LOAD_FACTOR times the
 wall time of a passing `gradlab check` of specs/seed003_two_layer.yaml measured under the same
 concurrency at the start of the session: refusing a spec must not take longer than checking a
 small good one, and a bomb or a hang (minutes) fails either way.
@@ -224,15 +226,32 @@ CASES = {c.id: c for c in [_file_case(p) for p in CORPUS] + _generated()}
 # returns a bad value is batched: a failing op must not stop the next spec anyway)
 SEPARATE = ("bomb_", "nest_", "batch_", "units_")
 SEPARATE_IMPL = ("exit", "loop", "sleep", "keyboard", "memory", "recursion", "os_", "dev_zero", "huge")
-BATCH_SIZE = 20  # specs per batched `gradlab check` (a batch that is not clean is re-run spec by spec)
+BATCH_SIZE = 20  # specs per batched command (a batch that is not clean is re-run spec by spec)
+BATCH_WORDS = ("check", "report", "stats")  # the commands that take several specs and no per-spec option
 
 
-def _batchable(case: Case) -> bool:
-    """A corpus file that goes through `check` alone and is no bomb, hang or process-ending op."""
+def _batch_words(case: Case) -> list[str] | None:
+    """The commands of a corpus file that may run batched: its default commands (no `# run:` header, or
+    `# run: check`), when it is no bomb, hang or process-ending op and under 1 MiB; otherwise None."""
     name = case.id
-    return (case.make is None and case.cwd == HOSTILE and case.argvs == [["check", name]]
-            and not name.startswith(SEPARATE) and not (name.startswith("impl_") and any(w in name for w in SEPARATE_IMPL))
-            and (HOSTILE / name).stat().st_size < 1 << 20)
+    if case.make is not None or HOSTILE / name not in CORPUS or name.startswith(SEPARATE):
+        return None
+    if name.startswith("impl_") and any(w in name for w in SEPARATE_IMPL):
+        return None
+    path = HOSTILE / name
+    if path.stat().st_size >= 1 << 20 or _header(path).get("run", ["check"]) != ["check"]:
+        return None
+    words = ["check", "report", "stats"] if name.startswith(DEFAULT_ALL) else ["check"]
+    if case.argvs != [[a.replace("{spec}", name) for a in COMMANDS[w]] for w in words]:
+        return None
+    return words
+
+
+def _batch_argv(word: str, names: list[str]) -> list[str]:
+    return [x for a in COMMANDS[word] for x in (names if a == "{spec}" else [a])]
+
+
+CORPUS_BATCHED = {i: w for i, c in CASES.items() if (w := _batch_words(c))}
 VALID_SPECS = sorted(VALID.glob("*.yaml"))
 
 
@@ -284,21 +303,21 @@ def _split_batch(names: list[str], result: Result, limit: float) -> dict[str, Re
     return {n: Result(result.argv, result.returncode, v[0] + "\n", result.seconds, result.tmp) for n, v in lines.items()}
 
 
-def _run_batch(names: list[str], tmp: Path, limit: float) -> dict[str, list[Result]]:
-    shares = _split_batch(names, run_gradlab(["check", *names], HOSTILE, tmp / "batch"), limit)
+def _run_batch(word: str, names: list[str], tmp: Path, limit: float) -> dict[str, Result]:
+    shares = _split_batch(names, run_gradlab(_batch_argv(word, names), HOSTILE, tmp / "batch"), limit)
     if shares is not None:
-        return {n: [r] for n, r in shares.items()}
-    return {n: _run_case(CASES[n], tmp / re.sub(r"[^\w.-]", "_", n)) for n in names}  # judged one process each
+        return shares
+    return {n: run_gradlab(_batch_argv(word, [n]), HOSTILE, tmp / re.sub(r"[^\w.-]", "_", n)) for n in names}  # one process each
 
 
-class _Share:
-    """A future's look-alike for one case of a batch."""
+class _Shares:
+    """A future's look-alike for one case's commands, each a share of a batch."""
 
-    def __init__(self, batch, case_id: str):
-        self._batch, self._id = batch, case_id
+    def __init__(self, case_id: str, batches: list):
+        self._id, self._batches = case_id, batches
 
     def result(self):
-        return self._batch.result()[self._id]
+        return [batch.result()[self._id] for batch in self._batches]
 
 
 @pytest.fixture(scope="session")
@@ -313,13 +332,16 @@ def hostile_results(request, tmp_path_factory):
     good = [pool.submit(run_gradlab, ["check", GOOD_SPEC.name], GOOD_SPEC.parent, base / f"baseline{k}") for k in range(workers)]
     baseline = max(f.result().seconds for f in good)
     limit = max(TIME_LIMIT, LOAD_FACTOR * baseline)
-    futures = {}
-    for group in (False, True):  # specs alone, then specs with user code (which import torch): own batches
-        batched = [i for i in ids if _batchable(CASES[i]) and i.startswith("impl_") == group]
-        for k in range(0, len(batched), BATCH_SIZE):
-            names = batched[k:k + BATCH_SIZE]
-            batch = pool.submit(_run_batch, names, base / f"batch{int(group)}_{k // BATCH_SIZE}", limit)
-            futures.update({i: _Share(batch, i) for i in names})
+    batches: dict[str, list] = {}
+    for word in BATCH_WORDS:
+        for group in (False, True):  # specs alone, then specs with user code (which import torch): own batches
+            names = [i for i in ids if word in CORPUS_BATCHED.get(i, ()) and i.startswith("impl_") == group]
+            for k in range(0, len(names), BATCH_SIZE):
+                chunk = names[k:k + BATCH_SIZE]
+                batch = pool.submit(_run_batch, word, chunk, base / f"{word}{int(group)}_{k // BATCH_SIZE}", limit)
+                for i in chunk:
+                    batches.setdefault(i, []).append(batch)
+    futures = {i: _Shares(i, b) for i, b in batches.items()}
     order = sorted((i for i in ids if i not in futures), key=lambda i: not i.startswith(("impl_", "stats_", "generated:")))
     futures.update({i: pool.submit(_run_case, CASES[i], base / re.sub(r"[^\w.-]", "_", i)) for i in order})
     yield futures, limit
