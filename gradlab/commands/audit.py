@@ -109,9 +109,9 @@ def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout,
     from ..usercode import deadline
 
     live = fmt == "table" and not output
-    if live and not declared:
-        _say_root(path)
     with deadline(timeout, f"gradlab audit {path}"):
+        if live and not declared:
+            _say_root(path)  # importing runs the user's code: inside the deadline
         result = (audit_yaml if declared else audit_file)(path, examples=examples, seed=seed, rtol=rtol, atol=atol, max_abs=max_abs, reseed=reseed, live=_live(fmt),
                                                           progress=(lambda r: (setattr(r, "strict", strict), click.echo(_summary(r)))) if live else None)
     for r in result.results:
