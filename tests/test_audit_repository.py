@@ -99,6 +99,8 @@ def test_static_and_classmethod_functions_are_audited_in_a_whole_file(functions)
     assert got["SparsemaxShapeBug"] and set(got["SparsemaxShapeBug"]) <= {"raised", "mismatch"}
     assert got["CubeOneElement"] == ["mismatch"]
     assert not functions.notes and all(r.kind == "function" for r in functions.results)
+    sparsemax = next(r for r in functions.results if r.name == "SparsemaxClass").coverage
+    assert 0 < sparsemax.by_directions <= sparsemax.examples == 25  # most cases need no element differenced
 
 
 def test_a_bug_in_one_element_is_localised_and_named(functions):

@@ -54,6 +54,7 @@ class Coverage:
     discarded: int = 0  # cases on a domain bound where the op is not finite: no verdict
     no_backward: int = 0  # cases in a mode where the forward keeps no cache (test-mode batchnorm): no verdict
     max_batch: int = 0
+    by_directions: int = 0  # cases judged by random directions alone (judge.projected), no element differenced
 
     def add(self, subject: Subject, inputs: dict[str, np.ndarray], checks: list[TensorCheck]) -> None:
         self.examples += 1
@@ -73,6 +74,7 @@ class Coverage:
             self.positive += int(np.sum(v > 0))
             for k in subject.envelope.kinks:
                 self.near_kinks += int(np.sum(np.abs(v - k) <= 1e-3 * max(1.0, abs(k))))
+        self.by_directions += bool(checks) and all(c.projections for c in checks)
         for c in checks:
             self.judged += c.judged
             self.kink_stencils += int(c.kinks.sum())
@@ -86,7 +88,7 @@ class Coverage:
             "max_batch": self.max_batch, "max_abs_input": self.max_abs, "exact_zeros": self.zeros, "near_zero": self.near_zero,
             "saturated": self.saturated, "near_declared_kinks": self.near_kinks, "negative": self.negative, "positive": self.positive,
             "elements_judged": self.judged, "kink_stencils": self.kink_stencils, "undetermined": self.undetermined,
-            "discarded": self.discarded, "no_backward": self.no_backward,
+            "discarded": self.discarded, "no_backward": self.no_backward, "judged_by_directions": self.by_directions,
         }
 
 
