@@ -444,22 +444,36 @@ def test_sigint_exits_130(tmp_path):
     assert proc.returncode == 130, f"exit {proc.returncode}:\n{text[:2000]}"
 
 
-@pytest.mark.parametrize("bad, op", [
-    ("impl_raise_in_backward.yaml", "RaiseInBackward"),
-    ("impl_exit_in_forward.yaml", "ExitInForward"),
-    ("impl_keyboard_interrupt_in_backward.yaml", "KeyboardInterruptInBackward"),
-])
-def test_failing_op_does_not_stop_the_next_spec(bad, op, tmp_path):
-    """`gradlab check bad.yaml good.yaml --report r.json`: exit 2 naming the op, and good.yaml is still checked."""
+FAILING_OPS = {  # spec: the op its Error line names
+    "impl_raise_in_backward.yaml": "RaiseInBackward",
+    "impl_exit_in_forward.yaml": "ExitInForward",
+    "impl_keyboard_interrupt_in_backward.yaml": "KeyboardInterruptInBackward",
+}
+
+
+@pytest.fixture(scope="module")
+def failing_then_good(tmp_path_factory):
+    """One `gradlab check bad1.yaml bad2.yaml bad3.yaml good.yaml -v --report r.json`: each failing op is
+    followed by another spec (the next bad one, the last by good.yaml), which must still be checked."""
+    tmp = tmp_path_factory.mktemp("failing_then_good")
     good = os.path.relpath(GOOD_SPEC, HOSTILE)
-    result = run_gradlab(["check", bad, good, "-v", "--report", "{tmp}/r.json"], HOSTILE, tmp_path / "out")
+    return run_gradlab(["check", *FAILING_OPS, good, "-v", "--report", "{tmp}/r.json"], HOSTILE, tmp / "out")
+
+
+@pytest.mark.parametrize("bad, op", list(FAILING_OPS.items()))
+def test_failing_op_does_not_stop_the_next_spec(bad, op, failing_then_good):
+    """`gradlab check bad.yaml ... good.yaml --report r.json`: exit 2, one Error line per bad spec naming its
+    op, and the spec after it (good.yaml after the last) is still checked."""
+    result = failing_then_good
     why = result.describe()
     assert result.returncode == 2, why
     assert "Traceback" not in result.output, why
     errors = result.error_lines
-    assert len(errors) == 1 and op in errors[0] and "ops_" in errors[0], why
+    assert len(errors) == len(FAILING_OPS), why  # every bad spec was reached: none stopped the run
+    mine = [e for e in errors if e.startswith(f"Error: {bad}:")]
+    assert len(mine) == 1 and op in mine[0] and "ops_" in mine[0], why
     assert "seed003-two-layer" in result.output and "L0.weight" in result.output, f"the good spec's table is missing\n{why}"
-    report = tmp_path / "out" / "r.json"
+    report = result.tmp / "r.json"
     assert report.exists(), f"no report written\n{why}"
     assert "seed003-two-layer" in report.read_text()
 
