@@ -172,9 +172,11 @@ def test_directions_are_the_same_for_the_same_case():
 def test_axis_arguments_and_an_undeclared_reversal():
     pytest.importorskip("torch")
     result = audit_file(str(REPO / "functions" / "arguments.py"), examples=15)
-    assert verdicts(result) == {"SoftmaxDim": [], "SoftmaxDimWrong": ["mismatch"], "GradientReversalFunction": ["mismatch"],
+    # an undeclared reversal (name + identity forward) is judged against -lambda x the gradient, with a warning
+    assert verdicts(result) == {"SoftmaxDim": [], "SoftmaxDimWrong": ["mismatch"], "GradientReversalFunction": [],
                                 "GradientReversalDeclared": []}
     by_name = {r.name: r for r in result.results}
     assert by_name["SoftmaxDim"].call == "apply(x, dim=-1)"  # an axis without a default is passed, never drawn
-    assert "declare surrogate = 'reverse'" in by_name["GradientReversalFunction"].findings[0].message
+    assert [w.kind for w in by_name["GradientReversalFunction"].warnings] == ["inferred surrogate"]
+    assert not by_name["GradientReversalDeclared"].warnings
     assert "declare surrogate" not in by_name["SoftmaxDimWrong"].findings[0].message

@@ -29,10 +29,19 @@ def test_declared_surrogate_passes_and_is_named(name, relation):
     assert result.surrogate == relation and result.coverage.judged > 0
 
 
-@pytest.mark.parametrize("name", ["GradientReversalUndeclared", "RoundUndeclared"])
-def test_the_same_backward_undeclared_is_a_mismatch(name):
-    result = audit(op(name), examples=BUDGET)
+def test_the_same_backward_undeclared_is_a_mismatch():
+    result = audit(op("RoundUndeclared"), examples=BUDGET)
     assert [f.kind for f in result.findings] == ["mismatch"] and not result.surrogate
+
+
+def test_an_undeclared_gradient_reversal_is_judged_as_one_with_a_warning():
+    """Zero configuration: a Function named like a gradient reversal whose forward is the identity is checked against
+    -lambda x the gradient (its purpose), and says that the relation was inferred; --strict fails on the warning."""
+    result = audit(op("GradientReversalUndeclared"), examples=BUDGET)
+    assert result.passed and result.surrogate == "reverse (x -1)", [f.message for f in result.findings]
+    assert [w.kind for w in result.warnings] == ["inferred surrogate"]
+    strict = CliRunner().invoke(main, ["audit", op("GradientReversalUndeclared"), "--examples", "10", "--strict"])
+    assert strict.exit_code == 1 and "inferred surrogate" in strict.output
 
 
 @pytest.mark.parametrize("name", ["ReversalWrongSign", "SignClippedSTEWrong"])

@@ -141,6 +141,8 @@ WARNINGS = {
     "in-place": "wrote into an argument, dout or the cache in place (a caller reusing them sees other values)",
     "shape": "returned a gradient whose shape only broadcasts to its input's ((1, D) for (D,)): the same values",
     "reseeded": "the forward draws random numbers: audited with the global generators reseeded before every call",
+    "inferred surrogate": "named like a gradient reversal with an identity forward, declaring no surrogate: its backward was "
+                          "checked against -lambda x the true gradient (declare surrogate = 'reverse' on the class to say so)",
 }
 AUTO_RESEED = 0  # the seed an unseeded random forward is audited with when --reseed was not given
 

@@ -446,8 +446,16 @@ class FunctionSubject(Subject):
         self.arg_names = tuple(n for n in self.call_args if n not in self.fixed)
         self.surrogate = self.declared_surrogate(self.arg_names)
         if self.surrogate is None and self._looks_reversed():
-            self.mismatch_hint = (f"; {self.name} is named like a gradient reversal and its forward is the identity: if its backward "
-                                  "returns -lambda x the gradient on purpose, declare surrogate = 'reverse' on the class")
+            # A gradient reversal layer's backward is -lambda x the gradient on purpose: with no configuration, its
+            # name and identity forward say so. Judged against that relation (a wrong sign or lambda still fails), with
+            # a warning that it was inferred, never silently.
+            from . import surrogates
+            from .judge import WARNINGS, warn
+
+            self.surrogate = surrogates.parse("reverse", self.obj, target, self.arg_names)
+            warn(self, "inferred surrogate", f"{self.name}: {WARNINGS['inferred surrogate']}")
+            self.mismatch_hint = (f"; {self.name} is named like a gradient reversal and its forward is the identity, so its backward "
+                                  "was checked against -lambda x the gradient; if it is not a reversal, rename it")
 
     def _looks_reversed(self) -> bool:
         """Named as a gradient reversal (GradientReversal, GradReverse, ReverseLayerF, RevGrad) with an identity forward."""
