@@ -42,6 +42,8 @@ class Timeout(BaseException):
 
 
 def _on_sigint(signum, frame):
+    if _sigint["received"]:  # the run is already stopping (a Ctrl-C can arrive twice: from the terminal and the supervisor)
+        return
     _sigint["received"] = True
     raise KeyboardInterrupt
 
@@ -51,6 +53,7 @@ def install_sigint() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _on_sigint)
         _sigint["installed"] = True
+        _sigint["received"] = False  # a new command: no Ctrl-C yet
 
 
 def interrupted() -> bool:
@@ -162,7 +165,9 @@ def user_code(where: str) -> Iterator[None]:
         if interrupted():
             raise
         raise UserCodeError(f"{where} {describe(exc)}{user_line(exc)}") from None
-    except BaseException as exc:  # SystemExit, GeneratorExit, any Exception: the op's fault
+    except GeneratorExit:  # this context manager is being closed (garbage-collected mid-block): nothing of the user's
+        raise
+    except BaseException as exc:  # SystemExit, any Exception: the op's fault
         raise UserCodeError(f"{where} {describe(exc)}{user_line(exc)}") from None
     finally:
         _running.pop()
