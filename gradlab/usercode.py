@@ -165,8 +165,10 @@ def user_code(where: str) -> Iterator[None]:
         if interrupted():
             raise
         raise UserCodeError(f"{where} {describe(exc)}{user_line(exc)}") from None
-    except GeneratorExit:  # this context manager is being closed (garbage-collected mid-block): nothing of the user's
-        raise
+    except GeneratorExit as exc:
+        if not user_frames(exc):  # thrown in by a close() (this block garbage-collected mid-way): nothing of the user's
+            raise
+        raise UserCodeError(f"{where} {describe(exc)}{user_line(exc)}") from None
     except BaseException as exc:  # SystemExit, any Exception: the op's fault
         raise UserCodeError(f"{where} {describe(exc)}{user_line(exc)}") from None
     finally:
