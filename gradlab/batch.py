@@ -299,12 +299,9 @@ def check_document(results, environment: dict) -> dict:
 
     `passed` is true only when everything asked for was checked and agrees; `complete` and `unchecked`
     name what was not checked and why (gradlab.coverage)."""
-    from .coverage import of_run
-    from .report.rows import complete
+    from .coverage import account
 
-    return {"passed": complete(results), "complete": not of_run(results),
-            "unchecked": [{"spec": name, **u.to_dict()} for name, u in of_run(results)],
-            "environment": environment, "specs": [r.to_dict() for r in results]}
+    return {**account(results), "environment": environment, "specs": [r.to_dict() for r in results]}
 
 
 def echo_errors(results) -> None:

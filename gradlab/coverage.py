@@ -63,6 +63,14 @@ def of_run(results) -> list[tuple[str, Unchecked]]:
     return [(r.name, u) for r in results for u in of_spec(r)]
 
 
+def account(results) -> dict:
+    """The verdict keys every JSON document of a check carries: `passed` (everything asked for was checked and
+    agrees), `complete` and `unchecked` (what was not checked, and why)."""
+    items = of_run(results)
+    return {"passed": all(r.passed for r in results) and not items, "complete": not items,
+            "unchecked": [{"spec": name, **u.to_dict()} for name, u in items]}
+
+
 def nothing_checked(results) -> bool:
     """No spec of the run had a single judged row (the switch cannot make that a pass)."""
     return not any(c.status in JUDGED for r in results for c in r.comparisons)

@@ -375,9 +375,11 @@ def _crumb_file() -> str:
 
 
 def _running(crumb: str) -> str:
+    from .supervise import read_crumb
+
     try:
         with open(crumb, "rb") as f:
-            return f.read().split(b"\0", 1)[0].decode("utf-8", "replace")
+            return read_crumb(f.read())
     except OSError:
         return ""
 

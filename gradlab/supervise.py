@@ -56,9 +56,9 @@ def attach_crumb(path: str) -> None:
         _state["crumb"] = mmap.mmap(f.fileno(), CRUMB_BYTES)
 
 
-def _read_crumb(page) -> str:
-    raw = bytes(page[:CRUMB_BYTES])
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+def read_crumb(page) -> str:
+    """What a breadcrumb page (or the bytes of a crumb file) says was running."""
+    return bytes(page[:CRUMB_BYTES]).split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def _new_crumb():
@@ -108,12 +108,22 @@ def main() -> None:
 
         cli_main(prog_name="gradlab")
         return
+    pid, end, crumb = _fork()
+    if pid == 0:
+        _child(end, crumb)  # never returns
+    os._exit(_supervise(pid, end, crumb))
+
+
+def _fork():
+    """Fork a child that dies with this process: (pid, the pipe's end this side keeps, the breadcrumb page).
+
+    The child (pid 0) holds the write end, for its answer; this side the read end."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            stream.flush()  # nothing buffered here is written twice
         except (OSError, ValueError, AttributeError):
             pass
-    _standard_fds_open()  # a closed 0/1/2 must not be reused by the record pipe
+    _standard_fds_open()  # a closed 0/1/2 must not be reused by the pipe
     read_end, write_end = os.pipe()
     crumb = _new_crumb()
     parent = os.getpid()
@@ -121,9 +131,9 @@ def main() -> None:
     if pid == 0:
         os.close(read_end)
         _die_with(parent)
-        _child(write_end, crumb)  # never returns
+        return 0, write_end, crumb
     os.close(write_end)
-    os._exit(_supervise(pid, read_end, crumb))
+    return pid, read_end, crumb
 
 
 def _child(record_fd: int, crumb) -> None:
@@ -187,14 +197,19 @@ def _exit_code(value) -> int:
     return 1
 
 
+def _record(fd: int | None, code: int) -> None:
+    """The completion record: this process's pid and exit code, one JSON line (the supervisor requires it)."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, json.dumps({"pid": os.getpid(), "exit": int(code)}).encode() + b"\n")
+    except OSError:
+        pass
+
+
 def exit_now(code: int) -> None:
     """End this process now with `code`, as its verdict (the deadline's watchdog: a hang is never an option)."""
-    fd = _state.get("record_fd")
-    if fd is not None:
-        try:
-            os.write(fd, json.dumps({"pid": os.getpid(), "exit": int(code)}).encode() + b"\n")
-        except OSError:
-            pass
+    _record(_state.get("record_fd"), code)
     os._exit(code)
 
 
@@ -210,11 +225,7 @@ def _finish(record_fd: int, code: int) -> None:
             code = code if code else 2
         except (OSError, ValueError):
             pass
-    record = json.dumps({"pid": os.getpid(), "exit": int(code)}).encode() + b"\n"
-    try:
-        os.write(record_fd, record)
-    except OSError:
-        pass
+    _record(record_fd, code)
     breadcrumb("the clean-up handlers (atexit) after gradlab finished")
     if out is not None:  # what runs from here on (atexit handlers, threads) can no longer reach stdout
         out.retire()
@@ -287,7 +298,7 @@ def _supervise(pid: int, read_end: int, crumb) -> int:
             return 130
         if sig in forwarded:
             return 128 + sig
-    sys.stderr.write(f"Error: gradlab's run did not finish: its process {ended_how(status, _read_crumb(crumb))}; "
+    sys.stderr.write(f"Error: gradlab's run did not finish: its process {ended_how(status, read_crumb(crumb))}; "
                      "nothing is reported as checked (exit code 2: the user's code ended the run)\n")
     return 2
 
@@ -418,16 +429,8 @@ def call(fn, *args, **kwargs):
 
     if not hasattr(os, "fork"):  # pragma: no cover - Windows: no isolation
         return fn(*args, **kwargs)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
-    read_end, write_end = os.pipe()
-    crumb = _new_crumb()
-    pid = os.fork()
+    pid, end, crumb = _fork()
     if pid == 0:  # the child: never returns
-        os.close(read_end)
         _state.update(crumb=crumb)
         try:
             try:
@@ -437,31 +440,35 @@ def call(fn, *args, **kwargs):
                     payload = pickle.dumps((os.getpid(), False, exc))
                 except BaseException:  # noqa: BLE001 -- an exception that does not pickle: its words
                     payload = pickle.dumps((os.getpid(), False, RuntimeError(f"{type(exc).__name__}: {str(exc)[:500]}")))
-            _write_all(write_end, len(payload).to_bytes(8, "big") + payload)
+            _write_all(end, len(payload).to_bytes(8, "big") + payload)
         finally:
             os._exit(0)
-    os.close(write_end)
-    chunks, status = [], None
+    data, status = bytearray(), None
     try:
-        while True:
-            chunk = os.read(read_end, 1 << 20)
+        while _payload(data) is None:  # until the length-prefixed answer is whole, or the pipe ends
+            chunk = os.read(end, 1 << 20)
             if not chunk:
                 break
-            chunks.append(chunk)
-            data = b"".join(chunks)
-            if len(data) >= 8 and len(data) >= 8 + int.from_bytes(data[:8], "big"):
-                break
+            data += chunk
     finally:
-        os.close(read_end)
+        os.close(end)
         _, status = os.waitpid(pid, 0)
-    data = b"".join(chunks)
-    if len(data) >= 8 and len(data) >= 8 + int.from_bytes(data[:8], "big"):
-        who, ok, value = pickle.loads(data[8: 8 + int.from_bytes(data[:8], "big")])
+    payload = _payload(data)
+    if payload is not None:
+        who, ok, value = pickle.loads(payload)
         if who == pid:
             if ok:
                 return value
             raise value
-    raise ProcessEnded(f"the process running it {ended_how(status, _read_crumb(crumb))}")
+    raise ProcessEnded(f"the process running it {ended_how(status, read_crumb(crumb))}")
+
+
+def _payload(data: bytearray) -> bytes | None:
+    """The answer once its 8-byte length prefix and that many bytes have arrived, else None."""
+    if len(data) < 8:
+        return None
+    size = int.from_bytes(data[:8], "big")
+    return bytes(data[8: 8 + size]) if len(data) >= 8 + size else None
 
 
 def _write_all(fd: int, data: bytes) -> None:

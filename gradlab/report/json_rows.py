@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import math
 
-from ..coverage import of_run
-from .rows import complete, flat_rows, ordered_results, status_counts, verdict
+from ..coverage import account
+from .rows import flat_rows, ordered_results, status_counts, verdict
 
 
 def _finite(v):
@@ -32,9 +32,7 @@ def _spec(result) -> dict:
 
 def render(results, environment: dict) -> str:
     doc = {
-        "passed": complete(results),  # true only when everything asked for was checked and agrees
-        "complete": not of_run(results),
-        "unchecked": [{"spec": name, **u.to_dict()} for name, u in of_run(results)],
+        **account(results),  # passed only when everything asked for was checked and agrees; complete; unchecked
         "verdict": verdict(results),
         "environment": environment,
         "specs": [_spec(r) for r in ordered_results(results)],
