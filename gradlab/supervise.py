@@ -32,7 +32,7 @@ GRACE = 5.0  # seconds a child may take to exit after its record (gradlab's own 
 FORWARDED = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 CRUMB_BYTES = 2048
 
-_state: dict = {"crumb": None, "supervised": False}
+_state: dict = {"crumb": None}
 _OURS: tuple[str, ...] = ()  # folders whose frames may write gradlab's stdout (set in the supervised child)
 
 
@@ -65,11 +65,6 @@ def _new_crumb():
     import mmap
 
     return mmap.mmap(-1, CRUMB_BYTES)  # anonymous and MAP_SHARED: the child's writes are seen here
-
-
-def supervised() -> bool:
-    """This process is a supervised child (its stdout is the private stream)."""
-    return _state["supervised"]
 
 
 # --- how a process ended, in words ---------------------------------------------------------------------
@@ -137,7 +132,7 @@ def _fork():
 
 
 def _child(record_fd: int, crumb) -> None:
-    _state.update(crumb=crumb, supervised=True, record_fd=record_fd)
+    _state.update(crumb=crumb, record_fd=record_fd)
     code = 3
     try:
         _private_stdout()
