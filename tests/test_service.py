@@ -480,3 +480,13 @@ def test_a_non_loopback_bind_without_a_token_is_refused():
     result = gradlab_cli("serve", "--host", "0.0.0.0", "--port", "0", "--db", "sqlite://")
     assert result.exit_code == 2 and result.output.startswith("Error: --host 0.0.0.0: listening beyond this machine needs a token")
     assert "--token-file" in result.output
+
+
+def test_allowed_host_adds_names_a_loopback_server_answers_to():
+    """`gradlab serve --allowed-host NAME`: a proxy's name is accepted beside the loopback names, nothing else is."""
+    from gradlab.service.guard import allowed_hosts
+
+    plain, _ = allowed_hosts("127.0.0.1")
+    extended, by_connection = allowed_hosts("127.0.0.1", ["grads.example.org"])
+    assert "grads.example.org" not in plain and "grads.example.org" in extended and not by_connection
+    assert {"localhost", "127.0.0.1"} <= extended and "evil.example" not in extended

@@ -271,3 +271,16 @@ def test_a_closed_stdout_and_stderr_do_not_confuse_the_supervisor():
 
     run = subprocess.run([*GRADLAB, "check", str(ROOT / "specs" / "seed003_two_layer.yaml"), "-q"], preexec_fn=close_both, cwd=ROOT, timeout=120)
     assert run.returncode == 0
+
+
+def test_the_environment_accepts_skips_like_the_flag(monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: seed002 is checked in full")
+    spec = str(ROOT / "specs" / "seed002_classifier.yaml")
+    monkeypatch.setenv("GRADLAB_ALLOW_UNCHECKED", "1")
+    run = CliRunner().invoke(main, ["check", spec, "-q"])
+    assert run.exit_code == 0 and run.output.startswith("INCOMPLETE:"), run.output  # accepted, still named
+    monkeypatch.setenv("GRADLAB_ALLOW_UNCHECKED", "0")
+    assert CliRunner().invoke(main, ["check", spec, "-q"]).exit_code == 4
