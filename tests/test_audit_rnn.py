@@ -66,7 +66,7 @@ def _draws(name: str, n: int = 80) -> list:
     pair = make_pair(load_module(str(COURSE / "rnn_layers.py")), name, "rnn_layers.py")
     seen = []
 
-    @settings(max_examples=n, database=None, deadline=None)
+    @settings(max_examples=n, database=None, deadline=None, derandomize=True)  # the same draws every run: no flaky coverage
     @given(case=pair_cases(pair, Envelope()))
     def collect(case):
         seen.append(case)
