@@ -88,19 +88,34 @@ timeout_option = click.option("--timeout", type=float, callback=_positive_second
 
 
 def expand_specs(paths) -> list[Path]:
-    """Files as given; directories contribute their *.yaml / *.yml files, sorted."""
+    """Files as given; a directory contributes the specs under it, subfolders too, as `pytest DIR` collects them
+    (gradlab.specfiles). Other YAML found there is named once on stderr, never silently dropped."""
+    from .specfiles import walk
+
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in [*p.glob("*.yaml"), *p.glob("*.yml")] if not f.is_dir())
+            found, other = walk(p)
+            _note_not_specs(other)
             if not found:
-                raise SpecError(str(p), "(directory)", "no *.yaml specs in this directory")
+                extra = f" ({len(other)} other YAML file(s) there are not specs: no top-level network.layers)" if other else ""
+                raise SpecError(str(p), "(directory)", f"no gradlab specs (*.yaml, *.yml) in this directory or its subfolders{extra}")
             out += found
         elif not p.exists() and not p.is_symlink():
             raise SpecError(str(p), "(file)", "no such file")
         else:
             out.append(p)
     return out
+
+
+_NOTED: set[str] = set()  # expand_specs runs more than once per command; each note is printed once
+
+
+def _note_not_specs(paths) -> None:
+    for p in map(str, paths):
+        if p not in _NOTED:
+            _NOTED.add(p)
+            click.echo(f"note: {p}: skipped, not a gradlab spec (no top-level network with typed layers); name the file to check it anyway", err=True)
 
 
 def error_result(path: str, message: str, *, kind: str = "user", name: str | None = None):

@@ -94,11 +94,11 @@ CHECK_EXAMPLES = """
 \b
 Examples:
   gradlab check specs/seed003_two_layer.yaml
-  gradlab check specs/                      # every *.yaml in the folder
+  gradlab check specs/                      # every spec under the folder, subfolders too (as pytest specs/)
   gradlab check specs/*.yaml --format json --output reports/check.json
   gradlab check my_net.yaml --device cpu --device cuda --method richardson
   gradlab check big_net.yaml --mode fast         # projections + bisection, any size
-  gradlab check specs/ --report report.md --report report.html --report junit.xml
+  gradlab check specs/ --report reports/check.md --report reports/check.html --report reports/junit.xml
   gradlab check specs/ --executor local --workers 4   # each spec in its own worker process
 """
 

@@ -21,21 +21,12 @@ included. `-p no:gradlab` turns the plugin off.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import re
-import stat
 from pathlib import Path
 
 import pytest
 
-DEFAULT_GLOB = ["*.yaml", "*.yml"]
-SNIFF_BYTES = 16 * 1024  # only the head of a file is read to decide whether it is a spec
-NEAR_MISS = 0.75  # a top-level key this close to `network` (difflib ratio) is a typo of it
-
-# the text-only fallback: a top-level key line, then `layers:` with a list and a `type:` before the next top-level key
-_TOP_KEY = re.compile(r"^([A-Za-z_][\w-]*)[ \t]*:", re.MULTILINE)
-_NEXT_TOP_LINE = re.compile(r"^[^\s#-]", re.MULTILINE)
-_LAYERS_WITH_TYPE = re.compile(r"\blayers[ \t]*:\s*[\[-].*?\btype[ \t]*:", re.DOTALL)  # searched within the network section
+from .specfiles import DEFAULT_GLOB, SNIFF_BYTES, looks_like_spec as _looks_like_spec, matches
+from .specfiles import _text_has_typed_layers  # noqa: F401 -- tests reach the sniffing rules through the plugin
 
 _TURNED_NO_CODE_ON = pytest.StashKey[bool]()  # this run switched user code off, and switches it back on at the end
 
@@ -78,69 +69,9 @@ def pytest_unconfigure(config) -> None:
         usercode.forbid_code(False)
 
 
-def _is_network_key(key) -> bool:
-    return isinstance(key, str) and (key == "network" or difflib.SequenceMatcher(None, key, "network").ratio() >= NEAR_MISS)
-
-
-def _has_typed_layers(doc) -> bool:
-    """A parsed head: a top-level network (or a typo of it) whose `layers` lists mappings, one with a `type`."""
-    if not isinstance(doc, dict):
-        return False
-    for key, network in doc.items():
-        layers = network.get("layers") if _is_network_key(key) and isinstance(network, dict) else None
-        if isinstance(layers, list) and layers and all(isinstance(x, dict) for x in layers) and any("type" in x for x in layers):
-            return True
-    return False
-
-
-def _text_has_typed_layers(text: str) -> bool:
-    """The same rule on text that does not parse (a broken spec, or a head cut mid-document)."""
-    for top in _TOP_KEY.finditer(text):
-        if not _is_network_key(top.group(1)):
-            continue
-        following = _NEXT_TOP_LINE.search(text, top.end())  # the section ends at the next top-level line
-        if _LAYERS_WITH_TYPE.search(text[top.end():following.start() if following else len(text)]):
-            return True
-    return False
-
-
-def _looks_like_spec(path: Path) -> bool:
-    """Leave other YAML (CI configs, Hydra configs, data fixtures) alone; a broken spec is still recognised.
-
-    Reads at most SNIFF_BYTES; any error at all (unreadable, not text, a parser's RecursionError or
-    MemoryError) means "not a spec": the plugin must never stop someone else's collection.
-    """
-    try:
-        return _sniff(path)
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # noqa: BLE001 -- whatever a hostile file does to the parser, it is not a spec
-        return False
-
-
-def _sniff(path: Path) -> bool:
-    import yaml
-
-    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
-        return False
-    with open(path, "rb") as f:
-        raw = f.read(SNIFF_BYTES + 1)
-    cut = len(raw) > SNIFF_BYTES
-    if cut:  # parse whole lines only; a multi-byte character cut at the end is dropped
-        raw = raw[:SNIFF_BYTES].rsplit(b"\n", 1)[0]
-    text = raw.decode("utf-8-sig", errors="ignore" if cut else "strict")
-    if "layers" not in text or "type" not in text:
-        return False  # the common case, decided without a parser
-    try:
-        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError:
-        return _text_has_typed_layers(text)
-    return _has_typed_layers(doc) or (cut and _text_has_typed_layers(text))
-
-
 def pytest_collect_file(file_path: Path, parent):
     patterns = parent.config.getini("gradlab_spec_glob") or DEFAULT_GLOB
-    if not any(file_path.match(p) for p in patterns):
+    if not matches(file_path, patterns):
         return None
     if parent.session.isinitpath(file_path) or _looks_like_spec(file_path):
         return SpecFile.from_parent(parent, path=file_path)

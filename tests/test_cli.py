@@ -19,14 +19,32 @@ def test_check_all_shipped_specs_exit_0():
     assert "PASS" in result.output.splitlines()[-1]
 
 
-def test_check_directory_expands():
-    import torch
+def _tree(root):
+    """A spec folder as a repository holds one: subfolders, a hidden folder, a venv, other YAML."""
+    good = (ROOT / "specs" / "seed000_tanh.yaml").read_text()
+    for rel in ("top.yaml", "nested/deeper/two.yml", ".hidden/no.yaml", "venv/no.yaml", "build/no.yaml"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(good.replace("seed000-tanh", rel.replace("/", "-").split(".")[0]))
+    (root / "nested" / "ci.yml").write_text("on: push\njobs: {test: {runs-on: ubuntu-latest}}\n")
+    return root
 
-    result = CliRunner().invoke(main, ["check", str(ROOT / "specs"), "-q"])
-    if torch.cuda.is_available():
-        assert result.exit_code == 0 and result.output.startswith("PASS")
-    else:  # seed002 asks for cuda: named, and the run is incomplete, never a pass
-        assert result.exit_code == 4 and result.output.startswith("INCOMPLETE") and "autograd[cuda]" in result.output, result.output
+
+def test_check_directory_recurses_as_pytest_collects(tmp_path, pytester):
+    """`gradlab check DIR` and `pytest DIR` take the same files: subfolders in, pytest's norecursedirs out."""
+    tree = _tree(tmp_path / "specs")
+    result = CliRunner().invoke(main, ["check", str(tree), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    checked = sorted(s["spec"] for s in json.loads(result.stdout)["specs"])
+    assert checked == [str(tree / "nested" / "deeper" / "two.yml"), str(tree / "top.yaml")]
+    assert f"note: {tree / 'nested' / 'ci.yml'}: skipped, not a gradlab spec" in result.stderr
+    collected = pytester.runpytest_inprocess("--collect-only", "-q", str(tree)).outlines
+    assert sorted(line.split("::")[0].split("/specs/")[1] for line in collected if "::" in line) == ["nested/deeper/two.yml", "top.yaml"]
+
+
+def test_check_directory_without_specs_names_what_it_found(tmp_path):
+    (tmp_path / "ci.yml").write_text("on: push\n")
+    result = CliRunner().invoke(main, ["check", str(tmp_path)])
+    assert result.exit_code == 2 and "no gradlab specs (*.yaml, *.yml) in this directory or its subfolders (1 other YAML" in result.output
 
 
 def test_json_shape(tmp_path):

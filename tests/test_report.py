@@ -146,7 +146,7 @@ def test_depth_profile_has_one_point_per_dense_layer():
     assert [p.depth for p in profile.layers] == list(range(1, n_dense + 1)) and n_dense > 5
     assert profile.layers[-1].delta_ratio == pytest.approx(1.0)
     assert profile.layers[0].delta_ratio < profile.layers[-1].delta_ratio  # sigmoids shrink delta going back
-    assert profile.layers[0].verdict == "vanishing" and profile.verdict == "vanishing" and "8 initialisations" in profile.source
+    assert profile.layers[0].verdict == "vanishing-dW" and profile.verdict == "vanishing-dW" and "8 initialisations" in profile.source
 
 
 # --- JUnit -------------------------------------------------------------------------------------
@@ -323,6 +323,11 @@ def test_assert_gradients_passes_quietly_and_fails_like_approx(planted):
 # --- CI examples -------------------------------------------------------------------------------
 
 
+def _reports(command: str) -> list[str]:
+    words = command.split()
+    return [words[i + 1] for i, w in enumerate(words) if w == "--report"]
+
+
 def test_ci_examples_run_the_check_and_keep_the_html_report():
     import yaml
 
@@ -330,24 +335,33 @@ def test_ci_examples_run_the_check_and_keep_the_html_report():
 
     github = yaml.safe_load((ROOT / "examples/ci/github-actions.yml").read_text())
     steps = github["jobs"]["gradlab"]["steps"]
-    assert any(s.get("run", "").startswith("gradlab check specs/ --report report.md") for s in steps)
+    check = next(s["run"] for s in steps if s.get("run", "").startswith("gradlab check specs/ "))
+    written = _reports(check)
+    # a GPU-less runner: autograd on the CPU, or a spec asking for cuda would be INCOMPLETE (exit 4)
+    assert "--device cpu" in check and {w.rsplit(".", 1)[1] for w in written} == {"md", "html", "xml"}
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
-    assert upload["if"] == "always()" and "report.html" in upload["with"]["path"].split()
+    assert upload["if"] == "always()" and all(w.startswith(upload["with"]["path"].strip()) for w in written)
+    # pinned to something the user fills in, never to a tag that does not exist
+    installs = [s["run"] for s in steps if "gradlab @ git+" in s.get("run", "")]
+    assert installs and all(re.search(r"\.git@COMMIT-SHA\"", i) for i in installs)
     # torch's CPU wheels on a GPU-less runner, installed before gradlab pulls in the CUDA build
     torch_step = next(i for i, s in enumerate(steps) if "download.pytorch.org/whl/cpu" in s.get("run", ""))
     assert torch_step < next(i for i, s in enumerate(steps) if "gradlab @ git+" in s.get("run", ""))
-    # one pull-request comment, edited on every push, not a new one each time
+    # one pull-request comment, edited on every push, not a new one each time, holding the check's Markdown
     comment = next(s for s in steps if "comment" in s.get("name", "").lower())
     assert comment["uses"].startswith("marocchino/sticky-pull-request-comment@")
-    assert comment["with"] == {"header": "gradlab", "path": "report.md"}
+    assert comment["with"]["header"] == "gradlab" and comment["with"]["path"] in written and comment["with"]["path"].endswith(".md")
     assert not any("gh pr comment" in s.get("run", "") for s in steps)
 
     job = yaml.safe_load((ROOT / "examples/ci/gitlab-ci.yml").read_text())["gradients"]
-    assert any(line.startswith("gradlab check specs/ --report report.html") for line in job["script"])
-    assert any("download.pytorch.org/whl/cpu" in line for line in job["script"])
+    check = next(line for line in job["script"] if line.startswith("gradlab check specs/ "))
+    written = _reports(check)
+    assert "--device cpu" in check and any("download.pytorch.org/whl/cpu" in line for line in job["script"])
+    assert any(re.search(r"\.git@COMMIT-SHA\"", line) for line in job["script"])
     # expose_as links to the file itself only when it is the job's one artifact path
-    assert job["artifacts"]["when"] == "always" and job["artifacts"]["paths"] == ["report.html"]
-    assert job["artifacts"]["expose_as"] and job["artifacts"]["reports"]["junit"] == "junit.xml"
+    html = next(w for w in written if w.endswith(".html"))
+    assert job["artifacts"]["when"] == "always" and job["artifacts"]["paths"] == [html]
+    assert job["artifacts"]["expose_as"] and job["artifacts"]["reports"]["junit"] == next(w for w in written if w.endswith(".xml"))
 
 
 def test_results_frame_has_one_row_per_comparison():

@@ -24,8 +24,8 @@ EXAMPLES = """
 \b
 Examples:
   gradlab report specs/ --format html --output reports/gradients.html
-  gradlab report specs/ --output report.md          # format from the suffix
-  gradlab report specs/*.yaml --format junit --output junit.xml
+  gradlab report specs/ --output reports/gradients.md   # format from the suffix
+  gradlab report specs/*.yaml --format junit --output reports/junit.xml
   gradlab report my_net.yaml --format csv | python -c "import pandas, sys; print(pandas.read_csv(sys.stdin))"
 """
 
