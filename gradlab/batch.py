@@ -63,15 +63,23 @@ def incomplete_code(*, unchecked: bool, nothing: bool) -> int:
     return EXIT_INCOMPLETE if unchecked and not allow_unchecked() else EXIT_OK
 
 
-def safety_options(f):
-    """--no-code, --debug and --allow-unchecked, on every command that may run user code."""
+SPEC_CODE_HELP = "Refuse specs that name user code (impl:) before importing anything (also GRADLAB_NO_CODE=1)."
+TARGET_CODE_HELP = ("Refuse to import TARGET, and exit 2: this command always runs the code it judges, so the flag is for a job "
+                    "that must never run contributed code (also GRADLAB_NO_CODE=1).")
+
+
+def safety_options(f=None, *, no_code_help: str = SPEC_CODE_HELP):
+    """--no-code, --debug and --allow-unchecked, on every command that may run user code.
+
+    `@safety_options` on a command over specs; `@safety_options(no_code_help=TARGET_CODE_HELP)` on one over a code target."""
+    if f is None:
+        return lambda g: safety_options(g, no_code_help=no_code_help)
     f = click.option("--allow-unchecked", is_flag=True, expose_value=False, is_eager=True, callback=_set_allow_unchecked,
                      help="Exit 0 although something asked for or found could not be checked (no CUDA device, an op gradlab could "
                           "not build); it is still named in every output. Without it such a run exits 4 (also GRADLAB_ALLOW_UNCHECKED=1).")(f)
     f = click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
                      help="On an internal error, print the traceback (also GRADLAB_DEBUG=1).")(f)
-    f = click.option("--no-code", is_flag=True, expose_value=False, is_eager=True, callback=_set_no_code,
-                     help="Refuse specs that name user code (impl:) before importing anything (also GRADLAB_NO_CODE=1).")(f)
+    f = click.option("--no-code", is_flag=True, expose_value=False, is_eager=True, callback=_set_no_code, help=no_code_help)(f)
     return f
 
 
@@ -83,8 +91,19 @@ def _positive_seconds(ctx, param, value):
     return value
 
 
-timeout_option = click.option("--timeout", type=float, callback=_positive_seconds, metavar="SECONDS",
-                              help="Give up on a spec after this many seconds (user code that hangs is reported as a timeout, exit 2); overrides check.timeout.")
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True,
+    help="Quiet: no progress bar and no 'report: PATH' lines on stderr, and a table printed on the terminal shrinks to "
+         "its verdict line (files written with --output or --report are whole).")
+
+
+def timeout_option_for(what: str):
+    """--timeout SECONDS: `what` says what it bounds (a spec and check.timeout, or one command's whole run)."""
+    return click.option("--timeout", type=float, callback=_positive_seconds, metavar="SECONDS", help=what)
+
+
+timeout_option = timeout_option_for("Give up on a spec after this many seconds (user code that hangs is reported as a timeout, exit 2); "
+                                    "overrides check.timeout.")
 
 
 def expand_specs(paths) -> list[Path]:

@@ -26,6 +26,7 @@ from .batch import (  # noqa: F401  (EXIT_OK, EXIT_FAIL, numeric_elements: re-ex
     internal_message,
     numeric_elements,
     parse_engines,
+    quiet_option,
     safety_options,
     stats_within,
     timeout_option,
@@ -103,7 +104,7 @@ Examples:
 """
 
 
-@main.command(epilog=CHECK_EXAMPLES)
+@main.command(epilog=CHECK_EXAMPLES, short_help="Check the gradients of YAML specs three ways.")
 @click.argument("specs", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the output to this file instead of stdout.")
@@ -113,7 +114,7 @@ Examples:
 @click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex_step"]), help="Finite-difference method (overrides check.numeric.method).")
 @click.option("--mode", type=click.Choice(["auto", "full", "fast"]), help="full: every element; fast: random projections with bisection; auto: full up to 250,000 parameters (overrides check.mode).")
 @click.option("--engines", help="Comma-separated engines to run (analytic,numeric,autograd); overrides check.engines.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the verdict line.")
+@quiet_option
 @click.option("-v", "--verbose", is_flag=True,
               help="Every spec's full table, with each comparison's cosine, and every tensor's worst elements with each engine's value "
                    "side by side (without -v a passing spec is one summary line).")
@@ -182,7 +183,12 @@ def check(specs, fmt, output, devices, method, mode, engines, quiet, verbose, wi
             stats_table.render(stats_results, console=console)
             rendered.insert(0, (output, "output", console.file.getvalue()))
         render(results, quiet=quiet, verbose=verbose)
-        stats_table.render(stats_results)
+        if quiet and stats_results:  # -q: the verdict line, here the stats' one after the check's
+            from .report.stats_report import verdict_line
+
+            click.echo(verdict_line(stats_results, []))
+        else:
+            stats_table.render(stats_results)
     write_rendered(rendered, quiet=quiet)
     echo_errors(results + stats_errors)
     click.get_current_context().exit(exit_code(results + stats_errors))

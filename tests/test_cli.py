@@ -100,3 +100,31 @@ def test_fast_mode_from_the_command_line():
     doc = json.loads(result.output)
     assert doc["specs"][0]["mode"] == "fast"
     assert any("fast mode" in c["note"] for c in doc["specs"][0]["comparisons"])
+
+
+def _help(*command):
+    result = CliRunner().invoke(main, [*command, "--help"], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+def test_help_and_flags_say_the_same_thing_everywhere():
+    top = CliRunner().invoke(main, ["--help"], terminal_width=80).output
+    commands = top.split("Commands:")[1].strip().splitlines()
+    assert len(commands) == len(main.commands) and not any(line.rstrip().endswith("...") for line in commands), top
+    quiet = {c: _help(c).split("-q, --quiet")[1].split(" --")[0] for c in ("check", "report", "stats")}
+    assert len(set(quiet.values())) == 1 and "verdict line" in quiet["check"], quiet
+    for command, subject in (("audit", "TARGET"), ("compare", "CANDIDATE and REFERENCE")):
+        no_code = _help(command).split("--no-code")[1].split(" --")[0]
+        assert "spec" not in no_code and f"Refuse to import {subject}" in no_code, no_code
+    compare_timeout = _help("compare").split("--timeout SECONDS")[1].split(" --")[0]
+    assert "spec" not in compare_timeout and "check.timeout" not in compare_timeout
+    assert "check.timeout" in _help("check").split("--timeout SECONDS")[1].split(" --")[0]
+
+
+def test_quiet_prints_verdict_lines_only_also_with_stats():
+    spec = str(ROOT / "specs" / "seed000_tanh.yaml")
+    out = CliRunner().invoke(main, ["check", spec, "--stats", "-q"]).stdout.splitlines()
+    assert out == ["PASS: 1 spec(s), gradients agree; 12 pass", "stats verdict over 1 spec: ok; ok: 1"], out
+    out = CliRunner().invoke(main, ["stats", spec, "-q"]).stdout.splitlines()
+    assert out == ["stats verdict over 1 spec: ok; ok: 1"], out

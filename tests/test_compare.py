@@ -254,3 +254,39 @@ def test_cuda_double_backward_forward_ad_and_determinism():
     assert code == 1 and "jvp output" in out, out
     code, out = run(f"{SC}:GatherRowsSorted", f"{SC}:reference", "--device", "cuda", "--dtype", "float32", "--examples", 3, "--determinism", 5)
     assert code == 0, out
+
+
+FLIP = '''
+import torch
+
+calls = [0]
+
+
+class Flip(torch.autograd.Function):
+    """Right on every call but the second: a kernel whose result depends on the run, not the input."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        calls[0] += 1
+        return g * (3 if calls[0] == 2 else 2)
+
+
+def reference(x):
+    return x * 2
+'''
+
+
+def test_a_flaky_candidate_is_named_in_the_users_terms(tmp_path):
+    """No Hypothesis internals; the failing case to replay; --determinism suggested only when it was not given."""
+    for determinism in ([], ["--determinism", 2]):
+        path = tmp_path / f"flip{len(determinism)}.py"  # a fresh module: its call counter starts at 0
+        path.write_text(FLIP)
+        code, out = run(f"{path}:Flip", f"{path}:reference", "--shapes", "x=4", "--dtype", "float32", "--examples", 5, *determinism)
+        line = next(x for x in out.splitlines() if x.startswith("FAIL: "))
+        assert code == 1 and "probe(" not in out and "Hypothesis" not in out, out
+        assert "failed the case --case 'x=" in line and "differ from run to run" in line
+        assert ("--determinism 20" in line) is (not determinism), line

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..batch import safety_options
+from ..batch import TARGET_CODE_HELP, safety_options
 
 EXAMPLES = """
 \b
@@ -22,7 +22,7 @@ Examples:
 """
 
 
-@click.command("audit", epilog=EXAMPLES)
+@click.command("audit", epilog=EXAMPLES, short_help="Property-test one op: activation, loss, layer, Function, module.")
 @click.argument("target")
 @click.option("--kind", type=click.Choice(["activation", "loss", "layer", "function", "stateful", "module"]), help="The op's contract; default: its `kind` attribute or what its methods make plain. `module`: an nn.Module class, every parameter and input gradient against forward-only differences in float64.")
 @click.option("--examples", type=click.IntRange(min=1), default=200, show_default=True, help="Hypothesis budget: cases tried before declaring a pass.")
@@ -37,7 +37,7 @@ Examples:
 @click.option("--backward", "backward", metavar="NAME", help="For a function pair: the backward twin to audit (e.g. batchnorm_backward_alt).")
 @click.option("--reseed", is_flag=True, help="Reseed np.random, random and torch (with --seed) before every call into the op: an unseeded dropout becomes one deterministic function that can be audited (a random forward is reseeded automatically anyway, with a warning).")
 @click.option("--strict", is_flag=True, help="Warnings (right values with a hazard: an in-place write to an input, dout or the cache; a gradient whose shape only broadcasts; a random forward audited reseeded) fail the op (exit 1).")
-@safety_options
+@safety_options(no_code_help=TARGET_CODE_HELP)
 def command(target, kind, examples, seed, fmt, output, rtol, atol, max_abs, timeout, backward, reseed, strict):
     """Audit a user's activation, loss, layer or torch.autograd.Function.
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..batch import safety_options, timeout_option
+from ..batch import TARGET_CODE_HELP, safety_options, timeout_option_for
 
 EXAMPLES = """
 \b
@@ -21,7 +21,7 @@ Examples:
 """
 
 
-@click.command("compare", epilog=EXAMPLES)
+@click.command("compare", epilog=EXAMPLES, short_help="Judge a fast low-precision kernel against its reference.")
 @click.argument("candidate")
 @click.argument("reference")
 @click.option("--dtype", type=click.Choice(["float16", "bfloat16", "float32", "float64"]), default="bfloat16", show_default=True,
@@ -40,8 +40,8 @@ Examples:
 @click.option("--case", "case", help="Replay one case from a report's reproduce line (SHAPES|values=STYLE|seed=N), no search.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the output to this file instead of stdout.")
-@timeout_option
-@safety_options
+@timeout_option_for("Give up after this many seconds in all (a candidate or reference that hangs is reported as a timeout, exit 2).")
+@safety_options(no_code_help=TARGET_CODE_HELP.replace("TARGET", "CANDIDATE and REFERENCE"))
 def command(candidate, reference, dtype, ref_dtype, device, shapes, init, examples, factor, seed, determinism, nondet_tol, double_backward, forward_ad,
             case, fmt, output, timeout):
     """Compare CANDIDATE (a fast kernel) with REFERENCE by the FlashAttention rule.
@@ -97,6 +97,8 @@ def command(candidate, reference, dtype, ref_dtype, device, shapes, init, exampl
             specs = I.declared(load_raw(candidate), candidate)
         pair = Pair(cand, ref, specs, Config(DTYPES[dtype], DTYPES[ref_dtype], device, factor, double_backward, forward_ad))
         result = replay(pair, replay_case) if replay_case else search(pair, examples=examples, seed=seed)
+        if result.flaky and not determinism:
+            result.flaky += " (rerun with --determinism 20 to measure the spread)"
         spreads, det_case = None, ""
         if determinism:
             det, spreads = D.check(pair, determinism, seed=seed, tol=nondet_tol)

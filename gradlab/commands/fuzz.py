@@ -199,7 +199,7 @@ def _architectures(ctx, param, value: str) -> tuple[str, ...]:
     return names
 
 
-@click.command("fuzz", epilog=EXAMPLES)
+@click.command("fuzz", epilog=EXAMPLES, short_help="Property-test gradlab itself on random valid specs.")
 @click.option("--examples", type=click.IntRange(min=1), default=100, show_default=True, help="Random specs to try.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the search; the same seed draws the same specs.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default="fuzz-failures", show_default=True, help="Where disagreeing specs are written (created only when one is found).")

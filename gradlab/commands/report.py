@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import click
 
-from ..batch import safety_options, timeout_option
+from ..batch import quiet_option, safety_options, timeout_option
 from ..errors import GradlabError
 from ..report import FORMATS, format_for, render
 from ..report.depth import DepthProfile
@@ -94,7 +94,7 @@ def write_rendered(rendered: list[tuple[str | None, str, str]], *, quiet: bool =
         append_step_summary(markdown)
 
 
-@click.command("report", epilog=EXAMPLES)
+@click.command("report", epilog=EXAMPLES, short_help="Check specs and write one report: md, html, json, csv, junit.")
 @click.argument("specs", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)),
               help="md (PR comment / CI summary), html (self-contained, with plots), json, csv (pandas), junit (CI test view). "
@@ -104,7 +104,7 @@ def write_rendered(rendered: list[tuple[str | None, str, str]], *, quiet: bool =
 @click.option("--method", type=click.Choice(["auto", "central", "richardson", "complex_step"]), help="Finite-difference method (overrides check.numeric.method).")
 @click.option("--mode", type=click.Choice(["auto", "full", "fast"]), help="full: every element; fast: random projections with bisection; auto: full up to 250,000 parameters (overrides check.mode).")
 @click.option("--engines", help="Comma-separated engines to run (analytic,numeric,autograd); overrides check.engines.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no 'report: PATH' line on stderr.")
+@quiet_option
 @timeout_option
 @safety_options
 def command(specs, fmt, output, devices, method, mode, engines, quiet, timeout=None):

@@ -18,7 +18,7 @@ Examples:
   curl -s -X POST localhost:8750/api/runs -F specs=@specs/seed003_two_layer.yaml
 """
 
-@click.command("serve", epilog=EXAMPLES)
+@click.command("serve", epilog=EXAMPLES, short_help="Check specs sent over HTTP; keep and show every result.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface; any address but loopback needs --token-file).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8750, show_default=True, help="Port (0: any free port; the URL is printed).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..batch import safety_options, timeout_option
+from ..batch import quiet_option, safety_options, timeout_option
 
 EXAMPLES = """
 \b
@@ -16,7 +16,7 @@ Examples:
 """
 
 
-@click.command("stats", epilog=EXAMPLES)
+@click.command("stats", epilog=EXAMPLES, short_help="Per-layer gradient statistics: vanishing, exploding, dead.")
 @click.argument("specs", nargs=-1, required=True, type=click.Path())
 # The values are parsed by gradlab.stats.check_option, so an error names the spec file (one spec) and the option.
 @click.option("--seeds", metavar="INTEGER", help="Random initialisations (seed, seed+1, ...), at most 10,000; overrides stats.seeds [default: 8].")
@@ -27,7 +27,7 @@ Examples:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the output to this file instead of stdout.")
 @click.option("--report", "reports", multiple=True, type=click.Path(dir_okay=False),
               help="Also write a report to this file; the suffix picks the format: .md, .html (with the depth plot), .json, .csv (repeatable).")
-@click.option("-q", "--quiet", is_flag=True, help="No 'report: PATH' line on stderr.")
+@quiet_option
 @timeout_option
 @safety_options
 def command(specs, seeds, batch, lr, fmt, output, reports=(), quiet=False, timeout=None):
@@ -88,6 +88,8 @@ def command(specs, seeds, batch, lr, fmt, output, reports=(), quiet=False, timeo
             write_text(stats_report.to_csv(results).rstrip("\n"), output)
         elif output:
             write_text(stats_table.render_text(results), output)
+        elif quiet:
+            click.echo(stats_report.verdict_line(results, [(r.path, r.error) for r in failed]))
         else:
             stats_table.render(results)
             if len(paths) > 1:

@@ -91,6 +91,7 @@ def search(pair: Pair, *, examples: int, seed: int, run=run_case) -> SearchResul
             for c in checks:
                 result.note(c)
         if not all(c.passed for c in checks):
+            state.setdefault("first_failure", case)
             state["failed"] = True
             raise _Mismatch(case, checks)
 
@@ -109,9 +110,10 @@ def search(pair: Pair, *, examples: int, seed: int, run=run_case) -> SearchResul
         if not out_of_memory(exc):
             raise
         raise _out_of_memory(pair, state.get("case")) from None
-    except Flaky as exc:
-        result.flaky = ("the candidate failed a case, then passed it on replay: its results differ from run to run "
-                        f"(try --determinism 20): {str(exc).splitlines()[0]}")
+    except Flaky:  # Hypothesis' own wording names its internals (probe(data=...)); say what happened to the user's op
+        case = state.get("first_failure")
+        where = f"the case --case '{case.text()}'" if case is not None else "a case"
+        result.flaky = f"the candidate failed {where}, then passed it on replay: its results differ from run to run on one input"
     finally:
         result.seconds = time.perf_counter() - t0
     return result

@@ -45,7 +45,8 @@ def verdict_line(results, errors) -> str:
     """One line for the whole run: the verdict, the specs behind each finding, and how many could not be measured."""
     from ..stats import VERDICTS
 
-    parts = [f"stats verdict over {len(results) + len(errors)} specs: {overall_verdict(results)}"]
+    n = len(results) + len(errors)
+    parts = [f"stats verdict over {n} spec{'' if n == 1 else 's'}: {overall_verdict(results)}"]
     for v in VERDICTS[:-1]:
         names = [visible(r.name) for r in results if r.verdict == v]
         if names:

@@ -112,7 +112,7 @@ def _package_of(target: str) -> tuple[str, ...]:
 def _refuse_if_no_code(target: str) -> None:
     if not code_allowed():
         raise TargetError(f"user code is switched off (--no-code, GRADLAB_NO_CODE=1, or pytest's --gradlab-no-code / gradlab_no_code), "
-                          f"so {target} was not imported; run it where you trust the code, or drop the impl")
+                          f"so {target} was not imported; run gradlab where you trust this code")
 
 
 @contextmanager
