@@ -904,7 +904,7 @@ def read_spec_text(path: str | Path) -> str:
     except (OSError, ValueError) as exc:
         raise SpecError(file, "(file)", f"cannot read: {exc}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise SpecError(file, "(file)", "is a directory; name a spec file, or pass the directory to check every *.yaml in it")
+        raise SpecError(file, "(file)", "is a directory; name a spec file, or pass the directory to check every spec under it")
     if not stat.S_ISREG(st.st_mode):
         raise SpecError(file, "(file)", "not a regular file (a FIFO, device or socket); gradlab reads spec files only")
     if st.st_size > cap:

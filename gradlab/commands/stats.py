@@ -33,7 +33,7 @@ Examples:
 def command(specs, seeds, batch, lr, fmt, output, reports=(), quiet=False, timeout=None):
     """Per-layer gradient statistics over several random initialisations, for one or more specs.
 
-    SPECS are files or directories (their *.yaml). For every layer with parameters (dense,
+    SPECS are files or directories (the specs under them, subfolders too). For every layer with parameters (dense,
     conv, normalisation, attention, a residual block's projection; nested layers inside residual
     blocks included, named by their parameter prefix such as layers.1.layers.0): the RMS of the
     back-propagated error delta = dL/dz at its output and of dL/dW, delta relative to the output
