@@ -441,8 +441,8 @@ class StatsSpec(_Model):
     seeds: PositiveInt = 8  # initialisations drawn from seed, seed + 1, ...
     batch: PositiveInt | None = None  # rows per measurement; unset: input.batch (use >= 128 for stable numbers)
     lr: PositiveNumber = 0.01  # SGD step for update_ratio = |lr * dL/dW| / |W|
-    vanishing_ratio: PositiveNumber = 0.01  # delta_rms / output's below this: `vanishing`
-    exploding_ratio: PositiveNumber = 100.0  # delta_rms / output's above this: `exploding`
+    vanishing_ratio: PositiveNumber = 0.01  # a row's dW rms / the output row's below this: `vanishing-dW`; else delta_rms / output's: `vanishing-delta`
+    exploding_ratio: PositiveNumber = 100.0  # the same ratios above this: `exploding-dW`, else `exploding-delta`
     dead_frac: Number = 0.5  # this share of units dead for the whole batch: `dead`
     saturated_frac: Number = 0.5  # this share of (sample, unit) pairs saturated: `saturated`
     saturation_level: Number = 0.01  # saturated: |f'(z)| below this fraction of max f'

@@ -28,6 +28,14 @@ column is empty (NaN) rather than invented.
 
 Each statistic is computed per initialisation (spec.seed + k, k < seeds) and reported as
 mean and standard deviation over the initialisations.
+
+Two quantities can vanish or explode, and they need not do so together. delta is the error signal
+backprop carries down; dW = (layer input)^T delta is what a step changes. In a stack whose forward
+signal shrinks as fast as delta does going back (tanh with small weights) delta vanishes toward the
+input while dW stays flat: the lower layers' inputs are as much larger as their deltas are smaller.
+So the verdict names the quantity: `vanishing-dW` / `exploding-dW` when a row's dW RMS over the
+output row's (`grad_ratio_to_output`) crosses `stats.vanishing_ratio` / `stats.exploding_ratio`,
+else `vanishing-delta` / `exploding-delta` when delta's ratio (`ratio_to_output`) does.
 """
 
 from __future__ import annotations
@@ -52,16 +60,20 @@ STAT_KEYS = (
     "factor",  # delta_rms / next row's delta_rms (NaN on the output layer)
     "theory_factor",  # sqrt(n_next Var[W_next] E[f'(z)^2]) where the next row is a dense or conv layer right after this one
     "grad_norm",  # RMS of dL/dW (a norm's scale; attention's q, k, v and o weights together)
+    "grad_ratio_to_output",  # grad_norm / the output row's grad_norm
     "update_ratio",  # |lr dL/dW| / |W|, Frobenius norms
     "mean_abs_fprime",  # E|f'(z)| over batch and units
     "mean_sq_fprime",  # E[f'(z)^2]: the theory's input
     "saturated_frac",  # share of (sample, unit) pairs with |f'(z)| < level * max f' (saturating ops)
     "dead_frac",  # share of units at or below the ReLU threshold for every sample (ReLU family)
     "preact_rms",  # RMS of z: the forward signal that decides saturation
+    "input_rms",  # RMS of the layer's input: dW = input^T delta, so dW can stay flat where delta vanishes
 )
 # most to least specific. zero-gradient and dead (by all-zero) are findings, never `ok`: a layer whose
 # delta, dW and f'(z) are exactly zero over the batch for every initialisation cannot learn by gradient.
-VERDICTS = ("zero-gradient", "dead", "saturated", "vanishing", "exploding", "ok")
+# `-dW` verdicts judge the weight gradient (dW rms over the output row's); `-delta` ones the backpropagated
+# delta where dW is in bounds.
+VERDICTS = ("zero-gradient", "dead", "saturated", "vanishing-dW", "exploding-dW", "vanishing-delta", "exploding-delta", "ok")
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,7 @@ class Observation:
     weight: np.ndarray  # the row's weights (several, e.g. attention's q/k/v/o: flattened and joined)
     weight_grad: np.ndarray
     fprime: np.ndarray | None  # f'(z) of the chain, elementwise; None when not elementwise (softmax)
+    x: np.ndarray | None = None  # the layer's input (what dW multiplies delta by)
 
 
 CUSTOM_REFUSED = ("gradlab stats measures dense, conv, normalisation, attention, residual and activation layers; "
@@ -265,13 +278,14 @@ def observe(net: Network, layer_sites: list[Site]) -> list[Observation]:
         bp, seen = passes(net)
         out = []
         for s in layer_sites:
-            _, z, delta = seen[s.name]
+            x, z, delta = seen[s.name]
             out.append(Observation(
                 z=np.asarray(z, dtype=np.float64),
                 delta=np.asarray(delta, dtype=np.float64),
                 weight=_joined(net.params[w] for w in s.weight_names),
                 weight_grad=_joined(bp.grads[w] for w in s.weight_names),
                 fprime=chain_fprime(s, net.params, z, [seen[a.name][1] for a in s.chain]),
+                x=np.asarray(x, dtype=np.float64),
             ))
     return out
 
@@ -303,8 +317,11 @@ def measure(layer_sites: list[Site], obs: list[Observation], *, lr: float, satur
     delta = np.array([_rms(o.delta) for o in obs])
     out["delta_rms"] = delta
     out["ratio_to_output"] = np.array([_ratio(d, delta[-1]) for d in delta])
+    out["grad_norm"] = np.array([_rms(o.weight_grad) for o in obs])
+    out["grad_ratio_to_output"] = np.array([_ratio(g, out["grad_norm"][-1]) for g in out["grad_norm"]])
     for l, (s, o) in enumerate(zip(layer_sites, obs)):
-        out["grad_norm"][l] = _rms(o.weight_grad)
+        if o.x is not None:
+            out["input_rms"][l] = _rms(o.x)
         out["update_ratio"][l] = _ratio(lr * float(np.linalg.norm(o.weight_grad)), float(np.linalg.norm(o.weight)))
         out["preact_rms"][l] = _rms(o.z)
         if o.fprime is not None:
@@ -340,21 +357,29 @@ def all_zero(mean: dict[str, float]) -> bool:
 
 
 def layer_verdict(mean: dict[str, float], cfg, *, zero_derivative: bool = False) -> str:
-    """The first that applies of zero-gradient, dead, saturated, vanishing, exploding; else ok (NaN never triggers).
+    """The first that applies of `VERDICTS`; else ok (NaN never triggers).
 
-    A layer whose delta, dW and f' are all exactly zero is `zero-gradient` when its activation's
-    derivative is zero almost everywhere (step: no weights make it learn), else `dead`.
+    - zero-gradient / dead: delta, dW and f' all exactly zero: `zero-gradient` when the activation's
+      derivative is zero almost everywhere (step: no weights make it learn), else `dead`;
+    - dead: at least `cfg.dead_frac` of the units off for the whole batch (ReLU family);
+    - saturated: at least `cfg.saturated_frac` of (sample, unit) pairs saturated;
+    - vanishing-dW / exploding-dW: dW RMS over the output row's below `cfg.vanishing_ratio` / above
+      `cfg.exploding_ratio`: the weight gradient itself is out of scale;
+    - vanishing-delta / exploding-delta: delta's RMS over the output row's crosses the same thresholds
+      while dW's ratio does not: the backpropagated signal is out of scale, the weight gradient is not.
     """
     if all_zero(mean):
         return "zero-gradient" if zero_derivative else "dead"
-    if mean["dead_frac"] >= cfg.dead_frac:
+    if mean.get("dead_frac", math.nan) >= cfg.dead_frac:
         return "dead"
-    if mean["saturated_frac"] >= cfg.saturated_frac:
+    if mean.get("saturated_frac", math.nan) >= cfg.saturated_frac:
         return "saturated"
-    if mean["ratio_to_output"] < cfg.vanishing_ratio:
-        return "vanishing"
-    if mean["ratio_to_output"] > cfg.exploding_ratio:
-        return "exploding"
+    for key, quantity in (("grad_ratio_to_output", "dW"), ("ratio_to_output", "delta")):
+        ratio = mean.get(key, math.nan)
+        if ratio < cfg.vanishing_ratio:
+            return f"vanishing-{quantity}"
+        if ratio > cfg.exploding_ratio:
+            return f"exploding-{quantity}"
     return "ok"
 
 

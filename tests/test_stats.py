@@ -95,8 +95,10 @@ def test_deep_sigmoid_vanishes(results):
     r = results["sigmoid10_xavier"]
     assert r.summary["first_last_delta_ratio"] <= 1e-4
     assert r.layers[0].mean["delta_rms"] <= 1e-4 * r.layers[-1].mean["delta_rms"]
-    assert r.summary["verdict"] == "vanishing" and r.layers[0].verdict == "vanishing"
-    assert "layers.0" in r.summary["flags"]["vanishing"]
+    # sigmoid shrinks the forward signal less than δ: the weight gradient itself vanishes, and the verdict says dW
+    assert r.layers[0].mean["grad_ratio_to_output"] < 1e-4
+    assert r.summary["verdict"] == "vanishing-dW" and r.layers[0].verdict == "vanishing-dW"
+    assert "layers.0" in r.summary["flags"]["vanishing-dW"]
     assert all(f < 0.25 for f in factors(r))  # sigma' <= 1/4 and n Var[W] = 1
 
 
@@ -108,7 +110,7 @@ def test_saturated_sigmoid_output_sse_vs_cross_entropy(results):
     assert out_sse.mean["delta_rms"] < 0.05 * out_ce.mean["delta_rms"]
     assert out_sse.mean["grad_norm"] < 0.05 * out_ce.mean["grad_norm"]
     assert out_sse.verdict == "saturated"
-    text = stats_table.render_text([sse, ce])  # the table shows both deltas
+    text = stats_table.render_text([sse, ce])  # the summary shows both output deltas
     assert stats_table._fmt(out_sse.mean["delta_rms"], "sci") in text and stats_table._fmt(out_ce.mean["delta_rms"], "sci") in text
 
 
@@ -133,7 +135,9 @@ def test_large_weights_explode():
     layers = [x for _ in range(10) for x in ({"type": "dense", "units": 128}, {"type": "activation", "fn": "relu"})]
     r = run({"input": {"dim": 128, "batch": 128}, "target": {"kind": "onehot"}, "loss": {"fn": "softmax_cross_entropy"},
              "network": {"init": {"scheme": "normal", "std": 0.25}, "layers": layers}, "stats": {"seeds": 2}})
-    assert r.summary["verdict"] == "exploding" and r.layers[0].verdict == "exploding"
+    # δ doubles per row going back, but the inputs shrink as fast toward the input: dW stays in scale
+    assert r.layers[0].mean["ratio_to_output"] > 100 and r.layers[0].mean["grad_ratio_to_output"] < 100
+    assert r.summary["verdict"] == "exploding-delta" and r.layers[0].verdict == "exploding-delta"
     assert r.summary["factor_geomean"] == pytest.approx(2.0, rel=0.1)  # sqrt(128 * 0.25^2 * 1/2)
 
 
@@ -144,9 +148,10 @@ def torch_observations(net, layer_sites):
     """The same observations from PyTorch: retain_grad on every dense output, f' by autograd."""
     t = lambda a, grad=False: torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)  # noqa: E731
     params = {k: t(v, True) for k, v in net.params.items()}
-    h, pre = t(net.x), {}
+    h, pre, inputs = t(net.x), {}, {}
     for layer in net.layers:
         if hasattr(layer, "n_out"):
+            inputs[layer.index] = h.detach().numpy().copy()
             b = params[layer.bias_name] if layer.bias_name else None
             h = dense_op.torch_forward(h, params[layer.weight], b, layer.layout, layer.bias)
             h.retain_grad()
@@ -163,7 +168,7 @@ def torch_observations(net, layer_sites):
         fprime = torch.autograd.grad(a.sum(), z)[0].numpy() if s.elementwise else None
         obs.append(stats.Observation(
             z=z.detach().numpy(), delta=pre[s.dense.index].grad.numpy(), weight=net.params[s.dense.weight],
-            weight_grad=params[s.dense.weight].grad.numpy(), fprime=fprime,
+            weight_grad=params[s.dense.weight].grad.numpy(), fprime=fprime, x=inputs[s.dense.index],
         ))
     return obs
 
@@ -273,10 +278,12 @@ def test_geomean():
 
 def test_verdict_order_and_nan():
     cfg = validate(SMALL).stats
-    base = {"dead_frac": math.nan, "saturated_frac": math.nan, "ratio_to_output": 1.0}
+    base = {"dead_frac": math.nan, "saturated_frac": math.nan, "ratio_to_output": 1.0, "grad_ratio_to_output": 1.0, "grad_norm": 0.1}
     assert stats.layer_verdict(base, cfg) == "ok"
-    assert stats.layer_verdict({**base, "ratio_to_output": 1e-3}, cfg) == "vanishing"
-    assert stats.layer_verdict({**base, "ratio_to_output": 1e3}, cfg) == "exploding"
+    assert stats.layer_verdict({**base, "ratio_to_output": 1e-3}, cfg) == "vanishing-delta"
+    assert stats.layer_verdict({**base, "ratio_to_output": 1e3}, cfg) == "exploding-delta"
+    assert stats.layer_verdict({**base, "grad_ratio_to_output": 1e-3}, cfg) == "vanishing-dW"
+    assert stats.layer_verdict({**base, "grad_ratio_to_output": 1e3, "ratio_to_output": 1e-3}, cfg) == "exploding-dW"  # dW first
     assert stats.layer_verdict({**base, "ratio_to_output": 1e-3, "saturated_frac": 0.9}, cfg) == "saturated"
     assert stats.layer_verdict({**base, "ratio_to_output": 1e-3, "saturated_frac": 0.9, "dead_frac": 0.6}, cfg) == "dead"
     assert stats.layer_verdict({**base, "ratio_to_output": math.nan}, cfg) == "ok"
@@ -298,7 +305,7 @@ def test_step_perceptron_is_zero_gradient_not_ok():
     assert r.summary["flags"] == {"zero-gradient": ["layers.0"]} and r.summary["zero_layers"] == ["layers.0"]
     lines = stats_table.summary_lines(r)
     assert lines[0] == "verdict: zero-gradient; zero-gradient: L0"
-    assert lines[1] == "δ = dW = 0 exactly at L0 (step: f′ = 0 almost everywhere)"
+    assert lines[1] == "δ = dW = 0 exactly at L0 (step: f′ = 0 almost everywhere)"  # one row: nothing to average
 
 
 def test_step_perceptron_cli_says_zero_gradient():
@@ -329,7 +336,7 @@ def test_thresholds_come_from_the_spec(results):
     data["stats"] = {"batch": 64, "seeds": 2, "vanishing_ratio": 1e-3}
     r = run(data)
     assert r.summary["verdict"] == "ok" and r.config["vanishing_ratio"] == 1e-3
-    assert results["tanh10_uniform_fan_in"].summary["verdict"] == "vanishing"  # default 0.01
+    assert results["tanh10_uniform_fan_in"].summary["verdict"] == "vanishing-delta"  # default 0.01
 
 
 def test_seeds_batch_and_lr_overrides():
@@ -383,8 +390,9 @@ def test_stats_table_fits_80_columns():
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert max(len(line) for line in lines) <= 80
-    assert any(line.startswith("L0 tanh") and "vanishing" in line for line in lines)
-    assert "verdict: vanishing" in result.output and "…" not in result.output
+    assert any(line.startswith("L0 tanh") and line.endswith("vanishing-delta") for line in lines)
+    assert "verdict: vanishing-delta" in result.output and "…" not in result.output
+    assert "dW/out" in lines[2] and "δ/δout" in lines[2]  # the two ratios the -dW and -delta verdicts are read from
 
 
 def _strict_json(text):
@@ -430,7 +438,7 @@ def test_check_appends_stats(tmp_path):
     spec = str(ROOT / "specs/seed003_two_layer.yaml")
     result = CliRunner().invoke(main, ["check", spec, "--stats"], env={"COLUMNS": "100"})
     assert result.exit_code == 0, result.output
-    assert result.output.index("PASS") < result.output.index("δ rms") and "verdict:" in result.output
+    assert result.output.index("PASS") < result.output.index("δ/δout") and "verdict:" in result.output
     out = tmp_path / "check.json"
     result = CliRunner().invoke(main, ["check", spec, "--stats", "--format", "json", "-o", str(out)])
     doc = _strict_json(out.read_text())

@@ -275,6 +275,7 @@ def test_overall_verdict_follows_the_most_specific():
         def __init__(self, verdict):
             self.verdict, self.name = verdict, verdict
 
-    assert stats_report.overall_verdict([R("ok"), R("vanishing"), R("dead")]) == "dead"
+    assert stats_report.overall_verdict([R("ok"), R("vanishing-delta"), R("vanishing-dW"), R("dead")]) == "dead"
     assert stats_report.overall_verdict([R("dead"), R("zero-gradient")]) == "zero-gradient"
     assert stats_report.overall_verdict([R("ok")]) == "ok"
+    assert stats_report.overall_verdict([R("ok"), R("vanishing-delta"), R("vanishing-dW")]) == "vanishing-dW"

@@ -23,7 +23,7 @@ class LayerPoint:
     delta_ratio: float  # RMS of delta = dL/dz at the pre-activation, over the output layer's
     grad_norm_std: float | None = None  # spread over initialisations
     delta_ratio_std: float | None = None
-    verdict: str | None = None  # stats' per-layer verdict: ok, vanishing, exploding, saturated, dead, zero-gradient
+    verdict: str | None = None  # stats' per-layer verdict (gradlab.stats.VERDICTS): a -dW one judges grad_norm, a -delta one delta_ratio
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,11 @@ from .depth import DepthProfile, short_name
 _DPI = 110
 _OK, _FLAGGED = "#1f6fb2", "#c62828"
 _WITHIN, _KINK, _MARK = "#eef1f5", "#9e9e9e", "#00b8d4"  # heat map: within tolerance, kink, listed worst
-# `gradlab stats` verdicts other than ok, ringed in the depth plot
-_VERDICT_COLOUR = {"vanishing": "#ef6c00", "exploding": "#c62828", "dead": "#6a1b9a", "zero-gradient": "#6a1b9a", "saturated": "#00838f"}
+# `gradlab stats` verdicts other than ok, ringed in the depth plot: a -dW verdict on the dW panel only, a
+# -delta verdict on the δ panel only (it says δ is out of scale where dW is not), the others on both
+_VERDICT_COLOUR = {"vanishing-dW": "#ef6c00", "exploding-dW": "#c62828", "vanishing-delta": "#ef6c00", "exploding-delta": "#c62828",
+                   "dead": "#6a1b9a", "zero-gradient": "#6a1b9a", "saturated": "#00838f"}
+_PANEL_SKIPS = {"dW": "-delta", "delta": "-dW"}  # the verdict suffix a panel does not ring
 
 
 def _png(fig) -> str:
@@ -64,7 +67,7 @@ def _null_locator():
     return NullLocator()
 
 
-def _panel(ax, depth, values, stds, verdicts, title: str, ylabel: str, labels, unit: str = "dense layer") -> None:
+def _panel(ax, depth, values, stds, verdicts, title: str, ylabel: str, labels, unit: str = "dense layer", quantity: str = "") -> None:
     v, zero = _depth_values(values)
     positive = np.isfinite(v) & (v > 0)
     ax.set_title(title, fontsize=10)
@@ -103,6 +106,8 @@ def _panel(ax, depth, values, stds, verdicts, title: str, ylabel: str, labels, u
         for d in depth[zero]:
             ax.annotate("0", (d, floor), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8, color=_FLAGGED)
     for verdict, colour in _VERDICT_COLOUR.items():
+        if quantity and verdict.endswith(_PANEL_SKIPS[quantity]):
+            continue
         idx = [i for i, v_ in enumerate(verdicts) if v_ == verdict and np.isfinite(shown[i])]
         if idx:
             ax.plot(depth[idx], shown[idx], "o", ms=11, mfc="none", mec=colour, mew=1.6, ls="none", label=verdict)
@@ -122,9 +127,9 @@ def depth_figure(profile: DepthProfile):
     fig = Figure(figsize=(8.4, 3.0), layout="constrained")
     left, right = fig.subplots(1, 2)
     _panel(left, depth, [p.grad_norm for p in pts], [p.grad_norm_std for p in pts], verdicts,
-           "gradient RMS per layer, RMS(dL/dW)", "RMS(dL/dW)", labels, unit)
+           "gradient RMS per layer, RMS(dL/dW)", "RMS(dL/dW)", labels, unit, "dW")
     _panel(right, depth, [p.delta_ratio for p in pts], [p.delta_ratio_std for p in pts], verdicts,
-           "δ ratio to the output layer", "RMS(δ) / RMS(δ output)", labels, unit)
+           "δ ratio to the output layer", "RMS(δ) / RMS(δ output)", labels, unit, "delta")
     return fig
 
 

@@ -19,7 +19,8 @@ from rich.text import Text
 from .depth import short_name
 from .escape import rich_text, visible
 
-VERDICT_STYLE = {"ok": "green", "zero-gradient": "bold magenta", "vanishing": "bold yellow", "exploding": "bold red", "dead": "bold magenta", "saturated": "bold cyan"}
+VERDICT_STYLE = {"ok": "green", "zero-gradient": "bold magenta", "vanishing-dW": "bold yellow", "exploding-dW": "bold red",
+                 "vanishing-delta": "yellow", "exploding-delta": "red", "dead": "bold magenta", "saturated": "bold cyan"}
 _ACT_SHORT = {"scaled_sigmoid": "ssigmoid", "leaky_relu": "lrelu", "identity": "id"}
 # a row that is not a dense layer is labelled by its op (then its activation chain, if any)
 _KIND_SHORT = {"batchnorm": "bnorm", "layernorm": "lnorm", "groupnorm": "gnorm", "attention": "attn"}
@@ -31,13 +32,18 @@ COLUMNS = (
     ("factor", "factor", "fix"),
     ("theory", "theory_factor", "fix"),
     ("dW rms", "grad_norm", "sci"),
+    ("dW/out", "grad_ratio_to_output", "sci"),
     ("update", "update_ratio", "sci"),
     ("|f'|", "mean_abs_fprime", "fix"),
     ("sat", "saturated_frac", "pct"),
     ("dead", "dead_frac", "pct"),
 )
-# Columns a terminal too narrow for the table loses, first to last; `layer`, `δ/δout` and `verdict` always stay.
-DROP_ORDER = ("theory", "update", "sat", "|f'|", "δ rms", "factor", "dead", "dW rms")
+# The terminal table leaves out `δ rms` and `update` (the md and html reports, JSON and CSV keep them), so that
+# it fits 80 columns with every verdict, `vanishing-delta` included.
+TABLE_COLUMNS = tuple(c for c in COLUMNS if c[0] not in ("δ rms", "update"))
+# Columns a terminal too narrow for the table loses, first to last; `layer`, `δ/δout` and `verdict` always stay
+# (`dW/out` goes last of all: with `δ/δout` it is what the -dW and -delta verdicts are read from).
+DROP_ORDER = ("theory", "sat", "|f'|", "factor", "dead", "dW rms", "dW/out")
 MIN_STABLE_BATCH = 64  # below this the table warns that the numbers are noisy
 
 
@@ -76,7 +82,7 @@ def table(result, *, console: Console | None = None) -> Table:
         t = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                   header_style="bold", padding=0)  # the box's blank divider is the one space between columns
         t.add_column("layer", no_wrap=True)
-        columns = [c for c in COLUMNS if c[0] in kept]
+        columns = [c for c in TABLE_COLUMNS if c[0] in kept]
         for header, _, _ in columns:
             t.add_column(header, justify="right", no_wrap=True)
         t.add_column("verdict", no_wrap=True)
@@ -85,28 +91,59 @@ def table(result, *, console: Console | None = None) -> Table:
             t.add_row(rich_text(_label(layer)), *cells, Text(layer.verdict, style=VERDICT_STYLE.get(layer.verdict, "")))
         return t
 
-    return _fitted(build, [h for h, _, _ in COLUMNS], DROP_ORDER, _width(console))
+    return _fitted(build, [h for h, _, _ in TABLE_COLUMNS], DROP_ORDER, _width(console))
 
 
 def _short(names) -> str:
     return ", ".join(short_name(n) for n in names)
 
 
+def _few(names, most: int = 4) -> str:
+    """Short names, the middle elided past `most`: `L1, L4, …, L28`."""
+    names = list(names)
+    return _short(names) if len(names) <= most else f"{_short(names[:2])}, …, {_short(names[-1:])}"
+
+
+def factor_lines(result) -> list[str]:
+    s = result.summary
+    return [f"factor geomean {_fmt(s['factor_geomean'], 'fix')} (theory {_fmt(s['theory_factor_geomean'], 'fix')})",
+            f"δ rms at the output row {_fmt(s['output_delta_rms'], 'sci')}; δ first/output {_fmt(s['first_last_delta_ratio'], 'sci')}; "
+            f"lr {result.config['lr']:g}"]
+
+
+def zero_lines(result) -> list[str]:
+    zero = result.summary.get("zero_layers") or []
+    if not zero:
+        return []
+    steps = sorted({l.activation for l in result.layers if l.verdict == "zero-gradient"})
+    why = f" ({', '.join(steps)}: f′ = 0 almost everywhere)" if steps else " (nothing flows back)"
+    return [f"δ = dW = 0 exactly at {_short(zero)}{why}"]
+
+
+def delta_only_lines(result) -> list[str]:
+    """What a -delta verdict means, once per such verdict present: δ is out of bounds where dW is not, and why dW can stay put."""
+    lines, out_row = [], result.layers[-1]
+    for verdict, way in (("vanishing-delta", "shrinks"), ("exploding-delta", "grows")):
+        flagged = [l for l in result.layers if l.verdict == verdict]
+        if not flagged:
+            continue
+        first = short_name(flagged[0].name)
+        m = flagged[0].mean
+        lines.append(f"{verdict} at {_few([l.name for l in flagged], 3)}: δ {way} toward the input, dW does not")
+        lines.append(f"  dW = input × δ: at {first}, dW/out {_fmt(m['grad_ratio_to_output'], 'fix')}, input RMS {_fmt(m['input_rms'], 'sci')} "
+                     f"(output row: {_fmt(out_row.mean['input_rms'], 'sci')})")
+    return lines
+
+
 def summary_lines(result) -> list[str]:
     s, cfg = result.summary, result.config
-    lines = [
-        f"verdict: {s['verdict']}"
-        + "".join(f"; {v}: {_short(names)}" for v, names in s["flags"].items()),
-        f"factor geomean {_fmt(s['factor_geomean'], 'fix')} (theory {_fmt(s['theory_factor_geomean'], 'fix')}); "
-        f"δ first/output {_fmt(s['first_last_delta_ratio'], 'sci')}; lr {cfg['lr']:g}",
-        f"thresholds: vanishing δ/δout < {cfg['vanishing_ratio']:g}, exploding > {cfg['exploding_ratio']:g}; "
-        f"dead >= {cfg['dead_frac']:.0%}; sat >= {cfg['saturated_frac']:.0%}",
-    ]
-    zero = s.get("zero_layers") or []
-    if zero:  # the finding, right under the verdict: these layers cannot learn by gradient
-        steps = sorted({l.activation for l in result.layers if l.verdict == "zero-gradient"})
-        why = f" ({', '.join(steps)}: f′ = 0 almost everywhere)" if steps else " (nothing flows back)"
-        lines.insert(1, f"δ = dW = 0 exactly at {_short(zero)}{why}")
+    lines = [f"verdict: {s['verdict']}" + "".join(f"; {v}: {_short(names)}" for v, names in s["flags"].items())]
+    lines += zero_lines(result)  # the finding, right under the verdict: these layers cannot learn by gradient
+    lines += delta_only_lines(result)
+    lines += factor_lines(result)
+    lines += [f"thresholds: vanishing < {cfg['vanishing_ratio']:g}, exploding > {cfg['exploding_ratio']:g}; "
+              f"dead >= {cfg['dead_frac']:.0%}; sat >= {cfg['saturated_frac']:.0%}",
+              "thresholds apply to dW/out (-dW verdicts), else to δ/δout (-delta verdicts)"]
     if result.batch < MIN_STABLE_BATCH:
         lines.append(f"note: batch {result.batch} gives noisy statistics; set stats.batch (e.g. 256) or pass --batch")
     return lines
