@@ -457,9 +457,14 @@ def _summary(layer_stats: list[LayerStats], per_seed: list[dict[str, np.ndarray]
     out: dict = {"verdict": verdict, "flags": {k: v for k, v in flags.items() if v}}
     # delta and dW exactly zero for every initialisation: nothing flows back (whatever the verdict says why)
     out["zero_layers"] = [l.name for l in layer_stats if l.mean["delta_rms"] == 0.0 and l.mean["grad_norm"] == 0.0]
+    # measured and theoretical factors averaged over the same rows: those with both in every initialisation
+    both = np.all([np.isfinite(m["factor"]) & np.isfinite(m["theory_factor"]) for m in per_seed], axis=0)
+    out["theory_rows"] = [l.name for l, b in zip(layer_stats, both) if b]
+    out["factor_rows"] = int(np.sum(np.any([np.isfinite(m["factor"]) for m in per_seed], axis=0)))
     series = {
-        "factor_geomean": [geomean(m["factor"]) for m in per_seed],
-        "theory_factor_geomean": [geomean(m["theory_factor"]) for m in per_seed],
+        "factor_geomean": [geomean(m["factor"]) for m in per_seed],  # every row with a measured factor
+        "factor_geomean_theory_rows": [geomean(np.where(both, m["factor"], math.nan)) for m in per_seed],
+        "theory_factor_geomean": [geomean(np.where(both, m["theory_factor"], math.nan)) for m in per_seed],
         "first_last_delta_ratio": [m["ratio_to_output"][0] for m in per_seed],
         "output_delta_rms": [m["delta_rms"][-1] for m in per_seed],
     }

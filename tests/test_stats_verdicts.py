@@ -1,6 +1,9 @@
-"""`gradlab stats` verdicts that say which quantity is out of scale (issue 22, item 5): δ or dW."""
+"""`gradlab stats` verdicts that say which quantity is out of scale (issue 22, item 5): δ or dW; the
+measured and theoretical factor averaged over the same rows."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from gradlab import stats
 from gradlab.report import stats_table
 from gradlab.report.depth import from_stats
 from gradlab.report.plots import depth_figure
+from gradlab.network import build
 from gradlab.spec import validate
 
 
@@ -54,3 +58,30 @@ def test_the_depth_plot_rings_each_verdict_on_its_own_quantity(small_weights):
     grad_ax, ratio_ax = fig.axes[:2]
     labels = lambda ax: [line.get_label() for line in ax.get_lines()]  # noqa: E731
     assert "vanishing-delta" in labels(ratio_ax) and "vanishing-delta" not in labels(grad_ax)
+
+
+def test_measured_and_theory_factors_are_averaged_over_the_same_rows():
+    """A batchnorm between two rows leaves the row before it without a theory: neither geomean may average it."""
+    spec = validate({
+        "input": {"dim": 8, "batch": 32}, "target": {"kind": "regression"}, "loss": {"fn": "sse"}, "stats": {"seeds": 2},
+        "network": {"init": {"scheme": "he_normal"}, "layers": [
+            {"type": "dense", "units": 8}, {"type": "batchnorm"}, {"type": "activation", "fn": "relu"},
+            {"type": "dense", "units": 8}, {"type": "activation", "fn": "relu"}, {"type": "dense", "units": 1}]}})
+    r = stats.run(spec)
+    assert [l.name for l in r.layers] == ["layers.0", "layers.1", "layers.3", "layers.5"]
+    assert math.isnan(r.layers[0].mean["theory_factor"]) and math.isfinite(r.layers[0].mean["factor"])
+    assert r.summary["theory_rows"] == ["layers.1", "layers.3"] and r.summary["factor_rows"] == 3
+    # per initialisation, each geomean over exactly rows 1 and 2; then the mean over the initialisations
+    measured, theory = [], []
+    for seed in r.seeds:
+        net = build(spec, seed=seed)
+        sites = stats.sites(net, spec.network.init)
+        m = stats.measure(sites, stats.observe(net, sites), lr=0.01, saturation_level=0.01)
+        measured.append(math.sqrt(m["factor"][1] * m["factor"][2]))
+        theory.append(math.sqrt(m["theory_factor"][1] * m["theory_factor"][2]))
+    assert r.summary["factor_geomean_theory_rows"] == pytest.approx(np.mean(measured), rel=1e-12)
+    assert r.summary["theory_factor_geomean"] == pytest.approx(np.mean(theory), rel=1e-12)
+    assert r.summary["factor_geomean"] != pytest.approx(r.summary["factor_geomean_theory_rows"], rel=1e-3)  # row 0 counts there
+    lines = stats_table.summary_lines(r)
+    assert any(line.startswith("factor geomean ") and line.endswith(" over the 2 rows with a theory value") for line in lines)
+    assert f"factor geomean {stats_table._fmt(r.summary['factor_geomean'], 'fix')} over all 3 rows with a factor" in lines

@@ -104,11 +104,25 @@ def _few(names, most: int = 4) -> str:
     return _short(names) if len(names) <= most else f"{_short(names[:2])}, …, {_short(names[-1:])}"
 
 
+def _rows(n: int) -> str:
+    return "the 1 row" if n == 1 else f"all {n} rows"
+
+
 def factor_lines(result) -> list[str]:
+    """The measured factor's geometric mean beside the theory's, both over the same rows; over every row apart when they differ."""
     s = result.summary
-    return [f"factor geomean {_fmt(s['factor_geomean'], 'fix')} (theory {_fmt(s['theory_factor_geomean'], 'fix')})",
-            f"δ rms at the output row {_fmt(s['output_delta_rms'], 'sci')}; δ first/output {_fmt(s['first_last_delta_ratio'], 'sci')}; "
-            f"lr {result.config['lr']:g}"]
+    rows, n_all = s.get("theory_rows", []), s.get("factor_rows", 0)
+    tail = f"δ rms at the output row {_fmt(s['output_delta_rms'], 'sci')}; δ first/output {_fmt(s['first_last_delta_ratio'], 'sci')}; lr {result.config['lr']:g}"
+    if n_all == 0:
+        return [f"no factor (it needs a next row with δ ≠ 0); {tail}"]
+    overall = f"factor geomean {_fmt(s['factor_geomean'], 'fix')} over {_rows(n_all)} with a factor"
+    if not rows:
+        return [f"{overall} (none has a theory)", tail]
+    pair = f"factor geomean {_fmt(s['factor_geomean_theory_rows'], 'fix')} (theory {_fmt(s['theory_factor_geomean'], 'fix')})"
+    if len(rows) == n_all:
+        return [f"{pair} over {_rows(n_all)} with a factor", tail]
+    which = f"the {len(rows)} rows" if len(rows) > 1 else "the 1 row"
+    return [f"{pair} over {which} with a theory value", overall, tail]  # JSON's summary.theory_rows names them
 
 
 def zero_lines(result) -> list[str]:
