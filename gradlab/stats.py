@@ -35,7 +35,8 @@ signal shrinks as fast as delta does going back (tanh with small weights) delta 
 input while dW stays flat: the lower layers' inputs are as much larger as their deltas are smaller.
 So the verdict names the quantity: `vanishing-dW` / `exploding-dW` when a row's dW RMS over the
 output row's (`grad_ratio_to_output`) crosses `stats.vanishing_ratio` / `stats.exploding_ratio`,
-else `vanishing-delta` / `exploding-delta` when delta's ratio (`ratio_to_output`) does.
+else `vanishing-delta` / `exploding-delta` when delta's ratio (`ratio_to_output`) does; a weight
+gradient that is exactly zero for every initialisation is never `ok` (`zero-gradient`, or `dead`).
 """
 
 from __future__ import annotations
@@ -69,11 +70,12 @@ STAT_KEYS = (
     "preact_rms",  # RMS of z: the forward signal that decides saturation
     "input_rms",  # RMS of the layer's input: dW = input^T delta, so dW can stay flat where delta vanishes
 )
-# most to least specific. zero-gradient and dead (by all-zero) are findings, never `ok`: a layer whose
-# delta, dW and f'(z) are exactly zero over the batch for every initialisation cannot learn by gradient.
-# `-dW` verdicts judge the weight gradient (dW rms over the output row's); `-delta` ones the backpropagated
-# delta where dW is in bounds.
-VERDICTS = ("zero-gradient", "dead", "saturated", "vanishing-dW", "exploding-dW", "vanishing-delta", "exploding-delta", "ok")
+# The order a summary names them in (a spec's verdict is the first its rows have). dead and zero-gradient
+# are findings, never `ok`: a layer whose dW is exactly zero over the batch for every initialisation cannot
+# learn by gradient. dead comes first: dead units also zero the dW of the rows around them (zero-gradient
+# rows with "nothing flows back" or "its input is zero"), so it names the cause. `-dW` verdicts judge the
+# weight gradient (dW rms over the output row's); `-delta` ones the backpropagated delta where dW is in bounds.
+VERDICTS = ("dead", "zero-gradient", "saturated", "vanishing-dW", "exploding-dW", "vanishing-delta", "exploding-delta", "ok")
 
 
 @dataclass(frozen=True)
@@ -362,6 +364,7 @@ def layer_verdict(mean: dict[str, float], cfg, *, zero_derivative: bool = False)
     - zero-gradient / dead: delta, dW and f' all exactly zero: `zero-gradient` when the activation's
       derivative is zero almost everywhere (step: no weights make it learn), else `dead`;
     - dead: at least `cfg.dead_frac` of the units off for the whole batch (ReLU family);
+    - zero-gradient: dW exactly zero while delta or f' is not (nothing reaches the weights): never ok;
     - saturated: at least `cfg.saturated_frac` of (sample, unit) pairs saturated;
     - vanishing-dW / exploding-dW: dW RMS over the output row's below `cfg.vanishing_ratio` / above
       `cfg.exploding_ratio`: the weight gradient itself is out of scale;
@@ -372,6 +375,8 @@ def layer_verdict(mean: dict[str, float], cfg, *, zero_derivative: bool = False)
         return "zero-gradient" if zero_derivative else "dead"
     if mean.get("dead_frac", math.nan) >= cfg.dead_frac:
         return "dead"
+    if mean.get("grad_norm") == 0.0:
+        return "zero-gradient"
     if mean.get("saturated_frac", math.nan) >= cfg.saturated_frac:
         return "saturated"
     for key, quantity in (("grad_ratio_to_output", "dW"), ("ratio_to_output", "delta")):
@@ -381,6 +386,23 @@ def layer_verdict(mean: dict[str, float], cfg, *, zero_derivative: bool = False)
         if ratio > cfg.exploding_ratio:
             return f"exploding-{quantity}"
     return "ok"
+
+
+def zero_reason(mean: dict[str, float], site: Site) -> str | None:
+    """Why a row's dW is exactly zero for every initialisation (None when it is not), as far as the numbers show."""
+    if mean.get("grad_norm") != 0.0:
+        return None
+    if all_zero(mean):
+        if site.zero_derivative:
+            return f"{site.activation} has f′ = 0 almost everywhere"
+        if site.dead_threshold is not None:
+            return f"{site.activation} off for every unit and sample"
+        return "f′(z) = 0 for every unit and sample"
+    if mean.get("delta_rms") == 0.0:
+        return "nothing flows back from the rows above (δ = 0)"
+    if mean.get("input_rms") == 0.0:
+        return "its input is zero for every sample"
+    return "δ ≠ 0 and its input ≠ 0, yet their product is zero"
 
 
 @dataclass(frozen=True)
@@ -451,12 +473,15 @@ def _mean_std(values) -> tuple[float, float]:
     return float(np.mean(v)), float(np.std(v, ddof=1)) if v.size > 1 else 0.0
 
 
-def _summary(layer_stats: list[LayerStats], per_seed: list[dict[str, np.ndarray]]) -> dict:
+def _summary(layer_stats: list[LayerStats], per_seed: list[dict[str, np.ndarray]], layer_sites: list[Site]) -> dict:
     flags = {v: [l.name for l in layer_stats if l.verdict == v] for v in VERDICTS[:-1]}
     verdict = next((v for v in VERDICTS[:-1] if flags[v]), "ok")
     out: dict = {"verdict": verdict, "flags": {k: v for k, v in flags.items() if v}}
-    # delta and dW exactly zero for every initialisation: nothing flows back (whatever the verdict says why)
+    # delta and dW exactly zero for every initialisation (kept for readers of earlier documents)
     out["zero_layers"] = [l.name for l in layer_stats if l.mean["delta_rms"] == 0.0 and l.mean["grad_norm"] == 0.0]
+    # every row whose dW is exactly zero for every initialisation, with the reason the numbers show
+    reasons = {l.name: zero_reason(l.mean, s) for l, s in zip(layer_stats, layer_sites)}
+    out["zero_weight_gradient"] = {name: why for name, why in reasons.items() if why is not None}
     # measured and theoretical factors averaged over the same rows: those with both in every initialisation
     both = np.all([np.isfinite(m["factor"]) & np.isfinite(m["theory_factor"]) for m in per_seed], axis=0)
     out["theory_rows"] = [l.name for l, b in zip(layer_stats, both) if b]
@@ -567,7 +592,7 @@ def run(spec, *, path: str = "<spec>", seeds: int | None = None, lr: float | Non
                 init=s.init_name or "?", weight_var=s.weight_var,
                 mean=mean, std=std, verdict=layer_verdict(mean, cfg, zero_derivative=s.zero_derivative), kind=s.kind,
             ))
-        summary = _summary(layer_stats, per_seed)
+        summary = _summary(layer_stats, per_seed, layer_sites)
     config = cfg.model_dump()
     config["batch"] = spec.input.batch
     return StatsResult(

@@ -127,8 +127,13 @@ def test_negative_bias_kills_relu_units(results):
     r = results["relu_dead_bias"]
     hidden = by_name(r)
     assert all(hidden[n].mean["dead_frac"] >= 0.95 and hidden[n].verdict == "dead" for n in ("layers.2", "layers.4", "layers.6"))
-    assert r.summary["verdict"] == "dead"
+    assert r.summary["verdict"] == "dead"  # the cause first; the rows it starves follow
     assert r.layers[0].mean["delta_rms"] == 0.0  # nothing reaches the input side
+    # the output row: δ ≠ 0, but its input (the dead relu's output) is zero, so is dW: never ok
+    out = r.layers[-1]
+    assert out.mean["delta_rms"] > 0 and out.mean["grad_norm"] == 0.0 and out.mean["input_rms"] == 0.0
+    assert out.verdict == "zero-gradient" and r.layers[0].verdict == "zero-gradient"
+    assert r.summary["flags"] == {"dead": ["layers.2", "layers.4", "layers.6"], "zero-gradient": ["layers.0", "layers.8"]}
 
 
 def test_large_weights_explode():
@@ -290,8 +295,10 @@ def test_verdict_order_and_nan():
     zero = {**base, "ratio_to_output": math.nan, "delta_rms": 0.0, "grad_norm": 0.0, "mean_abs_fprime": 0.0}
     assert stats.layer_verdict(zero, cfg) == "dead"  # δ = dW = f' = 0: never ok, even where δ/δout is 0/0
     assert stats.layer_verdict(zero, cfg, zero_derivative=True) == "zero-gradient"
-    assert stats.layer_verdict({**zero, "mean_abs_fprime": 0.02}, cfg) == "ok"  # f' alive: not dead by this rule
-    assert stats.VERDICTS[:2] == ("zero-gradient", "dead")
+    # f' alive: not dead by this rule, but dW = 0 exactly is never ok (issue 22: an output row with dW rms 0 was `ok`)
+    assert stats.layer_verdict({**zero, "mean_abs_fprime": 0.02}, cfg) == "zero-gradient"
+    assert stats.VERDICTS[:2] == ("dead", "zero-gradient")
+    assert stats.layer_verdict({**base, "grad_norm": 0.0, "grad_ratio_to_output": 0.0}, cfg) == "zero-gradient"  # dW = 0 is never ok
 
 
 # --- zero is a finding (issue 10, item 9) ------------------------------------------------------
@@ -305,7 +312,7 @@ def test_step_perceptron_is_zero_gradient_not_ok():
     assert r.summary["flags"] == {"zero-gradient": ["layers.0"]} and r.summary["zero_layers"] == ["layers.0"]
     lines = stats_table.summary_lines(r)
     assert lines[0] == "verdict: zero-gradient; zero-gradient: L0"
-    assert lines[1] == "δ = dW = 0 exactly at L0 (step: f′ = 0 almost everywhere)"
+    assert lines[1] == "dW = 0 exactly at L0: step has f′ = 0 almost everywhere"
     assert lines[2].startswith("no factor (it needs a next row with δ ≠ 0)")  # one row: nothing to average
 
 
@@ -329,7 +336,15 @@ def test_very_negative_bias_makes_every_layer_dead():
 def test_shipped_dead_bias_names_the_zero_layers(results):
     r = results["relu_dead_bias"]
     assert r.summary["zero_layers"] == ["layers.0", "layers.2", "layers.4", "layers.6"]
-    assert "δ = dW = 0 exactly at L0, L2, L4, L6 (nothing flows back)" in stats_table.summary_lines(r)
+    # each zero weight gradient with its reason; the output row's too (its input, the dead relu's output, is zero)
+    assert r.summary["zero_weight_gradient"] == {
+        "layers.0": "nothing flows back from the rows above (δ = 0)", "layers.2": "relu off for every unit and sample",
+        "layers.4": "relu off for every unit and sample", "layers.6": "relu off for every unit and sample",
+        "layers.8": "its input is zero for every sample"}
+    assert stats_table.summary_lines(r)[1:4] == [
+        "dW = 0 exactly at L0: nothing flows back from the rows above (δ = 0)",
+        "dW = 0 exactly at L2, L4, L6: relu off for every unit and sample",
+        "dW = 0 exactly at L8: its input is zero for every sample"]
 
 
 def test_thresholds_come_from_the_spec(results):

@@ -62,7 +62,7 @@ def test_many_specs_each_get_a_table_and_one_verdict_line(tiny):
     assert sum(line.startswith("verdict: ") for line in r.output.splitlines()) == 3  # each spec's, then the run's line
     assert "seed001-step-perceptron" in r.output and "relu-dead-bias" in r.output and "tiny-tanh" in r.output
     last = r.output.strip().splitlines()[-1]
-    assert last.startswith("stats verdict over 3 specs: zero-gradient; zero-gradient: seed001-step-perceptron; dead: relu-dead-bias")
+    assert last.startswith("stats verdict over 3 specs: dead; dead: relu-dead-bias; zero-gradient: seed001-step-perceptron")
 
 
 def test_a_directory_of_specs(tiny):
@@ -145,7 +145,7 @@ def test_reports_in_every_format(tiny, tmp_path, write_spec):
         assert f"report: {path} ({kind})" in r.output
 
     md = paths["md"].read_text()
-    assert md.startswith("# gradlab stats: zero-gradient\n")
+    assert md.startswith("# gradlab stats: dead\n")
     assert "| seed001-step-perceptron | `" in md and "**zero-gradient**" in md and "**dead**" in md
     assert "\\|f'\\|" in md  # a pipe in a header is escaped, the table keeps its columns
     assert "Could not be measured" in md and str(bad) in md
@@ -157,7 +157,7 @@ def test_reports_in_every_format(tiny, tmp_path, write_spec):
     assert "zero-gradient" in page and str(bad) in page
 
     doc = _strict_json(paths["json"].read_text())
-    assert doc["verdict"] == "zero-gradient"
+    assert doc["verdict"] == "dead"
     assert [s["summary"]["verdict"] for s in doc["specs"]] == ["zero-gradient", "dead", "ok"]
     assert doc["errors"][0]["spec"] == str(bad) and doc["errors"][0]["error"].startswith(str(bad))
 
@@ -276,6 +276,6 @@ def test_overall_verdict_follows_the_most_specific():
             self.verdict, self.name = verdict, verdict
 
     assert stats_report.overall_verdict([R("ok"), R("vanishing-delta"), R("vanishing-dW"), R("dead")]) == "dead"
-    assert stats_report.overall_verdict([R("dead"), R("zero-gradient")]) == "zero-gradient"
+    assert stats_report.overall_verdict([R("dead"), R("zero-gradient")]) == "dead"
     assert stats_report.overall_verdict([R("ok")]) == "ok"
     assert stats_report.overall_verdict([R("ok"), R("vanishing-delta"), R("vanishing-dW")]) == "vanishing-dW"

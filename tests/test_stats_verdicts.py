@@ -1,5 +1,5 @@
 """`gradlab stats` verdicts that say which quantity is out of scale (issue 22, item 5): δ or dW; the
-measured and theoretical factor averaged over the same rows."""
+measured and theoretical factor averaged over the same rows; a zero weight gradient never `ok`."""
 
 from __future__ import annotations
 
@@ -85,3 +85,16 @@ def test_measured_and_theory_factors_are_averaged_over_the_same_rows():
     lines = stats_table.summary_lines(r)
     assert any(line.startswith("factor geomean ") and line.endswith(" over the 2 rows with a theory value") for line in lines)
     assert f"factor geomean {stats_table._fmt(r.summary['factor_geomean'], 'fix')} over all 3 rows with a factor" in lines
+
+
+def test_a_zero_weight_gradient_at_the_output_row_is_never_ok():
+    """The relu below the output row is off for every sample: δ reaches the output row, dW = input^T δ = 0."""
+    r = stats.run(validate({
+        "input": {"dim": 4, "batch": 16}, "target": {"kind": "regression"}, "loss": {"fn": "sse"}, "stats": {"seeds": 2},
+        "network": {"init": {"scheme": "he_normal", "bias": -50.0}, "layers": [
+            {"type": "dense", "units": 4}, {"type": "activation", "fn": "relu"}, {"type": "dense", "units": 1}]}}))
+    out = r.layers[-1]
+    assert out.mean["grad_norm"] == 0.0 and out.mean["delta_rms"] > 0
+    assert out.verdict == "zero-gradient"
+    assert r.summary["zero_weight_gradient"]["layers.2"] == "its input is zero for every sample"
+    assert "dW = 0 exactly at L2: its input is zero for every sample" in stats_table.summary_lines(r)

@@ -126,12 +126,18 @@ def factor_lines(result) -> list[str]:
 
 
 def zero_lines(result) -> list[str]:
-    zero = result.summary.get("zero_layers") or []
-    if not zero:
-        return []
-    steps = sorted({l.activation for l in result.layers if l.verdict == "zero-gradient"})
-    why = f" ({', '.join(steps)}: f′ = 0 almost everywhere)" if steps else " (nothing flows back)"
-    return [f"δ = dW = 0 exactly at {_short(zero)}{why}"]
+    """Each exactly-zero weight gradient with its reason (rows in a run sharing a reason named together): never a silent ok."""
+    s = result.summary
+    zero = s.get("zero_weight_gradient")
+    if zero is None:  # a document from before zero_weight_gradient: δ = dW = 0, the reason not recorded
+        return [f"δ = dW = 0 exactly at {_short(s['zero_layers'])}"] if s.get("zero_layers") else []
+    lines, run, items = [], [], list(zero.items())
+    for k, (name, why) in enumerate(items):
+        run.append(name)
+        if k + 1 == len(items) or items[k + 1][1] != why:
+            lines.append(f"dW = 0 exactly at {_few(run)}: {why}")
+            run = []
+    return lines
 
 
 def delta_only_lines(result) -> list[str]:
