@@ -34,6 +34,8 @@ N_WORST = 5  # elements listed per tensor, worst first
 # element fails, the same ranking runs over all of them.
 WORST_DEFINITION = "failing elements first, by largest relative error |c − r| / max(|c|, |r|, floor); ties: larger |c − r|"
 WORST_HEADER = "worst (max rel)"  # the table column that names the first of them
+# A zero-gradient row's note when nothing more is known: what was seen, no guessed cause (gradlab.zeros.NEUTRAL).
+ZERO_NOTE = "exactly 0 in every element, by both engines, at this spec's point"
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ def compare_tensor(
         worst_candidate=float(cf[worst_flat]),
         mismatched=mismatched,
         numeric_err=float(err.max()) if numeric is not None else float("nan"),
-        note="gradient is identically zero (e.g. behind a step function)" if status == "zero-gradient" else "",
+        note=ZERO_NOTE if status == "zero-gradient" else "",  # the runner replaces it by the cause, where gradlab.zeros finds one
         worst=worst,
         rel_err_map=rel_map,
         **base,

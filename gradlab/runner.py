@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,7 @@ def run(
     for ref, cand in _pairs(grads):
         rows += cmp.compare(path, ref, cand, names, tol=tol, rounding=rounding)
     _every_engine_at_worst(rows, grads)
+    rows = _zero_causes(net, rows)
     num = next((g for g in grads if g.engine == "numeric"), None)
     layers, loss = dg.describe(net)
     result = SpecResult(
@@ -182,6 +184,17 @@ def _layer_name(layer) -> str:
     op, impl = getattr(layer, "op", None), getattr(layer, "impl", None)
     what = op.name if op is not None else impl.rpartition("/")[2] if impl else type(layer).__name__.replace("Layer", "").lower()
     return f"{layer.name} ({what})"
+
+
+def _zero_causes(net: Network, rows: list[cmp.Comparison]) -> list[cmp.Comparison]:
+    """A zero-gradient row's note names the cause where the network's structure shows one (gradlab.zeros)."""
+    zero = list(dict.fromkeys(c.parameter for c in rows if c.status == "zero-gradient"))
+    if not zero:
+        return rows
+    from .zeros import reasons
+
+    why = reasons(net, zero)
+    return [dataclasses.replace(c, note=why[c.parameter]) if c.status == "zero-gradient" else c for c in rows]
 
 
 def _every_engine_at_worst(rows: list[cmp.Comparison], grads: list[Gradients]) -> None:

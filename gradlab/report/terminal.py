@@ -251,9 +251,12 @@ def _notes(result) -> list[tuple[str, str]]:
     """Skipped pairs, zero gradients and kinks: never a silent pass."""
     out = [(line, STATUS_STYLE["skipped"]) for line in _skip_lines(result)]
     out += [(f"  not checked: {u.text()}", STATUS_STYLE["skipped"]) for u in result.unchecked if u.kind != "skipped"]
-    zero = [c.parameter for c in result.comparisons if c.status == "zero-gradient" and c.candidate == "analytic" and c.reference == "numeric"]
-    if zero:
-        out.append((f"  note: zero gradient for {', '.join(zero)}: nothing flows back through this network", "magenta"))
+    zero: dict[str, list[str]] = {}  # the cause (the row's note, gradlab.zeros) -> the tensors it zeroes
+    for c in result.comparisons:
+        if c.status == "zero-gradient" and c.candidate == "analytic" and c.reference == "numeric":
+            zero.setdefault(c.note, []).append(c.parameter)
+    for why, names in zero.items():
+        out.append((f"  note: zero gradient for {', '.join(names)}: {why}", "magenta"))
     for c in (c for c in result.comparisons if c.kinks and c.candidate == "analytic"):
         out.append((f"  kinks: {c.parameter}: {c.kinks} element(s) sit on a kink, not judged, "
                     f"e.g. {', '.join(map(fmt_index, c.kink_indices[:5]))}", "cyan"))
