@@ -19,8 +19,12 @@ from earlier phases plus what the phase itself allocates:
   stats       `gradlab stats` (check --stats and the HTML report run it too): two networks while the next
               initialisation is drawn, the backprop at stats.batch, float64 observations per dense layer
 
-plus FIXED_BYTES (torch's first kernels, BLAS buffers, allocator slack) and CUDA_CONTEXT_BYTES
-when a cuda device is asked for. The spec is read duck-typed (layer.type == "dense"), so this
+plus FIXED_BYTES (torch's first kernels, BLAS buffers, allocator slack) and, where cuda rows will run
+(autograd among the engines, a cuda device asked for, and CUDA usable here: `cuda_usable`),
+CUDA_CONTEXT_BYTES from the autograd phase on: torch creates the context on the first cuda tensor, after
+the analytic and numeric engines have run, and holds it to the end. Cuda rows on a machine without CUDA
+are skipped (and reported as not checked), so they cost nothing. `gradlab stats` is numpy alone and
+never starts a context. The spec is read duck-typed (layer.type == "dense"), so this
 module does not import gradlab.spec: spec imports memory, never the other way round.
 
 A custom layer (`type: custom`) is counted with the width it receives and no parameters: its
@@ -29,7 +33,10 @@ own arrays are the user's.
 
 from __future__ import annotations
 
+import glob
 import math
+import os
+import sys
 from dataclasses import dataclass
 
 from .errors import GradlabError, SpecError
@@ -211,12 +218,42 @@ def stats_bytes(spec, *, batch: int | None = None) -> int:
     return nets + backprop + observations + 6 * F64 * A
 
 
+def cuda_usable() -> bool:
+    """Whether cuda rows could run here, decided without starting torch where that can be avoided (this runs
+    on every spec's validation). torch already imported: its answer. Otherwise CUDA_VISIBLE_DEVICES set to
+    none, or Linux without the NVIDIA driver (/proc/driver/nvidia, /dev/nvidia<N>), or macOS: no. Elsewhere
+    assume yes, so the estimate stays an upper bound."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    if sys.platform.startswith("linux"):
+        return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*"))
+    return sys.platform != "darwin"  # torch has no CUDA build for macOS
+
+
+# The phases that run once cuda rows have created the CUDA context (check_phases' order: build, analytic,
+# numeric, then autograd on each device, the error model, fast mode's projections, the comparisons).
+CUDA_PHASES = ("autograd", "tolerance", "fast", "compare")
+
+
+def cuda_runs(spec, *, devices=None, engines=None) -> bool:
+    """Whether checking `spec` will create a CUDA context: autograd runs, on a cuda device, and CUDA is usable here."""
+    check = getattr(spec, "check", None)
+    engines = engines or getattr(check, "engines", None) or ("analytic", "numeric", "autograd")
+    return ("autograd" in engines and any(str(d).startswith("cuda") for d in _devices(spec, devices)) and cuda_usable())
+
+
 def estimate_phases(spec, **overrides) -> dict[str, int]:
-    """Every phase's peak bytes with the margin and the fixed part: what `estimate_bytes` takes the max of."""
+    """Every phase's peak bytes with the margin and the fixed part: what `estimate_bytes` takes the max of.
+
+    The CUDA context is counted in the phases that hold it (CUDA_PHASES), and only when cuda rows will run.
+    """
     phases = dict(check_phases(spec, **overrides))
     phases["stats"] = stats_bytes(spec)
-    extra = FIXED_BYTES + (CUDA_CONTEXT_BYTES if any(str(d).startswith("cuda") for d in _devices(spec, overrides.get("devices"))) else 0)
-    return {k: int(MARGIN * v) + extra for k, v in phases.items()}
+    cuda = CUDA_CONTEXT_BYTES if cuda_runs(spec, devices=overrides.get("devices"), engines=overrides.get("engines")) else 0
+    return {k: int(MARGIN * v) + FIXED_BYTES + (cuda if k in CUDA_PHASES else 0) for k, v in phases.items()}
 
 
 def estimate_bytes(spec, **overrides) -> int:
@@ -249,8 +286,11 @@ def check_memory(spec, file: str, **overrides) -> None:
     need = max(phases.values())
     if need > limit:
         where = max(phases, key=phases.get)
-        raise SpecError(file, "network", f"needs ~{_gib(need)} (peak in {PHASE_NAMES[where]}), limit {_gib(limit)}; "
-                        "shrink the network or batch, or raise check.memory_limit")
+        cuda = where in CUDA_PHASES and cuda_runs(spec, devices=overrides.get("devices"), engines=overrides.get("engines"))
+        held = f", {_gib(CUDA_CONTEXT_BYTES)} of it the CUDA context the cuda rows start" if cuda else ""
+        fix = "shrink the network or batch, leave cuda out of check.devices, or raise check.memory_limit" if cuda else \
+            "shrink the network or batch, or raise check.memory_limit"
+        raise SpecError(file, "network", f"needs ~{_gib(need)} (peak in {PHASE_NAMES[where]}{held}), limit {_gib(limit)}; {fix}")
     stats = getattr(spec, "stats", None)
     # The work budget binds what the spec asks of stats; with its defaults (8 seeds at input.batch) stats
     # costs less than the check itself, so a big check spec is not refused for a stats run it never asked for.

@@ -182,3 +182,31 @@ def test_check_report_with_huge_seeds_is_refused_before_running(write_spec, tmp_
     r = CliRunner().invoke(main, ["check", str(path), "--report", str(tmp_path / "r.html")])
     assert r.exit_code == 2 and f"Error: {path}: stats.seeds: expected at most 10,000" in r.output, r.output
     assert time.perf_counter() - t0 < 60  # a hang, not a slow machine
+
+
+# --- the CUDA context: counted where cuda rows will run, in the phases that hold it (issue 22, item 5) ----------
+
+ONE_LAYER_CUDA = {"name": "one", "input": {"dim": 4, "batch": 8}, "network": {"layers": [{"type": "dense", "units": 2}]},
+                  "loss": {"fn": "sse"}, "check": {"devices": ["cpu", "cuda"], "memory_limit": "1 GiB"}}
+
+
+def test_cuda_rows_that_will_be_skipped_cost_no_cuda_context(monkeypatch):
+    """Without CUDA the cuda rows are skipped: a one-layer spec is not refused for a context nothing starts."""
+    monkeypatch.setattr(memory, "cuda_usable", lambda: False)
+    spec = validate(ONE_LAYER_CUDA)  # refused before: "needs ~1.25 GiB (peak in the numeric engine)"
+    assert memory.estimate_bytes(spec) < memory.CUDA_CONTEXT_BYTES // 2  # ~0.25 GiB: the numeric engine's chunks and the fixed part
+
+
+def test_the_cuda_context_is_counted_from_the_autograd_phase_on_and_named(monkeypatch):
+    monkeypatch.setattr(memory, "cuda_usable", lambda: True)
+    with pytest.raises(SpecError) as err:
+        validate(ONE_LAYER_CUDA)
+    message = str(err.value)
+    assert "peak in the numeric engine" not in message  # numeric runs before torch starts the context
+    assert "1 GiB of it the CUDA context the cuda rows start" in message and "leave cuda out of check.devices" in message
+    spec = validate({**ONE_LAYER_CUDA, "check": {**ONE_LAYER_CUDA["check"], "memory_limit": "2 GiB"}})
+    phases = memory.estimate_phases(spec)
+    assert all(phases[k] >= memory.CUDA_CONTEXT_BYTES for k in memory.CUDA_PHASES if k in phases)
+    assert all(phases[k] < memory.CUDA_CONTEXT_BYTES for k in ("build", "analytic", "numeric", "stats"))
+    # no autograd, no context
+    assert memory.estimate_bytes(spec, engines=["analytic", "numeric"]) < memory.CUDA_CONTEXT_BYTES // 2
