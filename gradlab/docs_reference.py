@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import textwrap
 import types
 import typing
 from typing import Annotated, Any, Literal, Union
@@ -85,7 +86,7 @@ NOTES["ConvOptions.bias"] = NOTES["AttentionOptions.bias"] = "learnable bias(es)
 def _comments(cls: type) -> dict[str, str]:
     """Field name -> the comment on its line (or the comment lines just above it) in the class's source."""
     try:
-        source = inspect.getsource(cls)
+        source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
         return {}
     out: dict[str, str] = {}
