@@ -27,6 +27,66 @@ from .ops import dense as dense_op
 from .ops import init as init_op
 
 
+class KinkWatch:
+    """Which leading rows of complex-step evaluations moved a unit sitting on a kink of an op.
+
+    The complex step keeps the real part of every value exact, so an op with a kink (relu, a max-pool, hardtanh)
+    takes the branch of the unperturbed point and the imaginary part carries that branch's derivative: exact
+    away from the kink. Within rounding of it (radius: `RADIUS` units in the last place of the network's dtype
+    at the scale of the row's values) a correct backward in another precision, or one whose real parts moved
+    by O(h^2), may take the other branch: those rows are reported (`flags`, one per row of axis 0 of the
+    evaluation) and the engine differences them with real steps instead. Layers note what they see while a
+    watch is active (`watching`); nothing is recorded on real input.
+    """
+
+    RADIUS = 256.0
+    FLOOR = 1e-30  # absolute: values this small are at a kink of 0 for any purpose (the complex step moves real parts by O(h^2))
+
+    def __init__(self, n: int, eps: float):
+        self.flags = np.zeros(n, bool)
+        self.eps = eps
+
+    def radius(self, x) -> np.ndarray:
+        """One radius per row of axis 0 of x (the row's values' scale)."""
+        r = np.abs(np.real(x)).reshape(x.shape[0], -1)
+        scale = r.max(axis=1) if r.shape[1] else np.zeros(x.shape[0])
+        return self.RADIUS * self.eps * scale + self.FLOOR
+
+    def note(self, near) -> None:
+        if near is None:
+            return
+        near = np.asarray(near)
+        rows = near.reshape(near.shape[0], -1).any(axis=1) if near.ndim else np.atleast_1d(near)
+        if rows.shape[0] == self.flags.shape[0]:
+            self.flags |= rows
+        elif rows.any():  # rows of another layout (a broadcast): every row is suspect
+            self.flags[:] = True
+
+    def activation(self, op, z, hp) -> None:
+        """An elementwise (or row-wise) activation applied to z, axis 0 the evaluation's rows."""
+        if np.ndim(z) == 0 or not np.iscomplexobj(z):
+            return
+        r = self.radius(z).reshape((-1,) + (1,) * (np.ndim(z) - 1))
+        self.note(op.near_kink(z, hp, r))
+
+
+_WATCHES: list[KinkWatch] = []
+
+
+class watching:
+    """`with watching(n, eps) as w:` -- layers' complex-step evaluations in the block report to w (see KinkWatch)."""
+
+    def __init__(self, n: int, eps: float):
+        self.watch = KinkWatch(n, eps)
+
+    def __enter__(self) -> KinkWatch:
+        _WATCHES.append(self.watch)
+        return self.watch
+
+    def __exit__(self, *exc) -> None:
+        _WATCHES.remove(self.watch)
+
+
 def _lead(a, base_ndim: int) -> tuple[int, ...]:
     return a.shape[: a.ndim - base_ndim]
 
@@ -153,7 +213,10 @@ class ActivationLayer:
         return hp
 
     def forward(self, params, z, rows=None):
-        return self.op.forward(z, self.hyper(params))
+        hp = self.hyper(params)
+        if _WATCHES and self.op.kinks:
+            _WATCHES[-1].activation(self.op, z, hp)
+        return self.op.forward(z, hp)
 
     def backward(self, params, x, y, g):
         grad, hyper_grads = self.op.backward(x, y, g, self.hyper(params))
@@ -325,8 +388,21 @@ class OpLayer:
         for k, v in values.items():
             base = self.infos[k].shape
             p[k] = v[None] if v.ndim == len(base) else np.broadcast_to(v, lead + base).reshape((n,) + base)
+        if _WATCHES and self.op.kinks and np.iscomplexobj(x):
+            self._watch(_WATCHES[-1], x, xs, lead)
         y = self.op.forward(xs, {**p, **self._buffers(rows, xs.dtype)}, self.options)
         return y.reshape(lead + y.shape[1:])
+
+    def _watch(self, watch: KinkWatch, x, xs, lead) -> None:
+        """Report the rows (axis 0 of x) whose input sits on one of the op's kinks (see KinkWatch)."""
+        r = watch.radius(x)  # per row of axis 0 of x: the lead's first axis, or the batch without a lead
+        if self.op.near_kink is None:  # undeclared: any moving input is suspect
+            watch.note(np.imag(x) != 0)
+            return
+        rad = np.broadcast_to(r.reshape((-1,) + (1,) * len(lead)), x.shape[: len(lead) + 1]).reshape(xs.shape[:2])
+        near = np.asarray(self.op.near_kink(xs, self.options, rad))
+        near = near.reshape(lead + near.shape[1:]) if lead else near[0]
+        watch.note(near)
 
     def backward(self, params, x, y, g):
         p = {k: params[f"{self.name}.{k}"] for k in self.infos}

@@ -45,7 +45,7 @@ import numpy as np
 from ..errors import GradlabError
 from ..gradients import INPUT, Gradients
 from ..memory import NUMERIC_CHUNK_BYTES
-from ..network import ActivationLayer, DenseLayer, Network, OpLayer, ResidualLayer
+from ..network import _WATCHES, ActivationLayer, DenseLayer, Network, OpLayer, ResidualLayer, watching
 from ..ops import dense as dense_op
 
 EPS64 = np.finfo(np.float64).eps
@@ -60,6 +60,7 @@ SPOT_CHECKS = 6  # direct per-element differences per tensor that vouch for the 
 # "Estimating computational noise", 2011).
 NOISE_OFFSETS = np.arange(-4.0, 5.0)  # a lone element's table, in units of h / 2
 KINK_CONFIRM = 4.0  # a kink candidate is differenced again with this many times its step
+STEP_RATIO = 1.5  # the complex step's second step, in units of h: not a power of two, so its tangent rounds differently
 
 
 _MALLOC_TUNED = False
@@ -93,26 +94,12 @@ def resolve_method(net: Network, method: str) -> str:
     unsafe += [net.loss_op.name] if not net.loss_op.complex_safe else []
     unsafe += [repr(l) for l in layers if not isinstance(l, (DenseLayer, ActivationLayer)) and not l.complex_safe]
     if method == "auto":
-        return "richardson" if unsafe or _complex_step_blind(net) else "complex_step"
+        return "richardson" if unsafe else "complex_step"
     if method == "complex_step" and unsafe:
         raise GradlabError(f"method complex_step needs complex-safe ops, but {', '.join(unsafe)} is not (declare complex_safe = True, or use richardson)")
     if method not in METHODS:
         raise GradlabError(f"unknown numeric method {method!r}; expected auto, {', '.join(METHODS)}")
     return method
-
-
-def _complex_step_blind(net: Network) -> bool:
-    """Where `auto` prefers real differences in an N-d network: the complex step cannot see a kink (only the
-    seeds' dense networks track declared kinks through their units), and its error estimate (a few ulps of
-    the value) does not see an op that cancels O(1) terms (normalisation over few values)."""
-    if net.flat:
-        return False
-    for layer in net.all_layers():
-        if isinstance(layer, ActivationLayer) and layer.op.kink_points(layer.hyper(net.params)):
-            return True
-        if isinstance(layer, OpLayer) and (layer.op.kinks or layer.op.cancels):
-            return True
-    return False
 
 
 def steps(x: np.ndarray, rel: float) -> np.ndarray:
@@ -190,22 +177,48 @@ def _estimate_real(f0, f: np.ndarray, h: np.ndarray, method: str, noise=0.0):
     return value, err + 0.5 * residual, kink
 
 
-def _complex_step_error(value, wide):
-    """The complex step's error: a few ulps of the value, and its truncation -h^2 f^(3) / 6, measured as
-    |D(2h) - D(h)| / 3 from a second step of twice the size. The truncation is far below the ulps wherever
-    the derivative is not (nearly) zero; where it is exactly zero (an all-zero init, y = t) it is all there
-    is: 0.5 silu(b)^2 at b = 0 gives -h^2 / 8 = -1.25e-45 at h = 1e-22, against an estimate of 64 eps 0."""
-    return 64 * EPS64 * np.abs(value) + np.abs(wide - value) / 3
+def _complex_step_error(value, other, axis=None):
+    """The complex step's error, measured: D(h) against D(STEP_RATIO h) (`other`).
+
+    Their difference holds the truncation, (STEP_RATIO^2 - 1) h^2 f(3) / 6 (all there is where the derivative
+    is exactly zero: 0.5 silu(b)^2 at b = 0 gives -h^2 / 8), and the rounding of the tangent: the imaginary
+    parts are a forward-mode derivative computed in float64, rounded at the scale of the terms it sums, which
+    can be far above a few ulps of the result (a normalisation: O(1) terms cancel; pure-noise attention
+    gradients of 1e-22). A step that is not a power of two times h rounds those terms differently, so the
+    difference samples that rounding; its RMS over `axis` (elements that share the computation) keeps an
+    element whose two roundings happened to agree from claiming none. A few ulps of the value is the floor.
+    """
+    d = np.abs(np.asarray(other) - np.asarray(value))
+    rms = np.sqrt(np.mean(d**2, axis=axis, keepdims=axis is not None)) if d.size else 0.0
+    return 64 * EPS64 * np.abs(value) + 3 * d + 3 * rms
 
 
 def differences(evaluate: Callable[[np.ndarray], np.ndarray], h: np.ndarray, f0, method: str, noise=0.0):
     """(value, error, kink) for each element, given `evaluate(offsets) -> f at x + offsets`."""
     if method == "complex_step":
         value = np.imag(evaluate(1j * h)) / h
-        wide = np.imag(evaluate(2j * h)) / (2 * h)
-        return value, _complex_step_error(value, wide), np.zeros(value.shape, bool)
+        other = np.imag(evaluate(STEP_RATIO * 1j * h)) / (STEP_RATIO * h)
+        return value, _complex_step_error(value, other), np.zeros(value.shape, bool)
     f = np.stack([np.real(evaluate(s * h)) for s in REAL_STENCIL])
     return _estimate_real(f0, f, h, method, noise)
+
+
+def _suspects_by_real_differences(evaluate_some, sel, f0, h, floor, chunk: int):
+    """Richardson differences (value, error, kink) for the elements `sel` of a complex-step evaluation that
+    moved a unit on a kink (see network.KinkWatch): the treatment every element had before the complex step
+    went through kinks -- the stencil's one-sided slopes judge whether the kink is within reach.
+    `evaluate_some(sel, offsets)`: f with element sel[p] moved by offsets[p]; `h` the real steps of sel."""
+
+    def some(part, off):
+        out = [np.real(evaluate_some(part[s:s + chunk], off[s:s + chunk])) for s in range(0, len(part), chunk)]
+        return np.concatenate(out) if out else np.zeros(0)
+
+    f = np.stack([some(sel, s * h) for s in REAL_STENCIL])
+    noise = pooled_noise(_fourth(f0, f)[None, :])[0] if len(sel) > 1 else np.zeros(len(sel))
+    noise = np.maximum(noise, floor)
+    value, err, kink = _estimate_real(f0, f, h, "richardson", noise)
+    kink = _confirm_kinks(lambda s2, off: some(sel[s2], off), f0, h, "richardson", noise, kink)
+    return value, err, kink
 
 
 def _stencil(evaluate: Callable[[np.ndarray], np.ndarray], h: np.ndarray) -> np.ndarray:
@@ -303,6 +316,8 @@ def _moved_units(before, after, layer, b, j, off):
     if isinstance(layer, ActivationLayer) and layer.op.elementwise and not layer.trainable:
         rows = after[b].astype(dt)
         z = before[b].reshape(len(b), -1)[p, j] + off
+        if _WATCHES and layer.op.kinks:  # the moved unit itself goes through the activation here
+            _WATCHES[-1].note(layer.op.near_kink(z, layer.fixed, _WATCHES[-1].radius(before[b])))
         rows.reshape(len(b), -1)[p, j] = layer.op.forward(z, layer.fixed)
         return rows, True
     rows = before[b].astype(dt)
@@ -369,6 +384,11 @@ class _Base:
     @property
     def n_layers(self) -> int:
         return len(self.net.layers)
+
+    def watch(self, n: int):
+        """A KinkWatch over n rows of complex-step evaluations (see network.KinkWatch): N-d networks. The seeds'
+        dense networks track their declared kinks per unit instead (`near_kink`, `_site_kinks`)."""
+        return _unwatched(n) if self.net.flat else watching(n, float(np.finfo(self.net.dtype).eps))
 
     @property
     def batch_workspace(self) -> int:
@@ -437,6 +457,17 @@ class _Base:
         return self.rows_loss(l, rows, b)
 
 
+class _unwatched:
+    def __init__(self, n: int):
+        self.flags = np.zeros(n, bool)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
 def _base_pass(net: Network, params: dict, x: np.ndarray, target: np.ndarray) -> _Base:
     hs = [x]
     for layer in net.layers:
@@ -483,22 +514,32 @@ def _unit_derivative(base: _Base, values, site_loss, method: str, rel: float, ti
     """d(sample b's loss)/d(values[b, j]) for every sample b and flattened unit j, by differences of
     `site_loss(b, j, off)`: the per-sample loss after values[b[p], j[p]] += off[p], for all p at once."""
     H = values.reshape(values.shape[0], -1)
-    B, w = H.shape
-    n = B * w
-    b_all, j_all = np.repeat(np.arange(B), w), np.tile(np.arange(w), B)
+    B, w_ = H.shape
+    n = B * w_
+    b_all, j_all = np.repeat(np.arange(B), w_), np.tile(np.arange(w_), B)
     h = steps(H, rel)
     width = max(max(x[0].size for x in base.hs), base.net.workspace()) + 1
     # bytes per perturbation: a complex row through the widest layer; the seeds' dense networks keep the
     # 4x slack the memory estimate was measured with, N-d networks count their layers' workspace instead
     chunk = max(1, NUMERIC_CHUNK_BYTES // ((16 * 4 if base.net.flat else 16 * 2) * width))
-    value, err, kink = np.empty(n), np.empty(n), np.empty(n, bool)
+    value, err, kink = np.empty(n), np.empty(n), np.zeros(n, bool)
     if method == "complex_step":
+        other, suspect = np.empty(n), np.zeros(n, bool)
         for start in range(0, n, chunk):
             idx = slice(start, min(n, start + chunk))
             b, j = b_all[idx], j_all[idx]
-            value[idx], err[idx], kink[idx] = differences(lambda off: site_loss(b, j, off), h[idx], base.row_loss[b], method)
+            with base.watch(len(b)) as w:
+                value[idx] = np.imag(site_loss(b, j, 1j * h[idx])) / h[idx]
+            other[idx] = np.imag(site_loss(b, j, STEP_RATIO * 1j * h[idx])) / (STEP_RATIO * h[idx])
+            suspect[idx] = w.flags
             if tick:
                 tick(len(b) / n)
+        err = _complex_step_error(value.reshape(B, w_), other.reshape(B, w_), axis=-1).reshape(-1)  # the units of one sample share its loss
+        sel = np.flatnonzero(suspect)
+        if sel.size:
+            value[sel], err[sel], kink[sel] = _suspects_by_real_differences(
+                lambda ii, off: site_loss(b_all[ii], j_all[ii], off), sel, base.row_loss[b_all[sel]],
+                steps(H, DEFAULT_STEP["richardson"])[sel], base.loss_floor[b_all[sel]], chunk)
     else:
         f = np.empty((len(REAL_STENCIL), n))
         for start in range(0, n, chunk):
@@ -508,14 +549,14 @@ def _unit_derivative(base: _Base, values, site_loss, method: str, rel: float, ti
             if tick:
                 tick(len(b) / n)
         f0 = base.row_loss[b_all]
-        noise = pooled_noise(_fourth(f0, f).reshape(B, w)).reshape(-1)  # the units of one sample share its loss
+        noise = pooled_noise(_fourth(f0, f).reshape(B, w_)).reshape(-1)  # the units of one sample share its loss
         noise = np.maximum(noise, base.loss_floor[b_all])
         value, err, kink = _estimate_real(f0, f, h, method, noise)
         kink = _confirm_kinks(lambda sel, off: site_loss(b_all[sel], j_all[sel], off), f0, h, method, noise, kink)
-    value, err = value.reshape(B, w), err.reshape(B, w)
+    value, err = value.reshape(B, w_), err.reshape(B, w_)
     # A floor for rounding in sums whose terms cancel (e.g. p - t of a confident softmax).
     err = err + 64 * EPS64 * (np.abs(value) + float(np.sqrt(np.mean(value**2))) if value.size else 0.0)
-    return value, err, kink.reshape(B, w) | site_kinks
+    return value, err, kink.reshape(B, w_) | site_kinks
 
 
 def _element_derivative(base: _Base, name: str, owner: int, idx: np.ndarray, method: str, rel: float, h_all: np.ndarray | None = None):
@@ -548,10 +589,19 @@ def _element_derivative(base: _Base, name: str, owner: int, idx: np.ndarray, met
             out.append(np.atleast_1d(loss_with(stack)))
         return np.concatenate(out)
 
-    if method == "complex_step":
-        return differences(lambda off: evaluate_some(idx, off), h, total0, method)
-    f = _stencil(lambda off: evaluate_some(idx, off), h)
     floor = float(np.sum(base.loss_floor))
+    if method == "complex_step":
+        with base.watch(len(idx)) as w:
+            value = np.imag(evaluate_some(idx, 1j * h)) / h
+        other = np.imag(evaluate_some(idx, STEP_RATIO * 1j * h)) / (STEP_RATIO * h)
+        err, kink = _complex_step_error(value, other), np.zeros(len(idx), bool)  # every element's f is the same total loss
+        sel = np.flatnonzero(w.flags)
+        if sel.size:
+            h_real = steps(theta, DEFAULT_STEP["richardson"])[idx[sel]]
+            value[sel], err[sel], kink[sel] = _suspects_by_real_differences(
+                lambda ii, off: evaluate_some(idx[ii], off), sel, np.full(sel.size, total0), h_real, floor, max(1, len(idx)))
+        return value, err, kink
+    f = _stencil(lambda off: evaluate_some(idx, off), h)
     if len(idx) > 1:  # every element's f is the same total loss: pool
         noise = pooled_noise(_fourth(total0, f)[None, :])[0]
     else:  # a lone element (a scalar hyperparameter): a wider table along it
@@ -615,6 +665,102 @@ def _linear_from_sites(base: _Base, layer: OpLayer, names, delta, delta_err, del
     return out
 
 
+# --- inner sites an op declares (attention's projections) ---------------------------------------
+
+
+def _op_site_layers(net: Network) -> list:
+    """(top-level index, layer, block) for layers whose op declares inner sites and whose output's cotangent is
+    the derivative at the next top-level site: top-level ones, or the last member of a residual block (its
+    output adds to the skip connection). Only where no layer after them mixes the batch."""
+    out = []
+    for i, top in enumerate(net.layers):
+        layer, block = (top, None) if not isinstance(top, ResidualLayer) else (top.layers[-1] if top.layers else None, top)
+        if not isinstance(layer, OpLayer) or layer.op.inner_sites is None:
+            continue
+        if net.mixes_batch(i + 1) or not all(l.supports_stacking for l in net.layers[i + 1:]):
+            continue
+        out.append((i, layer, block))
+    return out
+
+
+def _affine_tensors(x_rows, delta, delta_err, delta_kink, weight: str, bias: str | None) -> dict[str, _Tensor]:
+    """dL/dW (out, in) and dL/db of u = x W^T + b from dL/du on every row (sample and position), by linearity."""
+    n = x_rows.shape[0]
+    ax = np.abs(x_rows)
+    out = {weight: _Tensor((delta.T @ x_rows), delta_err.T @ ax + 2 * n * EPS64 * (np.abs(delta).T @ ax),
+                           (delta_kink.T.astype(float) @ (x_rows != 0).astype(float)) > 0)}
+    if bias:
+        out[bias] = _Tensor(delta.sum(0), delta_err.sum(0) + 2 * n * EPS64 * np.abs(delta).sum(0), delta_kink.any(0))
+    return out
+
+
+def _op_site_derivatives(base: _Base, wanted, method: str, rel: float, cotangent, progress) -> dict[str, _Tensor]:
+    """Parameters of layers with inner sites (see ops InnerSite), from dL/d(site unit) by the complex step of
+    the layer's own contraction with its output's cotangent, then linearity. `cotangent(i)`: the derivative
+    (value, error, kinks) at the input of top-level layer i."""
+    net, params = base.net, base.params
+    out: dict[str, _Tensor] = {}
+    if method != "complex_step":
+        return out
+    for i, layer, block in _op_site_layers(net):
+        names = [n for n in layer.param_names if n in wanted]
+        if not names:
+            continue
+        x_in = base.hs[i]
+        if block is not None:
+            for member in block.layers[:-1]:
+                x_in = member.forward(params, x_in)
+        g, g_err, g_kink = cotangent(i + 1)
+        B = x_in.shape[0]
+        g, g_err = g.reshape((B,) + layer.out_shape), g_err.reshape((B,) + layer.out_shape)
+        local = {k: params[f"{layer.name}.{k}"] for k in layer.infos}
+        sample_kink = np.asarray(g_kink).reshape(B, -1).any(axis=1)
+        for site in layer.op.inner_sites(x_in, local, layer.options, g, g_err):
+            pnames = [f"{layer.name}.{k}" for k in (site.weight, site.bias) if k]
+            if not any(n in names for n in pnames):
+                continue
+            w = local[site.weight]
+            value_site = site.x_in @ w.T + (local[site.bias] if site.bias else 0)
+            rows_in = site.x_in.reshape(-1, site.x_in.shape[-1])
+            if site.contract is None:
+                delta, d_err, d_kink = g.reshape(B, -1), g_err.reshape(B, -1), np.asarray(g_kink).reshape(B, -1)
+            else:
+                delta, d_err = _contracted_units(site.contract, value_site, rel)
+                d_kink = np.repeat(sample_kink[:, None], delta.shape[1], axis=1)
+            width = value_site.shape[-1]
+            tensors = _affine_tensors(rows_in, delta.reshape(-1, width), d_err.reshape(-1, width), d_kink.reshape(-1, width),
+                                      f"{layer.name}.{site.weight}", f"{layer.name}.{site.bias}" if site.bias else None)
+            for n, t in tensors.items():
+                if n in names:
+                    out[n] = t
+                    if progress:
+                        progress(t.value.size)
+    return out
+
+
+def _contracted_units(contract, values, rel: float):
+    """d<g, y>/d(values[b, j]) for every sample b and unit j by the complex step of `contract` (see InnerSite):
+    (value, error), each (B, units)."""
+    H = values.reshape(values.shape[0], -1)
+    B, w = H.shape
+    n = B * w
+    b_all, j_all = np.repeat(np.arange(B), w), np.tile(np.arange(w), B)
+    h = steps(H, rel)
+    chunk = max(1, NUMERIC_CHUNK_BYTES // (16 * 4 * max(1, values[0].size)))
+    value, other, side = np.empty(n), np.empty(n), np.empty(n)
+    for start in range(0, n, chunk):
+        idx = slice(start, min(n, start + chunk))
+        b, j = b_all[idx], j_all[idx]
+        f, f_abs = contract(b, j, 1j * h[idx])
+        value[idx], side[idx] = np.imag(f) / h[idx], np.real(f_abs) / h[idx]
+        f2, _ = contract(b, j, STEP_RATIO * 1j * h[idx])
+        other[idx] = np.imag(f2) / (STEP_RATIO * h[idx])
+    value, other, side = value.reshape(B, w), other.reshape(B, w), side.reshape(B, w)
+    err = _complex_step_error(value, other, axis=-1) + side
+    err = err + 64 * EPS64 * (np.abs(value) + float(np.sqrt(np.mean(value**2))) if value.size else 0.0)
+    return value, err
+
+
 def _site_for(net: Network, layer, wanted) -> bool:
     """Differentiate `layer`'s parameters through its output (dL/du per sample, then linearity) rather than
     element by element: sound when the layer is affine in them and no later layer mixes the batch;
@@ -654,10 +800,16 @@ class _InnerSite:
         if u_site.ndim >= 3 and all(getattr(l, "rowwise", False) for l in rest) \
                 and self.base.rowwise_from(self.block.index + 1) and (self.block.projection is None or self.block.projection.rowwise):
             # everything after the site acts row by row: only row r of sample b moves
-            rows, r = _moved_row(u_site, b, j, off)
-            h = _one_row(rows, u_site.ndim)
-            for layer in rest:
-                h = layer.forward(params, h)
+            rank1 = _rank_one(self.values, self.j, rest, params, b, j, off)
+            if rank1 is not None:  # an elementwise activation then a dense layer: one unit, one column
+                h, r = rank1
+                for layer in rest[2:]:
+                    h = layer.forward(params, h)
+            else:
+                rows, r = _moved_row(u_site, b, j, off)
+                h = _one_row(rows, u_site.ndim)
+                for layer in rest:
+                    h = layer.forward(params, h)
             skip = self.skip.reshape(self.skip.shape[0], -1, self.skip.shape[-1])[b, r]
             return self.base.row_rest(self.block.index + 1, h.reshape(len(b), -1) + skip, b, r)
         first = rest[0] if rest else None
@@ -665,6 +817,30 @@ class _InnerSite:
         for layer in rest[1:] if applied else rest:
             rows = layer.forward(params, rows, b)
         return self.base.rows_loss(self.block.index + 1, rows + self.skip[b], b)
+
+
+def _rank_one(values, j: int, rest, params, b, unit, off):
+    """(rows, r) after unit `unit` of sample b's site values[j + 1] moved by off, when the next two layers are an
+    elementwise activation and a dense layer: the activation is applied to the moved unit alone and the dense
+    layer's output row changes by (a_new - a_old) times one row of its weight (its forward is linear in the
+    activation); rows (P, 1, ..., units) for the layers after those two. None where that does not apply."""
+    if len(rest) < 2 or not isinstance(rest[1], DenseLayer) or rest[1].bias == "folded":
+        return None
+    act = rest[0]
+    if not (isinstance(act, ActivationLayer) and act.op.elementwise and not act.trainable):
+        return None
+    u_site, a_site, d_out = values[j + 1], values[j + 2], values[j + 3]
+    width = u_site.shape[-1]
+    r, c = unit // width, unit % width
+    u_rows = u_site.reshape(u_site.shape[0], -1, width)
+    z = u_rows[b, r, c] + off
+    if _WATCHES and act.op.kinks:
+        _WATCHES[-1].note(act.op.near_kink(z, act.fixed, _WATCHES[-1].radius(u_rows[b, r])))
+    change = act.op.forward(z, act.fixed) - a_site.reshape(u_rows.shape)[b, r, c]
+    w = dense_op.as_in_out(params[rest[1].weight], rest[1].layout)  # (in, out)
+    out_rows = d_out.reshape(d_out.shape[0], -1, d_out.shape[-1])[b, r]
+    rows = out_rows + change[:, None] * w[c]
+    return _one_row(rows, u_site.ndim), r
 
 
 def _inner_sites(base: _Base, wanted) -> list[_InnerSite]:
@@ -710,7 +886,7 @@ def _layer_seconds(base: _Base) -> list[float]:
     return out
 
 
-def _plan_cuts(base: _Base, direct: dict[int, int]) -> dict[int, int]:
+def _plan_cuts(base: _Base, direct: dict[int, int], ready=()) -> dict[int, int]:
     """For each owner layer (with `direct[owner]` elements left to difference), the cut to stop at, if any pays.
 
     Differencing n elements through layers o..L costs n T(o, L); stopping at c costs n T(o, c) plus, once per
@@ -721,7 +897,7 @@ def _plan_cuts(base: _Base, direct: dict[int, int]) -> dict[int, int]:
     t = _layer_seconds(base)
     tail = [sum(t[c:]) for c in range(L + 1)]
     plan: dict[int, int] = {}
-    made: set[int] = set()
+    made: set[int] = set(ready)  # cuts whose dL/dh is already known cost nothing more
     for o in sorted(direct):
         n = direct[o]
         best, where = n * tail[o], None
@@ -759,13 +935,18 @@ def _cut_derivative(base: _Base, name: str, owner: int, cut: _Cut, method: str, 
     value, err, kink = np.empty(n), np.empty(n), np.zeros(n, bool)
     side_err, side_kink = np.empty(n), np.zeros(n, bool)
     f = np.empty((len(REAL_STENCIL), n))
+    other, suspect = np.empty(n), np.zeros(n, bool)
     for start in range(0, n, chunk):
         ii = np.arange(start, min(n, start + chunk))
         if method == "complex_step":
-            col = np.imag(moved(ii, 1j * h[ii])) / h[ii].reshape((-1,) + (1,) * h0.ndim)
-            wide = np.imag(moved(ii, 2j * h[ii])) / (2 * h[ii].reshape((-1,) + (1,) * h0.ndim))
+            with base.watch(len(ii)) as w:
+                col = np.imag(moved(ii, 1j * h[ii])) / h[ii].reshape((-1,) + (1,) * h0.ndim)
+            col2 = np.imag(moved(ii, STEP_RATIO * 1j * h[ii])) / (STEP_RATIO * h[ii].reshape((-1,) + (1,) * h0.ndim))
+            suspect[ii] = w.flags
             value[ii] = np.sum(d * col, axis=axes)
-            err[ii] = 64 * EPS64 * np.sum(np.abs(d * col), axis=axes) + np.sum(np.abs(d * (wide - col)), axis=axes) / 3
+            other[ii] = np.sum(d * col2, axis=axes)
+            # the tangent's rounding at the cut, weighted by |delta|: no cancellation between the cut's units
+            err[ii] = 64 * EPS64 * np.sum(np.abs(d * col), axis=axes) + 3 * np.sum(np.abs(d * (col2 - col)), axis=axes)
         else:
             hs_ = [np.real(moved(ii, s * h[ii])) for s in REAL_STENCIL]
             for k, hk in enumerate(hs_):
@@ -773,10 +954,19 @@ def _cut_derivative(base: _Base, name: str, owner: int, cut: _Cut, method: str, 
             col = (hs_[-1] - hs_[0]) / (2 * h[ii].reshape((-1,) + (1,) * h0.ndim))
         side_err[ii] = np.sum(de * np.abs(col), axis=axes)
         side_kink[ii] = np.sum(dk * np.abs(col), axis=axes) > 0
+    f0 = float(np.sum(d * h0))
     if method != "complex_step":
-        f0 = float(np.sum(d * h0))
         noise = np.maximum(pooled_noise(_fourth(f0, f)[None, :])[0], EPS64 * float(np.sum(np.abs(d * h0))))
         value, err, kink = _estimate_real(f0, f, h, method, noise)
+    else:
+        err = err + _complex_step_error(value, other)  # truncation, and a tangent rounding the pooled RMS sees
+        sel = np.flatnonzero(suspect)
+        if sel.size:
+            def contracted(ii, off):
+                return np.sum(d * np.real(moved(ii, off)), axis=axes)
+            value[sel], err[sel], kink[sel] = _suspects_by_real_differences(
+                contracted, sel, np.full(sel.size, f0), steps(theta, DEFAULT_STEP["richardson"])[sel],
+                EPS64 * float(np.sum(np.abs(d * h0))), chunk)
     return value, err + side_err, kink | side_kink
 
 
@@ -808,6 +998,13 @@ def differentiate(
     results: dict[str, _Tensor] = {}
     notes: list[str] = []
     rng = np.random.default_rng(seed)
+    at_sites: dict[int, tuple] = {}
+
+    def cotangent(at: int) -> tuple:
+        """dL/dh at the input of top-level layer `at` (value, error, kinks), computed once."""
+        if at not in at_sites:
+            at_sites[at] = _site_derivative(base, at, method, rel)
+        return at_sites[at]
 
     if structured and _structured(net):
         sites = {}
@@ -837,6 +1034,8 @@ def differentiate(
                 results.update(_dense_from_sites(base, layer, delta, d_err, d_kink, x_in))
             else:
                 results.update(_linear_from_sites(base, layer, [n for n in layer.param_names if n in wanted], delta, d_err, d_kink, x_in))
+        if not net.flat:
+            results.update({k: v for k, v in _op_site_derivatives(base, wanted, method, rel, cotangent, progress).items() if k not in results})
         for name in [n for n in wanted if n in results]:
             if not _spot_check(base, name, owner[name], results[name], method, rel, rng):
                 notes.append(f"{name}: structured differences disagreed with direct ones; differenced element by element")
@@ -847,10 +1046,9 @@ def differentiate(
         for name in wanted:
             if name not in results and name != INPUT:
                 direct[owner[name]] = direct.get(owner[name], 0) + params[name].size
-        plan = _plan_cuts(base, direct)
+        plan = _plan_cuts(base, direct, ready=set(at_sites))
         for at in sorted(set(plan.values())):
-            delta, d_err, d_kink = _site_derivative(base, at, method, rel)
-            cuts[at] = _Cut(at, delta, d_err, d_kink)
+            cuts[at] = _Cut(at, *cotangent(at))
         cuts = {o: cuts[at] for o, at in plan.items()}
     for name in wanted:
         if name in results:
@@ -919,9 +1117,13 @@ def directional(net: Network, direction: dict[str, np.ndarray], *, method: str =
 
     if method == "complex_step":
         h = DEFAULT_STEP["complex_step"] * scale / unorm
-        d = np.imag(per_sample(1j * h)) / h
-        truncation = float(np.sum(np.abs(np.imag(per_sample(2j * h)) / (2 * h) - d))) / 3  # see _complex_step_error
-        return Directional(float(np.sum(d)), float(64 * EPS64 * (np.sum(np.abs(d)) + abs(np.sum(d)))) + truncation, False)
+        with (watching(1, float(np.finfo(net.dtype).eps)) if not net.flat else _unwatched(1)) as w:
+            d = np.imag(per_sample(1j * h)) / h
+        if not w.flags[0]:  # no unit on a kink moved: the complex step's answer stands
+            d2 = np.imag(per_sample(STEP_RATIO * 1j * h)) / (STEP_RATIO * h)
+            err = float(64 * EPS64 * (np.sum(np.abs(d)) + abs(np.sum(d)))) + float(_complex_step_error(np.sum(d), np.sum(d2)))
+            return Directional(float(np.sum(d)), err + 3 * float(np.sum(np.abs(d2 - d))), False)
+        method, rel = "richardson", None  # within reach of a kink: real differences judge it
     h0 = (rel or DEFAULT_STEP[method]) * scale / unorm
     f0 = float(np.sum(per_sample(0.0)))
     for shrink in (1.0, 1e-2, 1e-4):  # a kink inside the stencil: retry closer in

@@ -6,6 +6,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
+import numpy as np
+
 Hyper = Mapping[str, Any]
 
 
@@ -41,6 +43,19 @@ class Activation:
 
     def kink_points(self, hp: Hyper) -> tuple[float, ...]:
         return tuple(self.kinks(hp)) if self.kinks else ()
+
+    def near_kink(self, z, hp: Hyper, radius) -> Any:
+        """Where a complex-step evaluation z (real part: the point, imaginary part: a tangent) moves a unit
+        that sits within `radius` of a kink: there the branch the real part picks may not be the one a
+        correct backward in another precision picks. Elementwise bool, the shape of z."""
+        points = self.kink_points(hp)
+        if not points:
+            return None
+        r, moving = np.real(z), np.imag(z) != 0
+        near = np.zeros(np.shape(z), bool)
+        for k in points:
+            near |= np.abs(r - k) <= radius
+        return near & moving
 
     def is_continuous(self, hp: Hyper) -> bool:
         return bool(_resolve(self.continuous, hp))
@@ -147,6 +162,25 @@ class ParamInfo:
 
 
 @dataclass(frozen=True)
+class InnerSite:
+    """A value inside a layer that is affine in some of its parameters: site = x_in W^T (+ b), W (out, in) as
+    torch.nn.Linear, on the last axis. The numeric engine differences the loss with respect to each unit of the
+    site (`contract`) and reaches W and b by that linearity, like a dense layer's.
+
+    contract(b, j, off) -> (f, f_abs): for P perturbations at once, unit j[p] (flattened per sample) of sample
+    b[p] moved by off[p] (complex: the complex step), f[p] = <g[b[p]], y> with y the layer's output so moved
+    and g the cotangent the layer was given; f_abs[p] = <e[b[p]], |Im y - Im y_0|>, e the cotangent's error
+    bound. None: the site *is* the layer's output (its cotangent is g itself).
+    """
+
+    name: str
+    x_in: Any  # (B, ..., in): what the site's parameters multiply
+    weight: str | None  # local parameter names
+    bias: str | None
+    contract: Callable[..., tuple[Any, Any]] | None = None
+
+
+@dataclass(frozen=True)
 class LayerOp:
     """One layer type (`{type: conv2d, ...}` in a spec): forward, hand-written VJP and torch mirror.
 
@@ -175,11 +209,20 @@ class LayerOp:
     mixes_batch: bool = False  # a sample's output depends on other samples (batch statistics)
     complex_safe: bool = True
     kinks: bool = False  # has points where it is not differentiable (max-pool ties, relu)
+    # (x, o, radius) -> bool (N, B, *in_shape): inputs of a complex-step evaluation x (N, B, *in_shape) that sit
+    # within `radius` (broadcastable to x) of a kink where the tangent (the imaginary part) decides the branch
+    # (max-pool: a window whose top values tie within radius and move differently). None with kinks: every
+    # moving input is suspect.
+    near_kink: Callable[..., Any] | None = None
     cancels: bool = False  # cancels O(1) terms (normalisation over few values): rounding is not relative to the result
     # (x, g, p, o, eps) -> (bound on its output's rounding, on dL/dx's, {param: bound}) in a dtype of unit
     # roundoff eps, for an op whose rounding hides from perturbations of its inputs (a normalisation)
     rounding: Callable[..., tuple] | None = None
     linear_in: tuple[str, ...] = ()  # parameters the output is affine in (conv weight and bias)
+    # (x, p, o, g, e) -> [InnerSite]: an op not affine in its parameters whose inner values are (attention's
+    # q, k, v and output projections), for x (B, *in_shape) float64, plain parameters, cotangent g = dL/dy
+    # (B, *out_shape) with error bound e: the numeric engine reaches those parameters through them
+    inner_sites: Callable[..., list] | None = None
     rowwise: Callable[[tuple, Any], bool] | None = None  # acts on the last axis alone, each row (position) on its own
     workspace: Callable[[tuple, Any], int] | None = None  # elements per sample its forward holds beyond its output (attention's T x T scores)
     examples: tuple[tuple[tuple, dict], ...] = ()  # (in_shape, options) the registry-wide tests run

@@ -215,9 +215,12 @@ def _gauss_cdf(z):
         if np.all(np.abs(y) <= 1e-12 * np.maximum(1.0, np.abs(np.real(w)))):
             # the complex step's tiny imaginary parts: erfc(x + iy) = erfc(x) - iy 2/sqrt(pi) e^(-x^2) + O(y^2),
             # exact to far below an ulp there, and ~30x faster than the analytic series
+            # (real and imaginary parts written apart: complex temporaries made this 10x slower than erfc itself)
             x = np.real(w)
-            out = _gauss_cdf(-x * (1 / _SQRT1_2)) * 2.0 - 1j * y * (2.0 / _SQRT_PI) * np.exp(-x * x)
-            return (0.5 * out).astype(z.dtype, copy=False)
+            out = np.empty(w.shape, np.complex128)
+            out.real = _gauss_cdf(-x * (1 / _SQRT1_2))
+            out.imag = np.exp(-x * x) * (y * (-1.0 / _SQRT_PI))
+            return out.astype(z.dtype, copy=False)
         return (0.5 * _erfc_analytic(w)).astype(z.dtype, copy=False)
     import torch
 

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ._registry import LayerOp, ParamInfo, ShapeError
+from ._registry import InnerSite, LayerOp, ParamInfo, ShapeError
 from .options import Flag, Options, Size
 
 PROJECTIONS = ("q", "k", "v", "o")
@@ -208,6 +208,87 @@ def _rounding(x, g, p, o, eps):
     return np.zeros(np.shape(x)), e_dx, grads
 
 
+# --- inner sites for the numeric engine (forward only) -------------------------------------------
+
+
+def _inner_sites(x, p, o, g, e):
+    """q, k, v and the output projection as sites (see InnerSite): each is affine in its projection's weight and
+    bias, so the numeric engine differences the loss with respect to the site's units and reaches the 4 D^2
+    weights by linearity, instead of differencing each weight through the whole layer.
+
+    x (B, T, D) float64, g = dL/dy (B, T, D) and its error bound e. A unit of one head moves that head's output
+    alone, and every head output meets g through the output projection, which is linear: gc = g Wo (the
+    cotangent of the concatenated heads, Wo applied to the unit vectors of y's features) is contracted with
+    the moved head output. Moving q[t] moves row t of the scores (one row of one head); moving k[t] moves
+    column t (every row of one head, re-normalised); moving v[t] moves row t of V (one column of the head's
+    output). Each contraction is evaluated from the moved forward values -- never from a derivative formula.
+    """
+    B, T, D = x.shape
+    H = o.heads
+    dh = D // H
+    bias = {n: p.get(f"{n}.bias") if n != "k" else None for n in "qkv"}
+    proj = {n: x @ p[f"{n}.weight"].T + (bias[n] if bias[n] is not None else 0) for n in "qkv"}
+    (qh, kh, vh), a, heads_out = _attend(proj["q"], proj["k"], proj["v"], o)
+    scale = 1.0 / math.sqrt(dh)
+    s_base = np.matmul(qh, np.swapaxes(kh, -1, -2)) * scale  # (B, H, T, T)
+    wo = p["o.weight"]
+    gh = _split(g @ wo, H)  # (B, H, T, dh): the cotangent of each head's output
+    eh = _split(np.abs(e) @ np.abs(wo), H)
+    hidden = ~_visible(T) if o.causal else None
+
+    def where(j):
+        t, c = np.divmod(j, D)
+        h, ci = np.divmod(c, dh)
+        return t, h, ci
+
+    def q_contract(b, j, off):
+        t, h, ci = where(j)
+        P = len(b)
+        row = qh[b, h, t].astype(np.result_type(qh, off))  # (P, dh)
+        row[np.arange(P), ci] += off
+        s = np.einsum("pd,ptd->pt", row, kh[b, h]) * scale  # (P, T): row t of the scores
+        if hidden is not None:
+            s = np.where(hidden[t], -np.inf, s)
+        w = np.exp(s - np.max(np.real(s), axis=-1, keepdims=True))
+        w = w / np.sum(w, axis=-1, keepdims=True)
+        out = np.einsum("pt,ptd->pd", w, vh[b, h])  # (P, dh): row t of the head's output
+        moved = np.imag(out) - np.imag(heads_out[b, h, t])
+        return np.sum(gh[b, h, t] * out, axis=-1), np.sum(eh[b, h, t] * np.abs(moved), axis=-1)
+
+    def k_contract(b, j, off):
+        t, h, ci = where(j)
+        P = len(b)
+        krow = kh[b, h, t].astype(np.result_type(kh, off))
+        krow[np.arange(P), ci] += off
+        col = np.einsum("ptd,pd->pt", qh[b, h], krow) * scale  # (P, T): column t of the scores
+        s = s_base[b, h].astype(col.dtype)  # (P, T, T)
+        s[np.arange(P), :, t] = col
+        if hidden is not None:
+            s = np.where(hidden, -np.inf, s)
+        w = np.exp(s - np.max(np.real(s), axis=-1, keepdims=True))
+        w = w / np.sum(w, axis=-1, keepdims=True)
+        out = np.matmul(w, vh[b, h])  # (P, T, dh)
+        moved = np.imag(out) - np.imag(heads_out[b, h])
+        return np.sum(gh[b, h] * out, axis=(1, 2)), np.sum(eh[b, h] * np.abs(moved), axis=(1, 2))
+
+    def v_contract(b, j, off):
+        t, h, ci = where(j)
+        P = len(b)
+        vcol = vh[b, h, :, ci].astype(np.result_type(vh, off))  # (P, T): column ci of V
+        vcol[np.arange(P), t] += off
+        out = np.einsum("pst,pt->ps", a[b, h], vcol)  # (P, T): column ci of the head's output
+        moved = np.imag(out) - np.imag(heads_out[b, h, :, ci])
+        g_col, e_col = gh[b, h, :, ci], eh[b, h, :, ci]
+        return np.sum(g_col * out, axis=-1), np.sum(e_col * np.abs(moved), axis=-1)
+
+    return [
+        InnerSite("q", x, "q.weight", "q.bias" if bias["q"] is not None else None, q_contract),
+        InnerSite("k", x, "k.weight", None, k_contract),  # k.bias does not enter the forward (see UNUSED)
+        InnerSite("v", x, "v.weight", "v.bias" if bias["v"] is not None else None, v_contract),
+        InnerSite("o", _merge(heads_out), "o.weight", "o.bias" if p.get("o.bias") is not None else None, None),
+    ]
+
+
 # --- torch mirror ---------------------------------------------------------------------------------
 
 
@@ -244,6 +325,7 @@ OPS = (
         complex_safe=True,
         rounding=_rounding,
         linear_in=(),
+        inner_sites=_inner_sites,
         workspace=lambda s, o: 3 * o.heads * s[0] * s[0] + 6 * s[0] * s[1],  # scores, exp, weights; q, k, v and heads
         examples=(
             ((4, 6), {"heads": 2}),

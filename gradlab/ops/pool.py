@@ -78,6 +78,26 @@ def _max_forward(nd: int, name: str):
     return forward
 
 
+def _max_near_kink(nd: int, name: str):
+    def near_kink(x, o, radius):
+        """Windows (N, B, C, *out) whose top values tie within `radius` (a scalar or one per leading row) while
+        their tangents differ: which one the max picks then decides the derivative (a max-pool's kink)."""
+        G = _Geom(name, nd, x.shape[2:], o)
+        win = windows(padded(x, G.pad, G.pad, -np.inf), G.out, G.kernel, G.stride, G.ones)
+        re = np.real(win).reshape(win.shape[:-G.nd] + (G.kp,))
+        r = np.reshape(radius, np.shape(radius) + (1,) * (re.ndim - np.ndim(radius)))
+        close = re >= np.max(re, axis=-1, keepdims=True) - r
+        tied = np.count_nonzero(close, axis=-1) > 1
+        out = np.zeros(tied.shape, bool)
+        if tied.any():  # rare: look at the tangents of the tied windows only
+            im = np.imag(win).reshape(re.shape)[tied]
+            c = close[tied]
+            out[tied] = np.max(np.where(c, im, -np.inf), axis=-1) > np.min(np.where(c, im, np.inf), axis=-1)
+        return out
+
+    return near_kink
+
+
 def _max_backward(nd: int, name: str):
     def backward(x, y, g, p, o):
         G = _Geom(name, nd, x.shape[1:], o)
@@ -138,6 +158,7 @@ def _pool(kind: str, nd: int, doc: str, examples) -> LayerOp:
         torch=_torch(kind, nd),
         complex_safe=True,
         kinks=kind == "max",
+        near_kink=_max_near_kink(nd, name) if kind == "max" else None,
         examples=examples,
     )
 
