@@ -14,6 +14,7 @@ import numpy as np
 from . import compare as cmp
 from . import diagnosis as dg
 from . import fastcheck
+from . import hazards
 from . import tolerance
 from .engines import analytic, autograd, numeric
 from .gradients import INPUT, Gradients
@@ -40,6 +41,7 @@ class SpecResult:
     layers: list[dg.LayerInfo] = field(default_factory=list)  # what each layer is, for the diagnosis
     loss: dg.LayerInfo | None = None
     diagnosis: list[dg.Diagnosis] = field(default_factory=list)  # which op is wrong, most likely first
+    warnings: list = field(default_factory=list)  # hazards around right values (gradlab.hazards): said, never a failure
 
     @property
     def passed(self) -> bool:
@@ -70,6 +72,7 @@ class SpecResult:
             "numeric_method": self.method,
             "mode": self.mode,
             "notes": self.notes,
+            "warnings": [w.to_dict() for w in self.warnings],
             "error": self.error,
             "seconds": round(self.seconds, 4),
             "comparisons": [c.to_dict() for c in self.comparisons],
@@ -157,6 +160,7 @@ def run(
         notes=list(num.notes) if num else [],
         layers=layers,
         loss=loss,
+        warnings=hazards.of_spec(spec),
     )
     result.diagnosis = dg.diagnose(result)
     return result

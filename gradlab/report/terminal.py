@@ -247,9 +247,13 @@ def _skip_lines(result) -> list[str]:
     return [f"  {short_pair(s.candidate, s.reference)} skipped: {s.reason}" for s in table_rows(result)[1]]
 
 
+WARNING_STYLE = "bold yellow"
+
+
 def _notes(result) -> list[tuple[str, str]]:
-    """Skipped pairs, zero gradients and kinks: never a silent pass."""
-    out = [(line, STATUS_STYLE["skipped"]) for line in _skip_lines(result)]
+    """Hazards (gradlab.hazards), skipped pairs, zero gradients and kinks: never a silent pass."""
+    out = [(f"  {w.text()}", WARNING_STYLE) for w in getattr(result, "warnings", ())]
+    out += [(line, STATUS_STYLE["skipped"]) for line in _skip_lines(result)]
     out += [(f"  not checked: {u.text()}", STATUS_STYLE["skipped"]) for u in result.unchecked if u.kind != "skipped"]
     zero: dict[str, list[str]] = {}  # the cause (the row's note, gradlab.zeros) -> the tensors it zeroes
     for c in result.comparisons:
