@@ -127,11 +127,7 @@ def factor_lines(result) -> list[str]:
 
 def zero_lines(result) -> list[str]:
     """Each exactly-zero weight gradient with its reason (rows in a run sharing a reason named together): never a silent ok."""
-    s = result.summary
-    zero = s.get("zero_weight_gradient")
-    if zero is None:  # a document from before zero_weight_gradient: δ = dW = 0, the reason not recorded
-        return [f"δ = dW = 0 exactly at {_short(s['zero_layers'])}"] if s.get("zero_layers") else []
-    lines, run, items = [], [], list(zero.items())
+    lines, run, items = [], [], list(result.summary["zero_weight_gradient"].items())
     for k, (name, why) in enumerate(items):
         run.append(name)
         if k + 1 == len(items) or items[k + 1][1] != why:
