@@ -186,16 +186,23 @@ def test_engine_names_are_the_same_words_as_every_other_output(failing):
 # --- 12: volume ------------------------------------------------------------------------------------
 
 
-def test_an_all_pass_run_prints_a_line_per_spec_and_the_verdict():
-    result = CliRunner().invoke(main, ["check", "specs/", "--allow-unchecked"])  # seed002's cuda rows: skipped without a GPU
+def test_an_all_pass_run_prints_a_line_per_spec_and_the_verdict(tmp_path):
+    import shutil
+
+    (tmp_path / "sub").mkdir()
+    names = ("seed000_tanh", "seed002_classifier", "seed003_two_layer", "deep_sigmoid_10")  # seed002 asks for cuda
+    for name in names:
+        shutil.copy(next(p for p in SPECS if p.stem == name), tmp_path / "sub" / f"{name}.yaml")
+    specs = str(tmp_path)
+    result = CliRunner().invoke(main, ["check", specs, "--allow-unchecked"])  # seed002's cuda rows: skipped without a GPU
     lines = result.output.splitlines()
-    n = len(list(SPECS))
+    n = len(names)
     summary = [line for line in lines if line.startswith(("PASS  ", "INCOMPLETE  "))]  # INCOMPLETE: seed002's cuda, without a GPU
     assert result.exit_code == 0 and len(summary) == n
     assert all(re.search(r": \d+ (pass|zero-gradient)\b.* in \d+\.\d\d s$", line) for line in summary)
     assert "parameter" not in result.output and lines[-1].startswith(("PASS:", "INCOMPLETE:"))
     assert len(lines) < 2 * n + 1  # notes (zero gradient, skipped pairs) only, no tables
-    verbose = CliRunner().invoke(main, ["check", "specs/", "-v"]).output
+    verbose = CliRunner().invoke(main, ["check", specs, "-v"]).output
     assert verbose.count("candidate/ref") == n
 
 
