@@ -42,9 +42,13 @@ class KinkWatch:
     RADIUS = 256.0
     FLOOR = 1e-30  # absolute: values this small are at a kink of 0 for any purpose (the complex step moves real parts by O(h^2))
 
-    def __init__(self, n: int, eps: float):
+    def __init__(self, n: int, eps: float, quiet=frozenset()):
         self.flags = np.zeros(n, bool)
         self.eps = eps
+        self.quiet = quiet  # id() of layers with no unit near a kink at the base point: nothing to watch there
+
+    def watches(self, layer) -> bool:
+        return id(layer) not in self.quiet
 
     def radius(self, x) -> np.ndarray:
         """One radius per row of axis 0 of x (the row's values' scale)."""
@@ -76,8 +80,8 @@ _WATCHES: list[KinkWatch] = []
 class watching:
     """`with watching(n, eps) as w:` -- layers' complex-step evaluations in the block report to w (see KinkWatch)."""
 
-    def __init__(self, n: int, eps: float):
-        self.watch = KinkWatch(n, eps)
+    def __init__(self, n: int, eps: float, quiet=frozenset()):
+        self.watch = KinkWatch(n, eps, quiet)
 
     def __enter__(self) -> KinkWatch:
         _WATCHES.append(self.watch)
@@ -214,7 +218,7 @@ class ActivationLayer:
 
     def forward(self, params, z, rows=None):
         hp = self.hyper(params)
-        if _WATCHES and self.op.kinks:
+        if _WATCHES and self.op.kinks and _WATCHES[-1].watches(self):
             _WATCHES[-1].activation(self.op, z, hp)
         return self.op.forward(z, hp)
 
@@ -388,7 +392,7 @@ class OpLayer:
         for k, v in values.items():
             base = self.infos[k].shape
             p[k] = v[None] if v.ndim == len(base) else np.broadcast_to(v, lead + base).reshape((n,) + base)
-        if _WATCHES and self.op.kinks and np.iscomplexobj(x):
+        if _WATCHES and self.op.kinks and np.iscomplexobj(x) and _WATCHES[-1].watches(self):
             self._watch(_WATCHES[-1], x, xs, lead)
         y = self.op.forward(xs, {**p, **self._buffers(rows, xs.dtype)}, self.options)
         return y.reshape(lead + y.shape[1:])

@@ -316,7 +316,7 @@ def _moved_units(before, after, layer, b, j, off):
     if isinstance(layer, ActivationLayer) and layer.op.elementwise and not layer.trainable:
         rows = after[b].astype(dt)
         z = before[b].reshape(len(b), -1)[p, j] + off
-        if _WATCHES and layer.op.kinks:  # the moved unit itself goes through the activation here
+        if _WATCHES and layer.op.kinks and _WATCHES[-1].watches(layer):  # the moved unit itself goes through the activation here
             _WATCHES[-1].note(layer.op.near_kink(z, layer.fixed, _WATCHES[-1].radius(before[b])))
         rows.reshape(len(b), -1)[p, j] = layer.op.forward(z, layer.fixed)
         return rows, True
@@ -366,6 +366,7 @@ class _Base:
     hs: list  # hs[l]: input of layer l; hs[-1]: the output
     row_loss: np.ndarray  # per-sample loss (B,)
     near_kink: dict = field(default_factory=dict)  # layer index -> (B, width) bool: on a declared kink within rounding
+    quiet: frozenset = frozenset()  # id() of N-d layers with kinks that no unit is near at this point (see _quiet_layers)
     _row_losses: np.ndarray | None = None
     loss_floor: np.ndarray | None = None  # (B,) the rounding a loss adds by working on its inputs' scale
 
@@ -388,7 +389,7 @@ class _Base:
     def watch(self, n: int):
         """A KinkWatch over n rows of complex-step evaluations (see network.KinkWatch): N-d networks. The seeds'
         dense networks track their declared kinks per unit instead (`near_kink`, `_site_kinks`)."""
-        return _unwatched(n) if self.net.flat else watching(n, float(np.finfo(self.net.dtype).eps))
+        return _unwatched(n) if self.net.flat else watching(n, float(np.finfo(self.net.dtype).eps), self.quiet)
 
     @property
     def batch_workspace(self) -> int:
@@ -468,11 +469,40 @@ class _unwatched:
         return None
 
 
+def _quiet_layers(net: Network, params: dict, x: np.ndarray) -> frozenset:
+    """id() of the layers with kinks (nested ones too) none of whose units sits within twice the watch's radius
+    of a kink at the base point, the radius taken at the scale of the whole batch: the complex step leaves real
+    parts where they are (up to O(h^2)), so no evaluation can bring a unit near a kink there -- those layers
+    need no watching (the common case; watching a max-pool costs as much as the pool)."""
+    quiet = set()
+    eps = float(np.finfo(net.dtype).eps)
+    rng = np.random.default_rng(0)
+
+    def visit(layers, h):
+        for layer in layers:
+            if isinstance(layer, ResidualLayer):
+                visit(layer.layers, h)
+                if layer.projection is not None:
+                    visit([layer.projection], h)
+            elif getattr(getattr(layer, "op", None), "kinks", None) and layer.complex_safe:
+                with watching(1, 2 * eps) as probe:  # every unit moving, each with its own tangent
+                    layer.forward(params, (h + 1j * rng.uniform(1.0, 2.0, h.shape))[None])
+                if not probe.flags.any():
+                    quiet.add(id(layer))
+            h = layer.forward(params, h)
+
+    with np.errstate(all="ignore"):
+        visit(net.layers, x)
+    return frozenset(quiet)
+
+
 def _base_pass(net: Network, params: dict, x: np.ndarray, target: np.ndarray) -> _Base:
     hs = [x]
     for layer in net.layers:
         hs.append(layer.forward(params, hs[-1]))
     base = _Base(net, params, target, hs, net.sample_losses(hs[-1]))
+    if not net.flat:
+        base.quiet = _quiet_layers(net, params, x)
     eps_net = float(np.finfo(net.dtype).eps)
     for m, layer in enumerate(net.layers if net.flat else ()):
         if isinstance(layer, ActivationLayer) and layer.op.kink_points(layer.hyper(params)):
@@ -834,7 +864,7 @@ def _rank_one(values, j: int, rest, params, b, unit, off):
     r, c = unit // width, unit % width
     u_rows = u_site.reshape(u_site.shape[0], -1, width)
     z = u_rows[b, r, c] + off
-    if _WATCHES and act.op.kinks:
+    if _WATCHES and act.op.kinks and _WATCHES[-1].watches(act):
         _WATCHES[-1].note(act.op.near_kink(z, act.fixed, _WATCHES[-1].radius(u_rows[b, r])))
     change = act.op.forward(z, act.fixed) - a_site.reshape(u_rows.shape)[b, r, c]
     w = dense_op.as_in_out(params[rest[1].weight], rest[1].layout)  # (in, out)
@@ -1000,10 +1030,11 @@ def differentiate(
     rng = np.random.default_rng(seed)
     at_sites: dict[int, tuple] = {}
 
-    def cotangent(at: int) -> tuple:
-        """dL/dh at the input of top-level layer `at` (value, error, kinks), computed once."""
+    def cotangent(at: int, tick=None) -> tuple:
+        """dL/dh at the input of top-level layer `at` (value, error, kinks), computed once: sites, inner sites
+        of ops and cuts share it."""
         if at not in at_sites:
-            at_sites[at] = _site_derivative(base, at, method, rel)
+            at_sites[at] = _site_derivative(base, at, method, rel, tick)
         return at_sites[at]
 
     if structured and _structured(net):
@@ -1016,7 +1047,7 @@ def differentiate(
         for site, layer in sites.items():
             size = x.size if layer is None else sum(params[n].size for n in layer.param_names if n in wanted)
             tick = (lambda frac, size=size: progress(int(round(frac * size)))) if progress else None
-            delta, d_err, d_kink = _site_derivative(base, site, method, rel, tick)
+            delta, d_err, d_kink = cotangent(site, tick)
             if layer is None:
                 results[INPUT] = _Tensor(*(a.reshape(x.shape) for a in (delta, d_err, d_kink)))
             elif isinstance(layer, DenseLayer):

@@ -72,8 +72,22 @@ def _argmax(G: _Geom, x):
 
 def _max_forward(nd: int, name: str):
     def forward(x, p, o):
-        flat, idx = _argmax(_Geom(name, nd, x.shape[2:], o), x)
-        return np.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
+        # one pass per kernel offset over strided views (no window copies): keep the first strictly larger real
+        # part, in row-major window order -- the element _argmax picks (torch's strict `>` scan)
+        G = _Geom(name, nd, x.shape[2:], o)
+        xp = padded(x, G.pad, G.pad, -np.inf)
+        best = None
+        for k in np.ndindex(*G.kernel):
+            part = xp[(Ellipsis,) + offset_slices(k, G.out, G.stride, G.ones)]
+            if best is None:
+                best = part.copy()
+                best_re = np.real(best) if np.iscomplexobj(best) else best
+                continue
+            part_re = np.real(part) if np.iscomplexobj(part) else part
+            larger = part_re > best_re
+            larger |= np.isnan(part_re) & ~np.isnan(best_re)  # argmax's first NaN wins
+            np.copyto(best, part, where=larger)  # best_re is best's real part (a view): it follows
+        return best
 
     return forward
 
