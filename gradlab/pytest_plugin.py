@@ -194,10 +194,14 @@ class SpecItem(pytest.Item):
             reasons = sorted({c.note for c in result.comparisons if c.note})
             pytest.skip("; ".join(reasons) or f"nothing to check on {self.device}")
         for status in ("zero-gradient", "kink"):
-            names = list(dict.fromkeys(c.parameter for c in judged if c.status == status))
-            if names:
-                note = next(c.note for c in judged if c.status == status)
-                self.warn(GradlabWarning(f"{status} for {', '.join(names)}: {note}"))
+            by_note: dict[str, list[str]] = {}  # each tensor's own reason (a key bias cancels; a step blocks): one warning a reason
+            for c in judged:
+                if c.status == status:
+                    by_note.setdefault(c.note, []).append(c.parameter)
+            for note, names in by_note.items():
+                self.warn(GradlabWarning(f"{status} for {', '.join(dict.fromkeys(names))}: {note}"))
+        for w in getattr(result, "warnings", []):  # hazards around right values (a dense layer on a spatial axis)
+            self.warn(GradlabWarning(w.text()))
         for u in result.unchecked:  # what this item asked for and did not get checked: never a silent pass
             self.warn(GradlabWarning(f"not checked: {u.text()}"))
 

@@ -293,3 +293,15 @@ loss: {fn: sse}
     result = pytester.runpytest("-v", "-W", "default", "-W", "ignore::pytest.PytestAssertRewriteWarning")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*zero-gradient for layers.0.weight*"])
+
+
+def test_a_hazard_is_a_warning_of_the_item(pytester):
+    """pytest says what `gradlab check` says: a dense layer left on a spatial axis is a warning, and the item passes."""
+    import yaml
+
+    from .test_hazards import NO_FLATTEN
+
+    pytester.makefile(".yaml", cnn=yaml.safe_dump(NO_FLATTEN))
+    result = pytester.runpytest("-v", "-W", "default", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*warning (dense-on-spatial-axis): network.layers[[]3]*"])  # [[] is a literal [

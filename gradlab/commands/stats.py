@@ -39,9 +39,10 @@ def command(specs, seeds, batch, lr, fmt, output, reports=(), quiet=False, timeo
     back-propagated error delta = dL/dz at its output and of dL/dW, delta relative to the output
     layer, the factor by which delta shrinks per row beside the variance-propagation theory
     sqrt(n Var[W] E[f'(z)^2]) (where the next row is a dense or conv layer fed directly; empty
-    elsewhere), saturated and dead units, the SGD update ratio, and a verdict
-    (zero-gradient, dead, saturated, vanishing, exploding, ok) with thresholds from the spec's
-    `stats:` section. A spec that cannot be measured gets its `Error:` line and the others still
+    elsewhere), saturated and dead units, the SGD update ratio, and a verdict, the first that
+    applies of dead, zero-gradient, saturated, vanishing-dW / exploding-dW (dW rms over the
+    output row's), vanishing-delta / exploding-delta (delta over the output's, where dW is in
+    bounds), ok, with thresholds from the spec's `stats:` section. A spec that cannot be measured gets its `Error:` line and the others still
     run. Exit code 0, or 2 when a spec or the usage is wrong or user code failed, 3 for an
     internal error.
 
