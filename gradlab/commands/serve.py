@@ -78,7 +78,12 @@ def command(host, port, db_url, workers, executor, address, allow_code, token_fi
         raise GradlabError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
     if executor == "local":
         _warm_forkserver()
-    pool = make_executor(executor, workers=workers, address=address)
+    if executor == "local" and address is None:  # long-lived warm workers (service.pool): no fork per spec
+        from ..service.pool import WarmPool
+
+        pool = WarmPool(workers)
+    else:
+        pool = make_executor(executor, workers=workers, address=address)
     workers = workers or getattr(pool, "workers", None) or os.cpu_count() or 1
     app = create_app(ServiceConfig(sessions=sessions, executor=pool, capacity=workers, allow_code=allow_code, token=token,
                                    reports_dir=reports_dir, max_queued=max_queue, timeout=timeout, hosts=hosts,

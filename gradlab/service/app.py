@@ -93,7 +93,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     session = session_value(config.token) if config.token is not None else None
     logins = LoginLimiter()
 
-    def authorized(request: Request) -> None:
+    async def authorized(request: Request) -> None:  # async: no thread hop for a header comparison
         if config.token is None:
             return
         header = request.headers.get("authorization", "")
@@ -117,26 +117,30 @@ def create_app(config: ServiceConfig) -> FastAPI:
         try:
             body = await _read_body(request, config.max_body)
             submission = await _parse_submission(request, body)
-            files = await run_in_threadpool(_validated, submission, config.allow_code)
-            run_id = await run_in_threadpool(request.app.state.runs.submit, submission.specs, submission.options, submission.label, files)
+            files, facts = await run_in_threadpool(_validated, submission, config.allow_code)
+            run_id = await run_in_threadpool(request.app.state.runs.submit, submission.specs, submission.options, submission.label, files,
+                                             facts)
         except intake.Refused as exc:
             return JSONResponse({"detail": str(exc), "errors": [{"index": i, "message": m} for i, m in exc.errors]}, exc.status)
         except QueueFull as exc:
             return JSONResponse({"detail": str(exc)}, 429, headers={"Retry-After": str(exc.retry_after)})
         return JSONResponse({"id": run_id}, 202, headers={"Location": f"/api/runs/{run_id}"})
 
+    polled = RunCache()
+
     @api.get("/runs/{run_id}")
-    def get_run(run_id: RunId, request: Request):
-        with sessions() as session:
-            run = session.execute(select(*POLLED).where(Run.id == run_id)).first()
-            if run is None:
+    async def get_run(run_id: RunId, request: Request):
+        # Clients poll this: a run that has not changed since it was last read is answered from memory, on the event
+        # loop, without a thread or a query (RunQueue.run_version changes after every committed change of the run).
+        queue = request.app.state.runs
+        version = queue.run_version(run_id)
+        body = polled.get(run_id, version)
+        if body is None:
+            body = await run_in_threadpool(_run_document, sessions, queue, run_id)
+            if body is None:
                 raise HTTPException(404, f"no run {run_id}")
-            names = session.scalars(select(RunSpec.name).where(RunSpec.run_id == run_id).order_by(RunSpec.position)).all()
-            files = _files(session, run_id, names)
-        head = json.dumps({**_summary(run, names, request.app.state.runs.progress(run_id)), "options": run.options,
-                           "stats_output": run.stats_output, "files": files})
-        # the stored document goes out as it was written: no parse and re-encode of every tensor's row per poll
-        return Response(f'{head[:-1]}, "result": {run.result or "null"}}}', media_type="application/json")
+            polled.put(run_id, version, body)
+        return Response(body, media_type="application/json")
 
     @api.get("/runs/{run_id}/report.{suffix}")
     def get_report(run_id: RunId, suffix: str):
@@ -162,11 +166,17 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise HTTPException(404, f"run {run_id} has no report: none of its specs could be checked (see its result's errors)")
         return Response(text, media_type=MEDIA[fmt], headers=REPORT_HEADERS if fmt == "html" else {})
 
+    listed = RunCache(entries=64, max_bytes=8 * 2**20)
+
     @api.get("/runs")
-    def list_runs(request: Request, spec: str | None = Query(None, max_length=300), limit: int = Query(50, ge=1, le=1000)):
-        with sessions() as session:
-            runs = _runs(session, spec, limit, request.app.state.runs)
-        return JSONResponse({"runs": runs})  # already JSON's types: no pass through jsonable_encoder
+    async def list_runs(request: Request, spec: str | None = Query(None, max_length=300), limit: int = Query(50, ge=1, le=1000)):
+        queue = request.app.state.runs
+        version, key = queue.version, (spec, limit)  # read before the query: a change after it is a new version
+        body = listed.get(key, version)
+        if body is None:
+            body = await run_in_threadpool(_runs_document, sessions, spec, limit, queue)
+            listed.put(key, version, body)
+        return Response(body, media_type="application/json")
 
     @api.get("/specs/{name:path}/history")
     def history(name: str, limit: int = Query(50, ge=1, le=1000)):
@@ -309,10 +319,58 @@ async def _parse_submission(request: Request, body: bytes) -> intake.Submission:
     raise intake.Refused(415, [(None, f"body: Content-Type {kind or 'none'!r}; send application/json or multipart/form-data")])
 
 
-def _validated(submission: intake.Submission, allow_code: bool) -> dict:
-    """The specs validated (intake.validate_specs), then their op files matched to their impl: paths."""
-    intake.validate_specs(submission.specs, allow_code=allow_code)
-    return intake.match_files(submission.specs, submission.files)
+def _validated(submission: intake.Submission, allow_code: bool) -> tuple[dict, list]:
+    """The specs validated (intake.validate_specs), then their op files matched to their impl: paths: (files, facts)."""
+    facts = intake.validate_specs(submission.specs, allow_code=allow_code)
+    return intake.match_files(submission.specs, submission.files), facts
+
+
+class RunCache:
+    """The last body answered for each key, with the version it was made at (LRU; at most `entries`, `max_bytes`)."""
+
+    def __init__(self, entries: int = 4096, max_bytes: int = 64 * 2**20):
+        from collections import OrderedDict
+
+        self.entries, self.max_bytes = entries, max_bytes
+        self._bodies: OrderedDict = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key, version) -> bytes | None:
+        found = self._bodies.get(key)
+        if found is None or found[0] != version:
+            return None
+        self._bodies.move_to_end(key)
+        return found[1]
+
+    def put(self, key, version, body: bytes) -> None:
+        old = self._bodies.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1])
+        if len(body) > self.max_bytes // 8:  # a huge document is not kept
+            return
+        self._bodies[key] = (version, body)
+        self._bytes += len(body)
+        while len(self._bodies) > self.entries or self._bytes > self.max_bytes:
+            self._bytes -= len(self._bodies.popitem(last=False)[1][1])
+
+
+def _run_document(sessions, queue: RunQueue, run_id: int) -> bytes | None:
+    """GET /api/runs/{id}'s body, or None when there is no such run."""
+    with sessions() as session:
+        run = session.execute(select(*POLLED).where(Run.id == run_id)).first()
+        if run is None:
+            return None
+        names = session.scalars(select(RunSpec.name).where(RunSpec.run_id == run_id).order_by(RunSpec.position)).all()
+        files = _files(session, run_id, names)
+    head = json.dumps({**_summary(run, names, queue.progress(run_id)), "options": run.options,
+                       "stats_output": run.stats_output, "files": files})
+    # the stored document goes out as it was written: no parse and re-encode of every tensor's row per poll
+    return f'{head[:-1]}, "result": {run.result or "null"}}}'.encode()
+
+
+def _runs_document(sessions, spec: str | None, limit: int, queue: RunQueue) -> bytes:
+    with sessions() as session:
+        return json.dumps({"runs": _runs(session, spec, limit, queue)}).encode()
 
 
 def _files(session, run_id: int, names) -> list[dict]:

@@ -122,14 +122,16 @@ def counted(specs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return specs
 
 
-def validate_specs(specs: list[tuple[str, str]], *, allow_code: bool) -> None:
+def validate_specs(specs: list[tuple[str, str]], *, allow_code: bool) -> list[SpecFacts]:
     """Every spec validated, every problem listed: Refused(422) for bad specs; Refused(403) when every spec names user code
     on a server without it. Where only some do, the run is accepted: those specs are refused alone, each an error result
-    of the run (runs.RunQueue), and the others are checked, as a local `gradlab check --no-code` does."""
-    bad, code = [], []
+    of the run (runs.RunQueue), and the others are checked, as a local `gradlab check --no-code` does.
+    Returns what the queue needs to know of each spec (SpecFacts), read while the spec was parsed here, once."""
+    bad, code, facts = [], [], []
     for i, (name, text) in enumerate(specs):
         try:
-            where = _validate(name, text, allow_code=allow_code)
+            where, timeout = _validate(name, text, allow_code=allow_code)
+            facts.append(SpecFacts(where, timeout))
         except SpecError as exc:
             bad.append((i, str(exc)))
             continue
@@ -142,6 +144,26 @@ def validate_specs(specs: list[tuple[str, str]], *, allow_code: bool) -> None:
         raise Refused(422, bad)
     if code and len(code) == len(specs):  # nothing could be checked
         raise Refused(403, code)
+    return facts
+
+
+@dataclass(frozen=True)
+class SpecFacts:
+    """What the queue needs of a spec before it runs: where it names user code (None: nowhere), its check.timeout."""
+
+    code: str | None
+    timeout: float | None
+
+
+def spec_facts(name: str, text: str) -> SpecFacts | None:
+    """A stored spec's facts, read again (a run queued before a restart); None when the text is not a spec."""
+    from ..spec import declared_timeout, parse_yaml
+
+    try:
+        data = parse_yaml(text, name)
+        return SpecFacts(_user_code_key(data), declared_timeout(data))
+    except Exception:  # noqa: BLE001 - the worker reports what is wrong with it
+        return None
 
 
 def match_files(specs: list[tuple[str, str]], files: dict[int, list[tuple[str, str]]] | None) -> dict[int, list[tuple[str, str]]]:
@@ -244,9 +266,10 @@ def user_code_key(name: str, text: str) -> str | None:
     return _user_code_key(parse_yaml(text, name))
 
 
-def _validate(name: str, text: str, *, allow_code: bool) -> str | None:
-    """The key path of the first `impl:` (such a spec is validated in a worker), else None once the spec is valid."""
-    from ..spec import max_spec_bytes, parse_yaml, validate
+def _validate(name: str, text: str, *, allow_code: bool) -> tuple[str | None, float | None]:
+    """(the key path of the first `impl:` (such a spec is validated in a worker) or None once the spec is valid, the
+    spec's check.timeout or None)."""
+    from ..spec import declared_timeout, max_spec_bytes, parse_yaml, validate
 
     cap = max_spec_bytes()
     size = len(text.encode("utf-8"))
@@ -255,11 +278,11 @@ def _validate(name: str, text: str, *, allow_code: bool) -> str | None:
     data = parse_yaml(text, name)
     if data is None:
         raise SpecError(name, "(top level)", "the file is empty; expected a spec with input, network and loss")
-    where = _user_code_key(data)
+    where, timeout = _user_code_key(data), declared_timeout(data)
     if where is not None:
-        return where
+        return where, timeout
     validate(data, name, base_dir=".")  # no impl: nothing is imported, the base folder is never read
-    return None
+    return None, timeout
 
 
 def _user_code_key(data: Any, path: str = "") -> str | None:

@@ -76,6 +76,10 @@ def _check_with_files(name: str, text: str, options: dict, timeout: float, *, al
 def worker_environment() -> dict:
     """Versions and devices where the checks run (a worker's machine: with Ray, a cluster node), without the
     spec hashes; asked once at start-up, so that the web process never imports torch."""
+    import json
+
     from ..environment import environment
 
-    return {k: v for k, v in environment([]).items() if k != "specs"}
+    # through JSON: plain types only (torch.__version__ is a TorchVersion, whose unpickling would import torch in the
+    # web process, ~1.5 s of its CPU while it serves requests)
+    return json.loads(json.dumps({k: v for k, v in environment([]).items() if k != "specs"}, default=str))

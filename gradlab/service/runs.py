@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 
 from .db import ComparisonRow, Report, Run, RunSpec, SpecFile, SpecResultRow, utcnow
 
@@ -97,11 +97,16 @@ class _Active:
     results: list = field(default_factory=list)
     pending: deque = field(default_factory=deque)  # indexes of the specs still to hand to the executor
     files: dict = field(default_factory=dict)  # spec index -> [(impl path, text)]: the op files sent with it
+    facts: list = field(default_factory=list)  # intake.SpecFacts of each spec (None: not a spec; its worker says why)
     returned: int = 0  # specs with a result (checked, or refused without running)
 
     def __post_init__(self):
+        from .intake import spec_facts
+
         self.results = [None] * len(self.names)
         self.pending = deque(range(len(self.names)))
+        if len(self.facts) != len(self.names):  # read again from the text (a run queued before a restart)
+            self.facts = [spec_facts(name, text) for name, text in zip(self.names, self.texts)]
 
 
 class RunQueue:
@@ -128,6 +133,27 @@ class RunQueue:
         self._finishing: dict[int, _Active] = {}
         self._finished: queue.Queue = queue.Queue()
         self._writer = threading.Thread(target=self._write, name="gradlab-writer", daemon=True)
+        # What submit() already knows of a queued run (its specs, options, files, SpecFacts): the dispatcher starts it
+        # without reading it back from the database.
+        self._prepared: dict[int, tuple] = {}
+        # Each run's version: bumped after every change of what GET /api/runs/{id} shows (always after the change is
+        # committed), so that the API can answer polls of an unchanged run from what it answered last (app.RunCache).
+        self._versions: dict[int, int] = {}
+        self._generation = 0  # a new generation when _versions is emptied (it stays bounded)
+        self.version = 0  # bumped after any run's change: the runs list's version
+        self._version_lock = threading.Lock()
+
+    def run_version(self, run_id: int) -> tuple[int, int]:
+        """The run's version: an equal value later means nothing GET /api/runs/{id} shows has changed since."""
+        return self._generation, self._versions.get(run_id, 0)
+
+    def _changed(self, run_id: int) -> None:
+        with self._version_lock:
+            if len(self._versions) >= 100_000:
+                self._versions.clear()
+                self._generation += 1
+            self.version += 1
+            self._versions[run_id] = self.version
 
     # --- what the API calls ----------------------------------------------------------------------------
 
@@ -152,21 +178,27 @@ class RunQueue:
         if self._store is not None:
             self._store.close()
 
-    def submit(self, specs: list[tuple[str, str]], options: dict, label: str | None, files: dict | None = None) -> int:
+    def submit(self, specs: list[tuple[str, str]], options: dict, label: str | None, files: dict | None = None,
+               facts: list | None = None) -> int:
         """Store a validated run as `queued` and wake the dispatcher; QueueFull when max_queued runs wait already.
-        `files`: {spec index: [(impl path, text)]}, the op files sent with the specs (intake.match_files)."""
+        `files`: {spec index: [(impl path, text)]}, the op files sent with the specs (intake.match_files); `facts`: each
+        spec's intake.SpecFacts (validate_specs)."""
         with self._lock:
             self._refuse_if_full()
-            with self.sessions() as session, session.begin():
-                run = Run(status="queued", label=label, options=options, n_specs=len(specs), created=utcnow(), attempts=0,
-                          specs=[RunSpec(position=i, name=name, yaml=text) for i, (name, text) in enumerate(specs)])
-                session.add(run)
-                session.flush()
-                run_id = run.id
-                session.add_all(SpecFile(run_id=run_id, position=i, path=path, text=text, size=len(text.encode("utf-8")),
-                                         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
-                                for i, sent in (files or {}).items() for path, text in sent)
+            with self.sessions() as session, session.begin():  # Core inserts: no ORM unit of work on the request's path
+                run_id = session.execute(insert(Run).values(status="queued", label=label, options=options, n_specs=len(specs),
+                                                            created=utcnow(), attempts=0)).inserted_primary_key[0]
+                session.execute(insert(RunSpec), [dict(run_id=run_id, position=i, name=name, yaml=text)
+                                                  for i, (name, text) in enumerate(specs)])
+                sent = [dict(run_id=run_id, position=i, path=path, text=text, size=len(text.encode("utf-8")),
+                             sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+                        for i, pairs in (files or {}).items() for path, text in pairs]
+                if sent:
+                    session.execute(insert(SpecFile), sent)
+            self._prepared[run_id] = ([n for n, _ in specs], [t for _, t in specs], dict(options or {}),
+                                      {i: list(pairs) for i, pairs in (files or {}).items()}, list(facts or []))
             self._waiting.append(run_id)
+        self._changed(run_id)
         self._events.put(("wake",))
         return run_id
 
@@ -186,6 +218,7 @@ class RunQueue:
                 run.status, run.error, run.result, run.passed, run.exit_code, run.stats_output = "queued", None, None, None, None, None
                 run.started = run.finished = None
             self._waiting.append(run_id)
+        self._changed(run_id)
         self._events.put(("wake",))
 
     def progress(self, run_id: int) -> tuple[int, int] | None:
@@ -237,14 +270,24 @@ class RunQueue:
             self._submit_next(active)
 
     def _begin(self, run_id: int) -> _Active | None:
+        prepared = self._prepared.pop(run_id, None)
         with self.sessions() as session, session.begin():
-            run = session.get(Run, run_id)
-            if run is None or run.status != "queued":
-                return None
-            run.status, run.started, run.attempts = "running", utcnow(), run.attempts + 1
-            active = _Active(run.id, [s.name for s in run.specs], [s.yaml for s in run.specs], dict(run.options or {}))
-            for sent in session.scalars(select(SpecFile).where(SpecFile.run_id == run_id).order_by(SpecFile.position, SpecFile.path)):
-                active.files.setdefault(sent.position, []).append((sent.path, sent.text))
+            if prepared is not None:  # submitted to this server: what it holds is known; only its status changes
+                changed = session.execute(update(Run).where(Run.id == run_id, Run.status == "queued")
+                                          .values(status="running", started=utcnow(), attempts=Run.attempts + 1)).rowcount
+                if changed != 1:
+                    return None
+                names, texts, options, files, facts = prepared
+                active = _Active(run_id, names, texts, options, files=files, facts=facts)
+            else:  # queued before a restart, or retried: read back
+                run = session.get(Run, run_id)
+                if run is None or run.status != "queued":
+                    return None
+                run.status, run.started, run.attempts = "running", utcnow(), run.attempts + 1
+                active = _Active(run.id, [s.name for s in run.specs], [s.yaml for s in run.specs], dict(run.options or {}))
+                for sent in session.scalars(select(SpecFile).where(SpecFile.run_id == run_id).order_by(SpecFile.position, SpecFile.path)):
+                    active.files.setdefault(sent.position, []).append((sent.path, sent.text))
+        self._changed(run_id)
         if not self.allow_code:  # this server runs no user code: such a spec is refused alone, as a local --no-code check does
             from ..batch import error_result
 
@@ -266,12 +309,16 @@ class RunQueue:
         name, text = active.names[index], active.texts[index]
         self._submitted_at[active.id, index] = time.monotonic()
         options = {k: v for k, v in active.options.items() if k not in ("label", "timeout")}
-        limit = spec_timeout(text, active.options.get("timeout"), self.timeout)
+        facts = active.facts[index]
+        limit = float(active.options.get("timeout") or (facts.timeout if facts is not None else None) or self.timeout)
+        extra = {}
+        if getattr(self.executor, "reuses_workers", False):  # a warm worker, unless the spec runs user code (service.pool)
+            extra["reuse"] = facts is not None and facts.code is None and not active.files.get(index)
         try:
             future = self.executor.submit(check_below_the_api, name, text, options, limit, allow_code=self.allow_code,
                                           nice=getattr(self.executor, "name", "") == "local", files=active.files.get(index),
                                           pickled=self._store is not None and self._store.usable,
-                                          gpus=self._gpus(name, text, options), timeout=2 * limit + 10)
+                                          gpus=self._gpus(name, text, options), timeout=2 * limit + 10, **extra)
         except Exception as exc:  # the executor itself is gone (a lost Ray cluster)
             self._events.put(("done", active.id, index, exc))
             return
@@ -316,6 +363,7 @@ class RunQueue:
         except Exception as exc:  # the executor itself failed (a lost Ray cluster): gradlab's error, exit 3
             result = error_result(name, internal_message(exc), kind="internal")
         active.results[index] = result
+        self._changed(run_id)
         if active.returned == len(active.names):
             self._finished_run(active)
 
@@ -337,6 +385,7 @@ class RunQueue:
                                    f"{' '.join(str(exc).split())[:200]}); POST /api/runs/{active.id}/retry runs it again")
             finally:
                 self._finishing.pop(active.id, None)
+                self._changed(active.id)
 
     def _fail(self, active: _Active, why: str) -> None:
         try:
@@ -423,6 +472,7 @@ class StoreProcess:
 
 
 _STORE: dict = {}
+STORE_NAME = b"gradlab-store"  # the store process's name (/proc/PID/comm)
 
 
 def _store_open(db_url: str, reports_dir: str | None) -> None:
@@ -432,6 +482,9 @@ def _store_open(db_url: str, reports_dir: str | None) -> None:
 
     from .db import open_db
     from .jobs import WORKER_NICENESS
+    from .pool import name_process
+
+    name_process(STORE_NAME)
 
     try:
         os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICENESS)
@@ -501,17 +554,12 @@ def _environment(worker: dict, results, texts) -> dict:
 
 def _names_code(active: _Active) -> list[tuple[int, str]]:
     """(index, message) of each spec that names user code: refused alone on a server without --allow-code."""
-    from ..errors import SpecError
-    from .intake import code_refused, user_code_key
+    from .intake import code_refused
 
     refused = []
-    for index, (name, text) in enumerate(zip(active.names, active.texts)):
-        try:
-            where = user_code_key(name, text)
-        except SpecError:
-            continue  # a worker reports it
-        if where:
-            refused.append((index, code_refused(name, where)))
+    for index, (name, facts) in enumerate(zip(active.names, active.facts)):
+        if facts is not None and facts.code:  # None: not a spec, a worker reports it
+            refused.append((index, code_refused(name, facts.code)))
     return refused
 
 
@@ -520,18 +568,6 @@ def _scrub_folder(text: str) -> str:
     import re
 
     return re.sub(r"\S*gradlab-spec-[^/\s]*/", "", text)
-
-
-def spec_timeout(text: str, requested: float | None, default: float) -> float:
-    """A spec's deadline: the client's --timeout, else the spec's check.timeout, else the server's --timeout."""
-    if requested:
-        return float(requested)
-    from ..spec import declared_timeout, parse_yaml
-
-    try:
-        return declared_timeout(parse_yaml(text, "<spec>")) or default
-    except Exception:
-        return default
 
 
 def _stats_of(result):
