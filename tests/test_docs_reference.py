@@ -33,3 +33,20 @@ def test_a_new_field_reaches_the_page():
         widgets: S.PositiveInt = 3  # how many widgets
 
     assert "| `x.widgets` | integer > 0 | `3` | how many widgets |" in "\n".join(ref.model_table(Extra, "x."))
+
+
+def test_the_mkdocs_hook_fills_the_spec_page():
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("spec_reference_hook", root / "docs" / "hooks" / "spec_reference.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="reference/spec.md"))
+    source = (root / "docs" / "reference" / "spec.md").read_text(encoding="utf-8")
+    built = hook.on_page_markdown(source, page, None, None)
+    assert ref.generate() in built and hook.START not in built and "Reading this file on GitHub" not in built
+    other = SimpleNamespace(file=SimpleNamespace(src_uri="index.md"))
+    assert hook.on_page_markdown(source, other, None, None) == source
