@@ -26,7 +26,8 @@ from ..userops import contracts, loading
 from ..userops.contracts import KINDS
 from ..userops.loading import TargetError
 from . import models, pairs, randomness, report, stateful, subjects, surrogates
-from .judge import Counterexample, Finding, Undetermined, examine, tolerance
+from .findings import Counterexample, Finding, Undetermined
+from .judge import examine, tolerance
 from .search import DEFAULT_EXAMPLES, AuditResult, run
 from .strategies import MAX_ABS, Case, param_key
 

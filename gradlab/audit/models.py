@@ -25,7 +25,7 @@ from ..usercode import user_code
 from ..userops.loading import TargetError
 from . import conventions as C
 from . import strategies as S
-from .judge import fail
+from .findings import fail
 from .strategies import Case, Envelope
 from .subjects import Subject, as_float_array
 

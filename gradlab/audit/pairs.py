@@ -27,7 +27,7 @@ from hypothesis.extra import numpy as hnp
 from ..userops.loading import TargetError
 from . import conventions as C
 from . import strategies as S
-from .judge import Counterexample, NoBackward, fail, warn
+from .findings import Counterexample, NoBackward, fail, warn
 from .strategies import Case, Envelope
 from .subjects import BadReturn, Subject, as_float_array
 

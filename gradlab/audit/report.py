@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .judge import Finding, TensorCheck
+from .findings import Finding, TensorCheck
 from .search import AuditResult
 
 MAX_ROWS = 10  # mismatched elements listed per tensor, worst first

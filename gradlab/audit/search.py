@@ -26,7 +26,8 @@ from hypothesis.errors import Flaky, Unsatisfiable
 
 from . import judge, randomness
 from . import strategies as S
-from .judge import Counterexample, Finding, NoBackward, TensorCheck, Undetermined, examine, hazards
+from .findings import Counterexample, Finding, NoBackward, TensorCheck, Undetermined, hazards
+from .judge import examine
 from ..userops.loading import TargetError
 from ..usercode import expired
 from .subjects import Subject
@@ -111,7 +112,7 @@ class AuditResult:
     requested: int = 0  # --examples, when the op's budget is a share of it (`budget`)
     pair_mode: str = ""  # a function op's mode (pair, loss, plain): how `reproduce` calls it
     surrogate_declared: Any = None  # the surrogate as declared outside the op (an audit file): reproduce lines repeat it
-    warnings: list[Finding] = field(default_factory=list)  # hazards around right values (judge.WARNINGS)
+    warnings: list[Finding] = field(default_factory=list)  # hazards around right values (findings.WARNINGS)
     strict: bool = False  # --strict: a warning fails the op too
     built: str = ""  # what gradlab constructed to audit a class whose constructor takes arguments
     imported: str = ""  # how the op's file was imported when its imports needed the repository's root (loading.imported_as)

@@ -477,9 +477,6 @@ def built_subject(cls: type, target: str, *, max_abs: float):
     """A StatefulSubject on an instance of `cls` built from its parameter names: each profile of conventions.PROFILES
     in turn (image first for a conv or pool by its name), the first whose forward and backward accept an input.
     A loss layer is a LossLayerSubject."""
-    from ..usercode import UserCodeError as _UserCodeError
-    from .subjects import StatefulSubject
-
     if is_loss_layer(cls):
         return LossLayerSubject(cls, target, max_abs=max_abs)
 

@@ -368,7 +368,7 @@ class StatefulSubject(LayerSubject):
         """Parameters live on each call's fresh instance: nothing to put back."""
 
     def _forward(self, inst, case):
-        from .judge import fail
+        from .findings import fail
 
         self.fresh()
         out = stateful.call_forward(inst, self.layout.forward, case.inputs["x"])
@@ -380,7 +380,7 @@ class StatefulSubject(LayerSubject):
         return as_float_array(self._forward(self._instance(case), case))
 
     def backward(self, case, upstream):
-        from .judge import fail, warn
+        from .findings import fail, warn
 
         inst, bwd = self._instance(case), self.layout.backward
         self._forward(inst, case)
@@ -393,7 +393,7 @@ class StatefulSubject(LayerSubject):
         in_place = False
         for k, (v, before) in cache.items():
             if getattr(inst, k, None) is v and not np.array_equal(v, before, equal_nan=True):
-                in_place = True  # a hazard (judge.WARNINGS): the values are still judged
+                in_place = True  # a hazard (findings.WARNINGS): the values are still judged
                 warn(self, "in-place", f"{bwd} changed self.{k} in place (a second backward sees other values); "
                      "compute into a new array instead", case=case, upstream=upstream, stage="backward")
         grads = {"x": _copied(dx)}
@@ -450,7 +450,7 @@ class FunctionSubject(Subject):
             # name and identity forward say so. Judged against that relation (a wrong sign or lambda still fails), with
             # a warning that it was inferred, never silently.
             from . import surrogates
-            from .judge import WARNINGS, warn
+            from .findings import WARNINGS, warn
 
             self.surrogate = surrogates.parse("reverse", self.obj, target, self.arg_names)
             warn(self, "inferred surrogate", f"{self.name}: {WARNINGS['inferred surrogate']}")
