@@ -243,3 +243,150 @@ def test_fast_mode_passes_correct_network_and_auto_mode_threshold():
     assert result.passed and result.mode == "fast"
     assert all("fast mode" in c.note for c in result.comparisons if c.reference == "numeric")
     assert runner.resolve_mode("auto", build(spec)) == "full"
+
+
+# --- issue 23: the complex step through kinks and norms, attention's inner sites, sharpness ---------------
+
+SHARP_OPS = '''
+import math
+import numpy as np
+
+OFF = {off!r}
+
+
+class Tanh:
+    kind = "activation"
+    elementwise = True
+    complex_safe = True
+
+    def forward(self, z):
+        return np.tanh(z)
+
+    def backward(self, z, grad_out):
+        t = np.tanh(z)
+        return grad_out * (1.0 - t * t) * (1.0 + OFF)
+
+
+class Gelu:
+    kind = "activation"
+    elementwise = True
+    complex_safe = True
+    c = math.sqrt(2.0 / math.pi)
+
+    def forward(self, z):
+        return 0.5 * z * (1.0 + np.tanh(self.c * (z + 0.044715 * z**3)))
+
+    def backward(self, z, grad_out):
+        t = np.tanh(self.c * (z + 0.044715 * z**3))
+        d = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * self.c * (1.0 + 3 * 0.044715 * z * z)
+        return grad_out * d * (1.0 + OFF)
+'''
+
+
+def _sharp_spec(tmp_path, off: float, kind: str):
+    """A small CNN (conv, custom tanh, max-pool, dense) or pre-LN transformer block (layernorm, attention, custom
+    gelu MLP) whose custom activation's backward is exact (off 0) or off by a relative `off`."""
+    from gradlab.spec import load_spec
+
+    (tmp_path / "sharp_ops.py").write_text(SHARP_OPS.format(off=off))
+    if kind == "cnn":
+        body = """input: {shape: [1, 10, 10], batch: 2}
+target: {kind: onehot, classes: 3}
+network:
+  layers:
+    - {type: conv2d, channels: 3, kernel: 3}
+    - {type: activation, fn: custom, impl: 'sharp_ops.py:Tanh'}
+    - {type: maxpool2d, kernel: 2}
+    - {type: conv2d, channels: 4, kernel: 3}
+    - {type: activation, fn: relu}
+    - {type: flatten}
+    - {type: dense, units: 3}
+loss: {fn: softmax_cross_entropy}
+"""
+    else:
+        body = """input: {shape: [5, 8], batch: 2}
+target: {kind: regression}
+network:
+  layers:
+    - type: residual
+      layers: [{type: layernorm}, {type: attention, heads: 2}]
+    - type: residual
+      layers: [{type: layernorm}, {type: dense, units: 16}, {type: activation, fn: custom, impl: 'sharp_ops.py:Gelu'}, {type: dense, units: 8}]
+loss: {fn: sse}
+"""
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(f"name: sharp-{kind}\nseed: 1\n{body}check: {{engines: [analytic, numeric]}}\n")
+    return load_spec(path)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "transformer"])
+def test_analytic_and_numeric_alone_catch_a_backward_off_by_1e8(tmp_path, kind):
+    """Issue 23: with no torch mirror to compare against, the numeric engine alone must fail a custom activation
+    whose backward is off by a relative 1e-8 (inside a CNN with a max-pool and a relu, and inside a transformer
+    block's MLP after layernorm and attention), and pass its exact twin."""
+    exact = runner.run(_sharp_spec(tmp_path / "a", 0.0, kind) if (tmp_path / "a").mkdir() is None else None)
+    assert exact.passed, [(c.parameter, c.note) for c in exact.failures]
+    assert exact.method == "complex_step"
+    wrong = runner.run(_sharp_spec(tmp_path / "b", 1e-8, kind) if (tmp_path / "b").mkdir() is None else None)
+    assert not wrong.passed
+    assert {c.candidate for c in wrong.failures} | {c.reference for c in wrong.failures} == {"analytic", "numeric"}
+
+
+def _tie_net():
+    """conv1d (kernel 1) then max-pool 2 on an input whose first two positions are equal: the pool's first window
+    ties, and moving x[0] or x[1] decides which one wins (a kink in the input); the rest is smooth."""
+    net = build(validate({"seed": 2, "input": {"shape": [1, 6], "batch": 2}, "target": {"kind": "regression"},
+                          "network": {"layers": [{"type": "conv1d", "channels": 2, "kernel": 1},
+                                                 {"type": "maxpool1d", "kernel": 2}, {"type": "flatten"},
+                                                 {"type": "dense", "units": 2}]}, "loss": {"fn": "sse"}}))
+    net.x[:, 0, 1] = net.x[:, 0, 0]
+    return net
+
+
+def test_the_complex_step_sends_elements_on_a_max_pool_tie_to_real_differences():
+    """Elements whose move decides a max-pool's tie get the real-difference treatment (value and error as
+    richardson gives them: here the stencil straddles the kink, the value is the mean of the one-sided slopes
+    and the error covers both); every other element keeps the complex step's exact answer."""
+    net = _tie_net()
+    cs = numeric.differentiate(net, method="complex_step", wrt_input=True)
+    rich = numeric.differentiate(net, method="richardson", wrt_input=True)
+    tied = np.zeros(net.x.shape, bool)
+    tied[:, 0, :2] = True
+    v, e = cs.values["input"], cs.error["input"]
+    np.testing.assert_allclose(v[tied], rich.values["input"][tied], rtol=1e-9)
+    assert np.all(e[tied] > 0.1 * np.abs(v[tied]))  # the kink's two slopes differ by |v| or more
+    np.testing.assert_allclose(v[~tied], rich.values["input"][~tied], rtol=1e-7, atol=1e-10)
+    assert np.all(e[~tied] < 1e-12 * np.abs(v).max())  # exact away from the tie
+
+
+def test_the_complex_step_error_covers_pure_noise_attention_gradients():
+    """Second attention of two, small weights: its q.bias gradient is rounding noise (~1e-22). The complex step
+    claimed a few ulps of that noise (4.5e-36); measured against a second step, it claims at least the noise."""
+    from pathlib import Path
+
+    from gradlab.spec import load_spec
+
+    path = Path(__file__).parent / "fuzz_found" / "complex_step_error_estimate_tiny_attention_gradients.yaml"
+    for seed in (3, 9):
+        net = build(load_spec(path).model_copy(update={"seed": seed}))
+        g = numeric.differentiate(net, names=["layers.1.q.bias"])
+        assert g.method == "complex_step"
+        value, err = g.values["layers.1.q.bias"], g.error["layers.1.q.bias"]
+        assert np.abs(value).max() < 1e-20 and np.all(err >= np.abs(value))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_inner_sites_agree_with_element_by_element(causal):
+    """q, k, v and the output projection reached through their sites (complex step of the op's own contraction,
+    then linearity) give what differencing each weight through the whole network gives."""
+    net = build(validate({"seed": 5, "input": {"shape": [4, 6], "batch": 2}, "target": {"kind": "regression"},
+                          "network": {"layers": [{"type": "attention", "heads": 2, "causal": causal},
+                                                 {"type": "activation", "fn": "tanh"}, {"type": "dense", "units": 3}]},
+                          "loss": {"fn": "sse"}}))
+    names = [n for n in net.params if n.startswith("layers.0.")]
+    fast = numeric.differentiate(net, method="complex_step", names=names)
+    assert not fast.notes
+    slow = numeric.differentiate(net, method="complex_step", names=names, structured=False)
+    for n in names:
+        np.testing.assert_allclose(fast.values[n], slow.values[n], rtol=1e-12, atol=1e-15, err_msg=n)
+        assert np.all(np.abs(fast.values[n] - slow.values[n]) <= fast.error[n] + slow.error[n] + 1e-300), n

@@ -1,0 +1,69 @@
+"""Issue 23, side by side: speed and sharpness of gradlab's full check on N-d networks, this checkout against
+another one (`--before DIR`, e.g. `git archive <commit> | tar -x -C DIR`), interleaved run by run.
+
+    python benchmarks/bench_sharp.py --before /tmp/gl_before            # timings (min of --repeat) and verdicts
+    python benchmarks/bench_sharp.py --before /tmp/gl_before --repeat 1 --only sharp
+
+Each run is a fresh `python -m gradlab check SPEC --format json` process (PYTHONPATH picks the checkout); the time
+reported is the JSON document's `seconds` (the check itself, inside gradlab), the minimum over the repeats.
+Specs live in benchmarks/sharp/: LeNet-5 and the pre-LN transformer block (T 32, D 64, 4 heads, MLP 256, batch 2),
+and the same networks with a custom activation (an `impl:` user op, ops.py) whose backward is exact or off by a
+relative 1e-8, checked with `check.engines: [analytic, numeric]` only: the wrong twin must fail, the exact one pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SPECS = HERE / "sharp"
+SPEED = ["lenet5", "transformer_block"]
+SHARP = ["lenet5_tanh_exact", "lenet5_tanh_off1e-8", "transformer_gelu_exact", "transformer_gelu_off1e-8"]
+
+
+def check(root: Path, spec: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-m", "gradlab", "check", str(SPECS / f"{spec}.yaml"), "--format", "json"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+    doc = json.loads(out.stdout)["specs"][0]
+    numeric = [c for c in doc["comparisons"] if "numeric" in (c["reference"], c["candidate"]) and c["status"] in ("pass", "fail")]
+    return {
+        "seconds": doc["seconds"], "passed": doc["passed"], "method": doc["numeric_method"],
+        "max_rel": max((c["max_rel_err"] for c in numeric), default=float("nan")),
+        "failed": sorted({c["parameter"] for c in doc["comparisons"] if c["status"] == "fail"}),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", type=Path, help="another checkout to run side by side (its root folder)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per spec and checkout; the minimum is reported")
+    ap.add_argument("--only", choices=("speed", "sharp"))
+    args = ap.parse_args()
+    roots = {"after": HERE.parent}
+    if args.before:
+        roots = {"before": args.before.resolve(), **roots}
+    print(f"load average {os.getloadavg()[0]:.1f}; checkouts: " + ", ".join(f"{k} {v}" for k, v in roots.items()))
+    specs = (SPEED if args.only != "sharp" else []) + (SHARP if args.only != "speed" else [])
+    print(f"{'spec':<28}" + "".join(f"{k + ' s':>10}  {k + ' verdict':>14}  {k + ' max rel':>12}" for k in roots) + "  method (after)")
+    for spec in specs:
+        runs: dict[str, list[dict]] = {k: [] for k in roots}
+        for _ in range(args.repeat if spec in SPEED else 1):
+            for k, root in roots.items():  # interleaved: both checkouts see the same load
+                runs[k].append(check(root, spec))
+        cols = ""
+        for k in roots:
+            best = min(runs[k], key=lambda r: r["seconds"])
+            verdict = "pass" if best["passed"] else f"FAIL ({len(best['failed'])})"
+            cols += f"{best['seconds']:>10.2f}  {verdict:>14}  {best['max_rel']:>12.2e}"
+        print(f"{spec:<28}{cols}  {runs['after'][0]['method']}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
