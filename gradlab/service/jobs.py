@@ -73,6 +73,11 @@ def _check_with_files(name: str, text: str, options: dict, timeout: float, *, al
     return result
 
 
+def ready() -> bool:
+    """A warm worker's first job (service.pool.WarmPool.start_workers): it is up."""
+    return True
+
+
 def worker_environment() -> dict:
     """Versions and devices where the checks run (a worker's machine: with Ray, a cluster node), without the
     spec hashes; asked once at start-up, so that the web process never imports torch."""

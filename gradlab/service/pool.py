@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import threading
 
 from ..executors import JobTimeout, LocalExecutor, WorkerCrashed, _crumb_file, _death, _ProcessState, _running, _said
 
@@ -42,7 +41,7 @@ class WarmPool(LocalExecutor):
 
     def __init__(self, workers: int | None = None):
         super().__init__(workers)
-        self._local = threading.local()
+        self._idle: list[_Worker] = []  # warm workers no job holds now (at most one per slot)
         self._warm: set[_Worker] = set()
 
     def submit(self, fn, *args, gpus: float = 0.0, timeout: float | None = None, reuse: bool = False, **kwargs):
@@ -50,40 +49,67 @@ class WarmPool(LocalExecutor):
         run = self._run_warm if reuse else self._run
         return self._threads.submit(run, fn, args, kwargs, timeout, state)
 
+    def start_workers(self, timeout: float = 300.0) -> None:
+        """Start a warm worker for every slot now and wait until each has answered a first job (the forkserver's
+        preload, torch's import, included), so that the first specs do not pay for it while clients wait."""
+        from .jobs import ready
+
+        state = _ProcessState.here(threads=max(1, (os.cpu_count() or 1) // self.workers))
+        started = []
+        for _ in range(self.workers - len(self._warm)):
+            worker = _Worker(self._ctx)
+            with self._lock:
+                self._warm.add(worker)
+            started.append(worker)
+        for worker in started:
+            try:
+                up = worker.run(ready, (), {}, timeout, state) == (True, True) and not worker.retired
+            except Exception:  # noqa: BLE001 - the slot starts another worker at its next job
+                up = False
+            if up:
+                with self._lock:
+                    self._idle.append(worker)
+            else:
+                self._drop(worker)
+
     def _run_warm(self, fn, args, kwargs, timeout, state):
         while True:
             worker = self._worker()
-            outcome = worker.run(fn, args, kwargs, timeout, state)
+            try:
+                outcome = worker.run(fn, args, kwargs, timeout, state)
+            except BaseException:
+                self._drop(worker)
+                raise
             if outcome is not _NOT_TAKEN:
                 break
             self._drop(worker)  # it died while idle, before it took the job: the job goes to a new worker
         if worker.retired:
             self._drop(worker)
+        else:
+            with self._lock:
+                self._idle.append(worker)
         ok, value = outcome
         if ok:
             return value
         raise value
 
     def _worker(self) -> "_Worker":
-        worker = getattr(self._local, "worker", None)
-        if worker is not None and not worker.retired:
-            return worker
         with self._lock:
             if self._closed:
                 import concurrent.futures as cf
 
                 raise cf.CancelledError("the executor was shut down")
-            worker = _Worker(self._ctx)
+            if self._idle:
+                return self._idle.pop()
+        worker = _Worker(self._ctx)
+        with self._lock:
             self._warm.add(worker)
-        self._local.worker = worker
         return worker
 
     def _drop(self, worker: "_Worker") -> None:
         worker.stop()
         with self._lock:
             self._warm.discard(worker)
-        if getattr(self._local, "worker", None) is worker:
-            self._local.worker = None
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:

@@ -163,9 +163,15 @@ class RunQueue:
             self._waiting.extend(session.scalars(select(Run.id).where(Run.status == "queued").order_by(Run.id)).all())
         from .jobs import worker_environment
 
-        self._environment_job = self.executor.submit(worker_environment)
         if self.db_url is not None:
             self._store = StoreProcess(self.db_url, self.reports.folder)
+        if getattr(self.executor, "reuses_workers", False):  # warm workers up before the first request (service.pool)
+            self.executor.start_workers()
+            self._environment_job = self.executor.submit(worker_environment, reuse=True)
+        else:
+            self._environment_job = self.executor.submit(worker_environment)
+        if self._store is not None:
+            self._store.wait_ready()
         self._thread.start()
         self._writer.start()
         self._events.put(("wake",))
@@ -448,7 +454,14 @@ class StoreProcess:
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context(method), initializer=_store_open,
                                          initargs=(self.db_url, self.reports_dir))
-        self._pool.submit(_store_ready)  # started now, not at the first finished run
+        self._ready = self._pool.submit(_store_ready)  # started now, not at the first finished run
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Until the process is up, its imports done and its report templates compiled (or it failed: `write` says)."""
+        try:
+            self._ready.result(timeout)
+        except Exception:  # noqa: BLE001 - a store process that cannot start shows at the first write
+            pass
 
     def write(self, run_id: int, blobs: list[bytes], texts: list[str], options: dict, worker: dict) -> bool:
         from concurrent.futures.process import BrokenProcessPool
@@ -498,6 +511,9 @@ def _store_open(db_url: str, reports_dir: str | None) -> None:
 
     for module in FORMATS.values():  # imported once here, not at the first run
         import_module(f"gradlab.report.{module}")
+    from ..report.html import _env
+
+    _env().get_template("report.html.j2")  # jinja2 imported and the template compiled now: ~1 s, not the first run's
 
 
 def _store_ready() -> bool:
