@@ -328,3 +328,26 @@ def test_pages_refresh_while_a_run_is_in_progress_and_tables_scroll(server, setu
     page = server.call("GET", f"/runs/{run_id}")[1]
     assert '<meta http-equiv="refresh"' not in page and '<div class="scroll"><table id="specs">' in page
     assert '<meta http-equiv="refresh"' not in server.call("GET", "/")[1]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the workers through /proc")
+def test_user_code_never_runs_in_a_warm_worker_and_an_idle_workers_death_blames_no_spec(server, setup):
+    """Specs without user code go to long-lived warm workers (service.pool); a spec naming user code runs in a process of
+    its own, never in a warm one; a warm worker killed while idle is replaced and the next spec is checked normally."""
+    from .test_service import SEED003
+
+    def warm_workers():
+        return [pid for pid in _processes_in_group(server.proc.pid) if open(f"/proc/{pid}/comm").read().strip() == "gradlab-worker"]
+
+    assert server.wait(server.submit([("seed003_two_layer.yaml", SEED003.read_text())]))["exit_code"] == 0
+    (warm,) = warm_workers()  # --workers 1: one slot
+    flag(setup, "hang")
+    run_id = submit_flaky(server)
+    assert hung_worker(setup) != warm  # the user's op runs elsewhere
+    flag(setup, "hang", False)
+    assert server.wait(run_id)["exit_code"] == 0
+    os.kill(warm, signal.SIGKILL)
+    time.sleep(0.2)
+    run = server.wait(server.submit([("seed003_two_layer.yaml", SEED003.read_text())]))
+    assert (run["status"], run["exit_code"], run["result"]["specs"][0]["error"]) == ("done", 0, None)
+    assert warm_workers() not in ([], [warm])
