@@ -1,3 +1,3 @@
-from .supervise import main
+from .console import main
 
 main()

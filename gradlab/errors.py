@@ -7,6 +7,10 @@ class GradlabError(Exception):
     """A usage error with a message meant for the user (no traceback)."""
 
 
+class TargetError(GradlabError):
+    """A user op (`audit`, `compare`, a spec's impl:) cannot be loaded or does not follow its contract (exit code 2)."""
+
+
 class SpecError(GradlabError):
     def __init__(self, file: str, path: str, message: str, *, more: int = 0):
         self.file, self.path, self.message, self.more = file, path, message, more

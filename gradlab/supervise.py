@@ -15,6 +15,8 @@ through a stream that sends writes from user code (any frame outside gradlab, cl
 stderr and ignores a `close()` from user code. A shared page holds what user code is running now
 (`usercode.user_code` writes it), so that a death can be named.
 
+The console script itself (gradlab/console.py) is the one place that runs the click command; this module
+imports nothing of gradlab's, so every layer (usercode's breadcrumbs, the executors) may use it.
 `call(fn, *args)` runs one function the same way (the pytest plugin's items for specs with user code):
 the value comes back pickled, or `ProcessEnded` says how the process ended without one.
 `GRADLAB_NO_SUPERVISOR=1` runs the command in this process (debuggers, profilers).
@@ -96,19 +98,6 @@ def enabled() -> bool:
     return hasattr(os, "fork") and os.environ.get("GRADLAB_NO_SUPERVISOR", "") in ("", "0")
 
 
-def main() -> None:
-    """The `gradlab` console script: run the click command in a supervised child."""
-    if not enabled():
-        from .cli import main as cli_main
-
-        cli_main(prog_name="gradlab")
-        return
-    pid, end, crumb = _fork()
-    if pid == 0:
-        _child(end, crumb)  # never returns
-    os._exit(_supervise(pid, end, crumb))
-
-
 def _fork():
     """Fork a child that dies with this process: (pid, the pipe's end this side keeps, the breadcrumb page).
 
@@ -129,29 +118,6 @@ def _fork():
         return 0, write_end, crumb
     os.close(write_end)
     return pid, read_end, crumb
-
-
-def _child(record_fd: int, crumb) -> None:
-    _state.update(crumb=crumb, record_fd=record_fd)
-    code = 3
-    try:
-        _private_stdout()
-        from .cli import main as cli_main
-
-        try:
-            cli_main(prog_name="gradlab", standalone_mode=True)
-            code = 0
-        except SystemExit as exc:
-            code = _exit_code(exc.code)
-        except KeyboardInterrupt:
-            code = 130
-    except BaseException as exc:  # noqa: BLE001 -- the supervisor must get a record whatever happened here
-        try:
-            sys.stderr.write(f"Error: internal error of gradlab ({type(exc).__name__}: {str(exc)[:200]}); this is a bug: report it\n")
-        except BaseException:  # noqa: BLE001
-            pass
-        code = 3
-    _finish(record_fd, code)
 
 
 def _standard_fds_open() -> None:

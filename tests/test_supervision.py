@@ -24,7 +24,7 @@ from gradlab.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ROOT / "tests" / "supervision_targets"
 SPEC = TARGETS / "swish.yaml"
-GRADLAB = [sys.executable, "-c", "from gradlab.supervise import main; main()"]  # exactly what the console script runs
+GRADLAB = [sys.executable, "-c", "from gradlab.console import main; main()"]  # exactly what the console script runs
 
 
 def gradlab(*args, mode: str = "", where: str = "forward", wrong: float = 1.0, timeout: float = 120):

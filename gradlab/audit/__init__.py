@@ -25,7 +25,7 @@ import numpy as np
 from ..userops import contracts, loading
 from ..userops.contracts import KINDS
 from ..userops.loading import TargetError
-from . import models, pairs, randomness, report, stateful, subjects, surrogates
+from . import building, models, pairs, randomness, report, stateful, subjects, surrogates
 from .findings import Counterexample, Finding, Undetermined
 from .judge import examine, tolerance
 from .search import DEFAULT_EXAMPLES, AuditResult, run
@@ -90,8 +90,8 @@ def _prepare(op: Any, *, kind: str | None, base_dir, max_abs: float, backward: s
             return _pair_subject(raw, op, backward, kind, max_abs, module)
         if kind in (None, "model") and models.is_model(raw):  # a course model: TwoLayerNet(input_dim=...).loss(X, y)
             return models.ModelSubject(raw, op, max_abs=max_abs)
-        if kind in (None, "stateful") and stateful.needs_building(raw):  # Conv(X_dim, n_filter, ...): built from its parameter names
-            return stateful.built_subject(raw, op, max_abs=max_abs)
+        if kind in (None, "stateful") and building.needs_building(raw):  # Conv(X_dim, n_filter, ...): built from its parameter names
+            return building.built_subject(raw, op, max_abs=max_abs)
     elif inspect.isfunction(op):
         return _pair_subject(op, f"{op.__module__}:{op.__name__}", backward, kind, max_abs)
     if backward is not None:

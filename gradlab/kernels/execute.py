@@ -11,7 +11,6 @@ from typing import Iterator
 import torch
 
 from . import inputs as I
-from .rule import judge
 from .targets import Target, call, float_params, instance
 from ..userops.loading import TargetError
 from ..usercode import user_code
@@ -137,32 +136,3 @@ def forward_backward(pair: Pair, target: Target, dtype: torch.dtype, case_inputs
     run = Run([o.detach() for o in prep.floating], {k: g.detach() for k, g in grads.items()})
     run.cotangents = cotangents  # type: ignore[attr-defined]
     return run
-
-
-def run_case(pair: Pair, case: I.Case) -> list:
-    """The three runs on one case and the verdict on every output and gradient (RuleChecks; with
-    --double-backward in float64 also projection.Verdicts against differences)."""
-    cfg = pair.config
-    low = I.build(case, cfg.dtype, cfg.device)
-    params64 = I.parameter_values(pair.param_shapes, case.seed)
-    params = {k: v.to(cfg.dtype).to(cfg.device) for k, v in params64.items()}  # everyone starts from the rounded values
-    with no_tf32():
-        ref = forward_backward(pair, pair.reference, cfg.ref_dtype, low, params, None, case.seed)
-    cot = ref.cotangents  # type: ignore[attr-defined]
-    ref_low = forward_backward(pair, pair.reference, cfg.dtype, low, params, cot, case.seed)
-    cand = forward_backward(pair, pair.candidate, cfg.dtype, low, params, cot, case.seed)
-    checks = []
-    for i, (c, r, rl) in enumerate(zip(cand.outputs, ref.outputs, ref_low.outputs)):
-        name = "output" if len(ref.outputs) == 1 else f"output[{i}]"
-        checks.append(judge(name, c, r, rl, low_dtype=cfg.dtype, factor=cfg.factor))
-    for k in ref.grads:
-        checks.append(judge(f"grad {k}", cand.grads[k], ref.grads[k], ref_low.grads[k], low_dtype=cfg.dtype, factor=cfg.factor))
-    if cfg.double_backward:
-        from . import secondorder
-
-        checks += secondorder.checks(pair, case, low, params, cot)
-    if cfg.forward_ad:
-        from . import forwardad
-
-        checks += forwardad.checks(pair, case, low, params)
-    return checks

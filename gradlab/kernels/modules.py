@@ -37,9 +37,7 @@ from ..audit.judge import tolerance
 from ..userops.loading import TargetError, inspecting, load_raw
 from ..usercode import UserCodeError, deadline, user_code
 
-# A module's tensors are differenced element by element up to this size, by projections above it: a forward of
-# a module costs far more than one of an elementwise op, and bisection names wrong elements all the same.
-ELEMENTWISE_LIMIT = 16
+ELEMENTWISE_LIMIT = projection.MODULE_ELEMENTWISE_LIMIT
 FORWARD_SEED = 0  # every forward pass runs with this torch seed: dropout draws the same mask each time
 
 

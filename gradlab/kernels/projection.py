@@ -25,6 +25,9 @@ from ..engines.numeric import DEFAULT_STEP, differences, gradient_of
 from .rule import ratio
 
 ELEMENTWISE_LIMIT = 64  # tensors up to this size are differenced element by element; larger ones by projections
+# An nn.Module's tensors (`audit --kind module`): element by element up to this size, by projections above it; a
+# forward of a module costs far more than one of an elementwise op, and bisection names wrong elements all the same.
+MODULE_ELEMENTWISE_LIMIT = 16
 STEP_SHRINK = (1.0, 1 / 16, 1 / 256)  # a projection whose stencil looks kinked is differenced again with smaller steps
 QUIET = 1e-6  # ... until its error estimate is below this fraction of its value
 MAX_KINK_PROJECTIONS = 64  # projections spent splitting kinked ones (inputs with exact zeros into a ReLU) per tensor

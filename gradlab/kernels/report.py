@@ -181,7 +181,7 @@ def module_reproduce(audit) -> str:
 
 
 def _module_rule(audit) -> str:
-    from .modules import ELEMENTWISE_LIMIT as MODULE_ELEMENTWISE
+    from .projection import MODULE_ELEMENTWISE_LIMIT as MODULE_ELEMENTWISE
 
     tol, sub = audit.subject.tol, audit.subject
     return (f"  rule: |autograd - numeric| <= {tol['atol']:g} + {tol['rtol']:g} |numeric| + {tol['err_factor']:g} (err + {tol['rounding']:.1e} max|grad|), "

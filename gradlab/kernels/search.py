@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
 from . import inputs as I
-from .execute import Pair, run_case
+from .cases import run_case
+from .execute import Pair
 from .rule import RuleCheck
 from ..audit.search import private_storage
 from ..errors import GradlabError

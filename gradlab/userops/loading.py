@@ -25,14 +25,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import roots
-from ..errors import GradlabError
+from ..errors import GradlabError, TargetError  # noqa: F401 -- TargetError: imported from here across gradlab
 from ..usercode import Timeout, UserCodeError, code_allowed, describe, interrupted, raised_by_user, user_code, user_line
 
 FORMAT = "path/to/file.py:Name or package.module:Name"
-
-
-class TargetError(GradlabError):
-    """The target cannot be loaded or does not follow its contract (exit code 2)."""
 
 
 _MODULES: dict[tuple[str, int], Any] = {}

@@ -169,7 +169,7 @@ def claim(plan: Plan, shown: str) -> None:
     them). A name the process holds otherwise (an installed package, the standard library) cannot be replaced."""
     if not plan.package:
         return
-    from .loading import TargetError
+    from ..errors import TargetError
 
     top = plan.module.split(".")[0]
     held = sys.modules.get(top)
