@@ -16,6 +16,12 @@ goes wrong while loading a spec becomes a failing item, never a collection error
 `--gradlab-no-code` (or the ini option `gradlab_no_code = true`, or GRADLAB_NO_CODE=1)
 refuses every spec that names user code (`impl:`) before anything is imported, collection
 included. `-p no:gradlab` turns the plugin off.
+
+A green means checked, as in `gradlab check`: an item whose rows agree but leave part of what it asks for
+unchecked (a kink-only tensor no other pair judged, an op without a torch mirror) fails as INCOMPLETE,
+naming what and why, unless `--gradlab-allow-unchecked` (ini `gradlab_allow_unchecked`, or
+GRADLAB_ALLOW_UNCHECKED=1) accepts it; it then passes with a warning naming each. An autograd device this
+machine lacks is pytest's usual skip.
 """
 
 from __future__ import annotations
@@ -35,6 +41,20 @@ class GradlabWarning(UserWarning):
     """A check that passed but should not pass silently (zero gradient, kinks)."""
 
 
+class Incomplete(Exception):
+    """Raised by a SpecItem whose rows agree but leave something asked for unchecked (gradlab check's exit 4)."""
+
+    def __init__(self, items):
+        super().__init__(f"{len(items)} thing(s) not checked")
+        self.items = items
+
+
+def _unchecked_allowed(config) -> bool:
+    from .batch import env_allows_unchecked  # not the CLI's flag: a pytest run inside a process never inherits a command's
+
+    return bool(config.getoption("gradlab_allow_unchecked") or config.getini("gradlab_allow_unchecked") or env_allows_unchecked())
+
+
 class GradientMismatch(Exception):
     """Raised by a SpecItem whose comparisons fail; carries the rows for repr_failure."""
 
@@ -48,6 +68,11 @@ def pytest_addoption(parser) -> None:
                   help="glob(s) of gradlab spec files to collect as tests (default: *.yaml *.yml)")
     parser.addini("gradlab_no_code", type="bool", default=False,
                   help="refuse gradlab specs that name user code (impl:) before importing anything (default: false)")
+    parser.addini("gradlab_allow_unchecked", type="bool", default=False,
+                  help="pass a spec's item although part of what it asks for could not be checked (named in a warning); default: fail it")
+    parser.getgroup("gradlab").addoption(
+        "--gradlab-allow-unchecked", action="store_true", default=False, dest="gradlab_allow_unchecked",
+        help="pass gradlab items although part of what they ask for could not be checked (still named; also GRADLAB_ALLOW_UNCHECKED=1)")
     parser.getgroup("gradlab").addoption(
         "--gradlab-no-code", action="store_true", default=False, dest="gradlab_no_code",
         help="refuse gradlab specs that name user code (impl:) before importing anything, e.g. on untrusted pull requests")
@@ -202,7 +227,9 @@ class SpecItem(pytest.Item):
                 self.warn(GradlabWarning(f"{status} for {', '.join(dict.fromkeys(names))}: {note}"))
         for w in getattr(result, "warnings", []):  # hazards around right values (a dense layer on a spatial axis)
             self.warn(GradlabWarning(w.text()))
-        for u in result.unchecked:  # what this item asked for and did not get checked: never a silent pass
+        if result.unchecked and not _unchecked_allowed(self.config):  # as `gradlab check` exits 4: never a silent pass
+            raise Incomplete(result.unchecked)
+        for u in result.unchecked:  # accepted: still named
             self.warn(GradlabWarning(f"not checked: {u.text()}"))
 
     def repr_failure(self, excinfo, style=None):
@@ -216,6 +243,10 @@ class SpecItem(pytest.Item):
             return f"gradlab {what}: {self.path}: {_one_line(self.error)}"
         if isinstance(excinfo.value, GradlabError):  # e.g. the user's op raised while the spec ran
             return f"gradlab error: {self.path}: {_one_line(excinfo.value)}"
+        if isinstance(excinfo.value, Incomplete):
+            items = "; ".join(visible(u.text()) for u in excinfo.value.items)
+            return (f"INCOMPLETE: what was checked agrees, but not everything asked for was checked: {items}\n"
+                    "(accept it with --gradlab-allow-unchecked, the ini option gradlab_allow_unchecked = true, or GRADLAB_ALLOW_UNCHECKED=1)")
         if isinstance(excinfo.value, GradientMismatch):
             from .report.failure import failure_text
             from .report.terminal import plain_table

@@ -305,3 +305,19 @@ def test_a_hazard_is_a_warning_of_the_item(pytester):
     result = pytester.runpytest("-v", "-W", "default", "-W", "ignore::pytest.PytestAssertRewriteWarning")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*warning (dense-on-spatial-axis): network.layers[[]3]*"])  # [[] is a literal [
+
+
+def test_an_item_that_leaves_something_unchecked_is_incomplete_unless_accepted(pytester, monkeypatch):
+    """As `gradlab check` exits 4: a tensor every element of which sits on relu's kink, judged by no other pair."""
+    from .test_supervision import KINK_ONLY
+
+    pytester.makefile(".yaml", alone=KINK_ONLY % "analytic, numeric")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*INCOMPLETE: what was checked agrees*layers.0.bias (analytic vs numeric)*kink*",
+                                 "*--gradlab-allow-unchecked*"])
+    result = pytester.runpytest("--gradlab-allow-unchecked", "-W", "default", "-W", "ignore::pytest.PytestAssertRewriteWarning")
+    result.assert_outcomes(passed=1, warnings=4)  # the kink rows, then what was not checked: weight and bias
+    result.stdout.fnmatch_lines(["*not checked: layers.0.weight (analytic vs numeric)*", "*not checked: layers.0.bias (analytic vs numeric)*"])
+    monkeypatch.setenv("GRADLAB_ALLOW_UNCHECKED", "1")
+    pytester.runpytest().assert_outcomes(passed=1)
