@@ -188,3 +188,12 @@ def test_a_real_overlap_bug_fails_on_elements_without_ties():
     (check,) = [c for c in finding.checks if c.mismatch.any()]
     for at in zip(*np.nonzero(check.mismatch)):
         assert np.sum(x == x[at]) == 1  # the mismatched element is tied with no other
+
+
+def test_reproduce_of_right_values_with_a_hazard_says_warn_not_pass(capsys):
+    x = np.array([[1.0, -2.0], [0.5, 3.0]])
+    assert reproduce(f"{HAZARDS / 'inplace.py'}:relu_forward", kind="pair", x=x, grad_out=np.ones((2, 2))) is None  # the values are right
+    out = capsys.readouterr().out
+    assert out.startswith("WARN: ") and "with 1 warning(s) (in-place)" in out and "PASS" not in out
+    reproduce(f"{HAZARDS / 'inplace.py'}:relu_forward", kind="pair", x=x, grad_out=np.ones((2, 2)), quiet=True)
+    assert capsys.readouterr().out == ""

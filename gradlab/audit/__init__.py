@@ -26,7 +26,7 @@ from ..userops import contracts, loading
 from ..userops.contracts import KINDS
 from ..userops.loading import TargetError
 from . import building, models, pairs, randomness, report, stateful, subjects, surrogates
-from .findings import Counterexample, Finding, Undetermined
+from .findings import Counterexample, Finding, Undetermined, hazards
 from .judge import examine, tolerance
 from .search import DEFAULT_EXAMPLES, AuditResult, run
 from .strategies import MAX_ABS, Case, param_key
@@ -290,5 +290,12 @@ def reproduce(op: Any, /, *, kind: str | None = None, grad_out=None, params: dic
     finally:
         subject.restore()
     if not quiet:
-        print(f"PASS: {subject.target}: backward agrees with differences of forward on this input")
+        found = hazards(subject)  # right values with a hazard: said, as the audit said it (never a bare PASS)
+        if found:
+            print(f"WARN: {subject.target}: backward agrees with differences of forward on this input, with "
+                  f"{len(found)} warning(s) ({', '.join(f.kind for f in found)}):")
+            for f in found:
+                print(f"  {f.kind}: {f.message}")
+        else:
+            print(f"PASS: {subject.target}: backward agrees with differences of forward on this input")
     return None
