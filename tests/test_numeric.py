@@ -267,10 +267,9 @@ class Tanh:
         return grad_out * (1.0 - t * t) * (1.0 + OFF)
 
 
-class Gelu:
+class Gelu:  # does not declare complex_safe: the engine probes it at the network's point
     kind = "activation"
     elementwise = True
-    complex_safe = True
     c = math.sqrt(2.0 / math.pi)
 
     def forward(self, z):
@@ -330,6 +329,25 @@ def test_analytic_and_numeric_alone_catch_a_backward_off_by_1e8(tmp_path, kind):
     wrong = runner.run(_sharp_spec(tmp_path / "b", 1e-8, kind) if (tmp_path / "b").mkdir() is None else None)
     assert not wrong.passed
     assert {c.candidate for c in wrong.failures} | {c.reference for c in wrong.failures} == {"analytic", "numeric"}
+
+
+def test_an_undeclared_user_activation_is_probed_for_the_complex_step(tmp_path):
+    """A user's elementwise activation that does not declare complex_safe gets the complex step in an N-d network
+    when, at the network's own point, its complex evaluation is its real forward plus the tangent (the complex
+    step only ever evaluates it at those real points); one that is not analytic (abs inside) keeps richardson."""
+    from gradlab.engines.numeric import resolve_method
+
+    spec = _sharp_spec(tmp_path, 0.0, "transformer")
+    assert resolve_method(build(spec), "auto") == "complex_step"
+    (tmp_path / "not_analytic.py").write_text(
+        "import numpy as np\n\nclass Swish:\n    kind = 'activation'\n    elementwise = True\n"
+        "    def forward(self, z):\n        e = np.exp(-np.abs(z))\n        return z * np.where(np.real(z) >= 0, 1 / (1 + e), e / (1 + e))\n"
+        "    def backward(self, z, g):\n        return g\n")
+    path = tmp_path / "transformer.yaml"
+    path.write_text(path.read_text().replace("sharp_ops.py:Gelu", "not_analytic.py:Swish"))
+    from gradlab.spec import load_spec
+
+    assert resolve_method(build(load_spec(path)), "auto") == "richardson"
 
 
 def _tie_net():

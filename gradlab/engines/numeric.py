@@ -5,8 +5,8 @@ It is the referee between the analytic and autograd engines, so it never calls a
 Methods (per element, step h chosen from the error model below):
   central       D(h) = (f(x+h) - f(x-h)) / 2h            truncation ~ h^2 f'''/6, rounding ~ eps |f| / h
   richardson    R = (4 D(h/2) - D(h)) / 3                truncation ~ h^4, error estimate |D(h/2) - D(h)| / 3
-  complex_step  Im f(x + i h) / h, h = 1e-20 scale        no subtraction: accurate to a few ulps
-  auto          complex_step when every op is complex-safe, else richardson
+  complex_step  Im f(x + i h) / h, h = 1e-20 scale        no subtraction; error measured against D(1.5 h)
+  auto          complex_step when every op is complex-safe (kinks and normalisations included), else richardson
 Steps: h = c * max(|x|, rms(x over the tensor), 1e-2) with c = eps^(1/3) (central), 2e-4
 (richardson: balances h^4 against eps/h) or 1e-20 (complex step).
 
@@ -22,6 +22,17 @@ the error estimates carried along. A few elements per tensor are also difference
 (perturbing the weight itself and running the real forward pass); if they disagree with the
 structured result the whole tensor falls back to direct per-element differences. Trainable
 activation hyperparameters and layers without this row structure always use the direct path.
+
+Attention (and any op that declares `inner_sites`): its q, k, v and output projections are sites affine in
+their weights; the loss is differenced w.r.t. each site unit through the op's own contraction of its moved
+output with dL/dy (one score row or column of one head), and the weights follow by linearity.
+
+The complex step through kinks and normalisations (issue 23): the real part of every value stays exact, so a
+relu, hardtanh or max-pool takes the branch of the unperturbed point and the imaginary part carries that
+branch's derivative, exact away from the kink. During complex-step evaluations the layers with kinks report
+the perturbations that move a unit within rounding of one (network.KinkWatch); those elements get real
+differences (the treatment below), the rest keep the complex step's answer. Its error is measured, not assumed:
+a second step 1.5 h rounds the tangent differently and holds the truncation (see _complex_step_error).
 
 Kinks: an element is flagged when its real stencil straddles a point where the forward pass is
 not differentiable -- detected without being told, from one-sided slopes (on a smooth function
@@ -90,9 +101,14 @@ def _keep_freed_memory() -> None:
 
 def resolve_method(net: Network, method: str) -> str:
     layers = net.all_layers()
-    unsafe = [l.op.name for l in layers if isinstance(l, ActivationLayer) and not l.op.complex_safe]
+    acts = [l for l in layers if isinstance(l, ActivationLayer) and not l.op.complex_safe]
+    unsafe = [l.op.name for l in acts]
     unsafe += [net.loss_op.name] if not net.loss_op.complex_safe else []
-    unsafe += [repr(l) for l in layers if not isinstance(l, (DenseLayer, ActivationLayer)) and not l.complex_safe]
+    # a residual block is as safe as its members, which are listed themselves
+    others = [repr(l) for l in layers if not isinstance(l, (DenseLayer, ActivationLayer, ResidualLayer)) and not l.complex_safe]
+    unsafe += others
+    if unsafe and len(unsafe) == len(acts) and _complex_safe_here(net, acts):
+        unsafe = []
     if method == "auto":
         return "richardson" if unsafe else "complex_step"
     if method == "complex_step" and unsafe:
@@ -100,6 +116,66 @@ def resolve_method(net: Network, method: str) -> str:
     if method not in METHODS:
         raise GradlabError(f"unknown numeric method {method!r}; expected auto, {', '.join(METHODS)}")
     return method
+
+
+PROBE_RTOL = 1e-6  # how closely a probed activation's complex step must match a central difference of its real forward
+
+
+def _complex_safe_here(net: Network, acts) -> bool:
+    """Whether activations that do not declare `complex_safe` (a user's op) are complex-safe *at this point*:
+    N-d networks only, elementwise ops without trainable hyperparameters. Each is called at its inputs of the
+    float64 forward pass moved by an imaginary step: the real part must be its real forward and Im f / h must
+    match a central difference of the real forward at every unit. The complex step's evaluations all sit at
+    these very real points (it moves imaginary parts only), so an op that passes behaves there as probed. An
+    op that fails, raises, returns a real array or sits on an undeclared kink (the two disagree there) leaves
+    the network to real differences, as before."""
+    if net.flat or not all(l.op.elementwise and not l.trainable for l in acts):
+        return False
+    cached = getattr(net, "_complex_probe", None)
+    if cached is not None:
+        return cached
+    params, x, _ = net.cast(np.float64)
+    wanted = {id(l) for l in acts}
+    inputs: dict[int, list] = {}
+
+    def visit(layers, h):
+        for layer in layers:
+            if isinstance(layer, ResidualLayer):
+                visit(layer.layers, h)
+                if layer.projection is not None:
+                    visit([layer.projection], h)
+            elif id(layer) in wanted:
+                inputs.setdefault(id(layer), []).append(h)
+            h = layer.forward(params, h)
+
+    ok = True
+    try:
+        with np.errstate(all="ignore"):
+            visit(net.layers, x)
+            for layer in acts:
+                for z in inputs.get(id(layer), []):
+                    hp = layer.hyper(params)
+                    f0 = np.asarray(layer.op.forward(z, hp))
+                    h = DEFAULT_STEP["complex_step"] * np.maximum(np.abs(z), 1e-2)
+                    fc = np.asarray(layer.op.forward(z + 1j * h, hp))
+                    s = 1e-6 * np.maximum(np.abs(z), 1.0)
+                    central = (np.asarray(layer.op.forward(z + s, hp)) - np.asarray(layer.op.forward(z - s, hp))) / (2 * s)
+                    if not np.iscomplexobj(fc) or fc.shape != f0.shape:
+                        ok = False
+                        break
+                    dc = np.imag(fc) / h
+                    scale = float(np.max(np.abs(central))) if central.size else 0.0
+                    # the real part may round differently (a complex tanh is another algorithm), not more
+                    if not (np.all(np.abs(np.real(fc) - f0) <= 64 * EPS64 * (np.abs(f0) + np.abs(z)) + 1e-300)
+                            and np.all(np.abs(dc - central) <= PROBE_RTOL * (np.abs(central) + 1e-3 * scale) + 1e-12 * (np.abs(f0) + 1e-300) / s)):
+                        ok = False
+                        break
+                if not ok:
+                    break
+    except Exception:  # the op cannot take complex input (its error is reported where the real path calls it)
+        ok = False
+    net._complex_probe = ok
+    return ok
 
 
 def steps(x: np.ndarray, rel: float) -> np.ndarray:
