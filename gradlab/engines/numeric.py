@@ -265,8 +265,31 @@ def _complex_step_error(value, other, axis=None):
     element whose two roundings happened to agree from claiming none. A few ulps of the value is the floor.
     """
     d = np.abs(np.asarray(other) - np.asarray(value))
-    rms = np.sqrt(np.mean(d**2, axis=axis, keepdims=axis is not None)) if d.size else 0.0
+    if not d.size:
+        return 64 * EPS64 * np.abs(value)
+    # NaN in `other`: not evaluated (see _second_step_sample); such an element takes its group's largest
+    keep = axis is not None
+    with np.errstate(all="ignore"):
+        rms = np.sqrt(np.nanmean(d**2, axis=axis, keepdims=keep))
+        top = np.nanmax(d, axis=axis, keepdims=keep)
+    d = np.where(np.isnan(d), top, d)
     return 64 * EPS64 * np.abs(value) + 3 * d + 3 * rms
+
+
+SECOND_STEP_SAMPLE = 64  # elements per group that get the second complex step (the rest take the group's largest)
+
+
+def _second_step_sample(groups: int, width: int) -> np.ndarray:
+    """(groups * width,) bool: every k-th element of each group of `width`, at most SECOND_STEP_SAMPLE of them.
+
+    The second step measures the rounding of the tangent and the truncation; elements sharing a loss (the units
+    of one sample, the elements of one tensor) share its scale, so a strided sample of them sizes it for all:
+    an unsampled element is given the group's largest measured difference, besides the group's RMS. Halves the
+    complex step's evaluations wherever groups are larger than the sample."""
+    stride = max(1, -(-width // SECOND_STEP_SAMPLE))
+    one = np.zeros(width, bool)
+    one[::stride] = True
+    return np.tile(one, groups)
 
 
 def differences(evaluate: Callable[[np.ndarray], np.ndarray], h: np.ndarray, f0, method: str, noise=0.0):
@@ -630,13 +653,16 @@ def _unit_derivative(base: _Base, values, site_loss, method: str, rel: float, ti
     chunk = max(1, NUMERIC_CHUNK_BYTES // ((16 * 4 if base.net.flat else 16 * 2) * width))
     value, err, kink = np.empty(n), np.empty(n), np.zeros(n, bool)
     if method == "complex_step":
-        other, suspect = np.empty(n), np.zeros(n, bool)
+        other, suspect = np.full(n, np.nan), np.zeros(n, bool)
+        sampled = _second_step_sample(B, w_)
         for start in range(0, n, chunk):
             idx = slice(start, min(n, start + chunk))
             b, j = b_all[idx], j_all[idx]
             with base.watch(len(b)) as w:
                 value[idx] = np.imag(site_loss(b, j, 1j * h[idx])) / h[idx]
-            other[idx] = np.imag(site_loss(b, j, STEP_RATIO * 1j * h[idx])) / (STEP_RATIO * h[idx])
+            two = start + np.flatnonzero(sampled[idx])
+            if two.size:
+                other[two] = np.imag(site_loss(b_all[two], j_all[two], STEP_RATIO * 1j * h[two])) / (STEP_RATIO * h[two])
             suspect[idx] = w.flags
             if tick:
                 tick(len(b) / n)
@@ -699,7 +725,9 @@ def _element_derivative(base: _Base, name: str, owner: int, idx: np.ndarray, met
     if method == "complex_step":
         with base.watch(len(idx)) as w:
             value = np.imag(evaluate_some(idx, 1j * h)) / h
-        other = np.imag(evaluate_some(idx, STEP_RATIO * 1j * h)) / (STEP_RATIO * h)
+        other = np.full(len(idx), np.nan)
+        two = np.flatnonzero(_second_step_sample(1, len(idx)))
+        other[two] = np.imag(evaluate_some(idx[two], STEP_RATIO * 1j * h[two])) / (STEP_RATIO * h[two])
         err, kink = _complex_step_error(value, other), np.zeros(len(idx), bool)  # every element's f is the same total loss
         sel = np.flatnonzero(w.flags)
         if sel.size:
@@ -831,7 +859,7 @@ def _op_site_derivatives(base: _Base, wanted, method: str, rel: float, cotangent
             if site.contract is None:
                 delta, d_err, d_kink = g.reshape(B, -1), g_err.reshape(B, -1), np.asarray(g_kink).reshape(B, -1)
             else:
-                delta, d_err = _contracted_units(site.contract, value_site, rel)
+                delta, d_err = _contracted_units(site.contract, value_site, rel, layer.workspace)
                 d_kink = np.repeat(sample_kink[:, None], delta.shape[1], axis=1)
             width = value_site.shape[-1]
             tensors = _affine_tensors(rows_in, delta.reshape(-1, width), d_err.reshape(-1, width), d_kink.reshape(-1, width),
@@ -844,15 +872,16 @@ def _op_site_derivatives(base: _Base, wanted, method: str, rel: float, cotangent
     return out
 
 
-def _contracted_units(contract, values, rel: float):
+def _contracted_units(contract, values, rel: float, workspace: int):
     """d<g, y>/d(values[b, j]) for every sample b and unit j by the complex step of `contract` (see InnerSite):
-    (value, error), each (B, units)."""
+    (value, error), each (B, units). `workspace`: elements per sample the op holds at its peak (one sample's
+    worth per perturbation: attention's T x T scores of one head, its output)."""
     H = values.reshape(values.shape[0], -1)
     B, w = H.shape
     n = B * w
     b_all, j_all = np.repeat(np.arange(B), w), np.tile(np.arange(w), B)
     h = steps(H, rel)
-    chunk = max(1, NUMERIC_CHUNK_BYTES // (16 * 4 * max(1, values[0].size)))
+    chunk = max(1, NUMERIC_CHUNK_BYTES // (16 * 2 * max(1, values[0].size, workspace)))
     value, other, side = np.empty(n), np.empty(n), np.empty(n)
     for start in range(0, n, chunk):
         idx = slice(start, min(n, start + chunk))
@@ -900,11 +929,17 @@ class _InnerSite:
     def layer(self):
         return self.block.layers[self.j]
 
+    @property
+    def rowwise(self) -> bool:
+        """Everything after the site acts row by row: a moved unit moves one row of its sample."""
+        rest = self.block.layers[self.j + 1:]
+        return self.values[self.j + 1].ndim >= 3 and all(getattr(l, "rowwise", False) for l in rest) \
+            and self.base.rowwise_from(self.block.index + 1) and (self.block.projection is None or self.block.projection.rowwise)
+
     def loss(self, b, j, off):
         params, rest = self.base.params, self.block.layers[self.j + 1:]
         u_site = self.values[self.j + 1]
-        if u_site.ndim >= 3 and all(getattr(l, "rowwise", False) for l in rest) \
-                and self.base.rowwise_from(self.block.index + 1) and (self.block.projection is None or self.block.projection.rowwise):
+        if self.rowwise:
             # everything after the site acts row by row: only row r of sample b moves
             rank1 = _rank_one(self.values, self.j, rest, params, b, j, off)
             if rank1 is not None:  # an elementwise activation then a dense layer: one unit, one column
@@ -965,9 +1000,13 @@ def _inner_sites(base: _Base, wanted) -> list[_InnerSite]:
             names = [n for n in layer.param_names if n in wanted]
             if not names or not _affine(layer):
                 continue
-            if isinstance(layer, OpLayer) and int(np.prod(layer.out_shape)) >= sum(net.params[n].size for n in names):
+            site = _InnerSite(base, block, j, values, skip)
+            # worth it when perturbing the site's units costs less than perturbing the parameters: a unit moves
+            # one row (position) where everything after it is row-wise, a parameter moves every row
+            per_unit = layer.out_shape[-1] if site.rowwise else int(np.prod(layer.out_shape))
+            if isinstance(layer, OpLayer) and per_unit >= sum(net.params[n].size for n in names):
                 continue
-            out.append(_InnerSite(base, block, j, values, skip))
+            out.append(site)
     return out
 
 
