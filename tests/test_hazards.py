@@ -59,3 +59,13 @@ def test_the_warning_does_not_change_the_exit_code(write_spec):
     result = CliRunner().invoke(main, ["check", str(write_spec(yaml.safe_dump(NO_FLATTEN)))])
     assert result.exit_code == 0, result.output
     assert "warning (dense-on-spatial-axis)" in result.output
+
+
+def test_the_warning_survives_the_service_round_trip():
+    """`--remote` prints what a local check prints: the JSON document read back keeps the warning."""
+    from gradlab.batch import check_document
+    from gradlab.service.client import results_from_document
+
+    result = runner.run(validate(NO_FLATTEN), path="cnn.yaml")
+    back = results_from_document(check_document([result], {}))
+    assert back[0].warnings == result.warnings and [w.kind for w in back[0].warnings] == ["dense-on-spatial-axis"]

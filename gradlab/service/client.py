@@ -226,6 +226,7 @@ def results_from_document(doc: dict) -> list:
     """SpecResults back from a `gradlab check --format json` document: what the terminal renderer reads."""
     from ..compare import Comparison
     from ..diagnosis import Diagnosis
+    from ..hazards import SpecWarning
     from ..runner import SpecResult
 
     floats = {f.name for f in fields(Comparison) if isinstance(f.default, float)}
@@ -241,7 +242,8 @@ def results_from_document(doc: dict) -> list:
     return [SpecResult(path=s["spec"], name=s["name"], dtype=s["dtype"], comparisons=[comparison(c) for c in s["comparisons"]],
                        n_params=s["n_params"], method=s["numeric_method"], mode=s["mode"], seconds=s["seconds"], seed=s["seed"],
                        notes=list(s["notes"]), error=s["error"], error_kind="user" if s["error"] is not None else "",
-                       diagnosis=[Diagnosis(**d) for d in s.get("diagnosis") or []])
+                       diagnosis=[Diagnosis(**d) for d in s.get("diagnosis") or []],
+                       warnings=[SpecWarning(w["kind"], w["path"], w["message"]) for w in s.get("warnings") or []])
             for s in doc["specs"]]
 
 
