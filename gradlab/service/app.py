@@ -82,6 +82,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
                                   reports=ReportStore(config.reports_dir), allow_code=config.allow_code, timeout=config.timeout,
                                   db_url=config.db_url)
         app.state.runs.start()
+        import gc
+
+        gc.collect()
+        gc.freeze()  # what start-up made (modules, tables, the app) stays out of every later collection: no long pauses
         try:
             yield
         finally:
@@ -117,9 +121,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         try:
             body = await _read_body(request, config.max_body)
             submission = await _parse_submission(request, body)
-            files, facts = await run_in_threadpool(_validated, submission, config.allow_code)
-            run_id = await run_in_threadpool(request.app.state.runs.submit, submission.specs, submission.options, submission.label, files,
-                                             facts)
+            run_id = await run_in_threadpool(_accept, submission, config.allow_code, request.app.state.runs)  # one thread hop
         except intake.Refused as exc:
             return JSONResponse({"detail": str(exc), "errors": [{"index": i, "message": m} for i, m in exc.errors]}, exc.status)
         except QueueFull as exc:
@@ -323,6 +325,12 @@ def _validated(submission: intake.Submission, allow_code: bool) -> tuple[dict, l
     """The specs validated (intake.validate_specs), then their op files matched to their impl: paths: (files, facts)."""
     facts = intake.validate_specs(submission.specs, allow_code=allow_code)
     return intake.match_files(submission.specs, submission.files), facts
+
+
+def _accept(submission: intake.Submission, allow_code: bool, queue: RunQueue) -> int:
+    """A submission validated and queued: its run's id."""
+    files, facts = _validated(submission, allow_code)
+    return queue.submit(submission.specs, submission.options, submission.label, files, facts)
 
 
 class RunCache:

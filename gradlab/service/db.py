@@ -116,10 +116,13 @@ class Report(Base):
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL lets the API read while the queue writes; foreign keys make deletes cascade."""
+    """WAL lets the API read while the queue writes; foreign keys make deletes cascade. No automatic checkpoint: it would
+    run (copy the WAL into the database and fsync it) inside whichever commit crossed the threshold, a POST's among them;
+    the server's writer thread checkpoints instead (checkpoint()), off the requests' path."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
@@ -193,6 +196,16 @@ def _check_schema(engine: Engine, url: str) -> None:
         elif found.value != str(SCHEMA_VERSION):
             raise GradlabError(f"--db {shown!r}: the database has gradlab schema version {found.value}, this gradlab reads version "
                                f"{SCHEMA_VERSION}; start with a new --db (or the gradlab that wrote it)")
+
+
+def checkpoint(sessions: sessionmaker) -> None:
+    """Copy an SQLite database's write-ahead log into it (PASSIVE: readers and writers go on meanwhile); nothing for
+    another database."""
+    from sqlalchemy import text
+
+    with sessions() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
 
 
 def interrupt_unfinished(sessions: sessionmaker) -> list[int]:

@@ -1,12 +1,14 @@
 """The queue between the API and the workers: accepts runs, feeds their specs to the executor, stores what comes back.
 
 One thread (the dispatcher) owns the bookkeeping: it keeps at most `capacity` specs in flight on the
-executor (gradlab.executors: a local process pool or Ray), runs first come first served, and, when a
+executor (gradlab.executors, or service.pool's warm workers), runs first come first served, and, when a
 run's last spec is back, hands it to the writer. The writer has the run's check document, per-tensor
-rows and reports made and written in one transaction (`write_run`) by a store process of its own
-(given the database URL), so the web process does only I/O: a worker hands back each spec's result
-pickled, the web process passes the bytes on without reading them. The web process never runs a
-check itself and never imports user code.
+rows and reports made (`render_run`) by a store process of its own (given the database URL), then writes
+them in one transaction of a few Core statements (`apply_run`), so the web process does only I/O: a worker
+hands back each spec's result pickled, the web process passes the bytes on without reading them. The web
+process never runs a check itself and never imports user code. It is the only process that writes the
+database, one transaction at a time (a lock of its own, not SQLite's sleeping busy handler), and a run's
+changes are versioned (`run_version`) so that the API answers polls of an unchanged run from memory.
 
 Outcomes are per spec, as in `gradlab check --executor local`: a worker that crashed (WorkerCrashed) or ran
 past its deadline (JobTimeout) is that spec's error result naming how the worker died, a spec naming user
@@ -32,8 +34,9 @@ from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
 
-from .db import ComparisonRow, Report, Run, RunSpec, SpecFile, SpecResultRow, utcnow
+from .db import ComparisonRow, Report, Run, RunSpec, SpecFile, SpecResultRow, checkpoint, utcnow
 
+CHECKPOINT_EVERY = 16  # runs written between two checkpoints of SQLite's write-ahead log (db.checkpoint) under load
 # report format -> the suffix it is served and stored under (GET /api/runs/{id}/report.{suffix})
 REPORT_SUFFIXES = {"html": "html", "md": "md", "junit": "xml", "csv": "csv", "json": "json"}
 
@@ -63,7 +66,8 @@ class ReportStore:
 
     def save(self, session, run_id: int, texts: dict[str, str]) -> None:
         if self.folder is None:
-            session.add_all(Report(run_id=run_id, fmt=fmt, text=text) for fmt, text in texts.items())
+            if texts:
+                session.execute(insert(Report), [dict(run_id=run_id, fmt=fmt, text=text) for fmt, text in texts.items()])
             return
         from ..output import write_atomic
 
@@ -142,6 +146,10 @@ class RunQueue:
         self._generation = 0  # a new generation when _versions is emptied (it stays bounded)
         self.version = 0  # bumped after any run's change: the runs list's version
         self._version_lock = threading.Lock()
+        # One write transaction at a time in this process, the only one that writes: a writer waits here for the one
+        # before it, never in SQLite's busy handler (which sleeps 1, 2, 5, 10, ... ms between tries).
+        self._write_lock = threading.Lock()
+        self._written = 0  # runs written: the writer checkpoints SQLite's log every CHECKPOINT_EVERY, and when idle
 
     def run_version(self, run_id: int) -> tuple[int, int]:
         """The run's version: an equal value later means nothing GET /api/runs/{id} shows has changed since."""
@@ -191,7 +199,7 @@ class RunQueue:
         spec's intake.SpecFacts (validate_specs)."""
         with self._lock:
             self._refuse_if_full()
-            with self.sessions() as session, session.begin():  # Core inserts: no ORM unit of work on the request's path
+            with self._write_lock, self.sessions() as session, session.begin():  # Core inserts: no ORM unit of work on the request's path
                 run_id = session.execute(insert(Run).values(status="queued", label=label, options=options, n_specs=len(specs),
                                                             created=utcnow(), attempts=0)).inserted_primary_key[0]
                 session.execute(insert(RunSpec), [dict(run_id=run_id, position=i, name=name, yaml=text)
@@ -211,7 +219,7 @@ class RunQueue:
     def retry(self, run_id: int) -> None:
         """An `interrupted` or `error` run goes back into the queue, its partial results dropped."""
         with self._lock:
-            with self.sessions() as session, session.begin():
+            with self._write_lock, self.sessions() as session, session.begin():
                 run = session.get(Run, run_id)
                 if run is None:
                     raise KeyError(run_id)
@@ -277,7 +285,7 @@ class RunQueue:
 
     def _begin(self, run_id: int) -> _Active | None:
         prepared = self._prepared.pop(run_id, None)
-        with self.sessions() as session, session.begin():
+        with self._write_lock, self.sessions() as session, session.begin():
             if prepared is not None:  # submitted to this server: what it holds is known; only its status changes
                 changed = session.execute(update(Run).where(Run.id == run_id, Run.status == "queued")
                                           .values(status="running", started=utcnow(), attempts=Run.attempts + 1)).rowcount
@@ -395,7 +403,7 @@ class RunQueue:
 
     def _fail(self, active: _Active, why: str) -> None:
         try:
-            with self.sessions() as session, session.begin():
+            with self._write_lock, self.sessions() as session, session.begin():
                 run = session.get(Run, active.id)
                 run.status, run.error, run.finished, run.exit_code = "error", why, utcnow(), 3
         except Exception as exc:  # the database itself is gone: the run stays `running`, interrupted at the next start
@@ -404,18 +412,24 @@ class RunQueue:
             traceback.print_exception(type(exc), exc, exc.__traceback__)
 
     def _finish(self, active: _Active) -> None:
-        """The run's document, rows and reports, written in one transaction: a run is done whole or not at all; by the
-        store process when there is one, else here."""
+        """The run's document, rows and reports, rendered by the store process when there is one (else here), then
+        written here in one transaction: a run is done whole or not at all."""
         worker = self._worker_env()
+        written = None
         if self._store is not None and self._store.usable:
             blobs = [r if isinstance(r, bytes) else pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in active.results]
-            if self._store.write(active.id, blobs, active.texts, active.options, worker):
-                return
-            with self.sessions() as session:  # the store process died: unless it got the run written, write it here
-                if session.get(Run, active.id).status == "done":
-                    return
-        results = [pickle.loads(r) if isinstance(r, bytes) else r for r in active.results]
-        write_run(self.sessions, self.reports, active.id, results, active.texts, active.options, worker)
+            written = self._store.render(blobs, active.texts, active.options, worker)  # None: the store process died
+        if written is None:
+            results = [pickle.loads(r) if isinstance(r, bytes) else r for r in active.results]
+            written = render_run(results, active.texts, active.options, worker)
+        with self._write_lock:
+            apply_run(self.sessions, self.reports, active.id, written)
+        self._written += 1
+        if self._written % CHECKPOINT_EVERY == 0 or self._finished.empty():  # the log into the database, off the API's path
+            try:
+                checkpoint(self.sessions)
+            except Exception:  # noqa: BLE001 - the next one tries again; the log only grows meanwhile
+                pass
 
     def _worker_env(self) -> dict:
         """The workers' environment (versions and devices), asked of a worker at start-up."""
@@ -430,10 +444,10 @@ class RunQueue:
 
 
 class StoreProcess:
-    """A process of the server's own that renders each finished run's reports and writes the run (write_run): the CPU
+    """A process of the server's own that renders each finished run's document, rows and reports (render_run): the CPU
     this takes is not the web process's, whose requests then never wait behind it. One run at a time, in order. If the
-    process dies, `write` answers False (the caller writes the run itself) and a new one is started; after
-    MAX_RESTARTS deaths in a row there is none (`usable` is False) and the caller writes every run itself."""
+    process dies, `render` answers None (the caller renders the run itself) and a new one is started; after
+    MAX_RESTARTS deaths in a row there is none (`usable` is False) and the caller renders every run itself."""
 
     MAX_RESTARTS = 3
 
@@ -463,37 +477,36 @@ class StoreProcess:
         except Exception:  # noqa: BLE001 - a store process that cannot start shows at the first write
             pass
 
-    def write(self, run_id: int, blobs: list[bytes], texts: list[str], options: dict, worker: dict) -> bool:
+    def render(self, blobs: list[bytes], texts: list[str], options: dict, worker: dict) -> RunWrite | None:
+        """The run rendered (render_run) there; None when the process died (the caller renders it)."""
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            self._pool.submit(_store_write, run_id, blobs, texts, options, worker).result()
+            written = self._pool.submit(_store_render, blobs, texts, options, worker).result()
             self._deaths = 0
-            return True
+            return written
         except BrokenProcessPool as exc:
             import sys
 
             self._deaths += 1
-            print(f"gradlab serve: the store process died ({exc}); this run is written by the web process", file=sys.stderr)
+            print(f"gradlab serve: the store process died ({exc}); this run is rendered by the web process", file=sys.stderr)
             self._pool.shutdown(wait=False, cancel_futures=True)
             if self.usable:
                 self._start()
-            return False
+            return None
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
 
 
-_STORE: dict = {}
 STORE_NAME = b"gradlab-store"  # the store process's name (/proc/PID/comm)
 
 
 def _store_open(db_url: str, reports_dir: str | None) -> None:
-    """The store process's database and report store, opened once (it runs no check and no user code). It renders at
-    the workers' lower CPU priority: the web process's requests come first."""
+    """The store process's imports, done once (it runs no check and no user code, and writes nothing: the web process
+    writes what it renders). It renders at the workers' lower CPU priority: the web process's requests come first."""
     import os
 
-    from .db import open_db
     from .jobs import WORKER_NICENESS
     from .pool import name_process
 
@@ -504,7 +517,6 @@ def _store_open(db_url: str, reports_dir: str | None) -> None:
     except (AttributeError, OSError):
         pass
 
-    _STORE["sessions"], _STORE["reports"] = open_db(db_url), ReportStore(reports_dir)
     from importlib import import_module
 
     from ..report import FORMATS
@@ -520,13 +532,27 @@ def _store_ready() -> bool:
     return True
 
 
-def _store_write(run_id: int, blobs: list[bytes], texts: list[str], options: dict, worker: dict) -> None:
-    write_run(_STORE["sessions"], _STORE["reports"], run_id, [pickle.loads(b) for b in blobs], texts, options, worker)
+def _store_render(blobs: list[bytes], texts: list[str], options: dict, worker: dict) -> RunWrite:
+    return render_run([pickle.loads(b) for b in blobs], texts, options, worker)
 
 
-def write_run(sessions, reports: ReportStore, run_id: int, results: list, texts: list[str], options: dict, worker: dict) -> None:
-    """A finished run's check document, per-spec and per-tensor rows and reports, rendered and written in one
-    transaction: a run is done whole or not at all. `worker`: the environment the checks ran in."""
+@dataclass
+class RunWrite:
+    """What is written of a finished run, made apart from the transaction that writes it (by the store process): its
+    spec_results rows, comparisons rows (without the run id), reports, check document and verdict."""
+
+    specs: list
+    comparisons: list
+    reports: dict
+    document: str
+    passed: bool
+    exit_code: int
+    stats_output: dict | None
+
+
+def render_run(results: list, texts: list[str], options: dict, worker: dict) -> RunWrite:
+    """A finished run's check document, per-spec and per-tensor rows and reports. `worker`: the environment the checks
+    ran in."""
     from ..batch import check_document, exit_code
 
     all_results = results
@@ -546,19 +572,30 @@ def write_run(sessions, reports: ReportStore, run_id: int, results: list, texts:
         all_results = results + [f for f in failed if getattr(f, "error_kind", "") == "internal"]  # as in the CLI: exit 3
     rendered = _render_reports(results, environment)
     document = json.dumps(doc, default=float)  # compact: the C encoder (indent= takes the pure-Python one); clients indent
-    rows = [dict(run_id=run_id, spec=r.name, parameter=c.parameter, candidate=c.candidate, reference=c.reference,
-                 device=c.device, dtype=c.dtype, status=c.status, max_rel_err=_finite(c.max_rel_err))
+    rows = [dict(spec=r.name, parameter=c.parameter, candidate=c.candidate, reference=c.reference, device=c.device,
+                 dtype=c.dtype, status=c.status, max_rel_err=_finite(c.max_rel_err))
             for r in results for c in r.comparisons]
+    specs = [dict(position=position, name=r.name, path=r.path, passed=r.passed, error=r.error, seconds=float(r.seconds or 0.0),
+                  stats=_stats_summary(st)) for position, (r, st) in enumerate(zip(results, stats))]
+    return RunWrite(specs, rows, rendered, document, doc["passed"], exit_code(all_results), stats_output)
+
+
+def apply_run(sessions, reports: ReportStore, run_id: int, written: RunWrite) -> None:
+    """A rendered run written in one transaction of a few Core statements: a run is done whole or not at all."""
     with sessions() as session, session.begin():
-        run = session.get(Run, run_id)
-        session.add_all(SpecResultRow(run_id=run.id, position=position, name=r.name, path=r.path, passed=r.passed, error=r.error,
-                                      seconds=float(r.seconds or 0.0), stats=_stats_summary(st))
-                        for position, (r, st) in enumerate(zip(results, stats)))
-        if rows:
-            session.execute(insert(ComparisonRow), rows)  # one executemany, not an ORM object per row
-        reports.save(session, run.id, rendered)
-        run.status, run.finished, run.result = "done", utcnow(), document
-        run.passed, run.exit_code, run.stats_output = doc["passed"], exit_code(all_results), stats_output
+        if written.specs:
+            session.execute(insert(SpecResultRow), [{**row, "run_id": run_id} for row in written.specs])
+        if written.comparisons:
+            session.execute(insert(ComparisonRow), [{**row, "run_id": run_id} for row in written.comparisons])
+        reports.save(session, run_id, written.reports)
+        session.execute(update(Run).where(Run.id == run_id).values(
+            status="done", finished=utcnow(), result=written.document, passed=written.passed, exit_code=written.exit_code,
+            stats_output=written.stats_output))
+
+
+def write_run(sessions, reports: ReportStore, run_id: int, results: list, texts: list[str], options: dict, worker: dict) -> None:
+    """A finished run rendered (render_run) and written in one transaction (apply_run)."""
+    apply_run(sessions, reports, run_id, render_run(results, texts, options, worker))
 
 
 def _environment(worker: dict, results, texts) -> dict:
