@@ -95,7 +95,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def run_clients(url: str, shares: list[list[Path]], texts: dict[Path, str]) -> tuple[dict[str, list[float]], list[int], int]:
     """Each share by a thread of its own: submit each spec as a one-spec run, then poll it to its end."""
-    latencies: dict[str, list[float]] = {"POST /api/runs": [], "GET /api/runs/{id}": []}
+    latencies: dict[str, list[float]] = {"POST /api/runs": [], "  first POST of a client": [], "  later POSTs": [],
+                                         "GET /api/runs/{id}": []}
     ids: list[int] = []
     retries_429 = [0]
     lock = threading.Lock()
@@ -106,6 +107,7 @@ def run_clients(url: str, shares: list[list[Path]], texts: dict[Path, str]) -> t
                 status, answer, seconds, headers = call(url + "/api/runs", "POST", {"specs": [{"name": path.name, "yaml": texts[path]}]})
                 with lock:
                     latencies["POST /api/runs"].append(seconds)
+                    latencies["  first POST of a client" if path is mine[0] else "  later POSTs"].append(seconds)
                 if status != 429:
                     break
                 with lock:
@@ -165,13 +167,13 @@ def load_from_processes(url: str, shares, texts, processes: int) -> tuple[dict[s
         busy.set()
         prober = pool.submit(probe, url, busy)
         groups = [pool.submit(run_clients, url, shares[i::processes], texts) for i in range(processes)]
-        latencies: dict[str, list[float]] = {"POST /api/runs": [], "GET /api/runs/{id}": []}
+        latencies: dict[str, list[float]] = {}
         ids: list[int] = []
         retries = 0
         for group in groups:
             found, mine, retried = group.result()
             for name, values in found.items():
-                latencies[name] += values
+                latencies.setdefault(name, []).extend(values)
             ids += mine
             retries += retried
         busy.clear()
@@ -192,6 +194,7 @@ def main() -> None:
     texts = {p: p.read_text() for p in SPECS}
     folder = Path(tempfile.mkdtemp(prefix="gradlab-bench-"))
     proc, url = start_server(folder, args.workers)
+    load_before = os.getloadavg()
     shares = [chosen[i::args.clients] for i in range(args.clients)]
     t0 = time.perf_counter()
     if args.client_processes:
@@ -224,12 +227,15 @@ def main() -> None:
     for name, values in latencies.items():
         ms = [v * 1000 for v in values]
         print(f"{name:24} {len(ms):>8} {statistics.median(ms):>8.1f} {percentile(ms, 99):>8.1f} {max(ms):>8.1f}")
-    everything = [v * 1000 for values in latencies.values() for v in values]
+    everything = [v * 1000 for name, values in latencies.items() if not name.startswith(" ") for v in values]
     print(f"{'all API calls':24} {len(everything):>8} {statistics.median(everything):>8.1f} {percentile(everything, 99):>8.1f} {max(everything):>8.1f}")
     print(f"web process CPU: {web_cpu:.1f} s over the run ({web_cpu / served_s:.0%} of one core); the whole server "
           f"(web, workers, store process): {server_cpu:.1f} s")
     print(f"throughput: service {args.runs / served_s:.2f} specs/s ({served_s:.1f} s, submit to last result); "
-          f"`gradlab check` of the same {args.runs} specs in one process {args.runs / local_s:.2f} specs/s ({local_s:.1f} s, exit {local.returncode})")
+          f"`gradlab check` of the same {args.runs} specs in one process {args.runs / local_s:.2f} specs/s ({local_s:.1f} s, exit {local.returncode}); "
+          f"ratio {local_s / served_s:.0%}")
+    print(f"load average (1, 5, 15 min) when the clients started {', '.join(f'{x:.2f}' for x in load_before)}; at the end "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
