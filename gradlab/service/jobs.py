@@ -9,13 +9,15 @@ WORKER_NICENESS = 10  # a check yields the CPU to the web process: the API answe
 
 
 def check_below_the_api(name: str, text: str, options: dict, timeout: float, *, allow_code: bool, nice: bool = True,
-                        files: list[tuple[str, str]] | None = None, pickled: bool = False):
+                        files: list[tuple[str, str]] | None = None, pickled: bool = False, render: dict | None = None):
     """gradlab.executors.check_spec_text at a lower CPU priority than the server's.
 
     `nice` only where the process is the job's own (the local pool): a Ray worker process outlives its task.
     `files`: the op files sent with the spec, [(impl path relative to the spec, text)], written where the spec's
     impl: paths look for them, in the spec's private temporary folder. `pickled`: the result as pickle bytes, which
-    the web process hands on to its store process without reading them."""
+    the web process hands on to its store process without reading them. `render` ({"options", "worker"}: the run's
+    options and the workers' environment), for a one-spec run in a warm worker: the run rendered here (render.RunWrite:
+    document, rows, reports), which the web process writes as it is: the worker that ran the spec renders its reports."""
     from ..executors import check_spec_text
 
     if nice:
@@ -27,6 +29,13 @@ def check_below_the_api(name: str, text: str, options: dict, timeout: float, *, 
         result = _check_with_files(name, text, options, timeout, allow_code=allow_code, files=files)
     else:
         result = check_spec_text(name, text, options, timeout, allow_code=allow_code)
+    if render is not None:
+        from .render import render_run
+
+        try:
+            return render_run([result], [text], render["options"], render["worker"])
+        except Exception:  # noqa: BLE001 - the store process renders it, and says what went wrong
+            pass
     if pickled:
         import pickle
 
@@ -74,7 +83,16 @@ def _check_with_files(name: str, text: str, options: dict, timeout: float, *, al
 
 
 def ready() -> bool:
-    """A warm worker's first job (service.pool.WarmPool.start_workers): it is up."""
+    """A warm worker's first job (service.pool.WarmPool.start_workers): it is up, with the report renderers imported and
+    the HTML template compiled (it renders the one-spec runs it checks)."""
+    from importlib import import_module
+
+    from ..report import FORMATS
+    from ..report.html import _env
+
+    for module in FORMATS.values():
+        import_module(f"gradlab.report.{module}")
+    _env().get_template("report.html.j2")
     return True
 
 

@@ -34,11 +34,10 @@ from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
 
+from .render import REPORT_SUFFIXES, RunWrite, render_run
 from .db import ComparisonRow, Report, Run, RunSpec, SpecFile, SpecResultRow, checkpoint, utcnow
 
 CHECKPOINT_EVERY = 16  # runs written between two checkpoints of SQLite's write-ahead log (db.checkpoint) under load
-# report format -> the suffix it is served and stored under (GET /api/runs/{id}/report.{suffix})
-REPORT_SUFFIXES = {"html": "html", "md": "md", "junit": "xml", "csv": "csv", "json": "json"}
 
 
 class QueueFull(Exception):
@@ -328,6 +327,8 @@ class RunQueue:
         extra = {}
         if getattr(self.executor, "reuses_workers", False):  # a warm worker, unless the spec runs user code (service.pool)
             extra["reuse"] = facts is not None and facts.code is None and not active.files.get(index)
+        if extra.get("reuse") and len(active.names) == 1 and (environment := self._known_environment()) is not None:
+            extra["render"] = {"options": active.options, "worker": environment}  # rendered where it ran (render.py)
         try:
             future = self.executor.submit(check_below_the_api, name, text, options, limit, allow_code=self.allow_code,
                                           nice=getattr(self.executor, "name", "") == "local", files=active.files.get(index),
@@ -414,9 +415,9 @@ class RunQueue:
     def _finish(self, active: _Active) -> None:
         """The run's document, rows and reports, rendered by the store process when there is one (else here), then
         written here in one transaction: a run is done whole or not at all."""
-        worker = self._worker_env()
-        written = None
-        if self._store is not None and self._store.usable:
+        written = active.results[0] if len(active.results) == 1 and isinstance(active.results[0], RunWrite) else None
+        worker = self._worker_env() if written is None else None
+        if written is None and self._store is not None and self._store.usable:
             blobs = [r if isinstance(r, bytes) else pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in active.results]
             written = self._store.render(blobs, active.texts, active.options, worker)  # None: the store process died
         if written is None:
@@ -430,6 +431,12 @@ class RunQueue:
                 checkpoint(self.sessions)
             except Exception:  # noqa: BLE001 - the next one tries again; the log only grows meanwhile
                 pass
+
+    def _known_environment(self) -> dict | None:
+        """The workers' environment if a worker has told it already (never waits)."""
+        if self._worker_environment is None and self._environment_job is not None and self._environment_job.done():
+            return self._worker_env()
+        return self._worker_environment
 
     def _worker_env(self) -> dict:
         """The workers' environment (versions and devices), asked of a worker at start-up."""
@@ -536,50 +543,6 @@ def _store_render(blobs: list[bytes], texts: list[str], options: dict, worker: d
     return render_run([pickle.loads(b) for b in blobs], texts, options, worker)
 
 
-@dataclass
-class RunWrite:
-    """What is written of a finished run, made apart from the transaction that writes it (by the store process): its
-    spec_results rows, comparisons rows (without the run id), reports, check document and verdict."""
-
-    specs: list
-    comparisons: list
-    reports: dict
-    document: str
-    passed: bool
-    exit_code: int
-    stats_output: dict | None
-
-
-def render_run(results: list, texts: list[str], options: dict, worker: dict) -> RunWrite:
-    """A finished run's check document, per-spec and per-tensor rows and reports. `worker`: the environment the checks
-    ran in."""
-    from ..batch import check_document, exit_code
-
-    all_results = results
-    environment = _environment(worker, results, texts)
-    doc = check_document(results, environment)
-    stats = [_stats_of(r) for r in results]
-    stats_output = None
-    if options.get("stats"):
-        from ..report.stats_table import render_text
-
-        measured = [s for s in stats if s is not None]
-        if measured:  # as `gradlab check --stats --format json`
-            doc["stats"] = [s.to_dict() for s in measured]
-        failed = [r.stats for r in results if getattr(r, "stats", None) is not None and getattr(r.stats, "error", None) is not None]
-        stats_output = {"text": render_text(measured) if measured else "",
-                        "skipped": [f.error for f in failed if getattr(f, "error_kind", "") == "user"]}
-        all_results = results + [f for f in failed if getattr(f, "error_kind", "") == "internal"]  # as in the CLI: exit 3
-    rendered = _render_reports(results, environment)
-    document = json.dumps(doc, default=float)  # compact: the C encoder (indent= takes the pure-Python one); clients indent
-    rows = [dict(spec=r.name, parameter=c.parameter, candidate=c.candidate, reference=c.reference, device=c.device,
-                 dtype=c.dtype, status=c.status, max_rel_err=_finite(c.max_rel_err))
-            for r in results for c in r.comparisons]
-    specs = [dict(position=position, name=r.name, path=r.path, passed=r.passed, error=r.error, seconds=float(r.seconds or 0.0),
-                  stats=_stats_summary(st)) for position, (r, st) in enumerate(zip(results, stats))]
-    return RunWrite(specs, rows, rendered, document, doc["passed"], exit_code(all_results), stats_output)
-
-
 def apply_run(sessions, reports: ReportStore, run_id: int, written: RunWrite) -> None:
     """A rendered run written in one transaction of a few Core statements: a run is done whole or not at all."""
     with sessions() as session, session.begin():
@@ -596,13 +559,6 @@ def apply_run(sessions, reports: ReportStore, run_id: int, written: RunWrite) ->
 def write_run(sessions, reports: ReportStore, run_id: int, results: list, texts: list[str], options: dict, worker: dict) -> None:
     """A finished run rendered (render_run) and written in one transaction (apply_run)."""
     apply_run(sessions, reports, run_id, render_run(results, texts, options, worker))
-
-
-def _environment(worker: dict, results, texts) -> dict:
-    """The workers' environment, with each spec's hash taken from the text it was sent (never from a path)."""
-    specs = {r.path: {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], "seed": r.seed, "dtype": r.dtype}
-             for r, text in zip(results, texts)}
-    return {**worker, "specs": specs}
 
 
 def _names_code(active: _Active) -> list[tuple[int, str]]:
@@ -623,32 +579,3 @@ def _scrub_folder(text: str) -> str:
     return re.sub(r"\S*gradlab-spec-[^/\s]*/", "", text)
 
 
-def _stats_of(result):
-    """The StatsResult `--stats` measured for a spec, or None (not asked, or stats could not measure it)."""
-    found = getattr(result, "stats", None)
-    return found if found is not None and getattr(found, "error", None) is None and hasattr(found, "summary") else None
-
-
-def _stats_summary(stats) -> dict | None:
-    """What a spec's history keeps of `--stats`: the summary, and each layer's verdict."""
-    if stats is None:
-        return None
-    doc = stats.to_dict()
-    keep = ("layer", "verdict", "delta_rms_mean", "ratio_to_output_mean", "factor_mean")
-    return {"summary": doc["summary"], "layers": [{k: layer.get(k) for k in keep} for layer in doc["layers"]]}
-
-
-def _finite(x) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
-def _render_reports(results, environment: dict) -> dict[str, str]:
-    """Every report format, as `gradlab check --report` writes them (none when no spec could be checked)."""
-    from datetime import datetime, timezone
-
-    from ..report import render
-
-    if all(r.error is not None for r in results):
-        return {}
-    environment = {**environment, "generated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    return {fmt: render(fmt, results, environment) for fmt in REPORT_SUFFIXES}
