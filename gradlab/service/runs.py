@@ -32,11 +32,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from .render import REPORT_SUFFIXES, RunWrite, render_run
 from .db import ComparisonRow, Report, Run, RunSpec, SpecFile, SpecResultRow, checkpoint, utcnow
 
+_START_RUN = (update(Run).where(Run.id == bindparam("run_id"), Run.status == "queued")
+              .values(status="running", started=bindparam("started"), attempts=Run.attempts + 1))
 CHECKPOINT_EVERY = 16  # runs written between two checkpoints of SQLite's write-ahead log (db.checkpoint) under load
 
 
@@ -198,7 +200,7 @@ class RunQueue:
         spec's intake.SpecFacts (validate_specs)."""
         with self._lock:
             self._refuse_if_full()
-            with self._write_lock, self.sessions() as session, session.begin():  # Core inserts: no ORM unit of work on the request's path
+            with self._write_lock, _engine(self.sessions).begin() as session:  # Core inserts on a plain connection
                 run_id = session.execute(insert(Run).values(status="queued", label=label, options=options, n_specs=len(specs),
                                                             created=utcnow(), attempts=0)).inserted_primary_key[0]
                 session.execute(insert(RunSpec), [dict(run_id=run_id, position=i, name=name, yaml=text)
@@ -284,23 +286,36 @@ class RunQueue:
 
     def _begin(self, run_id: int) -> _Active | None:
         prepared = self._prepared.pop(run_id, None)
-        with self._write_lock, self.sessions() as session, session.begin():
-            if prepared is not None:  # submitted to this server: what it holds is known; only its status changes
-                changed = session.execute(update(Run).where(Run.id == run_id, Run.status == "queued")
-                                          .values(status="running", started=utcnow(), attempts=Run.attempts + 1)).rowcount
-                if changed != 1:
-                    return None
-                names, texts, options, files, facts = prepared
-                active = _Active(run_id, names, texts, options, files=files, facts=facts)
-            else:  # queued before a restart, or retried: read back
-                run = session.get(Run, run_id)
-                if run is None or run.status != "queued":
-                    return None
-                run.status, run.started, run.attempts = "running", utcnow(), run.attempts + 1
-                active = _Active(run.id, [s.name for s in run.specs], [s.yaml for s in run.specs], dict(run.options or {}))
-                for sent in session.scalars(select(SpecFile).where(SpecFile.run_id == run_id).order_by(SpecFile.position, SpecFile.path)):
-                    active.files.setdefault(sent.position, []).append((sent.path, sent.text))
+        if prepared is not None:  # submitted to this server: what it holds is known; only its status changes
+            with self._write_lock, _engine(self.sessions).begin() as connection:
+                changed = connection.execute(_START_RUN, {"run_id": run_id, "started": utcnow()}).rowcount
+            if changed != 1:
+                return None
+            names, texts, options, files, facts = prepared
+            active = _Active(run_id, names, texts, options, files=files, facts=facts)
+        else:
+            active = self._begin_stored(run_id)
+            if active is None:
+                return None
         self._changed(run_id)
+        return self._refuse_code(active)
+
+    def _begin_stored(self, run_id: int) -> _Active | None:
+        """A run queued before a restart, or retried: read back from the database."""
+        with self._write_lock, self.sessions() as session, session.begin():
+            run = session.get(Run, run_id)
+            if run is None or run.status != "queued":
+                return None
+            run.status, run.started, run.attempts = "running", utcnow(), run.attempts + 1
+            active = _Active(run.id, [s.name for s in run.specs], [s.yaml for s in run.specs], dict(run.options or {}))
+            for sent in session.scalars(select(SpecFile).where(SpecFile.run_id == run_id).order_by(SpecFile.position, SpecFile.path)):
+                active.files.setdefault(sent.position, []).append((sent.path, sent.text))
+        return active
+
+    def _refuse_code(self, active: _Active) -> _Active | None:
+        """The run active, its specs that name user code refused alone on a server without --allow-code; None when no
+        spec is left to check (the run is then handed to the writer)."""
+        run_id = active.id
         if not self.allow_code:  # this server runs no user code: such a spec is refused alone, as a local --no-code check does
             from ..batch import error_result
 
@@ -545,7 +560,7 @@ def _store_render(blobs: list[bytes], texts: list[str], options: dict, worker: d
 
 def apply_run(sessions, reports: ReportStore, run_id: int, written: RunWrite) -> None:
     """A rendered run written in one transaction of a few Core statements: a run is done whole or not at all."""
-    with sessions() as session, session.begin():
+    with _engine(sessions).begin() as session:  # a plain connection: no ORM bulk-insert layer
         if written.specs:
             session.execute(insert(SpecResultRow), [{**row, "run_id": run_id} for row in written.specs])
         if written.comparisons:
@@ -554,6 +569,11 @@ def apply_run(sessions, reports: ReportStore, run_id: int, written: RunWrite) ->
         session.execute(update(Run).where(Run.id == run_id).values(
             status="done", finished=utcnow(), result=written.document, passed=written.passed, exit_code=written.exit_code,
             stats_output=written.stats_output))
+
+
+def _engine(sessions):
+    """The engine behind a sessionmaker: Core statements on its connections skip the ORM's layers."""
+    return sessions.kw["bind"]
 
 
 def write_run(sessions, reports: ReportStore, run_id: int, results: list, texts: list[str], options: dict, worker: dict) -> None:
