@@ -22,8 +22,8 @@ at start-up.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
+import os
 import pickle
 import queue
 import threading
@@ -489,7 +489,7 @@ class StoreProcess:
 
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context(method), initializer=_store_open,
-                                         initargs=(self.db_url, self.reports_dir))
+                                         initargs=(self.db_url, self.reports_dir, os.getpid()))
         self._ready = self._pool.submit(_store_ready)  # started now, not at the first finished run
 
     def wait_ready(self, timeout: float = 300.0) -> None:
@@ -524,7 +524,22 @@ class StoreProcess:
 STORE_NAME = b"gradlab-store"  # the store process's name (/proc/PID/comm)
 
 
-def _store_open(db_url: str, reports_dir: str | None) -> None:
+def _watch_server(pid: int) -> None:
+    """The store process ends when the web process is gone (a kill -9 of it alone leaves nobody to feed it; its queue's
+    pipe never reads EOF, both ends being in this process)."""
+    import os
+
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except OSError:  # not ours to signal: it exists
+            pass
+
+
+def _store_open(db_url: str, reports_dir: str | None, server_pid: int | None = None) -> None:
     """The store process's imports, done once (it runs no check and no user code, and writes nothing: the web process
     writes what it renders). It renders at the workers' lower CPU priority: the web process's requests come first."""
     import os
@@ -533,6 +548,8 @@ def _store_open(db_url: str, reports_dir: str | None) -> None:
     from .pool import name_process
 
     name_process(STORE_NAME)
+    if server_pid is not None:
+        threading.Thread(target=_watch_server, args=(server_pid,), name="gradlab-store-watch", daemon=True).start()
 
     try:
         os.setpriority(os.PRIO_PROCESS, 0, WORKER_NICENESS)
