@@ -782,7 +782,11 @@ def _linear_from_sites(base: _Base, layer: OpLayer, names, delta, delta_err, del
     out: dict[str, _Tensor] = {}
     per = 8 * 4 * max(1, d.size)
     chunk = max(1, NUMERIC_CHUNK_BYTES // per)
+    channels = layer.op.channel_params
     for name in names:
+        if name[len(layer.name) + 1:] in channels and base.params[name].shape[0] == layer.out_shape[0]:
+            out[name] = _channel_linear(layer, base.params, zeros, name, x, d, de, dk, chunk)
+            continue
         size = base.params[name].size
         value, err, kink = np.empty(size), np.empty(size), np.empty(size, bool)
         for start in range(0, size, chunk):
@@ -797,6 +801,29 @@ def _linear_from_sites(base: _Base, layer: OpLayer, names, delta, delta_err, del
         shape = base.params[name].shape
         out[name] = _Tensor(value.reshape(shape), err.reshape(shape), kink.reshape(shape))
     return out
+
+
+def _channel_linear(layer: OpLayer, params, zeros, name: str, x, d, de, dk, chunk: int) -> _Tensor:
+    """As _linear_from_sites for a parameter whose axis 0 is the output channel (see LayerOp.channel_params):
+    the unit vector e_k of the slice moves element k of every channel's slice at once, and output channel o
+    holds du_o/dtheta[o, k] alone."""
+    shape = params[name].shape
+    C, m = shape[0], int(np.prod(shape[1:]))
+    B = d.shape[0]
+    d3, de3, dk3 = (a.reshape(B, C, -1) for a in (d, de, dk))
+    n_out = d3.shape[-1]
+    value, err, kink = np.empty((m, C)), np.empty((m, C)), np.empty((m, C), bool)
+    step = max(1, chunk // max(1, C))
+    for start in range(0, m, step):
+        k = np.arange(start, min(m, start + step))
+        unit = np.zeros((len(k), C, m))
+        unit[np.arange(len(k)), :, k] = 1.0
+        cols = layer.forward({**params, **zeros, name: unit.reshape((len(k),) + shape)}, x).reshape(len(k), B, C, -1)
+        value[k] = np.einsum("kbcs,bcs->kc", cols, d3)
+        a = np.abs(cols)
+        err[k] = np.einsum("kbcs,bcs->kc", a, de3) + 2 * np.sqrt(B * C * n_out) * EPS64 * np.einsum("kbcs,bcs->kc", a, np.abs(d3))
+        kink[k] = np.einsum("kbcs,bcs->kc", (cols != 0).astype(float), dk3) > 0
+    return _Tensor(value.T.reshape(shape), err.T.reshape(shape), kink.T.reshape(shape))
 
 
 # --- inner sites an op declares (attention's projections) ---------------------------------------

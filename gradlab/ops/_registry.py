@@ -219,6 +219,10 @@ class LayerOp:
     # roundoff eps, for an op whose rounding hides from perturbations of its inputs (a normalisation)
     rounding: Callable[..., tuple] | None = None
     linear_in: tuple[str, ...] = ()  # parameters the output is affine in (conv weight and bias)
+    # of those, parameters whose axis 0 is the output's channel axis (axis 0 per sample) with each output channel
+    # affine in its own slice alone (conv weight and bias): the numeric engine moves one element of every
+    # channel's slice in a single forward (C_out times fewer forwards on unit vectors)
+    channel_params: tuple[str, ...] = ()
     # (x, p, o, g, e) -> [InnerSite]: an op not affine in its parameters whose inner values are (attention's
     # q, k, v and output projections), for x (B, *in_shape) float64, plain parameters, cotangent g = dL/dy
     # (B, *out_shape) with error bound e: the numeric engine reaches those parameters through them

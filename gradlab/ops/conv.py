@@ -256,6 +256,7 @@ def _conv(nd: int, doc: str, examples) -> LayerOp:
         params=_params(nd, name),
         complex_safe=True,
         linear_in=("weight", "bias"),
+        channel_params=("weight", "bias"),  # output channel o reads weight[o] and bias[o] alone (groups too)
         examples=examples,
     )
 
