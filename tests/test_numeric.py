@@ -408,3 +408,19 @@ def test_attention_inner_sites_agree_with_element_by_element(causal):
     for n in names:
         np.testing.assert_allclose(fast.values[n], slow.values[n], rtol=1e-12, atol=1e-15, err_msg=n)
         assert np.all(np.abs(fast.values[n] - slow.values[n]) <= fast.error[n] + slow.error[n] + 1e-300), n
+
+
+def test_conv_weights_through_their_output_channels_agree_with_element_by_element():
+    """A conv whose output is smaller than its parameters is a site: its weight and bias come from dL/du by
+    forwards on unit vectors, one per slice element for all output channels at once (LayerOp.channel_params)."""
+    net = build(validate({"seed": 7, "input": {"shape": [2, 7, 7], "batch": 2}, "target": {"kind": "regression"},
+                          "network": {"layers": [{"type": "conv2d", "channels": 4, "kernel": 3, "stride": 2, "groups": 2},
+                                                 {"type": "activation", "fn": "tanh"}, {"type": "flatten"},
+                                                 {"type": "dense", "units": 2}]}, "loss": {"fn": "sse"}}))
+    names = ["layers.0.weight", "layers.0.bias"]
+    assert numeric._site_for(net, net.layers[0], names)
+    fast = numeric.differentiate(net, method="complex_step", names=names)
+    slow = numeric.differentiate(net, method="complex_step", names=names, structured=False)
+    for n in names:
+        np.testing.assert_allclose(fast.values[n], slow.values[n], rtol=1e-12, atol=1e-15, err_msg=n)
+        assert np.all(np.abs(fast.values[n] - slow.values[n]) <= fast.error[n] + slow.error[n] + 1e-300), n
