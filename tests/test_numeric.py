@@ -1,6 +1,7 @@
 """The numeric engine as referee: methods, kinks, the error model, full and fast mode."""
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -247,47 +248,17 @@ def test_fast_mode_passes_correct_network_and_auto_mode_threshold():
 
 # --- issue 23: the complex step through kinks and norms, attention's inner sites, sharpness ---------------
 
-SHARP_OPS = '''
-import math
-import numpy as np
-
-OFF = {off!r}
-
-
-class Tanh:
-    kind = "activation"
-    elementwise = True
-    complex_safe = True
-
-    def forward(self, z):
-        return np.tanh(z)
-
-    def backward(self, z, grad_out):
-        t = np.tanh(z)
-        return grad_out * (1.0 - t * t) * (1.0 + OFF)
-
-
-class Gelu:  # does not declare complex_safe: the engine probes it at the network's point
-    kind = "activation"
-    elementwise = True
-    c = math.sqrt(2.0 / math.pi)
-
-    def forward(self, z):
-        return 0.5 * z * (1.0 + np.tanh(self.c * (z + 0.044715 * z**3)))
-
-    def backward(self, z, grad_out):
-        t = np.tanh(self.c * (z + 0.044715 * z**3))
-        d = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * self.c * (1.0 + 3 * 0.044715 * z * z)
-        return grad_out * d * (1.0 + OFF)
-'''
-
-
-def _sharp_spec(tmp_path, off: float, kind: str):
+def _sharp_spec(tmp_path, wrong: bool, kind: str):
     """A small CNN (conv, custom tanh, max-pool, dense) or pre-LN transformer block (layernorm, attention, custom
-    gelu MLP) whose custom activation's backward is exact (off 0) or off by a relative `off`."""
+    gelu MLP) whose custom activation's backward is exact, or off by a relative 1e-8 (`wrong`): the benchmark's
+    ops (benchmarks/sharp/ops.py), Tanh / TanhOff and Gelu / GeluOff."""
     from gradlab.spec import load_spec
 
-    (tmp_path / "sharp_ops.py").write_text(SHARP_OPS.format(off=off))
+    from .conftest import ROOT
+
+    tmp_path.mkdir()
+    shutil.copy(ROOT / "benchmarks" / "sharp" / "ops.py", tmp_path / "sharp_ops.py")
+    off = "Off" if wrong else ""
     if kind == "cnn":
         body = """input: {shape: [1, 10, 10], batch: 2}
 target: {kind: onehot, classes: 3}
@@ -313,6 +284,7 @@ network:
       layers: [{type: layernorm}, {type: dense, units: 16}, {type: activation, fn: custom, impl: 'sharp_ops.py:Gelu'}, {type: dense, units: 8}]
 loss: {fn: sse}
 """
+    body = body.replace(":Tanh'", f":Tanh{off}'").replace(":Gelu'", f":Gelu{off}'")
     path = tmp_path / f"{kind}.yaml"
     path.write_text(f"name: sharp-{kind}\nseed: 1\n{body}check: {{engines: [analytic, numeric]}}\n")
     return load_spec(path)
@@ -323,10 +295,10 @@ def test_analytic_and_numeric_alone_catch_a_backward_off_by_1e8(tmp_path, kind):
     """Issue 23: with no torch mirror to compare against, the numeric engine alone must fail a custom activation
     whose backward is off by a relative 1e-8 (inside a CNN with a max-pool and a relu, and inside a transformer
     block's MLP after layernorm and attention), and pass its exact twin."""
-    exact = runner.run(_sharp_spec(tmp_path / "a", 0.0, kind) if (tmp_path / "a").mkdir() is None else None)
+    exact = runner.run(_sharp_spec(tmp_path / "a", False, kind))
     assert exact.passed, [(c.parameter, c.note) for c in exact.failures]
     assert exact.method == "complex_step"
-    wrong = runner.run(_sharp_spec(tmp_path / "b", 1e-8, kind) if (tmp_path / "b").mkdir() is None else None)
+    wrong = runner.run(_sharp_spec(tmp_path / "b", True, kind))
     assert not wrong.passed
     assert {c.candidate for c in wrong.failures} | {c.reference for c in wrong.failures} == {"analytic", "numeric"}
 
@@ -337,7 +309,8 @@ def test_an_undeclared_user_activation_is_probed_for_the_complex_step(tmp_path):
     step only ever evaluates it at those real points); one that is not analytic (abs inside) keeps richardson."""
     from gradlab.engines.numeric import resolve_method
 
-    spec = _sharp_spec(tmp_path, 0.0, "transformer")
+    tmp_path = tmp_path / "t"
+    spec = _sharp_spec(tmp_path, False, "transformer")
     assert resolve_method(build(spec), "auto") == "complex_step"
     (tmp_path / "not_analytic.py").write_text(
         "import numpy as np\n\nclass Swish:\n    kind = 'activation'\n    elementwise = True\n"

@@ -138,20 +138,12 @@ def _complex_safe_here(net: Network, acts) -> bool:
     wanted = {id(l) for l in acts}
     inputs: dict[int, list] = {}
 
-    def visit(layers, h):
-        for layer in layers:
-            if isinstance(layer, ResidualLayer):
-                visit(layer.layers, h)
-                if layer.projection is not None:
-                    visit([layer.projection], h)
-            elif id(layer) in wanted:
-                inputs.setdefault(id(layer), []).append(h)
-            h = layer.forward(params, h)
-
     ok = True
     try:
         with np.errstate(all="ignore"):
-            visit(net.layers, x)
+            for layer, h in _with_inputs(net.layers, params, x):
+                if id(layer) in wanted:
+                    inputs.setdefault(id(layer), []).append(h)
             for layer in acts:
                 for z in inputs.get(id(layer), []):
                     hp = layer.hyper(params)
@@ -576,23 +568,26 @@ def _quiet_layers(net: Network, params: dict, x: np.ndarray) -> frozenset:
     quiet = set()
     eps = float(np.finfo(net.dtype).eps)
     rng = np.random.default_rng(0)
-
-    def visit(layers, h):
-        for layer in layers:
-            if isinstance(layer, ResidualLayer):
-                visit(layer.layers, h)
-                if layer.projection is not None:
-                    visit([layer.projection], h)
-            elif getattr(getattr(layer, "op", None), "kinks", None) and layer.complex_safe:
+    with np.errstate(all="ignore"):
+        for layer, h in _with_inputs(net.layers, params, x):
+            if getattr(getattr(layer, "op", None), "kinks", None) and layer.complex_safe:
                 with watching(1, 2 * eps) as probe:  # every unit moving, each with its own tangent
                     layer.forward(params, (h + 1j * rng.uniform(1.0, 2.0, h.shape))[None])
                 if not probe.flags.any():
                     quiet.add(id(layer))
-            h = layer.forward(params, h)
-
-    with np.errstate(all="ignore"):
-        visit(net.layers, x)
     return frozenset(quiet)
+
+
+def _with_inputs(layers, params: dict, h: np.ndarray):
+    """(layer, its input) for every layer but a residual block, its members and projection included, in forward order."""
+    for layer in layers:
+        if isinstance(layer, ResidualLayer):
+            yield from _with_inputs(layer.layers, params, h)
+            if layer.projection is not None:
+                yield from _with_inputs([layer.projection], params, h)
+        else:
+            yield layer, h
+        h = layer.forward(params, h)
 
 
 def _base_pass(net: Network, params: dict, x: np.ndarray, target: np.ndarray) -> _Base:
