@@ -200,12 +200,11 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
     # Code that swallows every exception in a loop never lets the Timeout out: after a grace period the
     # watchdog ends the process with exit code 2 and says why -- a hang is never an option.
     grace = min(max(1.0, seconds), 5.0)
-    watchdog = threading.Timer(seconds + grace, _hard_stop, args=(seconds, what))
-    watchdog.daemon = True
     previous = signal.signal(signal.SIGALRM, _expired)
+    token = None
     try:
-        # armed inside the try: a deadline shorter than starting the watchdog must still be disarmed below
-        watchdog.start()
+        # armed inside the try: a deadline shorter than arming the watchdog must still be disarmed below
+        token = _WATCHDOG.arm(seconds + grace, seconds, what)
         signal.setitimer(signal.ITIMER_REAL, seconds, 0.25)  # and again every 0.25 s until the block is left
         yield
     finally:
@@ -216,11 +215,59 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
                 state["open"] = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
-                watchdog.cancel()
+                _WATCHDOG.cancel(token)
                 break
             except Timeout:
                 continue
         _expiry.clear()
+
+
+class _Watchdog:
+    """One daemon thread per process that calls _hard_stop when a deadline's grace has run out: arming and
+    cancelling are a dict update under a lock (a thread started per deadline cost a millisecond per spec,
+    a service worker's whole budget). A forked child starts its own thread on first use (threads do not
+    survive a fork)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, float, str]] = {}  # token -> (monotonic due time, seconds, what)
+        self._next = 0
+        self._pid = None
+
+    def arm(self, after: float, seconds: float, what: str) -> int:
+        import os
+        import time
+
+        if self._pid != os.getpid():  # first use in this process (deadlines are armed on the main thread only)
+            self._pid = os.getpid()
+            self._cond = threading.Condition()  # a lock another thread held at a fork is never released in the child
+            self._due = {}
+            threading.Thread(target=self._run, args=(self._cond,), name="gradlab-watchdog", daemon=True).start()
+        with self._cond:
+            self._next += 1
+            self._due[self._next] = (time.monotonic() + after, seconds, what)
+            self._cond.notify()
+            return self._next
+
+    def cancel(self, token: int | None) -> None:
+        if token is not None:
+            with self._cond:
+                self._due.pop(token, None)
+
+    def _run(self, cond: threading.Condition) -> None:
+        import time
+
+        with cond:
+            while True:
+                now = time.monotonic()
+                late = [v for v in self._due.values() if v[0] <= now]
+                if late:
+                    _hard_stop(late[0][1], late[0][2])
+                    return
+                cond.wait(min((v[0] for v in self._due.values()), default=now + 3600) - now)
+
+
+_WATCHDOG = _Watchdog()
 
 
 _expiry: list[Timeout] = []  # the Timeout of the deadline now open, once it has fired
@@ -234,7 +281,6 @@ def expired() -> Timeout | None:
 
 
 def _hard_stop(seconds: float, what: str) -> None:
-    import os
     import sys
 
     if _running:

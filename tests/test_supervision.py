@@ -284,3 +284,33 @@ def test_the_environment_accepts_skips_like_the_flag(monkeypatch):
     assert run.exit_code == 0 and run.output.startswith("INCOMPLETE:"), run.output  # accepted, still named
     monkeypatch.setenv("GRADLAB_ALLOW_UNCHECKED", "0")
     assert CliRunner().invoke(main, ["check", spec, "-q"]).exit_code == 4
+
+
+def _swallow_inside_a_deadline():
+    import time
+
+    from gradlab.usercode import deadline
+
+    with deadline(0.2, "the swallowing op"):
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                time.sleep(0.01)
+            except BaseException:  # noqa: BLE001 -- the deadline's Timeout included
+                pass
+    return "returned"
+
+
+def test_the_watchdog_outlives_a_fork_and_stops_code_that_swallows_the_timeout():
+    """One watchdog thread per process: a forked child (threads do not survive a fork) starts its own, and
+    code that catches every interrupt is ended after the grace period, not after its own 10 s."""
+    import time
+
+    from gradlab.supervise import ProcessEnded, call
+    from gradlab.usercode import deadline
+
+    with deadline(30, "the parent's deadline"):  # the parent's watchdog thread is running at the fork
+        t0 = time.monotonic()
+        with pytest.raises(ProcessEnded, match="exit status 2"):
+            call(_swallow_inside_a_deadline)
+    assert time.monotonic() - t0 < 5
