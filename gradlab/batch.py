@@ -38,8 +38,9 @@ def _set_debug(ctx, param, value):
 
 
 def _set_no_code(ctx, param, value):
-    if value:
-        forbid_code()
+    if value:  # for this command only: an in-process caller (a CliRunner, an embedding) gets its setting back
+        previous = forbid_code()
+        ctx.call_on_close(lambda: forbid_code(previous))
 
 
 def _set_allow_unchecked(ctx, param, value):

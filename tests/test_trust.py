@@ -232,12 +232,10 @@ def test_no_code_flag(tmp_path):
     spec.write_text(TINY.format(name="s", fn="custom, impl: ops.py:Act"))
     from gradlab import usercode
 
-    try:
-        result = CliRunner().invoke(main, ["check", "--no-code", str(spec)])
-    finally:
-        usercode.forbid_code(False)
+    result = CliRunner().invoke(main, ["check", "--no-code", str(spec)])
     assert result.exit_code == 2 and "--no-code" in result.output
     assert not marker.exists()
+    assert usercode.code_allowed()  # the switch was for that command: an in-process caller gets its setting back
 
 
 def test_a_dotted_impl_never_imports_from_the_working_directory(tmp_path, monkeypatch):
