@@ -109,3 +109,25 @@ def test_kinks_are_not_judged_and_the_rest_still_is():
     assert audit.passed, audit.result.failure
     x = audit.result.worst["grad x"]
     assert x.mode == "projections" and 0 < x.kinks < 30 and x.ratio < 1 and "not judged" in x.note
+
+
+def test_the_module_is_built_the_same_every_time_and_the_callers_generator_is_left_alone():
+    """Its init comes from a seeded generator: the table, the wrong elements and the reproduce line are the same in
+    every run (the docs execute this example), and torch's global generator is where the caller left it."""
+    import re
+
+    import torch
+
+    from gradlab.kernels.report import module_text
+
+    def table():
+        text = module_text(modules.audit_module(f"{CUSTOM}:Block", examples=5))
+        return re.sub(r"\(\d+\.\d+ s\)", "", text)
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = table()
+    assert torch.rand(1) == expected_next  # the audit drew nothing from the caller's generator
+    torch.manual_seed(999)  # another global state: the module's init must not follow it
+    assert table() == first and "FAIL" in first

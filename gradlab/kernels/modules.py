@@ -102,9 +102,16 @@ def _required_args(cls: type) -> list[str]:
     return [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+BUILD_SEED = 0  # torch's global generator while the module's file is imported and the module built: its init is the same every run
+
+
 def prepare(spec: str, *, rtol: float | None = None, atol: float | None = None) -> ModuleSubject:
-    """Load the module and its declared inputs; anything but an nn.Module is a TargetError (exit 2)."""
-    with inspecting(spec):
+    """Load the module and its declared inputs; anything but an nn.Module is a TargetError (exit 2).
+
+    Built under a seeded torch generator (BUILD_SEED, the caller's own generator state restored after), so that
+    an audit's table, its wrong elements and its reproduce line are the same in every process."""
+    with inspecting(spec), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(BUILD_SEED)
         return _prepare(spec, rtol=rtol, atol=atol)
 
 
