@@ -279,3 +279,15 @@ def test_overall_verdict_follows_the_most_specific():
     assert stats_report.overall_verdict([R("dead"), R("zero-gradient")]) == "dead"
     assert stats_report.overall_verdict([R("ok")]) == "ok"
     assert stats_report.overall_verdict([R("ok"), R("vanishing-delta"), R("vanishing-dW")]) == "vanishing-dW"
+
+
+def test_a_long_title_is_never_wrapped_in_a_pipe():
+    from click.testing import CliRunner
+
+    from gradlab.cli import main
+
+    from .conftest import ROOT
+
+    spec = ROOT / "specs" / "stats" / "saturated_output_cross_entropy.yaml"
+    out = CliRunner().invoke(main, ["stats", str(spec), "--seeds", "1", "--batch", "16"]).stdout.splitlines()
+    assert out[0] == f"saturated-output-cross-entropy  ({spec})"  # wider than the table: one line all the same

@@ -76,10 +76,8 @@ def table(result, *, console: Console | None = None) -> Table:
     """The per-layer table; on a screen narrower than it, whole columns go in `DROP_ORDER` (no number is cut)."""
     from .terminal import _fitted, _width
 
-    title = f"{visible(result.name)}  ({visible(result.path)})\n{result.loss}, mean over {len(result.seeds)} initialisations, batch {result.batch}"
-
     def build(kept: list[str]) -> Table:
-        t = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                   header_style="bold", padding=0)  # the box's blank divider is the one space between columns
         t.add_column("layer", no_wrap=True)
         columns = [c for c in TABLE_COLUMNS if c[0] in kept]
@@ -92,6 +90,11 @@ def table(result, *, console: Console | None = None) -> Table:
         return t
 
     return _fitted(build, [h for h, _, _ in TABLE_COLUMNS], DROP_ORDER, _width(console))
+
+
+def title_lines(result) -> list[str]:
+    return [f"{visible(result.name)}  ({visible(result.path)})",
+            f"{result.loss}, mean over {len(result.seeds)} initialisations, batch {result.batch}"]
 
 
 def _short(names) -> str:
@@ -170,6 +173,8 @@ def render(results, console: Console | None = None) -> None:
 
     console = console or Console()
     for r in results:
+        for line in title_lines(r):  # lines of their own: a table's title would be wrapped to the table's width
+            emit(console, rich_text(line))
         emit(console, table(r, console=console))
         for line in summary_lines(r):
             style = VERDICT_STYLE.get(r.verdict, "") if line.startswith("verdict") else "dim" if line.startswith("thresholds") else ""
