@@ -524,3 +524,11 @@ def test_audit_timeout_and_unwritable_output_exit_2(tmp_path):
     blocked.write_text("")
     bad = CliRunner().invoke(main, ["audit", target("correct", "Silu"), "--output", str(blocked / "audit.json")])
     assert bad.exit_code == 2 and "cannot write here" in bad.output and "searched" not in bad.output
+
+
+def test_a_failing_audits_coverage_line_says_it_describes_the_passing_examples():
+    from gradlab.audit import audit, report
+
+    result = audit(f"{ROOT / 'docs' / 'examples' / 'myops.py'}:SoftsignWrong", examples=20)
+    line = report.text(result).splitlines()[-2]
+    assert not result.passed and line.startswith("failing case found after ") and "), which covered: " in line, line

@@ -196,8 +196,11 @@ def coverage_line(result: AuditResult) -> str:
         parts.append(f"{c['discarded']} discarded (not finite on a bound of the domain)")
     if c["no_backward"]:
         parts.append(f"{c['no_backward']} without a cache (the forward keeps none in that mode: backward not audited there)")
-    verb = "searched" if result.passed else "failing case found after"
-    return f"{verb} {c['examples']} passing example{'s' if c['examples'] != 1 else ''} ({result.seconds:.1f} s): " + "; ".join(parts)
+    n = f"{c['examples']} passing example{'s' if c['examples'] != 1 else ''}"
+    if result.passed:
+        return f"searched {n} ({result.seconds:.1f} s): " + "; ".join(parts)
+    # what the passing examples covered, not the counterexample (shown above): a first example is often all zeros
+    return f"failing case found after {n} ({result.seconds:.1f} s), which covered: " + "; ".join(parts)
 
 
 def text(result: AuditResult) -> str:

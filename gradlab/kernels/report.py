@@ -213,7 +213,7 @@ def module_text(audit) -> str:
         lines += _verdict_notes(list(s.worst.values()), "autograd", "numeric")
         lines.append(f"PASS: no counterexample in {s.examples} examples")
     else:
-        lines.append(f"failing case found after {s.examples} passing example(s) ({s.seconds:.1f} s): {shapes}")
+        lines.append(f"failing case found after {s.examples} passing example(s) ({s.seconds:.1f} s), which covered: {shapes}")
         lines.append("FAIL: 1 counterexample (mismatch)" if s.failure else "FAIL: results differ from run to run")
     return "\n".join(lines)
 
