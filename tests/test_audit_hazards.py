@@ -197,3 +197,11 @@ def test_reproduce_of_right_values_with_a_hazard_says_warn_not_pass(capsys):
     assert out.startswith("WARN: ") and "with 1 warning(s) (in-place)" in out and "PASS" not in out
     reproduce(f"{HAZARDS / 'inplace.py'}:relu_forward", kind="pair", x=x, grad_out=np.ones((2, 2)), quiet=True)
     assert capsys.readouterr().out == ""
+
+
+def test_a_whole_file_audit_lists_its_loss_layers():
+    """A textbook file's SoftmaxWithLoss is audited with the file, as it is when named: the right one passes, the one
+    that forgets to divide by the batch fails."""
+    result = audit_file(HAZARDS / "loss_layers.py", examples=10)
+    assert verdicts(result) == {"SoftmaxWithLoss": [], "SoftmaxWithLossNoMean": ["mismatch"]}
+    assert "SoftmaxWithLoss" in verdicts(audit_file(HAZARDS / "textbook_net.py", examples=5))

@@ -179,6 +179,7 @@ def audit_file(path: str | Path, *, examples: int = DEFAULT_EXAMPLES, seed: int 
         found, notes = pairs.discover(module, shown)
         function_names = torch_functions(module)  # torch.autograd.Function subclasses, static- or classmethod forward/backward
         stateful_names = [name for name in stateful.stateful_classes(module) if name not in function_names]
+        stateful_names += [name for name in building.loss_layer_classes(module) if name not in function_names + stateful_names]
         model_names = [name for name in models.model_classes(module) if name not in stateful_names + function_names]  # TwoLayerNet(...).loss(X, y)
     classes = stateful_names + model_names + function_names
     kinds = {**{n: "stateful" for n in stateful_names}, **{n: "model" for n in model_names}, **{n: "function" for n in function_names}}

@@ -109,6 +109,13 @@ def needs_building(raw: Any) -> bool:
     return isinstance(raw, type) and (contracts.stateful_methods(raw) is not None and bool(_required(raw)) or is_loss_layer(raw))
 
 
+def loss_layer_classes(module: Any) -> list[str]:
+    """Loss layer classes `module` defines (not imports): a whole-file audit lists them beside its stateful layers.
+    A textbook's log(y + 1e-7) is judged as LossLayerSubject judges it when the class is named."""
+    return [name for name, value in vars(module).items()
+            if not name.startswith("_") and isinstance(value, type) and value.__module__ == module.__name__ and is_loss_layer(value)]
+
+
 def is_loss_layer(cls: Any) -> bool:
     """forward(x, t) -> a number and backward() / backward(dout=1) -> dx, as a textbook's SoftmaxWithLoss: the labels
     are the forward's second argument, the upstream gradient of a loss is 1."""

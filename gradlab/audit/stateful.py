@@ -265,8 +265,7 @@ def cases(draw, env: Envelope, input_shape: tuple[int, ...], params: dict[str, n
 
 
 def stateful_classes(module: Any) -> list[str]:
-    """Classes defined in `module` (not imported) that look like stateful layers. Loss layers are audited when named
-    (file.py:SoftmaxWithLoss), not listed here: a textbook's log(y + 1e-7) is not what its backward differentiates."""
+    """Classes defined in `module` (not imported) that look like stateful layers (loss layers: building.loss_layer_classes)."""
     out = []
     for name, value in vars(module).items():
         if isinstance(value, type) and value.__module__ == module.__name__ and not name.startswith("_") and contracts.stateful_methods(value) is not None:

@@ -95,7 +95,8 @@ def _summary(result) -> str:
     status = "FAIL" if not result.passed else "WARN" if result.warnings else "PASS"
     notes = ([kinds] if kinds else []) + ([f"warning{'s' if len(result.warnings) > 1 else ''}: {warned}"] if warned else [])
     built = f"; built {result.built}" if result.built else ""
-    return f"{status}  {result.name}  ({result.coverage.examples} examples, {result.seconds:.1f} s{built}{''.join('; ' + n for n in notes)})"
+    count = result.coverage.examples
+    return f"{status}  {result.name}  ({count} example{'' if count == 1 else 's'}, {result.seconds:.1f} s{built}{''.join('; ' + n for n in notes)})"
 
 
 def _whole_file(path, examples, seed, fmt, output, rtol, atol, max_abs, timeout, reseed, declared=False, strict=False):
