@@ -222,6 +222,9 @@ def deadline(seconds: float | None, what: str) -> Iterator[None]:
         _expiry.clear()
 
 
+WATCHDOG_THREAD = "gradlab-watchdog"
+
+
 class _Watchdog:
     """One daemon thread per process that calls _hard_stop when a deadline's grace has run out: arming and
     cancelling are a dict update under a lock (a thread started per deadline cost a millisecond per spec,
@@ -242,7 +245,7 @@ class _Watchdog:
             self._pid = os.getpid()
             self._cond = threading.Condition()  # a lock another thread held at a fork is never released in the child
             self._due = {}
-            threading.Thread(target=self._run, args=(self._cond,), name="gradlab-watchdog", daemon=True).start()
+            threading.Thread(target=self._run, args=(self._cond,), name=WATCHDOG_THREAD, daemon=True).start()
         with self._cond:
             self._next += 1
             self._due[self._next] = (time.monotonic() + after, seconds, what)
