@@ -111,16 +111,19 @@ timeout_option = timeout_option_for("Give up on a spec after this many seconds (
                                     "overrides check.timeout.")
 
 
-def expand_specs(paths) -> list[Path]:
+def expand_specs(paths, *, note: bool = False) -> list[Path]:
     """Files as given; a directory contributes the specs under it, subfolders too, as `pytest DIR` collects them
-    (gradlab.specfiles). Other YAML found there is named once on stderr, never silently dropped."""
+    (gradlab.specfiles). Other YAML found there is never silently dropped: the command's first expansion (`note`)
+    names each on stderr."""
     from .specfiles import walk
 
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found, other = walk(p)
-            _note_not_specs(other)
+            for skipped in other if note else ():
+                click.echo(f"note: {skipped}: skipped, not a gradlab spec (no top-level network with typed layers); "
+                           "name the file to check it anyway", err=True)
             if not found:
                 extra = f" ({len(other)} other YAML file(s) there are not specs: no top-level network.layers)" if other else ""
                 raise SpecError(str(p), "(directory)", f"no gradlab specs (*.yaml, *.yml) in this directory or its subfolders{extra}")
@@ -130,16 +133,6 @@ def expand_specs(paths) -> list[Path]:
         else:
             out.append(p)
     return out
-
-
-_NOTED: set[str] = set()  # expand_specs runs more than once per command; each note is printed once
-
-
-def _note_not_specs(paths) -> None:
-    for p in map(str, paths):
-        if p not in _NOTED:
-            _NOTED.add(p)
-            click.echo(f"note: {p}: skipped, not a gradlab spec (no top-level network with typed layers); name the file to check it anyway", err=True)
 
 
 def error_result(path: str, message: str, *, kind: str = "user", name: str | None = None):
@@ -189,7 +182,7 @@ def load_all(paths, *, timeout: float | None = None, isolate: bool = False) -> t
     from .spec import load_spec
 
     loaded, failed = [], []
-    for p in expand_specs(paths):
+    for p in expand_specs(paths, note=True):
         load = _load_isolated if isolate and names_code(p) else load_spec
         outcome = guarded(str(p), lambda p=p, load=load: load(p, timeout=timeout))
         if getattr(outcome, "error", None) is not None:

@@ -36,7 +36,9 @@ def test_check_directory_recurses_as_pytest_collects(tmp_path, pytester):
     assert result.exit_code == 0, result.output
     checked = sorted(s["spec"] for s in json.loads(result.stdout)["specs"])
     assert checked == [str(tree / "nested" / "deeper" / "two.yml"), str(tree / "top.yaml")]
-    assert f"note: {tree / 'nested' / 'ci.yml'}: skipped, not a gradlab spec" in result.stderr
+    note = f"note: {tree / 'nested' / 'ci.yml'}: skipped, not a gradlab spec"
+    assert result.stderr.count(note) == 1
+    assert CliRunner().invoke(main, ["check", str(tree), "-q"]).stderr.count(note) == 1  # every command says it, once
     collected = pytester.runpytest_inprocess("--collect-only", "-q", str(tree)).outlines
     assert sorted(line.split("::")[0].split("/specs/")[1] for line in collected if "::" in line) == ["nested/deeper/two.yml", "top.yaml"]
 

@@ -81,7 +81,7 @@ def check_remote(url: str, paths, *, label=None, fmt="table", output=None, repor
         check_writable(path, "--output" if path == output else "--report")
     server = Server(url)
     invalid, specs = [], []
-    for p in expand_specs(paths):
+    for p in expand_specs(paths, note=True):
         try:
             specs.append((str(p), read_spec_text(p)))
         except GradlabError as exc:
