@@ -37,7 +37,6 @@ from ..audit.judge import tolerance
 from ..userops.loading import TargetError, inspecting, load_raw
 from ..usercode import UserCodeError, deadline, user_code
 
-ELEMENTWISE_LIMIT = projection.MODULE_ELEMENTWISE_LIMIT
 FORWARD_SEED = 0  # every forward pass runs with this torch seed: dropout draws the same mask each time
 
 
@@ -242,7 +241,7 @@ def run_case(subject: ModuleSubject, case: I.Case) -> list[projection.Verdict]:
                                                float("nan"), [(bad, float(g[bad]) if g.dim() else float(g), float("nan"), 0.0)], note="autograd gradient is not finite"))
             continue
         verdicts.append(projection.judge(name, phi, theta.numpy(), g.numpy(), method=subject.method, tol=subject.tol, seed=case.seed,
-                                         elementwise_limit=ELEMENTWISE_LIMIT))
+                                         elementwise_limit=projection.MODULE_ELEMENTWISE_LIMIT))
     return verdicts
 
 

@@ -181,11 +181,11 @@ def module_reproduce(audit) -> str:
 
 
 def _module_rule(audit) -> str:
-    from .projection import MODULE_ELEMENTWISE_LIMIT as MODULE_ELEMENTWISE
+    from .projection import MODULE_ELEMENTWISE_LIMIT
 
     tol, sub = audit.subject.tol, audit.subject
     return (f"  rule: |autograd - numeric| <= {tol['atol']:g} + {tol['rtol']:g} |numeric| + {tol['err_factor']:g} (err + {tol['rounding']:.1e} max|grad|), "
-            f"per element (tensors up to {MODULE_ELEMENTWISE} elements) or per random projection, bisected to the wrong elements; kinks not judged\n"
+            f"per element (tensors up to {MODULE_ELEMENTWISE_LIMIT} elements) or per random projection, bisected to the wrong elements; kinks not judged\n"
             f"  numeric: {sub.method} ({sub.method_note}); float64; parameters moved off their init by their own scale; dropout pinned")
 
 
