@@ -35,6 +35,7 @@ import subprocess
 import time
 from collections import defaultdict
 
+import gradlab  # noqa: F401 -- first, as in the `gradlab` command: it tunes OpenBLAS before numpy loads it
 import numpy as np
 import torch
 

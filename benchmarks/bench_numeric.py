@@ -12,6 +12,7 @@ import os
 import platform
 import time
 
+import gradlab  # noqa: F401 -- first, as in the `gradlab` command: it tunes OpenBLAS before numpy loads it
 import numpy as np
 import torch
 

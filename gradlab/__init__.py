@@ -7,6 +7,13 @@ forward pass, PyTorch autograd) and reports where they disagree.
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# numpy's OpenBLAS threads spin 2^28 cycles (~0.1 s) after each product before they sleep: on a machine
+# with few cores that spin holds the cores torch's threads need next (autograd after the numeric engine
+# took 0.1 s instead of 3 ms). Read once, when numpy loads; an explicit setting wins.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
+
 from .errors import GradlabError, SpecError  # noqa: E402
 from .spec import load_spec  # noqa: E402
 

@@ -177,6 +177,28 @@ class DenseLayer:
         return f"Dense[{self.name}]({self.n_in} -> {self.n_out}, {self.layout}, bias={self.bias})"
 
 
+SPARSE_TANGENT_MIN = 4096  # units: below this a mask costs more than the complex arithmetic it saves
+
+
+def _elementwise(op: Activation, z, hp):
+    """op(z). On a complex-step input whose tangent (imaginary part) is 0 on most units -- a perturbed conv
+    weight moves one output channel -- a built-in op runs in real arithmetic there and in complex arithmetic
+    on the moving units only: complex tanh or erf costs ~8x the real one, and f(u + 0i) is f(u)."""
+    if (type(op) is not Activation or not op.elementwise or z.dtype != np.complex128 or z.size < SPARSE_TANGENT_MIN
+            or any(np.ndim(v) or np.iscomplexobj(v) for v in hp.values())):
+        return op.forward(z, hp)
+    if z.flags.c_contiguous and np.count_nonzero(np.imag(z.reshape(-1)[:: z.size // 256])) > 128:
+        return op.forward(z, hp)  # a sample of units says most move (a dense layer's output): no mask
+    moving = np.imag(z) != 0
+    n = int(np.count_nonzero(moving))
+    if n > z.size // 2:
+        return op.forward(z, hp)
+    out = np.asarray(op.forward(np.real(z), hp), dtype=np.complex128)
+    if n:
+        out[moving] = op.forward(z[moving], hp)
+    return out
+
+
 @dataclass(frozen=True)
 class ActivationLayer:
     index: int
@@ -220,7 +242,7 @@ class ActivationLayer:
         hp = self.hyper(params)
         if _WATCHES and self.op.kinks and _WATCHES[-1].watches(self):
             _WATCHES[-1].activation(self.op, z, hp)
-        return self.op.forward(z, hp)
+        return _elementwise(self.op, z, hp)
 
     def backward(self, params, x, y, g):
         grad, hyper_grads = self.op.backward(x, y, g, self.hyper(params))

@@ -208,18 +208,22 @@ def _one_by_one(respond, err: np.ndarray):
     return total
 
 
-def _sample_by_sample(respond, err: np.ndarray, rng):
+def _sample_by_sample(respond, err: np.ndarray, rng, alone=None):
     """sum_b |respond(err in sample b alone)|, each sample pushed with every sign + (exact for maps with J >= 0:
     sums, pooling, flatten, dropout) and with random signs, the larger response kept: no cancellation between
     samples (a parameter's gradient sums them; a bias under a batchnorm over two samples is g_1 + g_2), at the
-    cost of 2 B calls."""
+    cost of 2 B calls. `alone(b, d_b)`, where given, is the same response computed on sample b alone (a layer
+    whose samples never meet): B times less work than pushing a batch that is zero but for one sample."""
     total = None
     for b in range(np.shape(err)[0]):
         best = None
         for signs in (1.0, rng.choice((-1.0, 1.0), np.shape(err)[1:])):
-            d = np.zeros(np.shape(err))
-            d[b] = err[b] * signs
-            r = respond(d)
+            if alone is not None:
+                r = alone(b, (err[b] * signs)[None])
+            else:
+                d = np.zeros(np.shape(err))
+                d[b] = err[b] * signs
+                r = respond(d)
             r = {k: _finite(np.abs(v)) for k, v in r.items()} if isinstance(r, dict) else _finite(np.abs(r))
             if best is None:
                 best = r
@@ -307,21 +311,41 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
             moved(layer.backward(params, _pushed(x, e_x, rng), _pushed(y, e_y, rng), g), car_f)
     # Random signs cancel where few elements meet (see _one_by_one): also element by element (small tensors)
     # or sample by sample. The VJP is linear in g; in x and y it is linear to first order in a push of eps size.
-    pushes = [(lambda d: _as_dict(layer.backward(params, x, y, d)), e_g, car_g)]
+    # Each push is (the response to a push d of the batch, the same on sample b alone or None, its size, into).
+    apart = _samples_apart(layer, x)
+    alone_base: dict[int, dict] = {}
+
+    def vjp_alone(b, xb, yb, gb):
+        """The VJP of sample b alone, its dL/dx in place b of a batch-shaped zero."""
+        gx, gp = layer.backward(params, xb, yb, gb)
+        full = np.zeros(np.shape(base_x), dtype=np.result_type(gx))
+        full[b] = gx[0]
+        return {None: full, **gp}
+
+    def change_alone(b, xb, yb):
+        if b not in alone_base:
+            alone_base[b] = vjp_alone(b, x[b:b + 1], y[b:b + 1], g[b:b + 1])
+        return {k: v - alone_base[b][k] for k, v in vjp_alone(b, xb, yb, g[b:b + 1]).items()}
+
+    pushes = [(lambda d: _as_dict(layer.backward(params, x, y, d)),
+               apart and (lambda b, d: vjp_alone(b, x[b:b + 1], y[b:b + 1], d)), e_g, car_g)]
     if reads_rounded and np.any(e_g):
         # and at x and y moved outward by their errors: the product of two errors is all there is where x = 0
         # and g = 0 (a dense weight's x^T g after a batchnorm of a constant channel, at an output with y = t)
         x_out, y_out = _outward(x, e_x), _outward(y, e_y)
-        pushes.append((lambda d: _as_dict(layer.backward(params, x_out, y_out, d)), e_g, car_g))
+        pushes.append((lambda d: _as_dict(layer.backward(params, x_out, y_out, d)),
+                       apart and (lambda b, d: vjp_alone(b, x_out[b:b + 1], y_out[b:b + 1], d)), e_g, car_g))
     if reads_rounded:
         def change(vjp):
             return {k: v - base[k] for k, v in _as_dict(vjp).items()}
-        pushes += [(lambda d: change(layer.backward(params, x + d, y, g)), e_x, car_f),
-                   (lambda d: change(layer.backward(params, x, y + d, g)), e_y, car_f)]
+        pushes += [(lambda d: change(layer.backward(params, x + d, y, g)),
+                    apart and (lambda b, d: change_alone(b, x[b:b + 1] + d, y[b:b + 1])), e_x, car_f),
+                   (lambda d: change(layer.backward(params, x, y + d, g)),
+                    apart and (lambda b, d: change_alone(b, x[b:b + 1], y[b:b + 1] + d)), e_y, car_f)]
     exact = {k: np.zeros(np.shape(v)) for k, v in base.items()}
-    for respond, err, into in pushes:
+    for respond, alone, err, into in pushes:
         if np.any(err):
-            each = _one_by_one(respond, err) if np.size(err) <= SMALL else _sample_by_sample(respond, err, rng)
+            each = _one_by_one(respond, err) if np.size(err) <= SMALL else _sample_by_sample(respond, err, rng, alone or None)
             if into is car_g:
                 for k in car_g:
                     car_g[k] = np.fmax(car_g[k], each[k])
@@ -346,6 +370,14 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
         bound_x = bound_x + hint[1]
         bounds = {n: b + hint[2].get(n, 0.0) for n, b in bounds.items()}
     return bound_x, bounds
+
+
+def _samples_apart(layer, x) -> bool:
+    """Whether sample b's share of the layer's VJP is the VJP of sample b alone: no statistics over the batch,
+    no per-sample buffers (dropout masks are the batch's), gradlab's own code (a user's layer may treat a
+    batch of one differently)."""
+    return (np.ndim(x) > 0 and np.shape(x)[0] > 1 and not layer.mixes_batch and layer.supports_stacking
+            and not getattr(layer, "buffers", None))
 
 
 def _outward(a, err):

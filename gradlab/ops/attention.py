@@ -25,6 +25,7 @@ import numpy as np
 
 from ._registry import InnerSite, LayerOp, ParamInfo, ShapeError
 from .options import Flag, Options, Size
+from .products import matmul
 
 PROJECTIONS = ("q", "k", "v", "o")
 UNUSED = "k.bias"  # see the module docstring: the softmax cancels it exactly
@@ -73,20 +74,16 @@ def _linear(x, w, b):
     """x (N, B, T, D_in) @ W^T + b with W (1 or N, D_out, D_in) and b (1 or N, D_out) or None."""
     lead = x.shape[:-1]
     shared_x = x.shape[0] > 1 and x.strides[0] == 0  # the same input broadcast over the stack
-    dt = np.result_type(x, w)  # a real-by-complex matmul has no BLAS path in numpy: one dtype for both
-    if x.dtype != dt:
-        x = (np.broadcast_to(x[:1].astype(dt), x.shape) if shared_x else x.astype(dt))
-    w = w.astype(dt, copy=False)
     if w.shape[0] == 1 and shared_x:  # the same product for every stacked evaluation: compute it once
         y = np.ascontiguousarray(np.broadcast_to(_linear(x[:1], w, None), lead + (w.shape[-2],)))
     elif w.shape[0] == 1:  # one weight for every stacked evaluation: a single GEMM
-        y = (x.reshape(-1, x.shape[-1]) @ w[0].T).reshape(lead + (w.shape[-2],))
+        y = matmul(x.reshape(-1, x.shape[-1]), w[0].T).reshape(lead + (w.shape[-2],))
     elif shared_x:  # one input, stacked weights: one GEMM against every weight side by side
         n, d_out = w.shape[0], w.shape[-2]
-        y = x[0].reshape(-1, x.shape[-1]) @ w.reshape(n * d_out, -1).T  # (B T, N D_out)
+        y = matmul(x[0].reshape(-1, x.shape[-1]), w.reshape(n * d_out, -1).T)  # (B T, N D_out)
         y = np.moveaxis(y.reshape(-1, n, d_out), 1, 0).reshape((n,) + lead[1:] + (d_out,))
     else:
-        y = np.matmul(x.reshape(x.shape[0], -1, x.shape[-1]), np.swapaxes(w, -1, -2))
+        y = matmul(x.reshape(x.shape[0], -1, x.shape[-1]), np.swapaxes(w, -1, -2))
         y = y.reshape(y.shape[:1] + lead[1:] + (w.shape[-2],))
     if b is not None:
         y = y + b[:, None, None, :]
@@ -117,8 +114,8 @@ def _attend(q, k, v, o):
     """(..., T, D) projections -> attention weights (..., H, T, T) and head outputs (..., H, T, D/H)."""
     qh, kh, vh = (_split(z, o.heads) for z in (q, k, v))
     scale = 1.0 / math.sqrt(q.shape[-1] // o.heads)
-    a = _softmax_keys(np.matmul(qh, np.swapaxes(kh, -1, -2)) * scale, o.causal)
-    return (qh, kh, vh), a, np.matmul(a, vh)
+    a = _softmax_keys(matmul(qh, np.swapaxes(kh, -1, -2)) * scale, o.causal)
+    return (qh, kh, vh), a, matmul(a, vh)
 
 
 def _forward(x, p, o):
