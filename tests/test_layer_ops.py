@@ -118,3 +118,39 @@ def test_samples_are_independent_unless_declared(op, shape, opts):
     for b in range(BATCH):
         one = _fwd(op, x[b:b + 1], params, {k: v[b:b + 1] for k, v in buffers.items()}, o)
         np.testing.assert_allclose(one[0], y[b], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("op,shape,opts", [c for c in CASES if c.values[0].moved_unit is not None])
+def test_a_moved_unit_is_the_forward_of_the_moved_input(op, shape, opts):
+    """An op's `moved_unit` (the numeric engine carries a site's perturbed unit through it) gives the forward of
+    the input with that unit moved: the one output unit that changes and its value, every other unit unchanged --
+    for every input unit of every sample, real and complex moves (a max window's winner changes too)."""
+    o, out, params, buffers, x, _ = _setup(op, shape, opts)
+    y = _fwd(op, x, params, buffers, o)
+    n = x[0].size
+    b, j = np.repeat(np.arange(BATCH), n), np.tile(np.arange(n), BATCH)
+    rng = np.random.default_rng(1)
+    for v in (x.reshape(BATCH, -1)[b, j] + rng.normal(0, 2, b.size), x.reshape(BATCH, -1)[b, j] + 1e-3j * rng.normal(0, 1, b.size)):
+        moved = op.moved_unit(x, y, b, j, v, o)
+        if moved is None:
+            continue
+        j_out, v_out = moved
+        for p in range(0, b.size, 7):
+            xm = x.astype(v.dtype)
+            xm.reshape(BATCH, -1)[b[p], j[p]] = v[p]
+            want = _fwd(op, xm, params, buffers, o).reshape(BATCH, -1)
+            got = y.astype(v.dtype).reshape(BATCH, -1)
+            got[b[p], j_out[p]] = v_out[p]
+            np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-14, err_msg=f"sample {b[p]}, unit {j[p]}")
+
+
+def test_every_op_with_a_moved_unit_has_an_example_it_applies_to():
+    for op in LAYERS:
+        if op.moved_unit is None:
+            continue
+        applies = []
+        for shape, opts in op.examples:
+            o, out, params, buffers, x, _ = _setup(op, shape, opts)
+            y = _fwd(op, x, params, buffers, o)
+            applies.append(op.moved_unit(x, y, np.zeros(1, int), np.zeros(1, int), x.reshape(BATCH, -1)[:1, 0], o) is not None)
+        assert any(applies), f"{op.name}: moved_unit is None at every example, so no test exercises it"

@@ -66,6 +66,43 @@ def test_structured_path_equals_direct_per_element_differences():
             np.testing.assert_allclose(fast.values[k], slow.values[k], rtol=1e-12, atol=1e-15, err_msg=f"{conv} {k}")
 
 
+@pytest.mark.parametrize("act, pool, carried_to", [
+    ("tanh", {"type": "maxpool2d", "kernel": 2}, 4),  # the edge row and column of a 5x5 map fall in no window
+    ("relu", {"type": "maxpool2d", "kernel": 2}, 2),  # dead units tie at 0 in windows: watched, so run whole
+    ("gelu", {"type": "avgpool2d", "kernel": 2, "stride": 3, "padding": 1}, 4),  # gaps between windows, padding
+    ("tanh", {"type": "maxpool2d", "kernel": 3, "stride": 2}, 2),  # overlapping windows: the forward runs whole
+])
+def test_a_site_unit_carried_through_pool_and_flatten_is_the_whole_forward(act, pool, carried_to, monkeypatch):
+    """A conv whose output is smaller than its weight is reached through a site at its output; each perturbed unit
+    is carried through the activation, the pool and flatten as one unit (Op.moved_unit) and into the dense layer as
+    a rank-1 change: the same values as differencing every element through the whole forward."""
+    reached = []
+    carried = numeric._Base.carried
+
+    def spy(self, l, b, j, v):
+        out = carried(self, l, b, j, v)
+        if l == 1 and numeric._WATCHES:  # the conv's output, by the complex step
+            reached.append(out[0])
+        return out
+
+    monkeypatch.setattr(numeric._Base, "carried", spy)
+    net = build(validate({
+        "seed": 4, "input": {"shape": [6, 7, 7], "batch": 3}, "target": {"kind": "onehot", "classes": 3},
+        "network": {"layers": [{"type": "conv2d", "channels": 6, "kernel": 3}, {"type": "activation", "fn": act}, pool,
+                               {"type": "flatten"}, {"type": "dense", "units": 3}]},
+        "loss": {"fn": "softmax_cross_entropy"}}))
+    fast = numeric.differentiate(net)
+    # the conv's parameters came through the site (a disagreement would be noted and differenced directly), its
+    # units carried past the pool (to the dense layer, index 4) where that is sound
+    assert not fast.notes and reached
+    assert set(reached) == {carried_to}
+    slow = numeric.differentiate(net, structured=False)
+    ref = autograd.gradients(net, "cpu")
+    for k in slow.values:
+        np.testing.assert_allclose(fast.values[k], slow.values[k], rtol=1e-10, atol=1e-14, err_msg=k)
+        np.testing.assert_allclose(fast.values[k], ref.values[k], rtol=1e-10, atol=1e-14, err_msg=k)
+
+
 def test_non_complex_safe_op_falls_back_to_richardson(write_spec):
     tanh = ACTIVATIONS.get("tanh")
     opaque = dataclasses.replace(tanh, name="opaque_tanh", complex_safe=False)

@@ -526,6 +526,30 @@ class _Base:
         new = self.net.loss_op.forward(h.reshape(t.shape), t) * self.net.loss_scale
         return self.row_loss[b] - self.row_losses[b, r] + new
 
+    def carried(self, l: int, b: np.ndarray, j: np.ndarray, v: np.ndarray):
+        """(start, j, v): unit j[p] of hs[start][b[p]] takes the value v[p], everything else as in the base pass,
+        after unit j[p] of hs[l][b[p]] took v[p] -- carried through the layers that move one unit for one: elementwise
+        activations (applied to that unit) and ops that declare `moved_unit` (flatten, pools with disjoint windows),
+        up to the first layer that moves more. A layer with kinks is crossed only where no unit is near one (quiet)."""
+        layers, hs = self.net.layers, self.hs
+        start = l
+        while start < self.n_layers:
+            layer = layers[start]
+            if isinstance(layer, ActivationLayer) and layer.op.elementwise and not layer.trainable:
+                if _WATCHES and layer.op.kinks and _WATCHES[-1].watches(layer):  # the moved unit goes through it here
+                    _WATCHES[-1].note(layer.op.near_kink(v, layer.fixed, _WATCHES[-1].radius(hs[start][b])))
+                v = layer.op.forward(v, layer.fixed)
+            elif isinstance(layer, OpLayer) and layer.op.moved_unit is not None and layer.supports_stacking \
+                    and not (layer.op.kinks and _WATCHES and _WATCHES[-1].watches(layer)):
+                moved = layer.op.moved_unit(hs[start], hs[start + 1], b, j, v, layer.options)
+                if moved is None:
+                    break
+                j, v = moved
+            else:
+                break
+            start += 1
+        return start, j, v
+
     def site_loss(self, l: int, b: np.ndarray, j: np.ndarray, off: np.ndarray) -> np.ndarray:
         """Per-sample loss after hs[l][b[p], j[p]] += off[p] (j indexes the flattened sample), for all p at once."""
         layers, hs, L = self.net.layers, self.hs, self.n_layers
@@ -533,8 +557,14 @@ class _Base:
             rows, r = _moved_row(hs[l], b, j, off)
             return self.row_rest(l, rows, b, r)
         if not self.net.flat:
-            rows, applied = _moved_units(hs[l], hs[l + 1] if l < L else None, layers[l] if l < L else None, b, j, off)
-            return self.rows_loss(l + 1 if applied else l, rows, b)
+            start, j, v = self.carried(l, b, j, hs[l][b].reshape(len(b), -1)[np.arange(len(b)), j] + off)
+            layer = layers[start] if start < L else None
+            if isinstance(layer, DenseLayer) and hs[start].ndim == 2:  # one input unit: a rank-1 change of its output
+                w = dense_op.as_in_out(self.params[layer.weight], layer.layout)
+                return self.rows_loss(start + 1, hs[start + 1][b] + (v - hs[start][b, j])[:, None] * w[j], b)
+            rows = hs[start][b].astype(np.result_type(hs[start], v))
+            rows.reshape(len(b), -1)[np.arange(len(b)), j] = v
+            return self.rows_loss(start, rows, b)
         if l + 1 < L and isinstance(layers[l], ActivationLayer) and layers[l].op.elementwise and not layers[l].trainable and isinstance(layers[l + 1], DenseLayer):
             act, dense = layers[l], layers[l + 1]
             a_new = act.op.forward((hs[l][b, j] + off)[:, None], act.fixed)[:, 0]

@@ -140,6 +140,40 @@ def _avg_backward(nd: int, name: str):
     return backward
 
 
+def _moved_unit(kind: str, nd: int, name: str):
+    def moved_unit(x, y, b, j, v, o):
+        """Non-overlapping windows (stride >= kernel): input unit j of sample b[p] set to v[p] moves the one output
+        unit whose window holds it (none in a gap or a dropped edge: the output's unit 0, unchanged). Its value is
+        the window's max (by real part, the first in row-major order, as the forward) or mean, recomputed."""
+        G = _Geom(name, nd, x.shape[1:], o)
+        if any(s < k for s, k in zip(G.stride, G.kernel)):
+            return None
+        area = math.prod(G.spatial)
+        c, pos = j // area, np.unravel_index(j % area, G.spatial)
+        at = [q + p_ for q, p_ in zip(pos, G.pad)]  # in the padded input
+        win = [a // s for a, s in zip(at, G.stride)]
+        inside = np.ones(len(j), bool)
+        for a, w_, s, k, n in zip(at, win, G.stride, G.kernel, G.out):
+            inside &= (w_ < n) & (a - w_ * s < k)
+        xp = padded(x, G.pad, G.pad, -np.inf if kind == "max" else 0)
+        offsets = list(np.ndindex(*G.kernel))
+        vals = np.empty((len(j), len(offsets)), dtype=np.result_type(x, v))
+        for i, k in enumerate(offsets):
+            where = tuple(np.minimum(w_ * s + kk, size - 1) for w_, s, kk, size in zip(win, G.stride, k, xp.shape[2:]))
+            vals[:, i] = xp[(b, c) + where]
+        own = np.ravel_multi_index(tuple(np.minimum(a - w_ * s, k - 1) for a, w_, s, k in zip(at, win, G.stride, G.kernel)), G.kernel)
+        vals[np.arange(len(j)), own] = v
+        if kind == "max":
+            new = vals[np.arange(len(j)), np.argmax(np.real(vals), axis=1)]
+        else:
+            new = vals.sum(axis=1) / G.kp
+        out = c * math.prod(G.out) + np.ravel_multi_index(tuple(np.minimum(w_, n - 1) for w_, n in zip(win, G.out)), G.out)
+        out = np.where(inside, out, 0)
+        return out, np.where(inside, new, y.reshape(len(y), -1)[b, 0])
+
+    return moved_unit
+
+
 def _torch(kind: str, nd: int):
     def fn(x, p, o):
         import torch.nn.functional as F
@@ -173,6 +207,7 @@ def _pool(kind: str, nd: int, doc: str, examples) -> LayerOp:
         complex_safe=True,
         kinks=kind == "max",
         near_kink=_max_near_kink(nd, name) if kind == "max" else None,
+        moved_unit=_moved_unit(kind, nd, name),
         examples=examples,
     )
 
@@ -208,12 +243,14 @@ _MAX2D = (
     ((2, 7, 6), {"kernel": [2, 3], "stride": [1, 2], "padding": [1, 1]}),
     ((1, 5, 5), {"kernel": 3, "stride": 1, "padding": 1}),
     ((2, 6, 7), {"kernel": [3, 2], "stride": 2, "padding": [1, 0]}),
+    ((2, 9, 8), {"kernel": 2, "stride": 3, "padding": 1}),  # gaps between windows, padded edges
 )
 _MAX1D = (
     ((3, 11), {"kernel": 3, "stride": 2}),
     ((2, 9), {"kernel": 4, "stride": 2, "padding": 2}),
     ((2, 8), {"kernel": 2}),
     ((2, 7), {"kernel": [3], "stride": [1], "padding": [1]}),
+    ((2, 10), {"kernel": 2, "stride": 3, "padding": 1}),  # gaps between windows, padded edges
 )
 
 OPS = (
