@@ -248,6 +248,14 @@ class ActivationLayer:
         grad, hyper_grads = self.op.backward(x, y, g, self.hyper(params))
         return grad, {self.param_name(h): np.asarray(hyper_grads[h]) for h in self.trainable}
 
+    def moved_unit(self, x, y, b, j, v):
+        """(j, f(v)): an elementwise op moves the unit it is given alone (see OpLayer.moved_unit); None otherwise."""
+        if not self.op.elementwise or self.trainable:
+            return None
+        if _WATCHES and self.op.kinks and _WATCHES[-1].watches(self):  # the moved unit goes through the op here
+            _WATCHES[-1].note(self.op.near_kink(v, self.fixed, _WATCHES[-1].radius(x[b])))
+        return j, self.op.forward(v, self.fixed)
+
     def torch_forward(self, params, h):
         return self.op.torch(h, self.hyper(params))
 
@@ -434,6 +442,14 @@ class OpLayer:
         p = {k: params[f"{self.name}.{k}"] for k in self.infos}
         gx, grads = self.op.backward(x, y, g, {**p, **self._buffers(None, x.dtype)}, self.options)
         return gx, {f"{self.name}.{k}": v for k, v in grads.items()}
+
+    def moved_unit(self, x, y, b, j, v):
+        """(j_out, v_out): with unit j[p] (flattened per sample) of sample b[p] of the input x set to v[p], the one
+        output unit that moves and its value (y: the output at x), where the op declares it (LayerOp.moved_unit)
+        and no unit of a kinked op is watched here; None otherwise: run the forward on whole rows."""
+        if self.op.moved_unit is None or self.buffers or (self.op.kinks and _WATCHES and _WATCHES[-1].watches(self)):
+            return None
+        return self.op.moved_unit(x, y, b, j, v, self.options)
 
     def torch_forward(self, params, h):
         import torch

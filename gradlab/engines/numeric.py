@@ -398,22 +398,28 @@ def _one_row(rows, ndim: int) -> np.ndarray:
     return rows.reshape((rows.shape[0],) + (1,) * (ndim - 2) + rows.shape[-1:])
 
 
+def _moved_unit(layer, before, after, b, j, v):
+    """The layer's moved_unit (network.py: one input unit moves one output unit), or None for layers without one."""
+    moved_unit = getattr(layer, "moved_unit", None)
+    return moved_unit(before, after, b, j, v) if moved_unit is not None else None
+
+
+def _with_unit(values, b, j, v):
+    """The rows of samples b of `values` with flattened unit j[p] of row p set to v[p]."""
+    rows = values[b].astype(np.result_type(values, v))
+    rows.reshape(len(b), -1)[np.arange(len(b)), j] = v
+    return rows
+
+
 def _moved_units(before, after, layer, b, j, off):
     """(rows, applied): the rows of samples b with flattened unit j of `before` moved by off. When `layer`
-    (the next one) is elementwise it moves only that unit, so it is applied to that unit alone and the rows
-    are its output `after` with the unit replaced (applied=True); otherwise the moved input rows (False)."""
-    dt = np.result_type(before, off)
-    p = np.arange(len(b))
-    if isinstance(layer, ActivationLayer) and layer.op.elementwise and not layer.trainable:
-        rows = after[b].astype(dt)
-        z = before[b].reshape(len(b), -1)[p, j] + off
-        if _WATCHES and layer.op.kinks and _WATCHES[-1].watches(layer):  # the moved unit itself goes through the activation here
-            _WATCHES[-1].note(layer.op.near_kink(z, layer.fixed, _WATCHES[-1].radius(before[b])))
-        rows.reshape(len(b), -1)[p, j] = layer.op.forward(z, layer.fixed)
-        return rows, True
-    rows = before[b].astype(dt)
-    rows.reshape(len(b), -1)[p, j] += off
-    return rows, False
+    (the next one) moves one unit for it (layer.moved_unit), it is applied to that unit alone and the rows
+    are its output `after` with that unit replaced (applied=True); otherwise the moved input rows (False)."""
+    v = before[b].reshape(len(b), -1)[np.arange(len(b)), j] + off
+    moved = _moved_unit(layer, before, after, b, j, v)
+    if moved is not None:
+        return _with_unit(after, b, *moved), True
+    return _with_unit(before, b, j, v), False
 
 
 def _loss_conditioning(net: Network, y: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -528,25 +534,14 @@ class _Base:
 
     def carried(self, l: int, b: np.ndarray, j: np.ndarray, v: np.ndarray):
         """(start, j, v): unit j[p] of hs[start][b[p]] takes the value v[p], everything else as in the base pass,
-        after unit j[p] of hs[l][b[p]] took v[p] -- carried through the layers that move one unit for one: elementwise
-        activations (applied to that unit) and ops that declare `moved_unit` (flatten, pools with disjoint windows),
-        up to the first layer that moves more. A layer with kinks is crossed only where no unit is near one (quiet)."""
-        layers, hs = self.net.layers, self.hs
+        after unit j[p] of hs[l][b[p]] took v[p] -- carried through the layers that move one unit for one (their
+        `moved_unit`: elementwise activations, flatten, pools with disjoint windows) up to the first that moves more."""
         start = l
         while start < self.n_layers:
-            layer = layers[start]
-            if isinstance(layer, ActivationLayer) and layer.op.elementwise and not layer.trainable:
-                if _WATCHES and layer.op.kinks and _WATCHES[-1].watches(layer):  # the moved unit goes through it here
-                    _WATCHES[-1].note(layer.op.near_kink(v, layer.fixed, _WATCHES[-1].radius(hs[start][b])))
-                v = layer.op.forward(v, layer.fixed)
-            elif isinstance(layer, OpLayer) and layer.op.moved_unit is not None and layer.supports_stacking \
-                    and not (layer.op.kinks and _WATCHES and _WATCHES[-1].watches(layer)):
-                moved = layer.op.moved_unit(hs[start], hs[start + 1], b, j, v, layer.options)
-                if moved is None:
-                    break
-                j, v = moved
-            else:
+            moved = _moved_unit(self.net.layers[start], self.hs[start], self.hs[start + 1], b, j, v)
+            if moved is None:
                 break
+            j, v = moved
             start += 1
         return start, j, v
 
@@ -562,9 +557,7 @@ class _Base:
             if isinstance(layer, DenseLayer) and hs[start].ndim == 2:  # one input unit: a rank-1 change of its output
                 w = dense_op.as_in_out(self.params[layer.weight], layer.layout)
                 return self.rows_loss(start + 1, hs[start + 1][b] + (v - hs[start][b, j])[:, None] * w[j], b)
-            rows = hs[start][b].astype(np.result_type(hs[start], v))
-            rows.reshape(len(b), -1)[np.arange(len(b)), j] = v
-            return self.rows_loss(start, rows, b)
+            return self.rows_loss(start, _with_unit(hs[start], b, j, v), b)
         if l + 1 < L and isinstance(layers[l], ActivationLayer) and layers[l].op.elementwise and not layers[l].trainable and isinstance(layers[l + 1], DenseLayer):
             act, dense = layers[l], layers[l + 1]
             a_new = act.op.forward((hs[l][b, j] + off)[:, None], act.fixed)[:, 0]
