@@ -7,7 +7,8 @@ another one (`--before DIR`, e.g. `git archive <commit> | tar -x -C DIR`), inter
 
 Each run is a fresh `python -m gradlab check SPEC --format json` process (PYTHONPATH picks the checkout); the time
 reported is the JSON document's `seconds` (the check itself, inside gradlab), the minimum over the repeats.
-Specs live in benchmarks/sharp/: LeNet-5 and the pre-LN transformer block (T 32, D 64, 4 heads, MLP 256, batch 2),
+Specs live in benchmarks/sharp/: LeNet-5, the pre-LN transformer block (T 32, D 64, 4 heads, MLP 256, batch 2), a
+small CIFAR-style relu CNN (3x32x32, batch 8),
 and the same networks with a custom activation (an `impl:` user op, ops.py) whose backward is exact or off by a
 relative 1e-8, checked with `check.engines: [analytic, numeric]` only: the wrong twin must fail, the exact one pass.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SPECS = HERE / "sharp"
-SPEED = ["lenet5", "transformer_block"]
+SPEED = ["lenet5", "transformer_block", "small_cifar_relu"]
 SHARP = ["lenet5_tanh_exact", "lenet5_tanh_off1e-8", "transformer_gelu_exact", "transformer_gelu_off1e-8"]
 
 

@@ -4,8 +4,9 @@ Run by hand (not a test):  python benchmarks/fuzz_conv_sites.py [--seed S] [--sp
 
 `gradlab fuzz` draws networks under ~1,200 parameters, where a convolution's output is larger than its weight
 and its parameters are differenced directly. These draws (6-12 input channels on 5x5 to 7x7 or 6 to 10
-positions, 8-16 output channels) make the convolution's output the smaller: its units are perturbed at the site
-and carried through the activation, the pool and flatten (`moved_unit`) into a dense head. Pools of every kind
+positions, 8-16 output channels, some padded) make the convolution's output the smaller, or let its units
+carry cheaply: they are perturbed at the site and carried through the activation, the pool and flatten
+(`moved_unit`) into a dense head. Pools of every kind
 (max and average; windows disjoint, gapped, padded, overlapping), 11 activations, float32 and float64, two
 losses. Every spec must pass (the three engines agree within the error model); a failure prints its spec.
 """
@@ -34,11 +35,12 @@ def draw(seed: int) -> dict:
     layers, size = [], side
     for _ in range(r.choice([1, 2])):
         k = r.choice([2, 3])
-        if size - k + 1 < 2:
+        pad = r.choice([0, 0, k // 2])  # padded: an output larger than the weight, a site only when its units carry
+        if size + 2 * pad - k + 1 < 2:
             break
-        layers += [{"type": f"conv{nd}d", "channels": r.choice([8, 12, 16]), "kernel": k},
+        layers += [{"type": f"conv{nd}d", "channels": r.choice([8, 12, 16]), "kernel": k, "padding": pad},
                    {"type": "activation", "fn": r.choice(ACTIVATIONS)}]
-        size = size - k + 1
+        size = size + 2 * pad - k + 1
         kind = r.choice(["max", "avg", "none"])
         if kind != "none" and size >= 2:
             pk = r.choice([2, 2, 3]) if size >= 3 else 2

@@ -445,11 +445,18 @@ class OpLayer:
 
     def moved_unit(self, x, y, b, j, v):
         """(j_out, v_out): with unit j[p] (flattened per sample) of sample b[p] of the input x set to v[p], the one
-        output unit that moves and its value (y: the output at x), where the op declares it (LayerOp.moved_unit)
-        and no unit of a kinked op is watched here; None otherwise: run the forward on whole rows."""
-        if self.op.moved_unit is None or self.buffers or (self.op.kinks and _WATCHES and _WATCHES[-1].watches(self)):
+        output unit that moves and its value (y: the output at x), where the op declares it (LayerOp.moved_unit);
+        None otherwise: run the forward on whole rows. A watched kinked op reports its near-kink moves as its
+        forward would (see KinkWatch)."""
+        if self.op.moved_unit is None or self.buffers:
             return None
-        return self.op.moved_unit(x, y, b, j, v, self.options)
+        watch = _WATCHES[-1] if self.op.kinks and _WATCHES and _WATCHES[-1].watches(self) else None
+        moved = self.op.moved_unit(x, y, b, j, v, self.options, watch.radius(x[b]) if watch is not None else None)
+        if moved is None or (watch is not None and moved[2] is None):
+            return None
+        if watch is not None:
+            watch.note(moved[2])
+        return moved[0], moved[1]
 
     def torch_forward(self, params, h):
         import torch

@@ -130,18 +130,27 @@ def test_a_moved_unit_is_the_forward_of_the_moved_input(op, shape, opts):
     n = x[0].size
     b, j = np.repeat(np.arange(BATCH), n), np.tile(np.arange(n), BATCH)
     rng = np.random.default_rng(1)
-    for v in (x.reshape(BATCH, -1)[b, j] + rng.normal(0, 2, b.size), x.reshape(BATCH, -1)[b, j] + 1e-3j * rng.normal(0, 1, b.size)):
-        moved = op.moved_unit(x, y, b, j, v, o)
+    tied = np.round(x)  # whole numbers: windows whose top values tie
+    y_tied = _fwd(op, tied, params, buffers, o)
+    for base, out, v in ((x, y, x.reshape(BATCH, -1)[b, j] + rng.normal(0, 2, b.size)),
+                         (x, y, x.reshape(BATCH, -1)[b, j] + 1e-3j * rng.normal(0, 1, b.size)),
+                         (tied, y_tied, tied.reshape(BATCH, -1)[b, j] + 1e-3j * rng.normal(0, 1, b.size))):
+        radius = np.full(b.size, 0.25) if op.kinks else None
+        moved = op.moved_unit(base, out, b, j, v, o, radius)
         if moved is None:
             continue
-        j_out, v_out = moved
+        j_out, v_out, near = moved
+        assert (near is None) == (not op.kinks)
+        assert not (op.kinks and base is tied) or near.any()  # ties with a moving tangent are reported
         for p in range(0, b.size, 7):
-            xm = x.astype(v.dtype)
+            xm = base.astype(v.dtype)
             xm.reshape(BATCH, -1)[b[p], j[p]] = v[p]
             want = _fwd(op, xm, params, buffers, o).reshape(BATCH, -1)
-            got = y.astype(v.dtype).reshape(BATCH, -1)
+            got = out.astype(v.dtype).reshape(BATCH, -1)
             got[b[p], j_out[p]] = v_out[p]
             np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-14, err_msg=f"sample {b[p]}, unit {j[p]}")
+            if op.kinks:  # the near-kink report of the whole moved input, for that sample
+                assert near[p] == np.asarray(op.near_kink(xm[b[p]:b[p] + 1][None], o, 0.25)).any(), f"sample {b[p]}, unit {j[p]}"
 
 
 def test_every_op_with_a_moved_unit_has_an_example_it_applies_to():
@@ -152,5 +161,5 @@ def test_every_op_with_a_moved_unit_has_an_example_it_applies_to():
         for shape, opts in op.examples:
             o, out, params, buffers, x, _ = _setup(op, shape, opts)
             y = _fwd(op, x, params, buffers, o)
-            applies.append(op.moved_unit(x, y, np.zeros(1, int), np.zeros(1, int), x.reshape(BATCH, -1)[:1, 0], o) is not None)
+            applies.append(op.moved_unit(x, y, np.zeros(1, int), np.zeros(1, int), x.reshape(BATCH, -1)[:1, 0], o, None) is not None)
         assert any(applies), f"{op.name}: moved_unit is None at every example, so no test exercises it"

@@ -68,7 +68,7 @@ def test_structured_path_equals_direct_per_element_differences():
 
 @pytest.mark.parametrize("act, pool, carried_to", [
     ("tanh", {"type": "maxpool2d", "kernel": 2}, 4),  # the edge row and column of a 5x5 map fall in no window
-    ("relu", {"type": "maxpool2d", "kernel": 2}, 2),  # dead units tie at 0 in windows: watched, so run whole
+    ("relu", {"type": "maxpool2d", "kernel": 2}, 4),  # dead units tie at 0 in windows: watched, ties reported per window
     ("gelu", {"type": "avgpool2d", "kernel": 2, "stride": 3, "padding": 1}, 4),  # gaps between windows, padding
     ("tanh", {"type": "maxpool2d", "kernel": 3, "stride": 2}, 2),  # overlapping windows: the forward runs whole
 ])
@@ -428,7 +428,8 @@ def test_conv_weights_through_their_output_channels_agree_with_element_by_elemen
                                                  {"type": "activation", "fn": "tanh"}, {"type": "flatten"},
                                                  {"type": "dense", "units": 2}]}, "loss": {"fn": "sse"}}))
     names = ["layers.0.weight", "layers.0.bias"]
-    assert numeric._site_for(net, net.layers[0], names)
+    params, x, target = net.cast(np.float64)
+    assert numeric._site_for(numeric._base_pass(net, params, x, target), net.layers[0], names)
     fast = numeric.differentiate(net, method="complex_step", names=names)
     slow = numeric.differentiate(net, method="complex_step", names=names, structured=False)
     for n in names:
@@ -457,3 +458,35 @@ def test_error_model_pushes_one_sample_alone_as_the_whole_batch_would(monkeypatc
     assert calls and apart.keys() == together.keys()
     for name in apart:
         np.testing.assert_allclose(apart[name], together[name], rtol=1e-2, err_msg=name)
+
+
+def _conv_net(channels_in: int, first: dict, act: str = "tanh", second_conv: bool = False):
+    layers = [first, {"type": "activation", "fn": act}, {"type": "maxpool2d", "kernel": 2}]
+    if second_conv:
+        layers += [{"type": "conv2d", "channels": 16, "kernel": 3, "padding": 1}, {"type": "activation", "fn": act}]
+    layers += [{"type": "flatten"}, {"type": "dense", "units": 3}]
+    return build(validate({"seed": 5, "input": {"shape": [channels_in, 8, 8], "batch": 3},
+                           "target": {"kind": "onehot", "classes": 3}, "network": {"layers": layers},
+                           "loss": {"fn": "softmax_cross_entropy"}}))
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_a_conv_larger_than_its_weight_is_a_site_when_its_units_carry_to_a_dense_head(act):
+    """The site is chosen by work, not by size alone: a conv whose 384 output units per sample outnumber its 222
+    parameters is still reached through its output when each unit carries through the activation, a disjoint
+    max-pool and flatten into the dense head (a few multiply-adds each); where the units meet another conv
+    (which moves a whole window for one unit) it is differenced element by element, as before. Either way the
+    values are the direct differences'."""
+    conv = {"type": "conv2d", "channels": 6, "kernel": 3, "padding": 1}
+    for second, expect_site in ((False, True), (True, False)):
+        net = _conv_net(4, conv, act, second)
+        params, x, target = net.cast(np.float64)
+        base = numeric._base_pass(net, params, x, target)
+        names = list(net.layers[0].param_names)
+        assert int(np.prod(net.layers[0].out_shape)) > sum(net.params[n].size for n in names)
+        assert numeric._site_for(base, net.layers[0], names) == expect_site
+        fast = numeric.differentiate(net, names=names)
+        slow = numeric.differentiate(net, names=names, structured=False)
+        assert not fast.notes
+        for n in names:
+            np.testing.assert_allclose(fast.values[n], slow.values[n], rtol=1e-10, atol=1e-14, err_msg=n)

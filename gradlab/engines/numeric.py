@@ -941,18 +941,61 @@ def _contracted_units(contract, values, rel: float, workspace: int):
     return value, err
 
 
-def _site_for(net: Network, layer, wanted) -> bool:
+def _site_for(base: _Base, layer, wanted) -> bool:
     """Differentiate `layer`'s parameters through its output (dL/du per sample, then linearity) rather than
     element by element: sound when the layer is affine in them and no later layer mixes the batch;
-    worth it when its output has fewer elements per sample than the parameters have."""
+    worth it when its output has fewer elements per sample than the parameters have, or when its units,
+    each carried as one unit as far as the layers after it allow, cost less to perturb (see `_site_work`)."""
+    net = base.net
     names = [n for n in layer.param_names if n in wanted]
     if not names or net.mixes_batch(layer.index + 1) or not all(l.supports_stacking for l in net.layers[layer.index + 1:]):
         return False
     if isinstance(layer, DenseLayer):
         return True
     if isinstance(layer, OpLayer) and set(layer.infos) <= set(layer.op.linear_in):
-        return int(np.prod(layer.out_shape)) < sum(net.params[n].size for n in names)
+        size = sum(net.params[n].size for n in names)
+        if int(np.prod(layer.out_shape)) < size:
+            return True
+        # direct differences run the batch from this layer on once per element
+        return 2 * _site_work(base, layer.index + 1) < size * base.hs[0].shape[0] * sum(_work(l) for l in net.layers[layer.index:])
     return False
+
+
+def _work(layer) -> float:
+    """Multiply-adds (or element operations) of a layer's forward per sample: a cost model, not a timing, so
+    that a choice between paths is the same on every run. A layer affine in its weight does out x (weight / out
+    channels); anything else touches its input, output and workspace."""
+    out = float(np.prod(layer.out_shape))
+    if isinstance(layer, DenseLayer):
+        return float(np.prod(layer.in_shape)) * layer.n_out
+    if isinstance(layer, ResidualLayer):
+        return sum(_work(m) for m in layer.members) + out
+    infos = getattr(layer, "infos", {})
+    weight = infos.get("weight")
+    if weight is not None and "weight" in getattr(layer.op, "linear_in", ()):
+        return out * float(np.prod(weight.shape)) / max(1, weight.shape[0])
+    return float(np.prod(layer.in_shape)) + max(out, float(getattr(layer, "workspace", out)))
+
+
+def _site_work(base: _Base, l: int) -> float:
+    """The work of perturbing every unit of every sample at the input of layer l: each unit is carried through
+    the layers that move one unit for one (see _Base.carried), then the rest
+    of the network runs on one row -- a dense layer reached by one unit as a rank-1 change."""
+    net, hs = base.net, base.hs
+    units, start = hs[l][0].size, l
+    probe_b, probe_j = np.zeros(1, int), np.zeros(1, int)
+    v = hs[l].reshape(hs[l].shape[0], -1)[:1, 0]
+    while start < base.n_layers:
+        moved = _moved_unit(net.layers[start], hs[start], hs[start + 1], probe_b, probe_j, v)
+        if moved is None:
+            break
+        probe_j, v = moved
+        start += 1
+    rest = net.layers[start:]
+    work = sum(_work(x) for x in rest)
+    if rest and isinstance(rest[0], DenseLayer) and hs[start].ndim == 2:
+        work -= _work(rest[0]) - rest[0].n_out  # one input unit: a rank-1 change of its output
+    return hs[l].shape[0] * units * work
 
 
 def _affine(layer) -> bool:
@@ -1200,7 +1243,7 @@ def differentiate(
     if structured and _structured(net):
         sites = {}
         for layer in net.layers:
-            if _site_for(net, layer, wanted):
+            if _site_for(base, layer, wanted):
                 sites[layer.index + 1] = layer
         if INPUT in wanted and not net.mixes_batch():
             sites[0] = None

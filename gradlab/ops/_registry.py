@@ -228,10 +228,12 @@ class LayerOp:
     # (B, *out_shape) with error bound e: the numeric engine reaches those parameters through them
     inner_sites: Callable[..., list] | None = None
     rowwise: Callable[[tuple, Any], bool] | None = None  # acts on the last axis alone, each row (position) on its own
-    # (x, y, b, j, v, o) -> (j_out, v_out) or None: for base input x and output y (B, *shape), float64, where setting
-    # input unit j[p] (flattened per sample) of sample b[p] to v[p] moves one output unit alone, that unit and its
-    # value, for all p at once (flatten; a pool whose windows do not overlap); None where more may move. The numeric
-    # engine then carries a unit perturbed at a site through the op without running its forward on whole rows.
+    # (x, y, b, j, v, o, radius) -> (j_out, v_out, near) or None: for base input x and output y (B, *shape), float64,
+    # where setting input unit j[p] (flattened per sample) of sample b[p] to v[p] moves one output unit alone, that
+    # unit and its value, for all p at once (flatten; a pool whose windows do not overlap); None where more may
+    # move. An op with kinks given a radius per p (a watched complex-step evaluation) says in `near` (P,) bool
+    # which moves sit within it of a kink, as its near_kink would; None otherwise. The numeric engine then
+    # carries a unit perturbed at a site through the op without running its forward on whole rows.
     moved_unit: Callable[..., Any] | None = None
     workspace: Callable[[tuple, Any], int] | None = None  # elements per sample its forward holds beyond its output (attention's T x T scores)
     examples: tuple[tuple[tuple, dict], ...] = ()  # (in_shape, options) the registry-wide tests run

@@ -92,6 +92,20 @@ def _max_forward(nd: int, name: str):
     return forward
 
 
+def _tied_apart(re, im, r):
+    """Over the last axis (a window's values: real parts re, tangents im): whether the top values tie within r
+    (broadcast against re) while their tangents differ -- which one the max picks then decides the derivative.
+    `im` is read only for the tied windows (a callable giving them, or an array)."""
+    close = re >= np.max(re, axis=-1, keepdims=True) - r
+    tied = np.count_nonzero(close, axis=-1) > 1
+    out = np.zeros(tied.shape, bool)
+    if tied.any():  # rare: look at the tangents of the tied windows only
+        t = im(tied) if callable(im) else im[tied]
+        c = close[tied]
+        out[tied] = np.max(np.where(c, t, -np.inf), axis=-1) > np.min(np.where(c, t, np.inf), axis=-1)
+    return out
+
+
 def _max_near_kink(nd: int, name: str):
     def near_kink(x, o, radius):
         """Windows (N, B, C, *out) whose top values tie within `radius` (a scalar or one per leading row) while
@@ -100,14 +114,7 @@ def _max_near_kink(nd: int, name: str):
         win = windows(padded(x, G.pad, G.pad, -np.inf), G.out, G.kernel, G.stride, G.ones)
         re = np.real(win).reshape(win.shape[:-G.nd] + (G.kp,))
         r = np.reshape(radius, np.shape(radius) + (1,) * (re.ndim - np.ndim(radius)))
-        close = re >= np.max(re, axis=-1, keepdims=True) - r
-        tied = np.count_nonzero(close, axis=-1) > 1
-        out = np.zeros(tied.shape, bool)
-        if tied.any():  # rare: look at the tangents of the tied windows only
-            im = np.imag(win).reshape(re.shape)[tied]
-            c = close[tied]
-            out[tied] = np.max(np.where(c, im, -np.inf), axis=-1) > np.min(np.where(c, im, np.inf), axis=-1)
-        return out
+        return _tied_apart(re, lambda tied: np.imag(win).reshape(re.shape)[tied], r)
 
     return near_kink
 
@@ -141,10 +148,12 @@ def _avg_backward(nd: int, name: str):
 
 
 def _moved_unit(kind: str, nd: int, name: str):
-    def moved_unit(x, y, b, j, v, o):
+    def moved_unit(x, y, b, j, v, o, radius=None):
         """Non-overlapping windows (stride >= kernel): input unit j of sample b[p] set to v[p] moves the one output
         unit whose window holds it (none in a gap or a dropped edge: the output's unit 0, unchanged). Its value is
-        the window's max (by real part, the first in row-major order, as the forward) or mean, recomputed."""
+        the window's max (by real part, the first in row-major order, as the forward) or mean, recomputed. With a
+        radius per p (a watched max-pool), also whether that window ties within it (see near_kink): the only
+        window whose tangents can differ."""
         G = _Geom(name, nd, x.shape[1:], o)
         if any(s < k for s, k in zip(G.stride, G.kernel)):
             return None
@@ -163,13 +172,16 @@ def _moved_unit(kind: str, nd: int, name: str):
             vals[:, i] = xp[(b, c) + where]
         own = np.ravel_multi_index(tuple(np.minimum(a - w_ * s, k - 1) for a, w_, s, k in zip(at, win, G.stride, G.kernel)), G.kernel)
         vals[np.arange(len(j)), own] = v
+        near = None
         if kind == "max":
             new = vals[np.arange(len(j)), np.argmax(np.real(vals), axis=1)]
+            if radius is not None:
+                near = inside & _tied_apart(np.real(vals), np.imag(vals), np.reshape(radius, (-1, 1)))
         else:
             new = vals.sum(axis=1) / G.kp
         out = c * math.prod(G.out) + np.ravel_multi_index(tuple(np.minimum(w_, n - 1) for w_, n in zip(win, G.out)), G.out)
         out = np.where(inside, out, 0)
-        return out, np.where(inside, new, y.reshape(len(y), -1)[b, 0])
+        return out, np.where(inside, new, y.reshape(len(y), -1)[b, 0]), near
 
     return moved_unit
 

@@ -25,7 +25,7 @@ OPS = (
         forward=lambda x, p, o: x.reshape(x.shape[:2] + (-1,)),
         backward=lambda x, y, g, p, o: (g.reshape(x.shape), {}),
         torch=_flatten_torch,
-        moved_unit=lambda x, y, b, j, v, o: (j, v),  # a unit keeps its flat index
+        moved_unit=lambda x, y, b, j, v, o, radius=None: (j, v, None),  # a unit keeps its flat index
         examples=(((2, 3, 4), {}), ((5,), {})),
     ),
 )
