@@ -112,9 +112,15 @@ def _max_near_kink(nd: int, name: str):
         their tangents differ: which one the max picks then decides the derivative (a max-pool's kink)."""
         G = _Geom(name, nd, x.shape[2:], o)
         win = windows(padded(x, G.pad, G.pad, -np.inf), G.out, G.kernel, G.stride, G.ones)
-        re = np.real(win).reshape(win.shape[:-G.nd] + (G.kp,))
-        r = np.reshape(radius, np.shape(radius) + (1,) * (re.ndim - np.ndim(radius)))
-        return _tied_apart(re, lambda tied: np.imag(win).reshape(re.shape)[tied], r)
+        k_axes = tuple(range(-G.nd, 0))
+        moving = np.any(np.imag(win) != 0, axis=k_axes)  # a window whose tangents are all 0 has none that differ
+        out = np.zeros(moving.shape, bool)
+        if not moving.any():
+            return out
+        r = np.broadcast_to(np.reshape(radius, np.shape(radius) + (1,) * (moving.ndim - np.ndim(radius))), moving.shape)
+        flat = win[moving].reshape(-1, G.kp)  # the moving windows' values, (M, K)
+        out[moving] = _tied_apart(np.real(flat), np.imag(flat), r[moving][:, None])
+        return out
 
     return near_kink
 
