@@ -71,6 +71,7 @@ def test_structured_path_equals_direct_per_element_differences():
     ("relu", {"type": "maxpool2d", "kernel": 2}, 4),  # dead units tie at 0 in windows: watched, ties reported per window
     ("gelu", {"type": "avgpool2d", "kernel": 2, "stride": 3, "padding": 1}, 4),  # gaps between windows, padding
     ("tanh", {"type": "maxpool2d", "kernel": 3, "stride": 2}, 2),  # overlapping windows: the forward runs whole
+    ("silu", {"type": "global_avgpool"}, 4),  # a channel's mean moves by the change over the area
 ])
 def test_a_site_unit_carried_through_pool_and_flatten_is_the_whole_forward(act, pool, carried_to, monkeypatch):
     """A conv whose output is smaller than its weight is reached through a site at its output; each perturbed unit

@@ -251,6 +251,13 @@ def _global_backward(x, y, g, p, o):
     return np.ascontiguousarray(np.broadcast_to(share, x.shape), dtype=np.result_type(x, g)), {}
 
 
+def _global_moved_unit(x, y, b, j, v, o, radius=None):
+    """Input unit j of sample b[p] set to v[p] moves its channel's mean alone, by the change over the area."""
+    area = math.prod(x.shape[2:])
+    c = j // area
+    return c, y[b, c] + (v - x.reshape(len(x), -1)[b, j]) / area, None
+
+
 def _global_torch(x, p, o):
     return x.mean(dim=tuple(range(2, x.ndim)))
 
@@ -284,6 +291,7 @@ OPS = (
         forward=_global_forward,
         backward=_global_backward,
         torch=_global_torch,
+        moved_unit=_global_moved_unit,
         examples=(((3, 5, 4), {}), ((4, 7), {}), ((2, 3, 4, 2), {}), ((5, 1, 1), {})),
     ),
 )
