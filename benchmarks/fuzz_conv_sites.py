@@ -6,7 +6,7 @@ Run by hand (not a test):  python benchmarks/fuzz_conv_sites.py [--seed S] [--sp
 and its parameters are differenced directly. These draws (6-12 input channels on 5x5 to 7x7 or 6 to 10
 positions, 8-16 output channels, some padded) make the convolution's output the smaller, or let its units
 carry cheaply: they are perturbed at the site and carried through the activation, the pool and flatten
-(`moved_unit`) into a dense head. Pools of every kind
+(`moved_unit`) or a global average pool into a dense head. Pools of every kind
 (max and average; windows disjoint, gapped, padded, overlapping), 11 activations, float32 and float64, two
 losses. Every spec must pass (the three engines agree within the error model); a failure prints its spec.
 """
@@ -47,7 +47,7 @@ def draw(seed: int) -> dict:
             stride, pad = r.choice([pk, pk, pk + 1, max(1, pk - 1)]), r.choice([0, 0, pk // 2])
             layers.append({"type": f"{kind}pool{nd}d", "kernel": pk, "stride": stride, "padding": pad})
             size = (size + 2 * pad - pk) // stride + 1
-    layers.append({"type": "flatten"})
+    layers.append({"type": "global_avgpool"} if r.random() < 0.25 else {"type": "flatten"})
     if r.random() < 0.5:
         layers += [{"type": "dense", "units": r.choice([5, 9])}, {"type": "activation", "fn": r.choice(ACTIVATIONS)}]
     layers.append({"type": "dense", "units": 4})
