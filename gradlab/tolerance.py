@@ -328,24 +328,24 @@ def _sensitivity(layer, params, x, y, g, e_g, rng, eps: float, e_x=None, e_y=Non
         return {k: v - alone_base[b][k] for k, v in vjp_alone(b, xb, yb, g[b:b + 1]).items()}
 
     pushes = [(lambda d: _as_dict(layer.backward(params, x, y, d)),
-               apart and (lambda b, d: vjp_alone(b, x[b:b + 1], y[b:b + 1], d)), e_g, car_g)]
+               (lambda b, d: vjp_alone(b, x[b:b + 1], y[b:b + 1], d)) if apart else None, e_g, car_g)]
     if reads_rounded and np.any(e_g):
         # and at x and y moved outward by their errors: the product of two errors is all there is where x = 0
         # and g = 0 (a dense weight's x^T g after a batchnorm of a constant channel, at an output with y = t)
         x_out, y_out = _outward(x, e_x), _outward(y, e_y)
         pushes.append((lambda d: _as_dict(layer.backward(params, x_out, y_out, d)),
-                       apart and (lambda b, d: vjp_alone(b, x_out[b:b + 1], y_out[b:b + 1], d)), e_g, car_g))
+                       (lambda b, d: vjp_alone(b, x_out[b:b + 1], y_out[b:b + 1], d)) if apart else None, e_g, car_g))
     if reads_rounded:
         def change(vjp):
             return {k: v - base[k] for k, v in _as_dict(vjp).items()}
         pushes += [(lambda d: change(layer.backward(params, x + d, y, g)),
-                    apart and (lambda b, d: change_alone(b, x[b:b + 1] + d, y[b:b + 1])), e_x, car_f),
+                    (lambda b, d: change_alone(b, x[b:b + 1] + d, y[b:b + 1])) if apart else None, e_x, car_f),
                    (lambda d: change(layer.backward(params, x, y + d, g)),
-                    apart and (lambda b, d: change_alone(b, x[b:b + 1], y[b:b + 1] + d)), e_y, car_f)]
+                    (lambda b, d: change_alone(b, x[b:b + 1], y[b:b + 1] + d)) if apart else None, e_y, car_f)]
     exact = {k: np.zeros(np.shape(v)) for k, v in base.items()}
     for respond, alone, err, into in pushes:
         if np.any(err):
-            each = _one_by_one(respond, err) if np.size(err) <= SMALL else _sample_by_sample(respond, err, rng, alone or None)
+            each = _one_by_one(respond, err) if np.size(err) <= SMALL else _sample_by_sample(respond, err, rng, alone)
             if into is car_g:
                 for k in car_g:
                     car_g[k] = np.fmax(car_g[k], each[k])

@@ -545,6 +545,13 @@ class _Base:
             start += 1
         return start, j, v
 
+    def rank_one_loss(self, d: int, b: np.ndarray, j: np.ndarray, change: np.ndarray) -> np.ndarray:
+        """Per-sample loss when input unit j[p] of dense layer d changes by change[p] in sample b[p]: the layer's
+        output row changes by that times one row of its (in, out) weight, and the rest runs from there."""
+        dense = self.net.layers[d]
+        w = dense_op.as_in_out(self.params[dense.weight], dense.layout)
+        return self.rows_loss(d + 1, self.hs[d + 1][b] + change[:, None] * w[j], b)
+
     def site_loss(self, l: int, b: np.ndarray, j: np.ndarray, off: np.ndarray) -> np.ndarray:
         """Per-sample loss after hs[l][b[p], j[p]] += off[p] (j indexes the flattened sample), for all p at once."""
         layers, hs, L = self.net.layers, self.hs, self.n_layers
@@ -555,18 +562,14 @@ class _Base:
             start, j, v = self.carried(l, b, j, hs[l][b].reshape(len(b), -1)[np.arange(len(b)), j] + off)
             layer = layers[start] if start < L else None
             if isinstance(layer, DenseLayer) and hs[start].ndim == 2:  # one input unit: a rank-1 change of its output
-                w = dense_op.as_in_out(self.params[layer.weight], layer.layout)
-                return self.rows_loss(start + 1, hs[start + 1][b] + (v - hs[start][b, j])[:, None] * w[j], b)
+                return self.rank_one_loss(start, b, j, v - hs[start][b, j])
             return self.rows_loss(start, _with_unit(hs[start], b, j, v), b)
         if l + 1 < L and isinstance(layers[l], ActivationLayer) and layers[l].op.elementwise and not layers[l].trainable and isinstance(layers[l + 1], DenseLayer):
-            act, dense = layers[l], layers[l + 1]
+            act = layers[l]
             a_new = act.op.forward((hs[l][b, j] + off)[:, None], act.fixed)[:, 0]
-            change = a_new - hs[l + 1][b, j]
-            w = dense_op.as_in_out(self.params[dense.weight], dense.layout)
-            return self.rows_loss(l + 2, hs[l + 2][b] + change[:, None] * w[j], b)  # rank-1 update of the next layer
+            return self.rank_one_loss(l + 1, b, j, a_new - hs[l + 1][b, j])
         if l < L and isinstance(layers[l], DenseLayer):
-            w = dense_op.as_in_out(self.params[layers[l].weight], layers[l].layout)
-            return self.rows_loss(l + 1, hs[l + 1][b] + off[:, None] * w[j], b)
+            return self.rank_one_loss(l, b, j, off)
         rows = hs[l][b].astype(np.result_type(hs[l], off))
         rows[np.arange(len(b)), j] += off
         return self.rows_loss(l, rows, b)
@@ -979,23 +982,15 @@ def _work(layer) -> float:
 
 def _site_work(base: _Base, l: int) -> float:
     """The work of perturbing every unit of every sample at the input of layer l: each unit is carried through
-    the layers that move one unit for one (see _Base.carried), then the rest
-    of the network runs on one row -- a dense layer reached by one unit as a rank-1 change."""
+    the layers that move one unit for one (see _Base.carried), then the rest of the network runs on one row --
+    a dense layer reached by one unit as a rank-1 change."""
     net, hs = base.net, base.hs
-    units, start = hs[l][0].size, l
-    probe_b, probe_j = np.zeros(1, int), np.zeros(1, int)
-    v = hs[l].reshape(hs[l].shape[0], -1)[:1, 0]
-    while start < base.n_layers:
-        moved = _moved_unit(net.layers[start], hs[start], hs[start + 1], probe_b, probe_j, v)
-        if moved is None:
-            break
-        probe_j, v = moved
-        start += 1
+    start, _, _ = base.carried(l, np.zeros(1, int), np.zeros(1, int), hs[l].reshape(hs[l].shape[0], -1)[:1, 0])
     rest = net.layers[start:]
     work = sum(_work(x) for x in rest)
     if rest and isinstance(rest[0], DenseLayer) and hs[start].ndim == 2:
         work -= _work(rest[0]) - rest[0].n_out  # one input unit: a rank-1 change of its output
-    return hs[l].shape[0] * units * work
+    return hs[l].size * work
 
 
 def _affine(layer) -> bool:
